@@ -1,0 +1,181 @@
+"""OpenAlgo REST v1 client (httpx).
+
+- connect/read timeouts (default 3 s / 10 s);
+- per-account token buckets: one for order calls, one for reads (the poller adds its own 1 req/s pacing);
+- reads are retried with exponential backoff (base 2 s, cap 60 s) on network errors, 5xx and 429;
+- placeorder is NEVER retried: a timeout or 5xx after sending raises OrderOutcomeUnknown, a 4xx/`status:error`
+  raises OrderRejected, a 429 raises RateLimited (refused before processing: nothing was placed);
+- 403 raises AuthError; the API key never appears in any message.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+
+import httpx
+
+from broker.errors import (AuthError, BrokerError, ConfigError, OrderNotFound, OrderOutcomeUnknown, OrderRejected,
+                           RateLimited, TemporaryBrokerError)
+from broker.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+ORDER_ENDPOINTS = {"placeorder", "modifyorder", "cancelorder", "placesmartorder"}
+
+
+def _message(body) -> str:
+    if isinstance(body, dict):
+        msg = body.get("message", body)
+        return msg if isinstance(msg, str) else json.dumps(msg)[:300]
+    return str(body)[:300]
+
+
+class OpenAlgoClient:
+    def __init__(self, host_url: str, api_key: str, *, connect_timeout: float = 3.0, read_timeout: float = 10.0,
+                 order_rate: float = 8.0, read_rate: float = 20.0, retries: int = 4, backoff_base: float = 2.0,
+                 backoff_max: float = 60.0, sleep=time.sleep, name: str = ""):
+        if not host_url.startswith(("http://", "https://")):
+            raise ConfigError("host URL must start with http:// or https://")
+        self.base = host_url.rstrip("/") + "/api/v1/"
+        self._key = api_key
+        self.name = name or host_url
+        self.retries, self.backoff_base, self.backoff_max = retries, backoff_base, backoff_max
+        self.sleep = sleep
+        self.order_bucket = TokenBucket(order_rate, sleep=sleep)
+        self.read_bucket = TokenBucket(read_rate, sleep=sleep)
+        self.http = httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+                                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+        self.calls: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAlgoClient({self.name})"
+
+    # ---- transport -------------------------------------------------------------------------------------------
+    def _post_once(self, endpoint: str, payload: dict) -> dict:
+        self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
+        bucket = self.order_bucket if endpoint in ORDER_ENDPOINTS else self.read_bucket
+        bucket.acquire()
+        resp = self.http.post(self.base + endpoint, json={"apikey": self._key, **payload})
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"message": resp.text[:200]}
+        code = resp.status_code
+        if code == 429:
+            bucket.block_for(1.0)
+            raise RateLimited(f"rate limited by the server ({_message(body)})", code)
+        if code == 403:
+            raise AuthError(_message(body) or "Invalid openalgo apikey", code)
+        if code >= 500:
+            raise TemporaryBrokerError(f"server error {code}: {_message(body)}", code)
+        if code == 404:
+            raise OrderNotFound(_message(body), code)
+        if code >= 400 or (isinstance(body, dict) and body.get("status") == "error"):
+            raise OrderRejected(_message(body), code)
+        return body
+
+    def _read(self, endpoint: str, payload: dict | None = None) -> dict:
+        """Idempotent read with exponential backoff + jitter on temporary errors."""
+        attempt = 0
+        while True:
+            try:
+                return self._post_once(endpoint, payload or {})
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                err: BrokerError = TemporaryBrokerError(f"{endpoint}: {type(exc).__name__}")
+            except TemporaryBrokerError as exc:
+                err = exc
+            if attempt >= self.retries:
+                raise err
+            delay = min(self.backoff_max, self.backoff_base * (2 ** attempt)) * (0.5 + random.random() / 2)
+            log.warning("%s %s failed (%s); retry %d in %.1fs", self.name, endpoint, err.message, attempt + 1, delay)
+            self.sleep(delay)
+            attempt += 1
+
+    # ---- orders (never retried) -----------------------------------------------------------------------------
+    def placeorder(self, *, strategy: str, symbol: str, exchange: str, action: str, quantity: int,
+                   pricetype: str = "MARKET", product: str = "MIS", price: float = 0.0, trigger_price: float = 0.0,
+                   disclosed_quantity: int = 0) -> str:
+        payload = dict(strategy=strategy, symbol=symbol, exchange=exchange, action=action, quantity=quantity,
+                       pricetype=pricetype, product=product, price=price, trigger_price=trigger_price,
+                       disclosed_quantity=disclosed_quantity)
+        try:
+            body = self._post_once("placeorder", payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never connected: nothing was sent
+            raise TemporaryBrokerError(f"placeorder: cannot connect ({type(exc).__name__})") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise OrderOutcomeUnknown(f"placeorder: no answer ({type(exc).__name__}); outcome unknown") from None
+        except RateLimited:
+            raise
+        except TemporaryBrokerError as exc:
+            raise OrderOutcomeUnknown(f"placeorder: {exc.message}; outcome unknown", exc.status_code) from None
+        orderid = body.get("orderid")
+        if not orderid:
+            raise OrderRejected(_message(body) or "no orderid in response")
+        return str(orderid)
+
+    def cancelorder(self, orderid: str, strategy: str = "AlgoMirror") -> dict:
+        return self._read("cancelorder", {"orderid": orderid, "strategy": strategy})
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+    def ping(self) -> dict:
+        return self._read("ping").get("data", {})
+
+    def funds(self) -> dict:
+        return self._read("funds").get("data", {})
+
+    def orderbook(self) -> list[dict]:
+        data = self._read("orderbook").get("data") or {}
+        return list(data.get("orders") or []) if isinstance(data, dict) else list(data)
+
+    def tradebook(self) -> list[dict]:
+        return list(self._read("tradebook").get("data") or [])
+
+    def positionbook(self) -> list[dict]:
+        return list(self._read("positionbook").get("data") or [])
+
+    def holdings(self) -> list[dict]:
+        data = self._read("holdings").get("data") or {}
+        return list(data.get("holdings") or []) if isinstance(data, dict) else list(data)
+
+    def orderstatus(self, orderid: str, strategy: str = "AlgoMirror") -> dict:
+        return self._read("orderstatus", {"orderid": orderid, "strategy": strategy}).get("data", {})
+
+    def quotes(self, symbol: str, exchange: str) -> dict:
+        return self._read("quotes", {"symbol": symbol, "exchange": exchange}).get("data", {})
+
+    def multiquotes(self, symbols: list[dict]) -> list[dict]:
+        return list(self._read("multiquotes", {"symbols": symbols}).get("results") or [])
+
+    def depth(self, symbol: str, exchange: str) -> dict:
+        return self._read("depth", {"symbol": symbol, "exchange": exchange}).get("data", {})
+
+    def expiry(self, symbol: str, exchange: str, instrumenttype: str = "options") -> list[str]:
+        return list(self._read("expiry", {"symbol": symbol, "exchange": exchange,
+                                          "instrumenttype": instrumenttype}).get("data") or [])
+
+    def search(self, query: str, exchange: str | None = None) -> list[dict]:
+        payload = {"query": query, **({"exchange": exchange} if exchange else {})}
+        return list(self._read("search", payload).get("data") or [])
+
+    def instruments(self, exchange: str) -> list[dict]:
+        """GET /instruments?apikey&exchange (format json)."""
+        attempt = 0
+        while True:
+            self.read_bucket.acquire()
+            try:
+                resp = self.http.get(self.base + "instruments", params={"apikey": self._key, "exchange": exchange})
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt >= self.retries:
+                    raise TemporaryBrokerError(f"instruments: {type(exc).__name__}") from None
+                self.sleep(min(self.backoff_max, self.backoff_base * 2 ** attempt))
+                attempt += 1
+                continue
+            if resp.status_code == 403:
+                raise AuthError("Invalid openalgo apikey", 403)
+            if resp.status_code != 200:
+                raise BrokerError(f"instruments {exchange}: HTTP {resp.status_code}", resp.status_code)
+            return list(resp.json().get("data") or [])

@@ -1,0 +1,128 @@
+"""One typed settings object shared by the service and the Streamlit app.
+
+Every setting has a default and help text. Override any of them with an environment
+variable named ``APP__<SECTION>__<KEY>`` (upper case), e.g. ``APP__SERVICE__WS_STALL_SECONDS=5``.
+Settings are validated at load time, so a bad value fails fast with a clear message.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _s(default, help_text: str, minimum=None):
+    return field(default=default, metadata={"help": help_text, "min": minimum})
+
+
+@dataclass(frozen=True)
+class DbSettings:
+    path: str = _s(str(ROOT / "data" / "algomirror.db"), "SQLite database file shared by the service and the UI")
+    busy_timeout_ms: int = _s(5000, "SQLite busy_timeout in milliseconds (>= 5000)", 5000)
+
+
+@dataclass(frozen=True)
+class SecretsSettings:
+    fernet_key: str = _s("", "Fernet key for API keys at rest; empty = use/create key_file")
+    key_file: str = _s("", "Key file (mode 0600); empty = 'algomirror.key' beside the database")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    connect_timeout_s: float = _s(3.0, "HTTP connect timeout to OpenAlgo", 0.1)
+    read_timeout_s: float = _s(10.0, "HTTP read timeout to OpenAlgo (placeorder timeout => 'unknown')", 0.1)
+    order_rate_per_s: float = _s(8.0, "Token-bucket rate for order calls per account (OpenAlgo allows 10/s)", 0.1)
+    read_rate_per_s: float = _s(20.0, "Token-bucket rate for read calls per account", 0.1)
+    read_retries: int = _s(4, "Retries for idempotent reads (never for placeorder)", 0)
+    backoff_base_s: float = _s(2.0, "Base of exponential backoff for reads and 429", 0.0)
+    backoff_max_s: float = _s(60.0, "Cap of exponential backoff", 0.0)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    ws_stall_seconds: float = _s(10.0, "No tick for this long while subscribed => reconnect", 0.5)
+    ws_reconnect_base_s: float = _s(1.0, "WebSocket reconnect backoff base", 0.05)
+    ws_reconnect_max_s: float = _s(30.0, "WebSocket reconnect backoff cap", 0.1)
+    ws_failover_after: int = _s(3, "Consecutive failed connects before failing over to the next backup account", 1)
+    ws_failover_cooldown_s: float = _s(60.0, "An account that failed is not retried as feed for this long", 0.0)
+    dispatch_poll_s: float = _s(0.05, "Order dispatcher poll interval for queued intents", 0.005)
+    poller_interval_s: float = _s(1.0, "Order status poll interval per account (<= 1 request/s/account)", 1.0)
+    flush_interval_s: float = _s(1.0, "Price/position batch flush to SQLite (<= 2 s)", 0.05)
+    pnl_snapshot_s: float = _s(1.0, "P&L snapshot interval for charts", 0.2)
+    risk_sweep_s: float = _s(5.0, "Risk sweep interval (REST fallback when a price is older than this)", 0.1)
+    exit_retries: int = _s(3, "Retries of a failed exit order before flagging it loudly", 0)
+    reconcile_interval_s: float = _s(5.0, "Reconciler interval for sent/unknown intents", 0.1)
+    reconcile_max_checks: int = _s(6, "Checks before an unmatched in-flight intent is settled rejected", 1)
+    reconcile_window_s: float = _s(120.0, "Time window for matching an unknown intent to a broker order", 1.0)
+    heartbeat_s: float = _s(2.0, "Service heartbeat interval", 0.1)
+    chain_strikes: int = _s(20, "Option-chain session: strikes each side of ATM", 1)
+    chain_ttl_s: float = _s(300.0, "Option-chain session lifetime without heartbeat", 1.0)
+    chain_cleanup_s: float = _s(60.0, "Option-chain session cleanup interval", 1.0)
+    funds_refresh_s: float = _s(10.0, "Funds/positions/holdings refresh per account", 1.0)
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    refresh_s: float = _s(2.0, "Live tile refresh interval in the Streamlit app", 0.5)
+    service_stale_s: float = _s(10.0, "Service heartbeat older than this => 'service down' banner", 1.0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: DbSettings = field(default_factory=DbSettings)
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+
+    @property
+    def key_file(self) -> Path:
+        if self.secrets.key_file:
+            return Path(self.secrets.key_file)
+        return Path(self.db.path).with_name("algomirror.key")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(raw: str, typ, name: str):
+    try:
+        if typ in (int, "int"):
+            return int(raw)
+        if typ in (float, "float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: '{raw}' is not a valid {typ if isinstance(typ, str) else typ.__name__}") from exc
+    return raw
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    """Build Settings from defaults + ``APP__SECTION__KEY`` environment variables; validate."""
+    env = os.environ if env is None else env
+    sections = {}
+    for sec in fields(Settings):
+        obj = sec.default_factory()
+        changes = {}
+        for f in fields(obj):
+            name = f"APP__{sec.name.upper()}__{f.name.upper()}"
+            if name in env:
+                changes[f.name] = _convert(env[name], f.type, name)
+            value = changes.get(f.name, getattr(obj, f.name))
+            low = f.metadata.get("min")
+            if low is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+        sections[sec.name] = replace(obj, **changes)
+    return Settings(**sections)
+
+
+def describe() -> list[tuple[str, object, str]]:
+    """(env var, default, help) for every setting: used by the README test and the Settings page."""
+    rows = []
+    for sec in fields(Settings):
+        obj = sec.default_factory()
+        for f in fields(obj):
+            rows.append((f"APP__{sec.name.upper()}__{f.name.upper()}", getattr(obj, f.name), f.metadata["help"]))
+    return rows

@@ -1,0 +1,156 @@
+"""Accounts: add / edit / delete, API key encrypted at rest, feed order (primary, then backups)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from sqlalchemy import delete, func, select, update
+
+from db import Database
+from db.crypto import decrypt, encrypt
+from db.logmask import register_secret
+from db.models import Account, AuditLog, OrderIntent, StrategyRun, utcnow
+
+NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
+
+
+class AccountError(ValueError):
+    """A clear, user-facing message; nothing was written."""
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: int
+    name: str
+    broker: str
+    host_url: str
+    ws_url: str
+    is_primary: bool
+    backup_order: int | None
+    is_active: bool
+    status: str
+    status_message: str
+    last_checked_at: object
+
+    @classmethod
+    def of(cls, a: Account) -> "AccountView":
+        return cls(**{f: getattr(a, f) for f in cls.__dataclass_fields__})
+
+
+def _check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
+    url = (url or "").strip()
+    p = urlparse(url)
+    if len(url) > 256 or p.scheme not in schemes or not p.hostname:
+        raise AccountError(f"{what} must look like {schemes[0]}://host:port (got '{url[:60]}')")
+    return url.rstrip("/")
+
+
+def _check_key(api_key: str) -> str:
+    api_key = (api_key or "").strip()
+    if not (16 <= len(api_key) <= 256) or any(c.isspace() for c in api_key):
+        raise AccountError("API key must be 16-256 characters with no spaces")
+    return api_key
+
+
+def add_account(db: Database, name: str, host_url: str, ws_url: str, api_key: str, *, is_primary: bool = False,
+                backup_order: int | None = None, broker: str = "") -> int:
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise AccountError("Name must be 1-64 characters: letters, digits, space, _ . -")
+    host_url = _check_url(host_url, ("http", "https"), "Host URL")
+    ws_url = _check_url(ws_url, ("ws", "wss"), "WebSocket URL")
+    api_key = _check_key(api_key)
+    if backup_order is not None and not (1 <= int(backup_order) <= 99):
+        raise AccountError("Backup order must be between 1 and 99")
+    register_secret(api_key)
+    with db.write() as s:
+        if s.scalar(select(func.count()).where(Account.name == name)):
+            raise AccountError(f"An account named '{name}' already exists")
+        has_primary = s.scalar(select(func.count()).where(Account.is_primary.is_(True)))
+        if is_primary or not has_primary:
+            s.execute(update(Account).values(is_primary=False))
+            is_primary = True
+        acct = Account(name=name, broker=broker[:64], host_url=host_url, ws_url=ws_url,
+                       api_key_encrypted=encrypt(db.fernet, api_key), is_primary=is_primary,
+                       backup_order=backup_order)
+        s.add(acct)
+        s.flush()
+        s.add(AuditLog(actor="ui", action="account_added", details=f"account {acct.id} '{name}'"))
+        return acct.id
+
+
+def update_account(db: Database, account_id: int, *, host_url: str | None = None, ws_url: str | None = None,
+                   api_key: str | None = None, is_primary: bool | None = None, backup_order: int | None = -1,
+                   is_active: bool | None = None) -> None:
+    values: dict = {}
+    if host_url is not None:
+        values["host_url"] = _check_url(host_url, ("http", "https"), "Host URL")
+    if ws_url is not None:
+        values["ws_url"] = _check_url(ws_url, ("ws", "wss"), "WebSocket URL")
+    if api_key:
+        key = _check_key(api_key)
+        register_secret(key)
+        values.update(api_key_encrypted=encrypt(db.fernet, key), status="unchecked", status_message="")
+    if backup_order != -1:
+        if backup_order is not None and not (1 <= int(backup_order) <= 99):
+            raise AccountError("Backup order must be between 1 and 99")
+        values["backup_order"] = backup_order
+    if is_active is not None:
+        values["is_active"] = bool(is_active)
+    with db.write() as s:
+        if not s.get(Account, account_id):
+            raise AccountError(f"Unknown account {account_id}")
+        if is_primary:
+            s.execute(update(Account).values(is_primary=False))
+            values["is_primary"] = True
+        if values:
+            s.execute(update(Account).where(Account.id == account_id).values(**values))
+        s.add(AuditLog(actor="ui", action="account_updated",
+                       details=f"account {account_id}: {sorted(k for k in values if k != 'api_key_encrypted')}"))
+
+
+def delete_account(db: Database, account_id: int) -> None:
+    with db.write() as s:
+        acct = s.get(Account, account_id)
+        if not acct:
+            raise AccountError(f"Unknown account {account_id}")
+        used = s.scalar(select(func.count()).select_from(OrderIntent).where(OrderIntent.account_id == account_id))
+        used += s.scalar(select(func.count()).select_from(StrategyRun).where(StrategyRun.account_id == account_id))
+        if used:
+            raise AccountError("This account has orders or strategy runs; deactivate it instead of deleting")
+        s.execute(delete(Account).where(Account.id == account_id))
+        s.add(AuditLog(actor="ui", action="account_deleted", details=f"account {account_id} '{acct.name}'"))
+
+
+def list_accounts(db: Database, active_only: bool = False) -> list[AccountView]:
+    with db.read() as s:
+        q = select(Account).order_by(Account.is_primary.desc(), Account.backup_order.is_(None),
+                                     Account.backup_order, Account.id)
+        if active_only:
+            q = q.where(Account.is_active.is_(True))
+        return [AccountView.of(a) for a in s.scalars(q)]
+
+
+def feed_order(db: Database) -> list[AccountView]:
+    """Accounts usable for the shared market-data feed: primary first, then backups by backup_order."""
+    return [a for a in list_accounts(db, active_only=True) if a.is_primary or a.backup_order is not None]
+
+
+def api_key_for(db: Database, account_id: int) -> str:
+    """Plaintext key for the broker client only. Never log or display the result."""
+    with db.read() as s:
+        acct = s.get(Account, account_id)
+        if not acct:
+            raise AccountError(f"Unknown account {account_id}")
+        key = decrypt(db.fernet, acct.api_key_encrypted)
+    register_secret(key)
+    return key
+
+
+def set_status(db: Database, account_id: int, status: str, message: str = "", broker: str | None = None) -> None:
+    values = {"status": status, "status_message": message[:512], "last_checked_at": utcnow()}
+    if broker is not None:
+        values["broker"] = broker[:64]
+    with db.write() as s:
+        s.execute(update(Account).where(Account.id == account_id).values(**values))

@@ -1,0 +1,155 @@
+"""Command rows written by the UI (and the risk manager): orders to place, control commands.
+
+Every entry point validates first and raises ``CommandError`` with a clear message; on error nothing is
+written. An order intent is written with a ``client_order_id`` the form created when it rendered, so a double
+click hits the UNIQUE constraint and returns the first intent instead of placing twice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from db import Database
+from db.models import Account, ControlCommand, Instrument, OrderIntent
+
+EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
+DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
+PRICETYPES = {"MARKET", "LIMIT", "SL", "SL-M"}
+PRODUCTS = {"MIS", "CNC", "NRML"}
+ACTIONS = {"BUY", "SELL"}
+MAX_QTY = 1_000_000
+
+
+class CommandError(ValueError):
+    """User-facing validation error; nothing was written."""
+
+
+@dataclass
+class OrderRequest:
+    account_id: int
+    symbol: str
+    exchange: str
+    action: str
+    quantity: object
+    pricetype: str = "MARKET"
+    product: str = "MIS"
+    price: object = 0.0
+    trigger_price: object = 0.0
+    strategy_tag: str = "AlgoMirror"
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool):
+        raise CommandError(f"{what} must be a number")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CommandError(f"{what} must be a number (got '{str(value)[:20]}')") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise CommandError(f"{what} must be a finite number")
+    return v
+
+
+def _quantity(value) -> int:
+    q = _number(value, "Quantity")
+    if q != int(q):
+        raise CommandError(f"Quantity must be a whole number (got {value})")
+    if q <= 0:
+        raise CommandError("Quantity must be greater than zero")
+    if q > MAX_QTY:
+        raise CommandError(f"Quantity must be at most {MAX_QTY}")
+    return int(q)
+
+
+def validate_order(s, req: OrderRequest) -> dict:
+    """Return the normalised intent fields or raise CommandError. Reads the account and symbol master."""
+    symbol = (req.symbol or "").strip().upper()
+    exchange = (req.exchange or "").strip().upper()
+    action = (req.action or "").strip().upper()
+    pricetype, product = (req.pricetype or "").strip().upper(), (req.product or "").strip().upper()
+    tag = (req.strategy_tag or "AlgoMirror").strip()
+    if not symbol or len(symbol) > 64 or not symbol.replace("-", "").replace("&", "").replace(".", "").isalnum():
+        raise CommandError("Symbol must be 1-64 characters: letters, digits, '-', '&' or '.'")
+    if exchange not in EXCHANGES:
+        raise CommandError(f"Exchange must be one of {', '.join(sorted(EXCHANGES))}")
+    if action not in ACTIONS:
+        raise CommandError("Action must be BUY or SELL")
+    if pricetype not in PRICETYPES:
+        raise CommandError("Price type must be MARKET, LIMIT, SL or SL-M")
+    if product not in PRODUCTS:
+        raise CommandError("Product must be MIS, CNC or NRML")
+    if len(tag) > 64 or not tag.replace(" ", "").replace("_", "").replace("-", "").isalnum():
+        raise CommandError("Strategy tag must be 1-64 characters: letters, digits, space, _ or -")
+    qty = _quantity(req.quantity)
+    price, trigger = _number(req.price or 0, "Price"), _number(req.trigger_price or 0, "Trigger price")
+    if price < 0 or trigger < 0:
+        raise CommandError("Price and trigger price cannot be negative")
+    if pricetype in ("LIMIT", "SL") and price <= 0:
+        raise CommandError(f"{pricetype} orders need a price greater than zero")
+    if pricetype in ("SL", "SL-M") and trigger <= 0:
+        raise CommandError(f"{pricetype} orders need a trigger price greater than zero")
+    if pricetype in ("MARKET", "SL-M"):
+        price = 0.0
+    if pricetype in ("MARKET", "LIMIT"):
+        trigger = 0.0
+    if exchange in ("NSE", "BSE") and product == "NRML":
+        raise CommandError("NRML is not allowed for equity; use CNC for delivery or MIS for intraday")
+    if exchange in DERIVATIVE_EXCHANGES and product == "CNC":
+        raise CommandError("CNC is not allowed for derivatives; use NRML or MIS")
+    acct = s.get(Account, int(req.account_id)) if str(req.account_id).lstrip("-").isdigit() else None
+    if acct is None:
+        raise CommandError(f"Unknown account '{req.account_id}'")
+    if not acct.is_active:
+        raise CommandError(f"Account '{acct.name}' is deactivated")
+    inst = s.get(Instrument, (symbol, exchange))
+    if inst is None:
+        raise CommandError(f"Unknown symbol {symbol} on {exchange} (not in the symbol master)")
+    if inst.lotsize > 1 and qty % inst.lotsize:
+        raise CommandError(f"Quantity must be a multiple of the lot size {inst.lotsize}")
+    for value, what in ((price, "Price"), (trigger, "Trigger price")):
+        tick = inst.tick_size or 0.05
+        if value and abs(round(value / tick) * tick - value) > 1e-6:
+            raise CommandError(f"{what} must be a multiple of the tick size {tick}")
+    return dict(account_id=acct.id, symbol=symbol, exchange=exchange, action=action, requested_qty=qty,
+                pricetype=pricetype, product=product, limit_price=price, trigger_price=trigger, strategy_tag=tag)
+
+
+def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
+                  source: str = "ui", priority: int = 100) -> tuple[int, bool]:
+    """Write one queued intent. Returns (intent_id, created). A repeated client_order_id returns the first
+    intent with created=False: the double click is absorbed, never sent twice."""
+    if not client_order_id or len(client_order_id) > 40:
+        raise CommandError("client_order_id must be 1-40 characters")
+    try:
+        with db.write() as s:
+            existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
+            if existing:
+                return existing, False
+            fields = validate_order(s, req)
+            intent = OrderIntent(client_order_id=client_order_id, purpose=purpose, source=source,
+                                 priority=priority, **fields)
+            s.add(intent)
+            s.flush()
+            return intent.id, True
+    except IntegrityError:  # a concurrent writer inserted the same client_order_id first
+        with db.read() as s:
+            existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
+        if existing:
+            return existing, False
+        raise
+
+
+CONTROL_KINDS = {"exit_run", "refresh_account", "cancel_intent", "reload_accounts"}
+
+
+def enqueue_control(db: Database, kind: str, payload: dict) -> int:
+    if kind not in CONTROL_KINDS:
+        raise CommandError(f"Unknown control command '{kind}'")
+    with db.write() as s:
+        cmd = ControlCommand(kind=kind, payload_json=json.dumps(payload))
+        s.add(cmd)
+        s.flush()
+        return cmd.id

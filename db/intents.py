@@ -1,0 +1,91 @@
+"""Order-intent persistence: the only code that changes an intent's status.
+
+Every change is a compare-and-set UPDATE (``WHERE id=? AND status=<expected>``) that must report exactly one
+row, plus an append-only order_events row, in one BEGIN IMMEDIATE transaction. Two dispatchers racing for the
+same intent therefore cannot both claim it; the loser sees rowcount 0 and moves on.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import OrderEvent, OrderIntent, utcnow
+from db.order_fsm import Status, apply
+
+TIME_FIELD = {Status.CLAIMED: "claimed_at", Status.SENT: "sent_at"}
+
+
+def new_client_order_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class IntentView:
+    """A detached, immutable copy of an intent for use outside a session (dispatcher threads)."""
+    id: int
+    client_order_id: str
+    account_id: int
+    run_id: int | None
+    execution_id: int | None
+    purpose: str
+    source: str
+    strategy_tag: str
+    symbol: str
+    exchange: str
+    action: str
+    requested_qty: int
+    pricetype: str
+    product: str
+    limit_price: float
+    trigger_price: float
+    status: str
+    broker_order_id: str | None
+    created_at: object
+    sent_at: object
+
+    @classmethod
+    def of(cls, i: OrderIntent) -> "IntentView":
+        return cls(**{f: getattr(i, f) for f in cls.__dataclass_fields__})
+
+
+def transition(s: Session, intent_id: int, frm: Status | str, to: Status | str, source: str,
+               reason: str = "", payload: object = None, **fields) -> bool:
+    """CAS the intent from ``frm`` to ``to`` (FSM-checked). Returns False if the row was not in ``frm``."""
+    to = apply(frm, to)
+    now = utcnow()
+    values = {"status": to.value, "updated_at": now, **fields}
+    if reason:
+        values["status_reason"] = reason[:512]
+    if to in TIME_FIELD:
+        values[TIME_FIELD[to]] = now
+    res = s.execute(update(OrderIntent)
+                    .where(OrderIntent.id == intent_id, OrderIntent.status == Status(frm).value)
+                    .values(**values))
+    if res.rowcount != 1:
+        return False
+    s.add(OrderEvent(intent_id=intent_id, from_status=Status(frm).value, to_status=to.value, source=source,
+                     reason=reason[:512], payload=json.dumps(payload, default=str)[:4000] if payload else "",
+                     ts_utc=now))
+    return True
+
+
+def claim(s: Session, intent_id: int, worker: str) -> bool:
+    return transition(s, intent_id, Status.QUEUED, Status.CLAIMED, "dispatcher", claimed_by=worker)
+
+
+def queued_ids(s: Session, limit: int = 200) -> list[int]:
+    """Queued intents, most urgent first (priority, then FIFO by created_at)."""
+    q = (select(OrderIntent.id).where(OrderIntent.status == Status.QUEUED.value)
+         .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(limit))
+    return list(s.scalars(q))
+
+
+def requeue_orphan_claims(s: Session, reason: str = "claimed by a process that stopped before sending") -> int:
+    """At service start (single instance, lock held): 'claimed' rows were never sent ('sent' is committed
+    before any network call), so they can safely go back to the queue."""
+    ids = list(s.scalars(select(OrderIntent.id).where(OrderIntent.status == Status.CLAIMED.value)))
+    return sum(transition(s, i, Status.CLAIMED, Status.QUEUED, "reconciler", reason, claimed_by="") for i in ids)

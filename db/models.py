@@ -1,0 +1,363 @@
+"""SQLAlchemy 2.x typed models. Times are UTC (naive datetimes holding UTC) internally; IST only in ui/.
+
+Ownership (design guide §2): the UI writes only command rows (order_intents with status 'queued',
+control_commands, strategies, accounts, option_chain_sessions heartbeats); the service owns every
+broker-state table (broker_orders, broker_trades, positions, funds, holdings, latest_prices, ...).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    broker: Mapped[str] = mapped_column(String(64), default="")
+    host_url: Mapped[str] = mapped_column(String(256))
+    ws_url: Mapped[str] = mapped_column(String(256))
+    api_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    backup_order: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1 = first backup for the feed
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(32), default="unchecked")  # ok | invalid_key | unreachable | unchecked
+    status_message: Mapped[str] = mapped_column(String(512), default="")
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Strategy(Base):
+    __tablename__ = "strategies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    underlying: Mapped[str] = mapped_column(String(32))
+    exchange: Mapped[str] = mapped_column(String(16))  # underlying's exchange, e.g. NSE_INDEX
+    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY
+    product: Mapped[str] = mapped_column(String(8), default="NRML")
+    max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees, positive number
+    max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trailing_sl: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees trailed below peak P&L
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    legs: Mapped[list[StrategyLeg]] = relationship(
+        back_populates="strategy", cascade="all, delete-orphan", order_by="StrategyLeg.leg_no")
+
+
+class StrategyLeg(Base):
+    __tablename__ = "strategy_legs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id", ondelete="CASCADE"))
+    leg_no: Mapped[int] = mapped_column(Integer)
+    instrument: Mapped[str] = mapped_column(String(4))  # CE | PE | FUT
+    action: Mapped[str] = mapped_column(String(4))  # BUY | SELL
+    strike_mode: Mapped[str] = mapped_column(String(8), default="ATM")  # ATM | ITM | OTM | STRIKE
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+    strike: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lots: Mapped[int] = mapped_column(Integer, default=1)
+    strategy: Mapped[Strategy] = relationship(back_populates="legs")
+
+
+class StrategyRun(Base):
+    """One execution of a strategy on one account. Risk limits and trailing-stop state live here."""
+    __tablename__ = "strategy_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    group_id: Mapped[str] = mapped_column(String(36), index=True)  # one Execute click across accounts
+    status: Mapped[str] = mapped_column(String(16), default="entering")  # entering|active|exiting|exited|failed
+    max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trailing_sl: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tsl_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tsl_stop: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    exit_reason: Mapped[str] = mapped_column(String(64), default="")
+    exit_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    exited_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Execution(Base):
+    """A leg of a strategy run on an account: entry intent, fill, exit intent, exit fill."""
+    __tablename__ = "executions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("strategy_runs.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    leg_no: Mapped[int] = mapped_column(Integer)
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(Integer)
+    product: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|entered|failed|exiting|exited
+    entry_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
+    entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
+    exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class OrderIntent(Base):
+    """An order we intend to place. Written before any network call; state machine in db/order_fsm.py."""
+    __tablename__ = "order_intents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("strategy_runs.id"), nullable=True)
+    execution_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    purpose: Mapped[str] = mapped_column(String(8), default="manual")  # entry | exit | manual
+    source: Mapped[str] = mapped_column(String(16), default="ui")  # ui | risk | strategy
+    priority: Mapped[int] = mapped_column(Integer, default=100)  # lower first (exits BUY legs = 0)
+    strategy_tag: Mapped[str] = mapped_column(String(64), default="AlgoMirror")
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(4))
+    requested_qty: Mapped[int] = mapped_column(Integer)
+    pricetype: Mapped[str] = mapped_column(String(8), default="MARKET")
+    product: Mapped[str] = mapped_column(String(8), default="MIS")
+    limit_price: Mapped[float] = mapped_column(Float, default=0.0)
+    trigger_price: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status_reason: Mapped[str] = mapped_column(String(512), default="")
+    broker_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    broker_status: Mapped[str] = mapped_column(String(32), default="")
+    broker_filled_qty: Mapped[int] = mapped_column(Integer, default=0)
+    broker_avg_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    reconcile_checks: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("account_id", "broker_order_id", name="uq_intent_broker_order"),
+        # One exit in flight per strategy leg: a second exit for the same position cannot be written.
+        Index("uq_one_inflight_exit", "execution_id", unique=True,
+              sqlite_where=text("purpose='exit' AND status IN ('queued','claimed','sent','unknown','placed')")),
+    )
+
+
+class OrderEvent(Base):
+    """Append-only audit trail of intent transitions."""
+    __tablename__ = "order_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    intent_id: Mapped[int] = mapped_column(ForeignKey("order_intents.id"), index=True)
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(16))  # ui|risk|dispatcher|poller|reconciler
+    reason: Mapped[str] = mapped_column(String(512), default="")
+    payload: Mapped[str] = mapped_column(Text, default="")
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BrokerOrder(Base):
+    """Orderbook rows as reported by the broker (service-owned)."""
+    __tablename__ = "broker_orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    broker_order_id: Mapped[str] = mapped_column(String(64))
+    intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
+    external: Mapped[bool] = mapped_column(Boolean, default=False)
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(Integer)
+    price: Mapped[float] = mapped_column(Float, default=0.0)
+    trigger_price: Mapped[float] = mapped_column(Float, default=0.0)
+    pricetype: Mapped[str] = mapped_column(String(8), default="")
+    product: Mapped[str] = mapped_column(String(8), default="")
+    order_status: Mapped[str] = mapped_column(String(32), default="")
+    filled_qty: Mapped[int] = mapped_column(Integer, default=0)
+    avg_price: Mapped[float] = mapped_column(Float, default=0.0)
+    strategy_tag: Mapped[str] = mapped_column(String(64), default="")
+    broker_timestamp: Mapped[str] = mapped_column(String(32), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("account_id", "broker_order_id", name="uq_broker_order"),)
+
+
+class BrokerTrade(Base):
+    __tablename__ = "broker_trades"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    trade_key: Mapped[str] = mapped_column(String(96))  # tradeid, or orderid+timestamp when absent
+    broker_order_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(Integer)
+    average_price: Mapped[float] = mapped_column(Float)
+    product: Mapped[str] = mapped_column(String(8), default="")
+    trade_value: Mapped[float] = mapped_column(Float, default=0.0)
+    broker_timestamp: Mapped[str] = mapped_column(String(32), default="")
+    __table_args__ = (UniqueConstraint("account_id", "trade_key", name="uq_trade"),)
+
+
+class Position(Base):
+    __tablename__ = "positions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    average_price: Mapped[float] = mapped_column(Float, default=0.0)
+    ltp: Mapped[float] = mapped_column(Float, default=0.0)
+    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    unrealized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("account_id", "symbol", "exchange", "product", name="uq_position"),)
+
+
+class Holding(Base):
+    __tablename__ = "holdings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    average_price: Mapped[float] = mapped_column(Float, default=0.0)
+    ltp: Mapped[float] = mapped_column(Float, default=0.0)
+    pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("account_id", "symbol", "exchange", name="uq_holding"),)
+
+
+class Funds(Base):
+    __tablename__ = "funds"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    available_cash: Mapped[float] = mapped_column(Float, default=0.0)
+    used_margin: Mapped[float] = mapped_column(Float, default=0.0)
+    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    unrealized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LatestPrice(Base):
+    __tablename__ = "latest_prices"
+    symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ltp: Mapped[float] = mapped_column(Float)
+    bid: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ask: Mapped[float | None] = mapped_column(Float, nullable=True)
+    volume: Mapped[float | None] = mapped_column(Float, nullable=True)
+    oi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    depth_json: Mapped[str] = mapped_column(Text, default="")
+    tick_ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PnlSnapshot(Base):
+    """Time series for charts: one row per account (run_id NULL) or per strategy run, per interval."""
+    __tablename__ = "pnl_snapshots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("strategy_runs.id"), nullable=True)
+    realized: Mapped[float] = mapped_column(Float, default=0.0)
+    unrealized: Mapped[float] = mapped_column(Float, default=0.0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    tsl_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tsl_stop: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_pnl_acct_run_ts", "account_id", "run_id", "ts_utc"),)
+
+
+class RiskEvent(Base):
+    __tablename__ = "risk_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("strategy_runs.id"), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    event_type: Mapped[str] = mapped_column(String(32))  # max_loss | max_profit | trailing_sl | exit_failed | ...
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    action: Mapped[str] = mapped_column(String(64), default="")
+    exit_order_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of client/broker order ids
+    message: Mapped[str] = mapped_column(String(512), default="")
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ts_ist: Mapped[str] = mapped_column(String(32), default="")
+
+
+class OptionChainSession(Base):
+    __tablename__ = "option_chain_sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    underlying: Mapped[str] = mapped_column(String(32))
+    exchange: Mapped[str] = mapped_column(String(16))
+    expiry: Mapped[str] = mapped_column(String(16))
+    symbols_json: Mapped[str] = mapped_column(Text, default="[]")  # filled by the service
+    status: Mapped[str] = mapped_column(String(16), default="requested")  # requested|active|expired|error
+    message: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ServiceHeartbeat(Base):
+    __tablename__ = "service_heartbeat"
+    component: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    details_json: Mapped[str] = mapped_column(Text, default="{}")
+    last_beat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ServiceLog(Base):
+    """Recent warnings/errors from the service, shown on the health page."""
+    __tablename__ = "service_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    component: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(String(1024))
+
+
+class ControlCommand(Base):
+    """Commands the UI asks the service to carry out (exit_run, refresh_account, ...)."""
+    __tablename__ = "control_commands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload_json: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued|done|failed
+    result: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(32))  # ui | service | cli
+    action: Mapped[str] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text, default="")
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Instrument(Base):
+    """Symbol master cached by the service from OpenAlgo's /instruments (used by the UI for validation)."""
+    __tablename__ = "instruments"
+    symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), default="", index=True)
+    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY
+    strike: Mapped[float] = mapped_column(Float, default=0.0)
+    lotsize: Mapped[int] = mapped_column(Integer, default=1)
+    instrumenttype: Mapped[str] = mapped_column(String(16), default="")
+    tick_size: Mapped[float] = mapped_column(Float, default=0.05)
+    freeze_qty: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,216 @@
+"""Strategies: save with legs, resolve legs to tradable symbols, execute on accounts (writes intents).
+
+Resolution uses the symbol master cached in ``instruments`` and the underlying's live price in
+``latest_prices`` (both written by the service). ATM is the listed strike nearest the underlying's LTP;
+ITMn / OTMn step n listed strikes away (CE: ITM = lower strikes; PE: ITM = higher strikes).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from db import Database
+from db.commands import CommandError
+from db.intents import new_client_order_id
+from db.models import (Account, Execution, Instrument, LatestPrice, OrderIntent, Strategy, StrategyLeg,
+                       StrategyRun, utcnow)
+
+OPTION_EXCHANGE = {"NSE_INDEX": "NFO", "NSE": "NFO", "BSE_INDEX": "BFO", "BSE": "BFO"}
+NAME_RE = re.compile(r"^[A-Za-z0-9 _\-]{1,64}$")
+PRICE_MAX_AGE = timedelta(seconds=120)
+
+
+@dataclass
+class LegSpec:
+    instrument: str  # CE | PE | FUT
+    action: str  # BUY | SELL
+    lots: int = 1
+    strike_mode: str = "ATM"  # ATM | ITM | OTM | STRIKE
+    offset: int = 0
+    strike: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedLeg:
+    leg_no: int
+    symbol: str
+    exchange: str
+    action: str
+    quantity: int
+    lotsize: int
+    freeze_qty: int | None
+    strike: float
+
+
+def _positive_or_none(v, what: str) -> float | None:
+    if v in (None, "", 0, 0.0):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise CommandError(f"{what} must be a number") from None
+    if not (0 < f < 1e9):
+        raise CommandError(f"{what} must be a positive amount in rupees")
+    return f
+
+
+def _check_leg(i: int, leg: LegSpec) -> LegSpec:
+    if leg.instrument not in ("CE", "PE", "FUT"):
+        raise CommandError(f"Leg {i}: instrument must be CE, PE or FUT")
+    if leg.action not in ("BUY", "SELL"):
+        raise CommandError(f"Leg {i}: action must be BUY or SELL")
+    if isinstance(leg.lots, bool) or not isinstance(leg.lots, int) or not (1 <= leg.lots <= 500):
+        raise CommandError(f"Leg {i}: lots must be a whole number from 1 to 500")
+    if leg.instrument != "FUT":
+        if leg.strike_mode not in ("ATM", "ITM", "OTM", "STRIKE"):
+            raise CommandError(f"Leg {i}: strike must be ATM, ITM, OTM or a fixed strike")
+        if leg.strike_mode in ("ITM", "OTM") and not (1 <= int(leg.offset) <= 50):
+            raise CommandError(f"Leg {i}: ITM/OTM offset must be 1-50")
+        if leg.strike_mode == "STRIKE" and not (leg.strike and leg.strike > 0):
+            raise CommandError(f"Leg {i}: a fixed strike must be a positive number")
+    return leg
+
+
+def save_strategy(db: Database, name: str, underlying: str, exchange: str, expiry: str, legs: list[LegSpec], *,
+                  product: str = "NRML", max_loss=None, max_profit=None, trailing_sl=None) -> int:
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise CommandError("Strategy name must be 1-64 characters: letters, digits, space, _ or -")
+    if exchange not in OPTION_EXCHANGE:
+        raise CommandError("Underlying exchange must be NSE_INDEX, BSE_INDEX, NSE or BSE")
+    if product not in ("NRML", "MIS"):
+        raise CommandError("Product must be NRML or MIS")
+    if not legs or len(legs) > 20:
+        raise CommandError("A strategy needs 1 to 20 legs")
+    legs = [_check_leg(i, leg) for i, leg in enumerate(legs, start=1)]
+    limits = dict(max_loss=_positive_or_none(max_loss, "Max loss"),
+                  max_profit=_positive_or_none(max_profit, "Max profit"),
+                  trailing_sl=_positive_or_none(trailing_sl, "Trailing stop"))
+    with db.write() as s:
+        opt_exch = OPTION_EXCHANGE[exchange]
+        if not s.scalar(select(func.count()).select_from(Instrument).where(
+                Instrument.name == underlying, Instrument.exchange == opt_exch, Instrument.expiry == expiry)):
+            raise CommandError(f"No {underlying} contracts expiring {expiry or '(none)'} in the symbol master")
+        if s.scalar(select(func.count()).select_from(Strategy).where(Strategy.name == name)):
+            raise CommandError(f"A strategy named '{name}' already exists")
+        st = Strategy(name=name, underlying=underlying, exchange=exchange, expiry=expiry, product=product, **limits)
+        st.legs = [StrategyLeg(leg_no=i, instrument=leg.instrument, action=leg.action, strike_mode=leg.strike_mode,
+                               offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots)
+                   for i, leg in enumerate(legs, start=1)]
+        s.add(st)
+        s.flush()
+        return st.id
+
+
+def parse_expiry(expiry: str) -> datetime:
+    """'30-DEC-25' (symbol-master format) -> datetime; unparseable sorts last."""
+    try:
+        return datetime.strptime(expiry.title(), "%d-%b-%y")
+    except ValueError:
+        return datetime.max
+
+
+def underlying_ltp(s, strategy: Strategy) -> float:
+    p = s.get(LatestPrice, (strategy.underlying, strategy.exchange))
+    if p is None or not p.ltp or utcnow() - p.tick_ts > PRICE_MAX_AGE:
+        raise CommandError(f"No live price for {strategy.underlying}; is the background service running?")
+    return p.ltp
+
+
+def resolve_legs(s, strategy: Strategy, ltp: float) -> list[ResolvedLeg]:
+    exch = OPTION_EXCHANGE[strategy.exchange]
+    out = []
+    for leg in strategy.legs:
+        if leg.instrument == "FUT":
+            futs = sorted(s.scalars(select(Instrument).where(
+                Instrument.name == strategy.underlying, Instrument.exchange == exch,
+                Instrument.instrumenttype == "FUT")), key=lambda i: parse_expiry(i.expiry))
+            inst = futs[0] if futs else None
+            if inst is None:
+                raise CommandError(f"Leg {leg.leg_no}: no {strategy.underlying} future in the symbol master")
+        else:
+            chain = list(s.scalars(select(Instrument).where(
+                Instrument.name == strategy.underlying, Instrument.exchange == exch,
+                Instrument.expiry == strategy.expiry, Instrument.instrumenttype == leg.instrument)
+                .order_by(Instrument.strike)))
+            if not chain:
+                raise CommandError(f"Leg {leg.leg_no}: no {leg.instrument} strikes for {strategy.expiry}")
+            inst = _pick_strike(chain, leg, ltp)
+        out.append(ResolvedLeg(leg.leg_no, inst.symbol, inst.exchange, leg.action, leg.lots * inst.lotsize,
+                               inst.lotsize, inst.freeze_qty, inst.strike))
+    return out
+
+
+def _pick_strike(chain: list[Instrument], leg: StrategyLeg, ltp: float) -> Instrument:
+    if leg.strike_mode == "STRIKE":
+        for inst in chain:
+            if abs(inst.strike - leg.strike) < 1e-6:
+                return inst
+        raise CommandError(f"Leg {leg.leg_no}: strike {leg.strike:g} is not listed")
+    atm = min(range(len(chain)), key=lambda i: abs(chain[i].strike - ltp))
+    step = 0 if leg.strike_mode == "ATM" else leg.offset
+    # CE: ITM = lower strikes; PE: ITM = higher strikes. OTM is the opposite.
+    sign = -1 if (leg.strike_mode == "ITM") == (leg.instrument == "CE") else 1
+    idx = atm + sign * step
+    if not 0 <= idx < len(chain):
+        raise CommandError(f"Leg {leg.leg_no}: {leg.strike_mode}{leg.offset} is outside the listed strikes")
+    return chain[idx]
+
+
+def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
+    """Slices no larger than the exchange freeze quantity, each a whole number of lots."""
+    if not freeze_qty or qty <= freeze_qty:
+        return [qty]
+    size = max(lotsize, (freeze_qty // lotsize) * lotsize)
+    parts = [size] * (qty // size)
+    if qty % size:
+        parts.append(qty % size)
+    return parts
+
+
+def entry_priority(action: str, leg_no: int) -> int:
+    """Entries: BUY legs before SELL legs (hedges first: margin benefit), then leg order."""
+    return (10 if action == "BUY" else 50) + leg_no
+
+
+def execute_strategy(db: Database, strategy_id: int, account_ids: list[int]) -> tuple[str, list[int]]:
+    """Create one run per account with its executions and queued entry intents, in one transaction.
+    Returns (group_id, run ids)."""
+    if not account_ids:
+        raise CommandError("Choose at least one account")
+    group_id = uuid.uuid4().hex
+    with db.write() as s:
+        st = s.get(Strategy, int(strategy_id))
+        if st is None:
+            raise CommandError(f"Unknown strategy {strategy_id}")
+        accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
+        if any(a is None or not a.is_active for a in accounts):
+            raise CommandError("Unknown or deactivated account selected")
+        legs = resolve_legs(s, st, underlying_ltp(s, st))
+        runs = []
+        for acct in accounts:
+            run = StrategyRun(strategy_id=st.id, account_id=acct.id, group_id=group_id, max_loss=st.max_loss,
+                              max_profit=st.max_profit, trailing_sl=st.trailing_sl)
+            s.add(run)
+            s.flush()
+            runs.append(run.id)
+            for leg in legs:
+                for qty in split_qty(leg.quantity, leg.freeze_qty, leg.lotsize):
+                    ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
+                                   exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
+                    s.add(ex)
+                    s.flush()
+                    intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,
+                                         execution_id=ex.id, purpose="entry", source="strategy",
+                                         priority=entry_priority(leg.action, leg.leg_no),
+                                         strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
+                                         action=leg.action, requested_qty=qty, pricetype="MARKET",
+                                         product=st.product)
+                    s.add(intent)
+                    s.flush()
+                    ex.entry_intent_id = intent.id
+        return group_id, runs

@@ -1,0 +1,1 @@
+"""Background service: market data, orders, risk. Entry point: `python -m services`."""

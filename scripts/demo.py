@@ -1,0 +1,108 @@
+"""Start the whole product on this machine: simulator (paper market) + demo accounts + service + Streamlit.
+
+    .venv/bin/python -m scripts.demo [--port 5000] [--ws-port 8765] [--ui-port 8501] [--seed 7]
+
+Demo accounts are created once: their API keys are generated here, registered with the simulator and stored
+encrypted (Fernet) in the database like any other account. On later starts the stored keys are registered
+with the fresh simulator again, so the database stays valid. Everything binds to 127.0.0.1. Ctrl-C stops all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from config import load_settings  # noqa: E402
+from db import Database  # noqa: E402
+from db.accounts import AccountError, add_account, api_key_for, list_accounts  # noqa: E402
+from db.logmask import install  # noqa: E402
+
+DEMO_ACCOUNTS = [("Demo Primary", None), ("Demo Backup", 1), ("Demo Third", None)]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def register_demo_accounts(db: Database, rest: str, ws: str) -> list[str]:
+    """Create (first run) or re-register (later runs) the demo accounts with the simulator."""
+    existing = {a.name: a for a in list_accounts(db)}
+    names = []
+    for name, backup in DEMO_ACCOUNTS:
+        key = api_key_for(db, existing[name].id) if name in existing else secrets.token_hex(32)
+        r = httpx.post(f"{rest}/_sim/accounts", json={"name": name, "apikey": key}, timeout=5)
+        r.raise_for_status()
+        if name not in existing:
+            try:
+                add_account(db, name, rest, ws, key, is_primary=backup is None and not names, backup_order=backup,
+                            broker="simulator")
+            except AccountError as exc:
+                print(f"demo: could not add {name}: {exc}")
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=5000)
+    ap.add_argument("--ws-port", type=int, default=8765)
+    ap.add_argument("--ui-port", type=int, default=8501)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-ui", action="store_true", help="start simulator + service only")
+    args = ap.parse_args(argv)
+    install()
+    settings = load_settings()
+    db = Database.from_settings(settings)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    py = sys.executable
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen([py, "-m", "simulator", "--host", "127.0.0.1", "--port", str(args.port),
+                                       "--ws-port", str(args.ws_port), "--seed", str(args.seed)], cwd=ROOT, env=env))
+        rest, ws = f"http://127.0.0.1:{args.port}", f"ws://127.0.0.1:{args.ws_port}"
+        wait_http(f"{rest}/_sim/accounts")
+        names = register_demo_accounts(db, rest, ws)
+        print(f"demo: simulator on {rest} / {ws}; accounts: {', '.join(names)}")
+        procs.append(subprocess.Popen([py, "-m", "services"], cwd=ROOT, env=env))
+        if not args.no_ui:
+            procs.append(subprocess.Popen([py, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+                                           "--server.port", str(args.ui_port), "--server.headless", "true"],
+                                          cwd=ROOT, env=env))
+            print(f"demo: open http://127.0.0.1:{args.ui_port}  (Ctrl-C to stop)")
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        bad = [p.args[2] if len(p.args) > 2 else p.args for p in procs if p.poll() is not None]
+        print(f"demo: a process exited: {bad}; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Shared fixtures: a real SQLite file per test (never a mock of our DB) and seed builders."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.builders import seed_instruments  # noqa: E402
+
+
+@pytest.fixture
+def db(tmp_path):
+    from db import Database
+    return Database(tmp_path / "algomirror.db", key_file=tmp_path / "algomirror.key")
+
+
+@pytest.fixture
+def seeded_db(db):
+    seed_instruments(db)
+    return db
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """Point any code that loads settings from the environment at this test's own files."""
+    if "APP__DB__PATH" not in os.environ:
+        monkeypatch.setenv("APP__DB__PATH", str(tmp_path / "algomirror.db"))

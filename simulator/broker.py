@@ -1,0 +1,374 @@
+"""Paper broker: accounts, orders, fills, positions, funds (pure Python, sandbox semantics)."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass, field
+
+from .fills import (
+    CANCELLED,
+    COMPLETE,
+    OPEN,
+    REJECTED,
+    TRIGGER_PENDING,
+    Position,
+    initial_fill,
+    later_fill,
+    reducing_qty,
+)
+from .instruments import Instrument
+from .market import Market
+from .timeutil import ist_stamp, now_ist
+
+DEFAULT_CAPITAL = 10_000_000.0
+EQUITY = ("NSE", "BSE")
+DERIV = ("NFO", "BFO", "MCX", "CDS", "BCD", "NCDEX", "DELTAIN")
+LOT_EXCH = ("NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "DELTAIN")
+AN = {"mode": "analyze"}
+
+
+def err(msg: str, code: int = 400, **extra) -> tuple[int, dict]:
+    return code, {"status": "error", "message": msg, **extra, **AN}
+
+
+def leverage(inst: Instrument, product: str) -> float:
+    if inst.is_option:
+        return 1.0
+    if inst.itype == "FUT":
+        return 10.0
+    return 5.0 if product == "MIS" else 1.0
+
+
+@dataclass
+class Order:
+    orderid: str
+    account: str
+    symbol: str
+    exchange: str
+    action: str
+    quantity: int
+    pricetype: str
+    product: str
+    price: float
+    trigger_price: float
+    strategy: str
+    status: str = OPEN
+    average_price: float = 0.0
+    filled_quantity: int = 0
+    rejection_reason: str = ""
+    timestamp: str = field(default_factory=ist_stamp)
+    updated: str = field(default_factory=ist_stamp)
+    triggered: bool = False
+    blocked: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.exchange, self.symbol)
+
+    @property
+    def pending_quantity(self) -> int:
+        return self.quantity - self.filled_quantity if self.status in (OPEN, TRIGGER_PENDING) else 0
+
+    def _common(self) -> dict:
+        return {"action": self.action, "average_price": round(self.average_price, 2),
+                "exchange": self.exchange, "filled_quantity": self.filled_quantity,
+                "order_status": self.status, "orderid": self.orderid,
+                "pending_quantity": self.pending_quantity, "price": round(self.price, 2),
+                "product": self.product, "quantity": self.quantity, "strategy": self.strategy,
+                "symbol": self.symbol, "timestamp": self.timestamp,
+                "trigger_price": round(self.trigger_price, 2)}
+
+    def book_row(self) -> dict:
+        d = self._common()
+        d.update(pricetype=self.pricetype, rejection_reason=self.rejection_reason)
+        return dict(sorted(d.items()))
+
+    def status_row(self) -> dict:
+        d = self._common()
+        d["price_type"] = self.pricetype
+        return dict(sorted(d.items()))
+
+    def log_row(self) -> dict:
+        d = self.book_row()
+        d.update(account=self.account, updated=self.updated)
+        return d
+
+
+@dataclass
+class Trade:
+    orderid: str
+    symbol: str
+    exchange: str
+    action: str
+    quantity: int
+    price: float
+    product: str
+    strategy: str
+    timestamp: str
+    tradeid: str
+
+    def row(self) -> dict:
+        return {"action": self.action, "average_price": self.price, "exchange": self.exchange,
+                "orderid": self.orderid, "price": self.price, "product": self.product,
+                "quantity": self.quantity, "strategy": self.strategy, "symbol": self.symbol,
+                "timestamp": self.timestamp, "trade_value": round(self.price * self.quantity, 2),
+                "tradeid": self.tradeid}
+
+
+@dataclass
+class Account:
+    name: str
+    apikey: str
+    capital: float = DEFAULT_CAPITAL
+    orders: dict[str, Order] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+    positions: dict[tuple[str, str, str], Position] = field(default_factory=dict)
+
+    def position(self, symbol: str, exchange: str, product: str) -> Position:
+        k = (symbol, exchange, product)
+        if k not in self.positions:
+            self.positions[k] = Position(symbol, exchange, product)
+        return self.positions[k]
+
+    def net_qty(self, symbol: str, exchange: str, product: str) -> int:
+        p = self.positions.get((symbol, exchange, product))
+        return p.quantity if p else 0
+
+    def realized(self) -> float:
+        return sum(p.realized for p in self.positions.values())
+
+
+class Broker:
+    def __init__(self, market: Market, mis_gate: bool = False):
+        self.market = market
+        self.mis_gate = mis_gate
+        self.by_key: dict[str, Account] = {}
+        self.by_name: dict[str, Account] = {}
+        self.log: list[dict | Order] = []  # every accepted/rejected order, placement order
+        self.pending: dict[tuple[str, str], list[tuple[Account, Order]]] = {}
+        self.ids: set[str] = set()
+        self.rng = random.Random()
+        self.listeners: list = []  # callables(order) on status change
+
+    # ----- accounts ------------------------------------------------------
+    def add_account(self, name: str, capital: float | None = None, apikey: str | None = None) -> Account:
+        if name in self.by_name:
+            raise ValueError(f"Account {name} already exists")
+        key = apikey or secrets.token_hex(32)
+        if key in self.by_key:
+            raise ValueError("API key already in use")
+        acct = Account(name, key, float(capital) if capital is not None else DEFAULT_CAPITAL)
+        self.by_key[key] = acct
+        self.by_name[name] = acct
+        return acct
+
+    def reset(self) -> None:
+        for a in self.by_key.values():
+            a.orders.clear(), a.trades.clear(), a.positions.clear()
+        self.log.clear()
+        self.pending.clear()
+
+    # ----- helpers -------------------------------------------------------
+    def new_orderid(self) -> str:
+        while True:
+            now = now_ist()
+            oid = f"{now:%y%m%d}{now.microsecond:06d}{self.rng.randint(0, 99):02d}"
+            if oid not in self.ids:
+                self.ids.add(oid)
+                return oid
+
+    def ltp(self, inst: Instrument) -> float:
+        return self.market.state(inst.key).ltp
+
+    def used_margin(self, acct: Account) -> float:
+        total = sum(o.blocked for o in acct.orders.values() if o.status in (OPEN, TRIGGER_PENDING))
+        for p in acct.positions.values():
+            if p.quantity:
+                inst = self.market.get(p.exchange, p.symbol)
+                total += abs(p.quantity) * p.average_price / leverage(inst, p.product)
+        return total
+
+    def available(self, acct: Account) -> float:
+        return acct.capital + acct.realized() - self.used_margin(acct)
+
+    def _log_reject(self, acct: Account, p: dict, msg: str, orderid: str | None = None) -> None:
+        row = {k: p.get(k) for k in ("symbol", "exchange", "action", "quantity", "pricetype",
+                                     "product", "price", "trigger_price", "strategy")}
+        row.update(account=acct.name, orderid=orderid, order_status=REJECTED,
+                   rejection_reason=msg, timestamp=ist_stamp(), updated=ist_stamp())
+        self.log.append(row)
+
+    def log_rows(self) -> list[dict]:
+        return [x.log_row() if isinstance(x, Order) else dict(x) for x in self.log]
+
+    # ----- placement -----------------------------------------------------
+    def check_rules(self, acct: Account, p: dict, inst: Instrument | None) -> str | None:
+        ex, prod, pt = p["exchange"], p["product"], p["pricetype"]
+        if ex in EQUITY and prod == "NRML":
+            return f"NRML product not allowed for {ex} equity segment. Use CNC for delivery or MIS for intraday."
+        if ex in DERIV and prod == "CNC":
+            return f"CNC product not allowed for {ex} derivatives segment. Use NRML for carryforward or MIS for intraday."
+        if pt in ("LIMIT", "SL") and not p["price"]:
+            return f"{pt} orders require price"
+        if pt in ("SL", "SL-M") and not p["trigger_price"]:
+            return f"{pt} orders require trigger_price"
+        if ex.endswith("_INDEX"):
+            return "Invalid exchange. Must be one of NSE, BSE, NFO, BFO, CDS, BCD, MCX, NCDEX, DELTAIN"
+        if inst is None:
+            return f"Symbol {p['symbol']} not found on {ex}"
+        if ex in LOT_EXCH and p["quantity"] % inst.lotsize:
+            return f"Quantity must be in multiples of lot size {inst.lotsize}"
+        if self.mis_gate and prod == "MIS":
+            return self._mis_gate(acct, p)
+        return None
+
+    def _mis_gate(self, acct: Account, p: dict) -> str | None:
+        t = now_ist().time()
+        if not (t.hour * 60 + t.minute >= 15 * 60 + 15 or t.hour < 9):
+            return None
+        signed = p["quantity"] * (1 if p["action"] == "BUY" else -1)
+        if reducing_qty(acct.net_qty(p["symbol"], p["exchange"], "MIS"), signed):
+            return None
+        return ("MIS orders cannot be placed after square-off time (15:15 IST). "
+                "Trading resumes at 09:00 AM IST.")
+
+    def place(self, acct: Account, p: dict) -> tuple[int, dict]:
+        """Place a schema-validated order (action upper-cased, quantity int)."""
+        inst = self.market.get(p["exchange"], p["symbol"])
+        msg = self.check_rules(acct, p, inst)
+        if msg:
+            self._log_reject(acct, p, msg)
+            return err(msg)
+        if p["action"] == "SELL" and p["product"] == "CNC":
+            have = max(0, acct.net_qty(p["symbol"], p["exchange"], "CNC"))
+            if have <= 0 or p["quantity"] > have:
+                return self._cnc_reject(acct, p, have)
+        st = self.market.state(inst.key)
+        ref = {"MARKET": st.ltp, "LIMIT": p["price"]}.get(p["pricetype"], p["trigger_price"])
+        signed = p["quantity"] * (1 if p["action"] == "BUY" else -1)
+        excess = abs(signed) - reducing_qty(acct.net_qty(p["symbol"], p["exchange"], p["product"]), signed)
+        need = 0.0
+        if not (p["action"] == "SELL" and p["product"] == "CNC"):
+            need = excess * ref / leverage(inst, p["product"])
+        avail = self.available(acct)
+        if need > avail:
+            msg = (f"Insufficient funds. Required: ₹{need:.2f}, Available: ₹{avail:.2f}, "
+                   f"Shortage: ₹{need - avail:.2f}")
+            self._log_reject(acct, p, msg)
+            return err(msg)
+        o = Order(self.new_orderid(), acct.name, p["symbol"], p["exchange"], p["action"], p["quantity"],
+                  p["pricetype"], p["product"], ref if p["pricetype"] == "MARKET" else p["price"],
+                  p["trigger_price"], p.get("strategy", ""), blocked=need)
+        acct.orders[o.orderid] = o
+        self.log.append(o)
+        bid, ask = self.market.bid_ask(inst, st)
+        status, px = initial_fill(o.action, o.pricetype, o.price, o.trigger_price, st.ltp, bid, ask)
+        self._settle(acct, o, status, px)
+        return 200, {"orderid": o.orderid, "status": "success", **AN}
+
+    def _cnc_reject(self, acct: Account, p: dict, have: int) -> tuple[int, dict]:
+        sym = p["symbol"]
+        if have <= 0:
+            msg = (f"Cannot sell {sym} in CNC. No positions or holdings available. CNC (delivery) "
+                   "requires existing shares. Use MIS for intraday short selling.")
+        else:
+            msg = (f"Cannot sell {p['quantity']} shares of {sym} in CNC. Only {have} shares "
+                   f"available (Position: {have}, Holdings: 0)")
+        o = Order(self.new_orderid(), acct.name, sym, p["exchange"], p["action"], p["quantity"],
+                  p["pricetype"], p["product"], p["price"], p["trigger_price"], p.get("strategy", ""),
+                  status=REJECTED, rejection_reason=msg)
+        acct.orders[o.orderid] = o
+        self.log.append(o)
+        self._notify(o)
+        return err(msg, orderid=o.orderid)
+
+    def _settle(self, acct: Account, o: Order, status: str, px: float | None) -> None:
+        if status == OPEN and o.pricetype == "SL":
+            o.triggered = True
+        changed = status != o.status
+        o.status = status
+        o.updated = ist_stamp()
+        if status == COMPLETE:
+            self._fill(acct, o, px)
+        elif status in (OPEN, TRIGGER_PENDING):
+            lst = self.pending.setdefault(o.key, [])
+            if all(x[1] is not o for x in lst):
+                lst.append((acct, o))
+        if changed or status != OPEN:
+            self._notify(o)
+
+    def _fill(self, acct: Account, o: Order, px: float) -> None:
+        o.blocked = 0.0
+        o.filled_quantity = o.quantity
+        o.average_price = px
+        signed = o.quantity * (1 if o.action == "BUY" else -1)
+        pos = acct.position(o.symbol, o.exchange, o.product)
+        pos.apply(signed, px)
+        now = now_ist()
+        acct.trades.append(Trade(o.orderid, o.symbol, o.exchange, o.action, o.quantity, px, o.product,
+                                 o.strategy, ist_stamp(now),
+                                 f"TRADE-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"))
+
+    def _notify(self, o: Order) -> None:
+        for fn in self.listeners:
+            fn(o)
+
+    # ----- engine --------------------------------------------------------
+    def on_prices(self, keys) -> int:
+        """Check resting orders of the given instruments against current LTP. Returns fills."""
+        fills = 0
+        for key in keys:
+            lst = self.pending.get(key)
+            if not lst:
+                continue
+            ltp = self.market.state(key).ltp
+            keep = []
+            for acct, o in lst:
+                if o.status not in (OPEN, TRIGGER_PENDING):
+                    continue
+                status, px = later_fill(o.action, o.pricetype, o.status, o.price, o.trigger_price,
+                                        ltp, o.triggered)
+                if status == COMPLETE:
+                    fills += 1
+                    self._settle(acct, o, status, px)
+                else:
+                    if status != o.status:
+                        self._settle(acct, o, status, px)
+                    keep.append((acct, o))
+            if keep:
+                self.pending[key] = keep
+            else:
+                self.pending.pop(key, None)
+        return fills
+
+    def check_all(self) -> int:
+        return self.on_prices(list(self.pending.keys()))
+
+    def cancel(self, acct: Account, orderid: str) -> tuple[int, dict]:
+        o = acct.orders.get(orderid)
+        if o is None:
+            return err(f"Order {orderid} not found", 404)
+        if o.status not in (OPEN, TRIGGER_PENDING):
+            return err(f"Cannot cancel order in {o.status} status")
+        o.status, o.blocked, o.updated = CANCELLED, 0.0, ist_stamp()
+        self._notify(o)
+        return 200, {"message": "Order cancelled successfully", "orderid": orderid, "status": "success", **AN}
+
+    def modify(self, acct: Account, p: dict) -> tuple[int, dict]:
+        o = acct.orders.get(p["orderid"])
+        if o is None:
+            return err(f"Order {p['orderid']} not found", 404)
+        if o.status not in (OPEN, TRIGGER_PENDING):
+            return err(f"Cannot modify order in {o.status} status")
+        inst = self.market.get(o.exchange, o.symbol)
+        if o.exchange in LOT_EXCH and p["quantity"] % inst.lotsize:
+            return err(f"Quantity must be in multiples of lot size {inst.lotsize}")
+        o.quantity = p["quantity"]
+        if p["price"] and o.pricetype in ("LIMIT", "SL"):
+            o.price = p["price"]
+        if p["trigger_price"] and o.pricetype in ("SL", "SL-M"):
+            o.trigger_price = p["trigger_price"]
+        o.updated = ist_stamp()
+        self.on_prices([o.key])
+        return 200, {"message": "Order modified successfully", "orderid": o.orderid, "status": "success", **AN}

@@ -1,0 +1,149 @@
+"""Control endpoints under /_sim/ (not OpenAlgo): accounts, prices, faults, inspection."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from .engine import Sim
+from .guards import mask
+
+log = logging.getLogger("simulator.control")
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def ok(**kw) -> web.Response:
+    return web.json_response({"status": "success", **kw})
+
+
+def bad(msg: str, code: int = 400) -> web.Response:
+    return web.json_response({"status": "error", "message": msg}, status=code)
+
+
+@web.middleware
+async def loopback_only(request: web.Request, handler):
+    if request.path.startswith("/_sim/") and request.remote not in LOOPBACK:
+        return bad("control endpoints are loopback only", 403)
+    return await handler(request)
+
+
+async def body_of(request: web.Request) -> dict:
+    try:
+        data = json.loads(await request.read() or b"{}")
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"status": "error", "message": "invalid JSON"}),
+                                 content_type="application/json")
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"status": "error", "message": "JSON object expected"}),
+                                 content_type="application/json")
+    return data
+
+
+class Control:
+    def __init__(self, sim: Sim):
+        self.sim = sim
+
+    async def health(self, request):
+        return ok(message="ready", seed=self.sim.cfg.seed)
+
+    async def list_accounts(self, request):
+        return ok(accounts=list(self.sim.broker.by_name))
+
+    async def create_account(self, request):
+        d = await body_of(request)
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            return bad("name is required")
+        try:
+            acct = self.sim.broker.add_account(name, d.get("capital"), d.get("apikey"))
+        except ValueError as e:
+            return bad(str(e), 409)
+        log.info("account %s created (key %s)", name, mask(acct.apikey))
+        return ok(name=acct.name, apikey=acct.apikey, capital=acct.capital)
+
+    def _key(self, d: dict):
+        ex, sym = d.get("exchange"), d.get("symbol")
+        if self.sim.market.get(ex, sym) is None:
+            raise web.HTTPNotFound(text=json.dumps({"status": "error", "message": f"Symbol {sym} not found on {ex}"}),
+                                   content_type="application/json")
+        return (ex, sym)
+
+    async def price(self, request):
+        d = await body_of(request)
+        key = self._key(d)
+        try:
+            ltp = float(d["ltp"])
+        except (KeyError, TypeError, ValueError):
+            return bad("ltp (number) is required")
+        self.sim.set_price(key, ltp)
+        return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp)
+
+    async def path(self, request):
+        d = await body_of(request)
+        key = self._key(d)
+        prices = d.get("prices")
+        if not isinstance(prices, list) or not prices:
+            return bad("prices (non-empty list) is required")
+        self.sim.start_path(key, [float(p) for p in prices], float(d.get("interval_ms", 250)))
+        return ok(symbol=key[1], exchange=key[0], steps=len(prices))
+
+    async def freeze(self, request):
+        d = await body_of(request)
+        self.sim.market.frozen = bool(d.get("frozen", True))
+        return ok(frozen=self.sim.market.frozen)
+
+    async def fault(self, request):
+        d = await body_of(request)
+        kind = d.get("kind")
+        if kind == "drop_ws":
+            n = await self.sim.hub.drop_all()
+            return ok(kind=kind, dropped=n)
+        try:
+            f = self.sim.faults.add(d)
+        except ValueError as e:
+            return bad(str(e))
+        if kind == "zero_price":
+            key = self._key(d)
+            self.sim.market.zero_counts[key] = int(d.get("count", 1))
+        return ok(kind=kind, fault={k: v for k, v in f.items() if k not in ("until", "apikey")})
+
+    async def clear(self, request):
+        self.sim.faults.clear()
+        self.sim.market.zero_counts.clear()
+        return ok(message="faults cleared")
+
+    async def list_faults(self, request):
+        return ok(faults=self.sim.faults.describe())
+
+    async def orders(self, request):
+        return ok(orders=self.sim.broker.log_rows())
+
+    async def stats(self, request):
+        hub = self.sim.hub
+        return ok(**self.sim.stats.snapshot(), ws_clients=len(hub.clients) if hub else 0,
+                  ws_authenticated=sum(1 for c in hub.clients if c.account) if hub else 0,
+                  ws_subscribed_symbols=len(hub.subscribed) if hub else 0,
+                  ws_dropped=hub.dropped if hub else 0)
+
+    async def reset(self, request):
+        self.sim.reset()
+        return ok(message="orders, positions and trades cleared")
+
+
+def setup_control(app: web.Application, sim: Sim) -> None:
+    c = Control(sim)
+    r = app.router
+    r.add_get("/_sim/health", c.health)
+    r.add_get("/_sim/accounts", c.list_accounts)
+    r.add_post("/_sim/accounts", c.create_account)
+    r.add_post("/_sim/price", c.price)
+    r.add_post("/_sim/path", c.path)
+    r.add_post("/_sim/freeze", c.freeze)
+    r.add_post("/_sim/fault", c.fault)
+    r.add_post("/_sim/fault/clear", c.clear)
+    r.add_get("/_sim/faults", c.list_faults)
+    r.add_get("/_sim/orders", c.orders)
+    r.add_get("/_sim/stats", c.stats)
+    r.add_post("/_sim/reset", c.reset)

@@ -1,0 +1,111 @@
+"""The simulator core: market + broker + guards + tick loop, shared by REST, WS and control."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .broker import Broker
+from .guards import Faults, RateLimiter, Stats
+from .market import Market
+
+log = logging.getLogger("simulator")
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    ws_port: int = 8765
+    seed: int = 1
+    tick_hz: float = 4.0
+    order_rate: int = 10
+    api_rate: int = 50
+    mis_gate: bool = False
+    ws_auth_timeout: float = 15.0
+    ws_queue: int = 2000
+    accounts_file: str | None = None
+
+
+class Sim:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.market = Market(cfg.seed)
+        self.broker = Broker(self.market, mis_gate=cfg.mis_gate)
+        self.limiter = RateLimiter(cfg.order_rate, cfg.api_rate)
+        self.faults = Faults()
+        self.stats = Stats()
+        self.hub = None  # set by ws.Hub
+        self.paths: dict[tuple[str, str], asyncio.Task] = {}
+        self._ticker: asyncio.Task | None = None
+
+    # ----- price changes -------------------------------------------------
+    def prices_changed(self, keys) -> None:
+        """After any price change: check resting orders and push ticks to subscribers."""
+        keys = list(keys)
+        pend = self.broker.pending
+        self.broker.on_prices([k for k in keys if k in pend])
+        if self.hub is not None:
+            subs = self.hub.subscribed
+            self.hub.publish([k for k in keys if k in subs])
+
+    def set_price(self, key: tuple[str, str], ltp: float) -> None:
+        self.prices_changed(self.market.set_price(key, ltp))
+
+    async def run_path(self, key: tuple[str, str], prices: list[float], interval_ms: float) -> None:
+        try:
+            for i, px in enumerate(prices):
+                if i:
+                    await asyncio.sleep(interval_ms / 1000.0)
+                self.set_price(key, float(px))
+        finally:
+            if self.paths.get(key) is asyncio.current_task():
+                del self.paths[key]
+
+    def start_path(self, key, prices, interval_ms) -> None:
+        old = self.paths.pop(key, None)
+        if old:
+            old.cancel()
+        self.paths[key] = asyncio.get_running_loop().create_task(self.run_path(key, prices, interval_ms))
+
+    # ----- tick loop -----------------------------------------------------
+    async def tick_loop(self) -> None:
+        period = 1.0 / max(0.01, self.cfg.tick_hz)
+        loop = asyncio.get_running_loop()
+        nxt = loop.time()
+        while True:
+            nxt += period
+            try:
+                self.step()
+            except Exception:  # keep ticking whatever happens
+                log.exception("tick step failed")
+            delay = nxt - loop.time()
+            if delay < -1.0:
+                nxt = loop.time()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    def step(self) -> None:
+        moved = self.market.step()
+        if not moved:
+            return
+        if self.broker.pending:
+            self.broker.check_all()
+        if self.hub is not None and self.hub.subscribed:
+            self.hub.publish(list(self.hub.subscribed))
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self.tick_loop())
+
+    async def stop(self) -> None:
+        for t in [self._ticker, *self.paths.values()]:
+            if t:
+                t.cancel()
+
+    def reset(self) -> None:
+        for t in self.paths.values():
+            t.cancel()
+        self.paths.clear()
+        self.broker.reset()
+        self.limiter.reset()

@@ -1,0 +1,189 @@
+"""Test helper: run the simulator as a subprocess and drive it through its control API.
+
+Usage::
+
+    from simulator.testing import SimProcess
+    with SimProcess(seed=7) as sim:
+        key = sim.create_account("alice")
+        sim.set_price("SBIN", "NSE", 800)
+
+or as a pytest fixture::
+
+    sim = sim_fixture(scope="session", seed=7)   # at module level of a conftest.py
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SimProcess:
+    """A running `python -m simulator` subprocess on free loopback ports."""
+
+    def __init__(self, seed: int = 1, args: list[str] | tuple = (), tick_hz: float | None = None,
+                 python: str | None = None, startup_timeout: float = 20.0, log_path: str | None = None):
+        self.seed = seed
+        self.args = list(args)
+        if tick_hz is not None:
+            self.args += ["--tick-hz", str(tick_hz)]
+        self.python = python or sys.executable
+        self.startup_timeout = startup_timeout
+        self.log_path = log_path
+        self.port = self.ws_port = 0
+        self.proc: subprocess.Popen | None = None
+        self._client: httpx.Client | None = None
+        self._log = None
+
+    # ----- lifecycle -----------------------------------------------------
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    def start(self) -> SimProcess:
+        for _attempt in range(3):
+            self.port, self.ws_port = free_port(), free_port()
+            cmd = [self.python, "-m", "simulator", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--ws-port", str(self.ws_port), "--seed", str(self.seed), "--log-level", "WARNING",
+                   *self.args]
+            self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+            env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=self._log)
+            self._client = httpx.Client(base_url=self.rest_url, timeout=10.0)
+            if self._wait_ready():
+                return self
+            self.stop()
+        raise RuntimeError("simulator did not become ready")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if self._client.get("/_sim/health", timeout=1.0).status_code == 200 and self._ws_open():
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _ws_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.ws_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._client:
+            self._client.close()
+            self._client = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """Hard kill (SIGKILL), e.g. to test a client's reaction to a dead broker."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+    def __enter__(self) -> SimProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ----- control API ---------------------------------------------------
+    def _post(self, path: str, body: dict) -> dict:
+        r = self._client.post(path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def _get(self, path: str) -> dict:
+        r = self._client.get(path)
+        r.raise_for_status()
+        return r.json()
+
+    def create_account(self, name: str, capital: float | None = None, apikey: str | None = None) -> str:
+        body = {"name": name}
+        if capital is not None:
+            body["capital"] = capital
+        if apikey is not None:
+            body["apikey"] = apikey
+        return self._post("/_sim/accounts", body)["apikey"]
+
+    def accounts(self) -> list[str]:
+        return self._get("/_sim/accounts")["accounts"]
+
+    def set_price(self, symbol: str, exchange: str, ltp: float) -> float:
+        return self._post("/_sim/price", {"symbol": symbol, "exchange": exchange, "ltp": ltp})["ltp"]
+
+    def drive_path(self, symbol: str, exchange: str, prices: list[float], interval_ms: float = 250) -> dict:
+        return self._post("/_sim/path", {"symbol": symbol, "exchange": exchange, "prices": prices,
+                                         "interval_ms": interval_ms})
+
+    def freeze(self, frozen: bool = True) -> bool:
+        return self._post("/_sim/freeze", {"frozen": frozen})["frozen"]
+
+    def fault(self, kind: str, **kw) -> dict:
+        return self._post("/_sim/fault", {"kind": kind, **kw})
+
+    def clear_faults(self) -> None:
+        self._post("/_sim/fault/clear", {})
+
+    def orders(self) -> list[dict]:
+        return self._get("/_sim/orders")["orders"]
+
+    def stats(self) -> dict:
+        return self._get("/_sim/stats")
+
+    def reset(self) -> None:
+        self._post("/_sim/reset", {})
+
+    def api(self, endpoint: str, body: dict, timeout: float = 10.0) -> httpx.Response:
+        """POST an OpenAlgo /api/v1 call and return the raw response."""
+        return self._client.post(f"/api/v1/{endpoint}", json=body, timeout=timeout)
+
+
+def sim_fixture(scope: str = "session", seed: int = 1, args: list[str] | tuple = (), **kw):
+    """Build a pytest fixture yielding a started SimProcess."""
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _sim():
+        with SimProcess(seed=seed, args=args, **kw) as sim:
+            yield sim
+
+    return _sim

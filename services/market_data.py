@@ -1,0 +1,299 @@
+"""Shared market-data feed: ONE OpenAlgo WebSocket for the whole service, ref-counted subscriptions.
+
+- Consumers ("positions", "risk", "chain:<id>") hold (symbol, exchange) at a mode (1 LTP, 2 Quote, 3 Depth).
+  A symbol stays subscribed while any consumer holds it; the wire mode is the max mode held.
+- The connection uses the primary account's key (``feed_order``: primary, then backups). After
+  ``ws_failover_after`` consecutive failed sessions, or at once on AUTHENTICATION_ERROR (the account is then
+  marked ``invalid_key``), it fails over to the next account; a failed account rests ``ws_failover_cooldown_s``.
+- Reconnects use exponential backoff (``ws_reconnect_base_s`` .. ``ws_reconnect_max_s``) and resubscribe
+  everything. A data-stall watchdog closes the socket when no tick arrives for ``ws_stall_seconds``.
+- Tick path: one ``json.loads``, a dict write, the listeners. No DB, no locks. A tick whose ltp is 0, None or
+  negative never overwrites a valid price and is not passed to listeners (counted as ``zero_ticks``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import websocket
+
+from db.accounts import api_key_for, feed_order, set_status
+from services.common import ServiceContext, heartbeat, service_log
+
+log = logging.getLogger("services.market_data")
+Key = tuple[str, str]
+Listener = Callable[[str, str, dict], None]
+AUTH_WAIT_S = 5.0
+RECV_POLL_S = 0.25
+
+
+class FeedError(Exception):
+    """This session failed (connect, auth, stall, drop). ``auth`` marks a rejected API key."""
+
+    def __init__(self, message: str, auth: bool = False):
+        super().__init__(message)
+        self.auth = auth
+
+
+def _valid_ltp(v) -> bool:
+    return v.__class__ in (float, int) and v > 0
+
+
+class MarketDataManager:
+    def __init__(self, ctx: ServiceContext, *, clock=time.monotonic):
+        self.ctx, self.clock = ctx, clock
+        self.cfg = ctx.settings.service
+        self._holds: dict[Key, set[tuple[str, int]]] = {}  # key -> {(consumer, mode)}
+        self._wire: dict[Key, int] = {}  # what the server has, at which mode
+        self._prices: dict[Key, tuple[float, float]] = {}
+        self._data: dict[Key, dict] = {}
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ws: websocket.WebSocket | None = None
+        self._account: tuple[int, str] | None = None
+        self._cooldown: dict[int, float] = {}
+        self._failures = 0
+        self._last_tick = 0.0
+        self._session_ticks = 0
+        self.counters = dict(ticks=0, zero_ticks=0, reconnects=0, failovers=0, stalls=0, errors=0)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for name, target in (("md-feed", self._run), ("md-heartbeat", self._heartbeat_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._close_ws()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+
+    # ---- subscriptions ---------------------------------------------------------------------------------------
+    def subscribe(self, consumer: str, instruments: Iterable[tuple[str, str]], mode: int) -> None:
+        with self._lock:
+            for key in map(tuple, instruments):
+                self._holds.setdefault(key, set()).add((consumer, int(mode)))
+            self._sync_wire()
+
+    def unsubscribe(self, consumer: str, instruments: Iterable[tuple[str, str]], mode: int) -> None:
+        with self._lock:
+            for key in map(tuple, instruments):
+                held = self._holds.get(key)
+                if held is not None:
+                    held.discard((consumer, int(mode)))
+                    if not held:
+                        del self._holds[key]
+            self._sync_wire()
+
+    def desired(self) -> dict[Key, int]:
+        """Every held symbol with its effective (max) mode."""
+        with self._lock:
+            return {k: max(m for _, m in held) for k, held in self._holds.items()}
+
+    def held_by(self, consumer: str) -> set[Key]:
+        with self._lock:
+            return {k for k, held in self._holds.items() if any(c == consumer for c, _ in held)}
+
+    def _sync_wire(self) -> None:
+        """Send the difference between held and wire subscriptions (lock held). No-op while disconnected."""
+        if self._ws is None:
+            return
+        want = self.desired()
+        drop = {k: m for k, m in self._wire.items() if want.get(k) != m}
+        add = {k: m for k, m in want.items() if self._wire.get(k) != m}
+        if drop:
+            self._send({"action": "unsubscribe", "symbols": [
+                {"symbol": s, "exchange": e, "mode": m} for (s, e), m in drop.items()]})
+        for mode in sorted(set(add.values())):
+            self._send({"action": "subscribe", "mode": mode, "depth": 5, "symbols": [
+                {"symbol": s, "exchange": e} for (s, e), m in add.items() if m == mode]})
+        if want and not self._wire:
+            self._last_tick = self.clock()  # the stall clock starts when something is first subscribed
+        self._wire = want
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self._ws.send(json.dumps(msg))
+        except Exception as exc:  # the feed thread sees the broken socket and reconnects
+            log.warning("market data send failed: %s", exc)
+
+    # ---- prices ----------------------------------------------------------------------------------------------
+    def add_listener(self, cb: Listener) -> None:
+        self._listeners.append(cb)
+
+    def last_price(self, symbol: str, exchange: str) -> tuple[float, float] | None:
+        return self._prices.get((symbol, exchange))
+
+    def last_data(self, symbol: str, exchange: str) -> dict | None:
+        return self._data.get((symbol, exchange))
+
+    def ingest_quote(self, symbol: str, exchange: str, data: dict) -> bool:
+        """A price from elsewhere (REST quotes): same protection and listeners as a tick, no watchdog effect."""
+        return self._ingest(symbol, exchange, data, self.clock())
+
+    def on_message(self, raw: str | bytes) -> None:
+        """Handle one WebSocket frame. The hot path: keep it lean."""
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            self.counters["errors"] += 1
+            return
+        if msg.get("type") == "market_data":
+            now = self.clock()
+            self._last_tick = now
+            self._session_ticks += 1
+            self._ingest(msg.get("symbol"), msg.get("exchange"), msg.get("data") or {}, now)
+        elif msg.get("status") == "error":
+            self.counters["errors"] += 1
+            log.warning("market data server error: %s %s", msg.get("code"), msg.get("message"))
+
+    def _ingest(self, symbol, exchange, data: dict, now: float) -> bool:
+        ltp = data.get("ltp")
+        if not _valid_ltp(ltp):
+            self.counters["zero_ticks"] += 1
+            return False
+        self.counters["ticks"] += 1
+        key = (symbol, exchange)
+        self._prices[key] = (ltp, now)
+        self._data[key] = data
+        for cb in self._listeners:
+            try:
+                cb(symbol, exchange, data)
+            except Exception:
+                log.exception("market data listener failed")
+        return True
+
+    def status(self) -> dict:
+        acct = self._account
+        return dict(connected=self._ws is not None, account=acct[1] if acct else None,
+                    subscriptions=len(self._holds),
+                    last_tick_age_s=round(self.clock() - self._last_tick, 3) if self._last_tick else None,
+                    **self.counters)
+
+    # ---- feed thread -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            acct = self._choose_account()
+            healthy = False
+            if acct is not None:
+                healthy = self._session(acct)
+            attempt = 0 if healthy else attempt + 1
+            delay = min(self.cfg.ws_reconnect_max_s, self.cfg.ws_reconnect_base_s * 2 ** max(0, attempt - 1))
+            if not self._stop.is_set():
+                self.counters["reconnects"] += 1
+            self._stop.wait(delay)
+
+    def _choose_account(self):
+        now = self.clock()
+        accounts = feed_order(self.ctx.db)
+        ready = [a for a in accounts if now >= self._cooldown.get(a.id, 0.0)]
+        if not ready and accounts:  # everyone is resting: try the one that failed longest ago
+            ready = [min(accounts, key=lambda a: self._cooldown.get(a.id, 0.0))]
+        return ready[0] if ready else None
+
+    def _session(self, acct) -> bool:
+        """One connection's life. Returns True if it was healthy (authenticated and, if subscribed, ticking)."""
+        self._account = (acct.id, acct.name)
+        self._session_ticks, authed, error = 0, False, None
+        try:
+            self._connect(acct)
+            authed = True
+            self._stream()
+        except FeedError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - socket errors of every kind mean "reconnect"
+            error = FeedError(f"{type(exc).__name__}: {exc}")
+        finally:
+            subscribed = bool(self._wire)
+            self._close_ws()
+        healthy = authed and (self._session_ticks > 0 or not subscribed)
+        if healthy:
+            self._failures = 0
+            log.info("market data session via %s ended: %s", acct.name, error)
+        elif error is not None:
+            self._on_failure(acct, error)
+        return healthy
+
+    def _connect(self, acct) -> None:
+        timeout = self.ctx.settings.broker.connect_timeout_s
+        ws = websocket.create_connection(acct.ws_url, timeout=timeout, enable_multithread=True,
+                                         skip_utf8_validation=True)  # pure-Python UTF-8 check: ~10x slower
+        try:
+            self._authenticate(ws, acct)
+        except BaseException:
+            ws.close()
+            raise
+        ws.settimeout(RECV_POLL_S)
+        with self._lock:
+            self._ws, self._wire = ws, {}
+            self._last_tick = self.clock()
+            self._sync_wire()
+        log.info("market data connected via %s (%d symbols)", acct.name, len(self._wire))
+
+    def _authenticate(self, ws: websocket.WebSocket, acct) -> None:
+        ws.send(json.dumps({"action": "authenticate", "api_key": api_key_for(self.ctx.db, acct.id)}))
+        deadline = self.clock() + AUTH_WAIT_S
+        while self.clock() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("type") == "auth" and msg.get("status") == "success":
+                return
+            if msg.get("status") == "error":
+                code = msg.get("code", "")
+                raise FeedError(f"{code}: {msg.get('message', '')}", auth=code == "AUTHENTICATION_ERROR")
+        raise FeedError("no authentication reply")
+
+    def _stream(self) -> None:
+        ws, on_message, stall = self._ws, self.on_message, self.cfg.ws_stall_seconds
+        while not self._stop.is_set():
+            try:
+                raw = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                raw = None
+            if raw:
+                on_message(raw)
+            elif raw is not None or not ws.connected:
+                raise FeedError("connection closed by server")
+            if self._wire and self.clock() - self._last_tick > stall:
+                self.counters["stalls"] += 1
+                raise FeedError(f"no tick for {stall:g}s (data stall)")
+
+    def _on_failure(self, acct, exc: FeedError) -> None:
+        if self._stop.is_set():
+            return
+        self._failures += 1
+        log.warning("market data via %s failed (%d): %s", acct.name, self._failures, exc)
+        if exc.auth:
+            set_status(self.ctx.db, acct.id, "invalid_key", f"WebSocket: {exc}")
+            service_log(self.ctx.db, "market_data", "ERROR", f"feed account '{acct.name}' rejected: {exc}")
+        if exc.auth or self._failures >= self.cfg.ws_failover_after:
+            self._cooldown[acct.id] = self.clock() + self.cfg.ws_failover_cooldown_s
+            self._failures = 0
+            self.counters["failovers"] += 1
+            service_log(self.ctx.db, "market_data", "WARNING", f"feed failing over from '{acct.name}'")
+
+    def _close_ws(self) -> None:
+        with self._lock:
+            ws, self._ws, self._wire = self._ws, None, {}
+        if ws is not None:
+            try:
+                ws.close(timeout=0.5)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.cfg.heartbeat_s):
+            try:
+                st = self.status()
+                heartbeat(self.ctx.db, "market_data", "ok" if st["connected"] else "degraded", st)
+            except Exception:  # noqa: BLE001 - never let the heartbeat kill the thread
+                log.exception("market data heartbeat failed")

@@ -1,0 +1,164 @@
+"""Position monitor: keeps open positions subscribed and batches prices / P&L into SQLite.
+
+- ``refresh_subscriptions()`` (runner: every 1-2 s and after fills) subscribes consumer "positions" to exactly
+  the symbols with an open position (positions.quantity != 0, executions entered/exiting) and drops the rest;
+  consumer "underlyings" holds saved strategies' underlyings (LTP) so Execute can resolve ATM strikes.
+- The market-data listener only stores the latest tick per symbol in memory (every subscribed symbol: positions,
+  option chains, underlyings), so the tick path never touches the database.
+- ``flush()`` (runner: every flush_interval_s) writes, in ONE transaction, latest_prices for the symbols that
+  ticked, positions.ltp / unrealized_pnl / pnl for them, and every pnl_snapshot_s a pnl_snapshots row per
+  account (run_id NULL) and per active/exiting strategy run.
+  positions.quantity is signed (negative = short), so unrealized = (ltp - average_price) x quantity.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert
+
+from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
+from services.common import ServiceContext
+from services.market_data import MarketDataManager
+from services.pnl import ACTIVE_LEG, Leg, run_pnl
+
+CONSUMER = "positions"
+UNDERLYINGS = "underlyings"
+Key = tuple[str, str]
+
+
+def _best(depth: dict | None, side: str) -> float | None:
+    levels = (depth or {}).get(side) or []
+    return levels[0].get("price") if levels and isinstance(levels[0], dict) else None
+
+
+def price_row(key: Key, data: dict, now) -> dict:
+    depth = data.get("depth") if isinstance(data.get("depth"), dict) else None
+    return dict(symbol=key[0], exchange=key[1], ltp=data["ltp"],
+                bid=data.get("bid", _best(depth, "buy")), ask=data.get("ask", _best(depth, "sell")),
+                volume=data.get("volume"), oi=data.get("oi"), depth_json=json.dumps(depth) if depth else "",
+                tick_ts=now)
+
+
+def upsert_prices(s, rows: list[dict]) -> None:
+    if not rows:
+        return
+    stmt = insert(LatestPrice)
+    cols = ("ltp", "bid", "ask", "volume", "oi", "depth_json", "tick_ts")
+    s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "exchange"],
+                                         set_={c: getattr(stmt.excluded, c) for c in cols}), rows)
+
+
+class PositionMonitor:
+    def __init__(self, ctx: ServiceContext, md: MarketDataManager, mode: int = 2):
+        self.ctx, self.md, self.mode = ctx, md, mode
+        self.cfg = ctx.settings.service
+        self._dirty: dict[Key, dict] = {}
+        self._lock = threading.Lock()
+        self._last_snapshot: float | None = None  # None: the first flush snapshots
+        md.add_listener(self._on_tick)
+
+    def _on_tick(self, symbol: str, exchange: str, data: dict) -> None:
+        with self._lock:
+            self._dirty[(symbol, exchange)] = data
+
+    # ---- subscriptions ---------------------------------------------------------------------------------------
+    def open_symbols(self) -> set[Key]:
+        with self.ctx.db.read() as s:
+            pos = s.execute(select(Position.symbol, Position.exchange).where(Position.quantity != 0)).all()
+            legs = s.execute(select(Execution.symbol, Execution.exchange)
+                             .where(Execution.status.in_(ACTIVE_LEG))).all()
+        return {(sym, ex) for sym, ex in pos} | {(sym, ex) for sym, ex in legs}
+
+    def underlyings(self) -> set[Key]:
+        """Underlyings of saved strategies: Execute resolves ATM from their latest_prices row."""
+        with self.ctx.db.read() as s:
+            return {(u, e) for u, e in s.execute(select(Strategy.underlying, Strategy.exchange).distinct())}
+
+    def refresh_subscriptions(self) -> set[Key]:
+        """Open positions under consumer "positions"; strategy underlyings (LTP) under "underlyings"."""
+        keys = self.open_symbols()
+        self._hold(CONSUMER, keys, self.mode)
+        self._hold(UNDERLYINGS, self.underlyings(), 1)
+        return keys
+
+    def _hold(self, consumer: str, keys: set[Key], mode: int) -> None:
+        held = self.md.held_by(consumer)
+        if keys - held:
+            self.md.subscribe(consumer, sorted(keys - held), mode)
+        if held - keys:
+            self.md.unsubscribe(consumer, sorted(held - keys), mode)
+
+    # ---- batch writes ----------------------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write what changed since the last flush (and a P&L snapshot when due) in one transaction."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+        last = self._last_snapshot
+        snapshot_due = last is None or time.monotonic() - last >= self.cfg.pnl_snapshot_s
+        if not dirty and not snapshot_due:
+            return 0
+        now = utcnow()
+        with self.ctx.db.write() as s:
+            upsert_prices(s, [price_row(k, d, now) for k, d in dirty.items()])
+            self._update_positions(s, {k: d["ltp"] for k, d in dirty.items()}, now)
+            if snapshot_due:
+                self.snapshot_pnl(s)
+        return len(dirty)
+
+    @staticmethod
+    def _update_positions(s, ltps: dict[Key, float], now) -> None:
+        if not ltps:
+            return
+        symbols = {sym for sym, _ in ltps}
+        for p in s.scalars(select(Position).where(Position.symbol.in_(symbols))):
+            ltp = ltps.get((p.symbol, p.exchange))
+            if ltp is None:
+                continue
+            p.ltp = ltp
+            p.unrealized_pnl = (ltp - p.average_price) * p.quantity if p.quantity else 0.0
+            p.pnl = p.realized_pnl + p.unrealized_pnl
+            p.updated_at = now
+
+    def snapshot_pnl(self, s=None) -> int:
+        """pnl_snapshots rows: one per account with positions, one per active/exiting strategy run."""
+        if s is None:
+            with self.ctx.db.write() as s2:
+                return self.snapshot_pnl(s2)
+        self._last_snapshot = time.monotonic()
+        now = utcnow()
+        rows = self._account_snapshots(s, now) + self._run_snapshots(s, now)
+        s.add_all(rows)
+        return len(rows)
+
+    @staticmethod
+    def _account_snapshots(s, now) -> list[PnlSnapshot]:
+        totals: dict[int, list[float]] = {}
+        for p in s.scalars(select(Position)):
+            t = totals.setdefault(p.account_id, [0.0, 0.0])
+            t[0] += p.realized_pnl
+            t[1] += p.unrealized_pnl if p.quantity else 0.0
+        return [PnlSnapshot(ts_utc=now, account_id=a, run_id=None, realized=r, unrealized=u, total=r + u)
+                for a, (r, u) in totals.items()]
+
+    def _run_snapshots(self, s, now) -> list[PnlSnapshot]:
+        runs = s.scalars(select(StrategyRun).where(StrategyRun.status.in_(("active", "exiting")))).all()
+        if not runs:
+            return []
+        legs: dict[int, list[Leg]] = {}
+        for ex in s.scalars(select(Execution).where(Execution.run_id.in_([r.id for r in runs]))):
+            legs.setdefault(ex.run_id, []).append(Leg.of(ex))
+        out = []
+        for run in runs:
+            pnl = run_pnl(legs.get(run.id, []), self._price)
+            realized, unrealized = pnl if pnl is not None else (0.0, run.pnl)
+            out.append(PnlSnapshot(ts_utc=now, account_id=run.account_id, run_id=run.id, realized=realized,
+                                   unrealized=unrealized, total=realized + unrealized,
+                                   tsl_peak=run.tsl_peak, tsl_stop=run.tsl_stop))
+        return out
+
+    def _price(self, symbol: str, exchange: str) -> float | None:
+        p = self.md.last_price(symbol, exchange)
+        return p[0] if p else None

@@ -1,0 +1,342 @@
+"""Risk manager: per strategy run max loss, max profit and trailing stop, evaluated on every tick.
+
+P&L of a run (rupees) = sum over entered legs of (ltp - entry_price) x qty x (+1 BUY / -1 SELL)
+                        + realized P&L of exited legs.
+
+Rules, checked in this order on every tick of a symbol the run holds (and on every sweep):
+    max loss:    exit when pnl <= -max_loss
+    max profit:  exit when pnl >= max_profit
+    trailing SL: peak = max(peak, pnl)     (peak starts at 0 when the run becomes active; it only ratchets up)
+                 stop = peak - trailing_sl
+                 exit when pnl <= stop
+The risk_events ``threshold`` is the P&L level that was crossed (-max_loss, max_profit or the trailing stop).
+State is per strategy run; tsl_peak / tsl_stop / pnl are persisted on strategy_runs (throttled, not per tick).
+
+There is ONE exit path, ``exit_run``: a compare-and-set on strategy_runs.status (entering|active -> exiting)
+plus one exit intent per entered leg (BUY exits first), in one BEGIN IMMEDIATE transaction. A run therefore
+exits at most once however many triggers race. ``sweep`` retries exit orders that ended rejected/cancelled/
+denied up to ``exit_retries`` times, then flags the leg loudly (risk_event 'exit_failed' + service_log ERROR).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.intents import new_client_order_id, transition
+from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
+from db.order_fsm import Status
+from services.common import ServiceContext, heartbeat, ist_now_str, service_log
+from services.market_data import MarketDataManager
+from services.pnl import ACTIVE_LEG, Leg, run_pnl
+
+log = logging.getLogger("services.risk")
+CONSUMER = "risk"
+LIVE_RUN = ("entering", "active")
+FAILED_EXIT = ("rejected", "cancelled", "denied")
+
+
+@dataclass
+class RunState:
+    run_id: int
+    account_id: int
+    strategy: str
+    max_loss: float | None
+    max_profit: float | None
+    trailing_sl: float | None
+    legs: list[Leg]
+    peak: float | None = None
+    stop: float | None = None
+    pnl: float | None = None
+    dirty: bool = False
+    exiting: bool = False
+    keys: set = field(default_factory=set)
+
+
+def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
+    """Update the run's P&L / trailing state; return (reason, threshold, value) on a breach."""
+    run.pnl, run.dirty = pnl, True
+    if run.max_loss and pnl <= -run.max_loss:
+        return "max_loss", -run.max_loss, pnl
+    if run.max_profit and pnl >= run.max_profit:
+        return "max_profit", run.max_profit, pnl
+    if run.trailing_sl:
+        run.peak = max(run.peak or 0.0, pnl)
+        run.stop = run.peak - run.trailing_sl
+        if pnl <= run.stop:
+            return "trailing_sl", run.stop, pnl
+    return None
+
+
+def carry_state(st: RunState, old: RunState) -> None:
+    """A reloaded run keeps its in-memory state; the peak only ratchets up."""
+    peaks = [p for p in (st.peak, old.peak) if p is not None]
+    st.peak = max(peaks) if peaks else None
+    if st.peak is not None and st.trailing_sl:
+        st.stop = st.peak - st.trailing_sl
+    st.pnl, st.exiting, st.dirty = old.pnl, old.exiting, old.dirty
+
+
+def exit_priority(action: str, leg_no: int) -> int:
+    """Exits that BUY (closing shorts) go first: margin is released in the right order."""
+    return (0 if action == "BUY" else 20) + leg_no
+
+
+def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
+    action = "SELL" if ex.action == "BUY" else "BUY"
+    intent = OrderIntent(client_order_id=new_client_order_id(), account_id=run.account_id, run_id=run.id,
+                         execution_id=ex.id, purpose="exit", source="risk", priority=exit_priority(action, ex.leg_no),
+                         strategy_tag=tag[:64], symbol=ex.symbol, exchange=ex.exchange, action=action,
+                         requested_qty=qty or ex.quantity, pricetype="MARKET", product=ex.product)
+    s.add(intent)
+    s.flush()
+    ex.status, ex.exit_intent_id = "exiting", intent.id
+    return intent
+
+
+class RiskManager:
+    def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None]):
+        self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
+        self.cfg = ctx.settings.service
+        self._runs: dict[int, RunState] = {}
+        self._by_key: dict[tuple[str, str], list[RunState]] = {}
+        self._lock = threading.RLock()
+        self._last_persist = self._last_beat = float("-inf")
+        self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0)
+        md.add_listener(self._on_tick)
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        fresh = self._load_runs()
+        with self._lock:
+            for rid, st in fresh.items():
+                if rid in self._runs:
+                    carry_state(st, self._runs[rid])
+            by_key: dict = {}
+            for st in fresh.values():
+                for key in st.keys:
+                    by_key.setdefault(key, []).append(st)
+            self._runs, self._by_key = fresh, by_key
+        self._sync_subscriptions(set(by_key))
+        self._maybe_persist()
+        self._maybe_heartbeat()
+
+    def _load_runs(self) -> dict[int, RunState]:
+        with self.ctx.db.read() as s:
+            rows = s.execute(select(StrategyRun, Strategy.name).join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                             .where(StrategyRun.status.in_(LIVE_RUN))).all()
+            ids = [r.id for r, _ in rows]
+            execs = s.scalars(select(Execution).where(Execution.run_id.in_(ids))).all() if ids else []
+        legs: dict[int, list[Leg]] = {}
+        for ex in execs:
+            legs.setdefault(ex.run_id, []).append(Leg.of(ex))
+        out = {}
+        for r, name in rows:
+            run_legs = legs.get(r.id, [])
+            if not any(leg.status == "entered" for leg in run_legs):
+                continue
+            out[r.id] = RunState(r.id, r.account_id, name, r.max_loss, r.max_profit, r.trailing_sl, run_legs,
+                                 peak=r.tsl_peak, stop=r.tsl_stop, pnl=r.pnl,
+                                 keys={leg.key for leg in run_legs if leg.status in ACTIVE_LEG})
+        return out
+
+    def _sync_subscriptions(self, keys: set) -> None:
+        held = self.md.held_by(CONSUMER)
+        if keys - held:
+            self.md.subscribe(CONSUMER, sorted(keys - held), 1)
+        if held - keys:
+            self.md.unsubscribe(CONSUMER, sorted(held - keys), 1)
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+    def _price(self, symbol: str, exchange: str) -> float | None:
+        p = self.md.last_price(symbol, exchange)
+        return p[0] if p else None
+
+    def _on_tick(self, symbol: str, exchange: str, data: dict) -> None:
+        runs = self._by_key.get((symbol, exchange))
+        if runs:
+            for run in runs:
+                self.evaluate(run)
+
+    def evaluate(self, run: RunState) -> tuple[str, float, float] | None:
+        """Recompute the run's P&L from the latest prices and exit on a breach. Returns the breach, if any."""
+        with self._lock:
+            if run.exiting:
+                return None
+            pnl = run_pnl(run.legs, self._price)
+            if pnl is None:
+                return None
+            self.stats["evaluations"] += 1
+            breach = check_limits(run, pnl[0] + pnl[1])
+            if breach is None:
+                return None
+            run.exiting = True
+        try:
+            self.exit_run(run.run_id, *breach)
+        except SQLAlchemyError:
+            run.exiting = False  # the next tick or sweep tries again
+            log.exception("exit of run %s failed to write", run.run_id)
+        return breach
+
+    def run_state(self, run_id: int) -> RunState | None:
+        return self._runs.get(run_id)
+
+    # ---- the one exit path -----------------------------------------------------------------------------------
+    def exit_run(self, run_id: int, reason: str, threshold: float | None = None,
+                 value: float | None = None) -> list[int]:
+        """Move the run to 'exiting' and queue one exit per entered leg. Idempotent: [] if already exiting."""
+        st = self._runs.get(run_id)
+        value = st.pnl if value is None and st else value
+        with self.ctx.db.write() as s:
+            tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
+            res = s.execute(update(StrategyRun)
+                            .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
+                            .values(status="exiting", exit_reason=reason[:64], exit_requested_at=utcnow(), **tsl))
+            if res.rowcount != 1:
+                return []
+            run = s.get(StrategyRun, run_id)
+            tag = s.get(Strategy, run.strategy_id).name
+            legs = s.scalars(select(Execution).where(Execution.run_id == run_id, Execution.status == "entered")
+                             .order_by(Execution.leg_no, Execution.id)).all()
+            intents = [write_exit_intent(s, run, tag, ex) for ex in legs]
+            self._cancel_queued_entries(s, run_id)
+            s.add(RiskEvent(run_id=run_id, account_id=run.account_id, event_type=reason[:32], threshold=threshold,
+                            value=value, action="exit", ts_ist=ist_now_str(),
+                            exit_order_ids=json.dumps([i.client_order_id for i in intents]),
+                            message=f"{tag}: {reason} exit of {len(intents)} leg(s)"))
+            ids = [i.id for i in intents]
+        if st:
+            st.exiting, st.dirty = True, False
+        self.stats["exits"] += 1
+        log.warning("run %s exiting (%s, value %s, threshold %s): intents %s", run_id, reason, value, threshold, ids)
+        self.on_exit_enqueued()
+        return ids
+
+    @staticmethod
+    def _cancel_queued_entries(s, run_id: int) -> None:
+        """Entries not yet sent are withdrawn so they cannot open a position after the exit."""
+        rows = s.execute(select(OrderIntent.id, OrderIntent.execution_id).where(
+            OrderIntent.run_id == run_id, OrderIntent.purpose == "entry",
+            OrderIntent.status == Status.QUEUED.value)).all()
+        for intent_id, ex_id in rows:
+            if transition(s, intent_id, Status.QUEUED, Status.CANCELLED, "risk", "run is exiting"):
+                s.execute(update(Execution).where(Execution.id == ex_id, Execution.status == "pending")
+                          .values(status="failed"))
+
+    # ---- periodic sweep --------------------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Every risk_sweep_s: refresh stale prices by REST, evaluate every run, repair failed exits."""
+        self._refresh_stale_prices()
+        for run in list(self._runs.values()):
+            self.evaluate(run)
+        self._repair_exits()
+        self._maybe_persist(force=True)
+        self._maybe_heartbeat()
+
+    def _refresh_stale_prices(self) -> None:
+        now, max_age = self.md.clock(), self.cfg.risk_sweep_s
+        need: dict[int, set] = {}
+        for run in list(self._runs.values()):
+            for key in run.keys:
+                p = self.md.last_price(*key)
+                if p is None or now - p[1] > max_age:
+                    need.setdefault(run.account_id, set()).add(key)
+        for account_id, keys in need.items():
+            try:
+                results = self.ctx.client(account_id).multiquotes(
+                    [{"symbol": s, "exchange": e} for s, e in sorted(keys)])
+            except Exception as exc:  # noqa: BLE001 - a failed fallback must not stop the sweep
+                log.warning("risk: REST quotes for account %s failed: %s", account_id, exc)
+                continue
+            for item in results:
+                if isinstance(item.get("data"), dict):
+                    self.stats["rest_quotes"] += 1
+                    self.md.ingest_quote(item.get("symbol"), item.get("exchange"), item["data"])
+
+    def _repair_exits(self) -> None:
+        """Exits that failed get a new order (up to exit_retries); legs that filled after the run started
+        exiting get their exit too."""
+        with self.ctx.db.read() as s:
+            failed = s.scalar(select(Execution.id).join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
+                              .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT)).limit(1))
+            late = s.scalar(select(Execution.id).join(StrategyRun, StrategyRun.id == Execution.run_id)
+                            .where(Execution.status == "entered", StrategyRun.status == "exiting").limit(1))
+        if failed is None and late is None:
+            return
+        alerts: list[str] = []
+        with self.ctx.db.write() as s:
+            queued = self._retry_failed(s, alerts) + self._exit_late_fills(s)
+        for msg in alerts:
+            service_log(self.ctx.db, "risk", "ERROR", msg)
+        if queued:
+            self.on_exit_enqueued()
+
+    def _retry_failed(self, s, alerts: list[str]) -> int:
+        rows = s.execute(select(Execution, OrderIntent, StrategyRun, Strategy.name)
+                         .join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
+                         .join(StrategyRun, StrategyRun.id == Execution.run_id)
+                         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                         .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT))).all()
+        queued = 0
+        for ex, failed, run, tag in rows:
+            if ex.exit_attempts < self.cfg.exit_retries:
+                ex.exit_attempts += 1
+                write_exit_intent(s, run, tag, ex, max(0, failed.requested_qty - failed.broker_filled_qty))
+                self.stats["retries"] += 1
+                queued += 1
+            elif self._flag_exit_failed(s, ex, run, failed):
+                alerts.append(f"EXIT FAILED: run {run.id} ({tag}) leg {ex.leg_no} {ex.symbol}: exit order "
+                              f"{failed.status} after {ex.exit_attempts} retries ({failed.status_reason}); "
+                              f"position still open, act manually")
+        return queued
+
+    def _flag_exit_failed(self, s, ex: Execution, run: StrategyRun, failed: OrderIntent) -> bool:
+        prefix = f"execution {ex.id}:"
+        if s.scalar(select(RiskEvent.id).where(RiskEvent.run_id == run.id, RiskEvent.event_type == "exit_failed",
+                                               RiskEvent.message.startswith(prefix)).limit(1)):
+            return False
+        s.add(RiskEvent(run_id=run.id, account_id=run.account_id, event_type="exit_failed", action="alert",
+                        exit_order_ids=json.dumps([failed.client_order_id]), ts_ist=ist_now_str(),
+                        message=f"{prefix} {ex.symbol} exit {failed.status}: {failed.status_reason}"[:512]))
+        self.stats["exit_failed"] += 1
+        return True
+
+    @staticmethod
+    def _exit_late_fills(s) -> int:
+        rows = s.execute(select(Execution, StrategyRun, Strategy.name)
+                         .join(StrategyRun, StrategyRun.id == Execution.run_id)
+                         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                         .where(Execution.status == "entered", StrategyRun.status == "exiting")).all()
+        for ex, run, tag in rows:
+            write_exit_intent(s, run, tag, ex)
+        return len(rows)
+
+    # ---- persistence and health ------------------------------------------------------------------------------
+    def _maybe_persist(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_persist < self.cfg.flush_interval_s:
+            return
+        self._last_persist = now
+        with self._lock:
+            dirty = [(r.run_id, r.pnl, r.peak, r.stop) for r in self._runs.values() if r.dirty and not r.exiting]
+            for r in self._runs.values():
+                r.dirty = False
+        if not dirty:
+            return
+        with self.ctx.db.write() as s:
+            for run_id, pnl, peak, stop in dirty:
+                s.execute(update(StrategyRun).where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
+                          .values(pnl=pnl, tsl_peak=peak, tsl_stop=stop))
+
+    def _maybe_heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat < self.cfg.heartbeat_s:
+            return
+        self._last_beat = now
+        heartbeat(self.ctx.db, "risk", "ok", dict(runs=len(self._runs), **self.stats))

@@ -1,0 +1,207 @@
+"""Market-data manager: ref-counted subscriptions, tick path, reconnect, watchdog, failover (real simulator)."""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Account, ServiceHeartbeat
+from services.market_data import MarketDataManager
+from simulator.testing import SimProcess
+from tests.service.fixtures_md import account, ctx, make_ctx, md, tick, wait_for  # noqa: F401
+
+_names = itertools.count(1)
+SYMS = [("RELIANCE", "NSE"), ("SBIN", "NSE"), ("NIFTY", "NSE_INDEX")]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimProcess(seed=3, tick_hz=20) as s:
+        yield s
+
+
+@pytest.fixture
+def feed_account(db, sim):
+    """A primary feed account on the simulator; returns (account id, sim account name)."""
+    name = f"md{next(_names)}"
+    key = sim.create_account(name)
+    return account(db, name, sim.rest_url, sim.ws_url, key, is_primary=True), name
+
+
+class Recorder:
+    def __init__(self):
+        self.seen: dict[tuple[str, str], list[float]] = {}
+        self.data: dict[tuple[str, str], dict] = {}
+
+    def __call__(self, symbol, exchange, data):
+        self.seen.setdefault((symbol, exchange), []).append(time.monotonic())
+        self.data[(symbol, exchange)] = data
+
+    def all_since(self, t: float, keys=SYMS) -> bool:
+        return all(any(x > t for x in self.seen.get(k, [])) for k in keys)
+
+
+def _started(ctx, rec=None) -> MarketDataManager:
+    m = MarketDataManager(ctx)
+    if rec:
+        m.add_listener(rec)
+    m.start()
+    return m
+
+
+# ---- in-process ---------------------------------------------------------------------------------------------
+def test_wire_mode_is_max_held_and_symbol_stays_while_any_consumer_holds_it(md):
+    a, b = ("RELIANCE", "NSE"), ("SBIN", "NSE")
+    md.subscribe("positions", [a], 1)
+    md.subscribe("chain:x", [a, b], 3)
+    md.subscribe("chain:x", [a], 3)  # idempotent per consumer
+    assert md.desired() == {a: 3, b: 3}
+    md.unsubscribe("chain:x", [a, b], 3)
+    assert md.desired() == {a: 1}
+    md.unsubscribe("positions", [a], 1)
+    assert md.desired() == {} and md.status()["subscriptions"] == 0
+
+
+def test_zero_value_tick_is_ignored_when_a_valid_price_exists(md):
+    rec = Recorder()
+    md.add_listener(rec)
+    tick(md, "SBIN", 801.5, "NSE")
+    for bad in (0, None, -1, "12"):
+        tick(md, "SBIN", bad, "NSE")
+    assert md.last_price("SBIN", "NSE")[0] == 801.5
+    assert len(rec.seen[("SBIN", "NSE")]) == 1
+    assert md.status()["zero_ticks"] == 4 and md.status()["ticks"] == 1
+
+
+def test_listener_error_does_not_break_the_tick_path(md):
+    rec = Recorder()
+    md.add_listener(lambda *a: 1 / 0)
+    md.add_listener(rec)
+    tick(md, "SBIN", 800, "NSE")
+    md.on_message("not json")
+    assert ("SBIN", "NSE") in rec.seen and md.status()["errors"] == 1
+
+
+def test_tick_ingest_rate_is_at_least_20k_per_second(md):
+    msgs = [json.dumps({"type": "market_data", "symbol": f"S{i % 300}", "exchange": "NFO", "mode": 2,
+                        "data": {"ltp": 100.0 + i % 9, "volume": 5, "oi": 0, "timestamp": 1}}) for i in range(40000)]
+    md.add_listener(Recorder().__call__)
+    t0 = time.perf_counter()
+    for m in msgs:
+        md.on_message(m)
+    rate = len(msgs) / (time.perf_counter() - t0)
+    assert rate >= 20000, f"{rate:.0f} ticks/s"
+
+
+# ---- against the simulator -------------------------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_ticks_flow_and_heartbeat_is_written_when_connected(db, sim, feed_account):
+    ctx = make_ctx(db)
+    rec = Recorder()
+    m = _started(ctx, rec)
+    try:
+        m.subscribe("positions", SYMS, 2)
+        wait_for(lambda: rec.all_since(0))
+        st = m.status()
+        assert st["connected"] and st["account"] == feed_account[1] and st["subscriptions"] == 3
+        assert m.last_price("RELIANCE", "NSE")[0] > 0
+        wait_for(lambda: _heartbeat(db, "market_data"))
+        assert _heartbeat(db, "market_data")["connected"] is True
+        m.unsubscribe("positions", [SYMS[0]], 2)
+        time.sleep(0.3)
+        t = time.monotonic()
+        wait_for(lambda: rec.all_since(t, SYMS[1:]))
+        time.sleep(0.3)
+        assert not any(x > t + 0.1 for x in rec.seen[SYMS[0]])
+    finally:
+        m.stop()
+
+
+@pytest.mark.timeout(30)
+def test_depth_mode_is_used_when_any_consumer_wants_depth(db, sim, feed_account):
+    rec = Recorder()
+    m = _started(make_ctx(db), rec)
+    try:
+        m.subscribe("positions", [("SBIN", "NSE")], 1)
+        m.subscribe("chain:1", [("SBIN", "NSE")], 3)
+        wait_for(lambda: "depth" in rec.data.get(("SBIN", "NSE"), {}))
+    finally:
+        m.stop()
+
+
+@pytest.mark.timeout(30)
+def test_reconnect_and_resubscribe_all_when_server_drops_ws(db, sim, feed_account):
+    rec = Recorder()
+    m = _started(make_ctx(db), rec)
+    try:
+        m.subscribe("positions", SYMS, 1)
+        wait_for(lambda: rec.all_since(0))
+        assert sim.fault("drop_ws")["dropped"] >= 1
+        wait_for(lambda: m.status()["reconnects"] >= 1)
+        t = time.monotonic()
+        wait_for(lambda: m.status()["connected"] and rec.all_since(t))
+        assert m.status()["failovers"] == 0
+    finally:
+        m.stop()
+
+
+@pytest.mark.timeout(30)
+def test_watchdog_reconnects_when_feed_is_muted(db, sim, feed_account):
+    rec = Recorder()
+    m = _started(make_ctx(db, ws_stall_seconds=1), rec)
+    try:
+        m.subscribe("positions", SYMS, 1)
+        wait_for(lambda: rec.all_since(0))
+        sim.fault("mute_ws", account=feed_account[1], duration_s=1.6)
+        wait_for(lambda: m.status()["stalls"] >= 1, timeout=6)
+        t = time.monotonic()
+        wait_for(lambda: rec.all_since(t), timeout=8)
+        assert m.status()["connected"]
+    finally:
+        m.stop()
+        sim.clear_faults()
+
+
+@pytest.mark.timeout(30)
+def test_failover_to_backup_when_primary_key_is_invalid(db, sim):
+    primary, backup = f"pri{next(_names)}", f"bak{next(_names)}"
+    pid = account(db, primary, sim.rest_url, sim.ws_url, sim.create_account(primary), is_primary=True)
+    account(db, backup, sim.rest_url, sim.ws_url, sim.create_account(backup), backup_order=1)
+    sim.fault("invalid_key", account=primary)
+    rec = Recorder()
+    m = _started(make_ctx(db, ws_failover_after=50), rec)  # an auth error fails over at once, not after 50
+    try:
+        m.subscribe("positions", SYMS, 1)
+        wait_for(lambda: m.status()["account"] == backup and rec.all_since(0), timeout=10)
+        st = m.status()
+        assert st["failovers"] == 1 and st["connected"]
+        with db.read() as s:
+            acct = s.get(Account, pid)
+            assert acct.status == "invalid_key" and "AUTHENTICATION_ERROR" in acct.status_message
+    finally:
+        m.stop()
+        sim.clear_faults()
+
+
+@pytest.mark.timeout(30)
+def test_failover_after_repeated_connect_failures(db, sim):
+    name = f"ok{next(_names)}"
+    account(db, "dead", "http://127.0.0.1:9", "ws://127.0.0.1:9", "d" * 32, is_primary=True)
+    account(db, name, sim.rest_url, sim.ws_url, sim.create_account(name), backup_order=1)
+    rec = Recorder()
+    m = _started(make_ctx(db, ws_failover_after=2), rec)
+    try:
+        m.subscribe("positions", SYMS[:1], 1)
+        wait_for(lambda: m.status()["account"] == name and rec.all_since(0, SYMS[:1]), timeout=10)
+        assert m.status()["failovers"] == 1
+    finally:
+        m.stop()
+
+
+def _heartbeat(db, component):
+    with db.read() as s:
+        hb = s.scalar(select(ServiceHeartbeat).where(ServiceHeartbeat.component == component))
+        return json.loads(hb.details_json) if hb else None

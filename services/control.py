@@ -1,0 +1,76 @@
+"""Control commands written by the UI (db.commands.enqueue_control) and carried out by the service.
+
+    exit_run         {"run_id"}       -> risk.exit_run(run_id, "manual")
+    refresh_account  {"account_id"}   -> account sync now
+    cancel_intent    {"intent_id"}    -> queued: cancelled here; placed/partially filled: cancelorder at the
+                                         broker (the poller then sees 'cancelled'); in flight: refused
+    reload_accounts  {}               -> cached broker clients dropped (new keys/URLs take effect); the feed
+                                         re-reads its failover list (primary, then backups) on every reconnect
+Each handler returns a short result string or raises; the runner stores either on the command row.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from db.accounts import list_accounts
+from db.executions import apply_intent_outcome
+from db.intents import transition
+from db.models import OrderIntent
+from db.order_fsm import Status
+
+if TYPE_CHECKING:
+    from services.runner import ServiceRunner
+
+
+class ControlHandlers:
+    def __init__(self, runner: "ServiceRunner"):
+        self.runner = runner
+
+    def handle(self, kind: str, payload: dict) -> str:
+        fn = getattr(self, f"do_{kind}", None)
+        if fn is None:
+            raise ValueError(f"unknown control command '{kind}'")
+        return fn(payload)
+
+    def do_exit_run(self, p: dict) -> str:
+        if self.runner.risk is None:
+            raise RuntimeError("risk manager not running")
+        ids = self.runner.risk.exit_run(int(p["run_id"]), "manual")
+        return f"{len(ids)} exit order(s) queued" if ids else "run is not active (already exiting or finished)"
+
+    def do_refresh_account(self, p: dict) -> str:
+        ok = self.runner.account_sync.refresh(int(p["account_id"]))
+        if not ok:
+            raise RuntimeError(self.runner.account_sync.errors.get(int(p["account_id"]), "refresh failed"))
+        return "refreshed"
+
+    def do_cancel_intent(self, p: dict) -> str:
+        ctx, iid = self.runner.ctx, int(p["intent_id"])
+        with ctx.db.write() as s:
+            intent = s.get(OrderIntent, iid)
+            if intent is None:
+                raise ValueError(f"unknown intent {iid}")
+            status, oid, acct, tag = intent.status, intent.broker_order_id, intent.account_id, intent.strategy_tag
+            if status == Status.QUEUED.value:
+                if not transition(s, iid, Status.QUEUED, Status.CANCELLED, "ui", "cancelled by the user"):
+                    raise RuntimeError("intent was picked up for sending; try again")
+                apply_intent_outcome(s, iid)
+                return "cancelled before sending"
+        if status in (Status.PLACED.value, Status.PARTIALLY_FILLED.value) and oid:
+            ctx.client(acct).cancelorder(oid, tag)
+            return f"cancel sent for broker order {oid}"
+        raise RuntimeError(f"intent is '{status}'; it cannot be cancelled now")
+
+    def do_reload_accounts(self, p: dict) -> str:
+        ctx, dispatcher = self.runner.ctx, self.runner.dispatcher
+        for acct in list_accounts(ctx.db):
+            deadline = time.monotonic() + 5.0  # never close a client under an order being sent
+            while acct.id in dispatcher.busy_accounts() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ctx.drop_client(acct.id)
+        md = self.runner.md
+        reload = getattr(md, "reload_accounts", None) if md is not None else None
+        if reload:
+            reload()
+        return "broker clients reloaded"

@@ -1,0 +1,267 @@
+"""Order dispatcher: queued intents -> OpenAlgo placeorder, exactly once.
+
+Per intent:  claim (CAS queued->claimed) + account re-check + 'sent', all in ONE committed transaction,
+then the POST, then the outcome in a second transaction:
+    orderid                      -> placed (broker_order_id recorded; UNIQUE(account_id, broker_order_id))
+    OrderRejected                -> rejected (broker message kept)
+    AuthError (403)              -> rejected, and the account is marked invalid_key
+    OrderOutcomeUnknown          -> unknown (timeout / 5xx after sending; the reconciler settles it, NEVER resent)
+    RateLimited / cannot connect -> queued again (definitely not processed) + backoff for that account
+
+Accounts are served in parallel (one worker at a time per account, from a thread pool); within an account the
+intents go strictly one after another in (priority, created_at) order. New work is noticed within
+``dispatch_poll_s`` (50 ms) or at once after ``wake()``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRejected, RateLimited,
+                           TemporaryBrokerError)
+from db.accounts import set_status
+from db.executions import Outcome, apply_intent_outcome
+from db.intents import IntentView, claim, transition
+from db.models import Account, OrderIntent
+from db.order_fsm import Status
+from services.common import ServiceContext, service_log
+
+log = logging.getLogger("services.dispatcher")
+COMPONENT = "dispatcher"
+def _write(db):
+    # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once.
+    return db.write()
+
+
+class OrderDispatcher:
+    def __init__(self, ctx: ServiceContext, worker_id: str | None = None, max_workers: int = 16,
+                 on_change: Callable[[set[int]], None] | None = None):
+        self.ctx = ctx
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.on_change = on_change
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dispatch")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._busy: dict[int, Future] = {}  # account_id -> its running drain task
+        self._inflight: set[int] = set()  # intent ids between 'sent' and the recorded outcome
+        self._backoff: dict[int, tuple[float, int]] = {}  # account_id -> (monotonic until, consecutive failures)
+        self.stats = {"placed": 0, "rejected": 0, "unknown": 0, "requeued": 0, "denied": 0, "loops": 0}
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def is_alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    def busy_accounts(self) -> set[int]:
+        with self._lock:
+            return set(self._busy)
+
+    def inflight_ids(self) -> set[int]:
+        """Intents this process is sending right now (the reconciler leaves them alone)."""
+        with self._lock:
+            return set(self._inflight)
+
+    def _loop(self) -> None:
+        poll = self.ctx.settings.service.dispatch_poll_s
+        while not self._stop.is_set():
+            self._wake.wait(poll)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._schedule()
+                self.stats["loops"] += 1
+            except Exception:  # never let the loop die; the DB may be briefly locked
+                log.exception("dispatcher loop error")
+                time.sleep(min(1.0, poll * 10))
+
+    # ---- scheduling ------------------------------------------------------------------------------------------
+    def run_once(self, timeout: float = 60.0) -> None:
+        """Dispatch everything queued now (parallel across accounts) and wait for it to finish."""
+        futures = self._schedule()
+        wait(futures, timeout=timeout)
+
+    def _schedule(self) -> list[Future]:
+        with self.ctx.db.read() as s:
+            accounts = list(dict.fromkeys(s.scalars(
+                select(OrderIntent.account_id).where(OrderIntent.status == Status.QUEUED.value)
+                .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id))))
+        started = []
+        now = time.monotonic()
+        with self._lock:
+            for acct in accounts:
+                if acct in self._busy or self._backoff.get(acct, (0.0, 0))[0] > now:
+                    continue
+                fut = self._pool.submit(self._drain_account, acct)
+                self._busy[acct] = fut
+                started.append(fut)
+        return started
+
+    def _drain_account(self, account_id: int) -> None:
+        try:
+            while not self._stop.is_set():
+                iid = self._next_queued(account_id)
+                if iid is None or not self._dispatch(iid):
+                    break
+        except Exception as exc:
+            log.exception("dispatch worker for account %s failed", account_id)
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"account {account_id}: dispatch error {exc!r}")
+            self._set_backoff(account_id)
+        finally:
+            with self._lock:
+                self._busy.pop(account_id, None)
+            self._wake.set()  # anything queued meanwhile is picked up at once
+
+    def _next_queued(self, account_id: int) -> int | None:
+        with self.ctx.db.read() as s:
+            return s.scalar(select(OrderIntent.id).where(
+                OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
+                .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1))
+
+    # ---- one intent ------------------------------------------------------------------------------------------
+    def _dispatch(self, intent_id: int) -> bool:
+        """Claim and send one intent. Returns False when the account must pause (backoff)."""
+        iv, denial = self._claim_and_mark_sent(intent_id)
+        if iv is None:
+            return True  # another worker/process claimed it, or it was denied
+        with self._lock:
+            self._inflight.add(iv.id)
+        try:
+            return self._send(iv)
+        finally:
+            with self._lock:
+                self._inflight.discard(iv.id)
+
+    def _claim_and_mark_sent(self, intent_id: int) -> tuple[IntentView | None, str]:
+        """Transaction 1, committed before any network call: queued -> claimed -> sent (or denied)."""
+        denial, outcome = "", Outcome()
+        with _write(self.ctx.db) as s:
+            if not claim(s, intent_id, self.worker_id):
+                return None, ""
+            intent = s.get(OrderIntent, intent_id)
+            denial = self._denial_reason(s, intent)
+            if denial:
+                transition(s, intent_id, Status.CLAIMED, Status.DENIED, COMPONENT, denial)
+                outcome = apply_intent_outcome(s, intent_id)
+            else:
+                transition(s, intent_id, Status.CLAIMED, Status.SENT, COMPONENT, "placeorder sent")
+                s.refresh(intent)
+                view = IntentView.of(intent)
+        if denial:
+            self.stats["denied"] += 1
+            service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {intent_id} denied: {denial}")
+            self._after(outcome, intent_id)
+            return None, denial
+        return view, ""
+
+    def _denial_reason(self, s, intent: OrderIntent) -> str:
+        acct = s.get(Account, intent.account_id)
+        if acct is None:
+            return f"account {intent.account_id} no longer exists"
+        if not acct.is_active:
+            return f"account '{acct.name}' is deactivated"
+        if acct.status == "invalid_key":
+            return f"account '{acct.name}' has an invalid API key; update it in Accounts"
+        try:
+            self.ctx.client(intent.account_id)
+        except Exception as exc:  # key cannot be decrypted, bad URL: nothing can be sent
+            return f"account '{acct.name}' cannot be used: {type(exc).__name__}"
+        return ""
+
+    def _send(self, iv: IntentView) -> bool:
+        client = self.ctx.client(iv.account_id)
+        try:
+            oid = client.placeorder(strategy=iv.strategy_tag, symbol=iv.symbol, exchange=iv.exchange,
+                                    action=iv.action, quantity=iv.requested_qty, pricetype=iv.pricetype,
+                                    product=iv.product, price=iv.limit_price, trigger_price=iv.trigger_price)
+        except OrderOutcomeUnknown as exc:
+            self._record(iv, Status.UNKNOWN, exc.message)
+        except RateLimited as exc:
+            self._record(iv, Status.QUEUED, f"rate limited, not processed: {exc.message}", claimed_by="")
+            self._set_backoff(iv.account_id)
+            return False
+        except TemporaryBrokerError as exc:  # could not connect: nothing was sent
+            self._record(iv, Status.QUEUED, f"not sent: {exc.message}", claimed_by="")
+            self._set_backoff(iv.account_id)
+            return False
+        except AuthError as exc:
+            self._record(iv, Status.REJECTED, f"authentication failed: {exc.message}")
+            set_status(self.ctx.db, iv.account_id, "invalid_key", exc.message)
+            self.ctx.drop_client(iv.account_id)
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"account {iv.account_id}: API key rejected (403)")
+        except OrderRejected as exc:
+            self._record(iv, Status.REJECTED, exc.message or "rejected by broker")
+        except (BrokerError, Exception) as exc:  # anything else after sending: outcome cannot be known
+            log.exception("placeorder for intent %s failed unexpectedly", iv.id)
+            self._record(iv, Status.UNKNOWN, f"unexpected error after sending: {type(exc).__name__}")
+        else:
+            self._record_placed(iv, oid)
+        self._backoff.pop(iv.account_id, None)
+        return True
+
+    def _record_placed(self, iv: IntentView, oid: str) -> None:
+        try:
+            self._record(iv, Status.PLACED, f"broker order {oid}", broker_order_id=oid)
+        except IntegrityError:  # that broker id is already linked to another intent: let the reconciler look
+            self._record(iv, Status.UNKNOWN, f"broker order {oid} already linked to another intent")
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"intent {iv.id}: duplicate broker order id {oid}")
+
+    def _record(self, iv: IntentView, to: Status, reason: str, **fields) -> None:
+        """Transaction 2: the outcome. If the reconciler got there first, keep its verdict."""
+        with _write(self.ctx.db) as s:
+            ok = transition(s, iv.id, Status.SENT, to, COMPONENT, reason, **fields)
+            outcome = apply_intent_outcome(s, iv.id) if ok else Outcome()
+        self.stats[{"placed": "placed", "queued": "requeued"}.get(to.value, to.value)] += 1
+        if not ok:
+            service_log(self.ctx.db, COMPONENT, "WARNING",
+                        f"intent {iv.id}: outcome '{to.value}' ({reason}) arrived after it left 'sent'")
+        elif to == Status.REJECTED:
+            service_log(self.ctx.db, COMPONENT, "ERROR" if iv.purpose == "exit" else "WARNING",
+                        f"intent {iv.id} ({iv.purpose} {iv.action} {iv.requested_qty} {iv.symbol}) rejected: "
+                        f"{reason}")
+        self._after(outcome, iv.id)
+
+    def _after(self, outcome: Outcome, intent_id: int) -> None:
+        if outcome.failed_exits:
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {intent_id} failed; execution left "
+                                                          "'exiting' for the risk manager to retry")
+        if outcome.run_ids and self.on_change:
+            try:
+                self.on_change(outcome.run_ids)
+            except Exception:
+                log.exception("on_change callback failed")
+
+    def _set_backoff(self, account_id: int) -> None:
+        b = self.ctx.settings.broker
+        with self._lock:
+            n = self._backoff.get(account_id, (0.0, 0))[1]
+            delay = min(b.backoff_max_s, b.backoff_base_s * (2 ** n))
+            self._backoff[account_id] = (time.monotonic() + delay, n + 1)
+        log.warning("account %s paused %.2fs before the next order", account_id, delay)

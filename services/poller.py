@@ -1,0 +1,152 @@
+"""Order poller: keeps placed intents, broker_orders, executions and runs in line with each account's orderbook.
+
+One ``run_once()`` per cycle (the runner schedules it every ``poller_interval_s``). Per account that has open or
+in-flight intents, or had intent activity in the last ``RECENT_S`` seconds: ONE orderbook call, at most one
+per second per account. Then:
+  - upsert broker_orders (unknown orders adopted as external);
+  - placed / partially_filled / cancelled intents follow the broker's order_status (order_fsm.status_from_broker);
+    an invalid transition is logged once and skipped, never fatal;
+  - fills feed db/executions.py: entry filled -> execution 'entered' at the average price (orderbook
+    average_price, else the tradebook, else orderstatus); exit filled -> 'exited'; runs advance
+    (entering -> active/failed, exiting -> exited). A rejected exit is logged as an ERROR and the execution stays
+    'exiting' for the risk manager's retry.
+Everything is derived from the database each cycle (plus a repair sweep), so a restart recovers pending work.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import or_, select
+
+from broker.errors import BrokerError
+from db.executions import Outcome, sweep
+from db.models import OrderIntent, utcnow
+from db.order_fsm import Status
+from services.common import ServiceContext, service_log
+from services.orderbook import BookOrder, apply_book_status, parse_book, upsert_orders
+
+log = logging.getLogger("services.poller")
+COMPONENT = "poller"
+RECENT_S = 30.0
+MIN_GAP_S = 1.0  # <= 1 orderbook request per second per account
+FOLLOWED = (Status.PLACED.value, Status.PARTIALLY_FILLED.value, Status.CANCELLED.value)
+PENDING = (Status.SENT.value, Status.UNKNOWN.value, Status.PLACED.value, Status.PARTIALLY_FILLED.value)
+
+
+class OrderPoller:
+    def __init__(self, ctx: ServiceContext, on_fill: Callable[[set[int]], None] | None = None,
+                 max_workers: int = 8):
+        self.ctx = ctx
+        self.on_fill = on_fill
+        self._last_poll: dict[int, float] = {}
+        self._warned: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="poller")
+        self.last_cycle: dict = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_once(self) -> dict:
+        accounts = self._due_accounts()
+        books = dict(zip(accounts, self._pool.map(self._fetch, accounts), strict=True))
+        outcome, result = Outcome(), {"accounts": len(accounts), "updated": 0, "errors": 0}
+        for account_id, book in books.items():
+            if book is None:
+                result["errors"] += 1
+                continue
+            outcome.merge(self._apply(account_id, book, result))
+        with self.ctx.db.write() as s:
+            outcome.merge(sweep(s))
+        if outcome.run_ids and self.on_fill:
+            try:
+                self.on_fill(outcome.run_ids)
+            except Exception:
+                log.exception("on_fill callback failed")
+        self.last_cycle = result
+        return result
+
+    def _due_accounts(self) -> list[int]:
+        recent = utcnow() - timedelta(seconds=RECENT_S)
+        with self.ctx.db.read() as s:
+            accounts = set(s.scalars(select(OrderIntent.account_id).where(or_(
+                OrderIntent.status.in_(PENDING), OrderIntent.updated_at >= recent)).distinct()))
+        gap = max(MIN_GAP_S, self.ctx.settings.service.poller_interval_s) * 0.95
+        now = time.monotonic()
+        due = [a for a in sorted(accounts) if now - self._last_poll.get(a, -1e9) >= gap]
+        for a in due:
+            self._last_poll[a] = now
+        return due
+
+    def _fetch(self, account_id: int) -> list[BookOrder] | None:
+        try:
+            return parse_book(self.ctx.client(account_id).orderbook())
+        except (BrokerError, KeyError) as exc:
+            log.warning("poller: orderbook for account %s failed: %s", account_id, exc)
+            return None
+
+    def _apply(self, account_id: int, book: list[BookOrder], result: dict) -> Outcome:
+        by_id = {o.orderid: o for o in book}
+        outcome, warnings = Outcome(), []
+        avgs = self._missing_avgs(account_id, by_id)
+        with self.ctx.db.write() as s:
+            upsert_orders(s, account_id, book)
+            intents = list(s.scalars(select(OrderIntent).where(
+                OrderIntent.account_id == account_id, OrderIntent.broker_order_id.in_(list(by_id)),
+                or_(OrderIntent.status.in_(FOLLOWED),
+                    (OrderIntent.status == Status.FILLED.value) & OrderIntent.broker_avg_price.is_(None)))))
+            for intent in intents:
+                before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
+                out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
+                if warn:
+                    warnings.append(warn)
+                if (intent.status, intent.broker_filled_qty, intent.broker_avg_price) != before:
+                    result["updated"] += 1
+                outcome.merge(out)
+        self._report(warnings, outcome)
+        return outcome
+
+    def _missing_avgs(self, account_id: int, by_id: dict[str, BookOrder]) -> dict[str, float]:
+        with self.ctx.db.read() as s:
+            need = [oid for oid, avg in s.execute(select(OrderIntent.broker_order_id, OrderIntent.broker_avg_price)
+                    .where(OrderIntent.account_id == account_id, OrderIntent.status.in_(FOLLOWED + ("filled",)),
+                           OrderIntent.broker_order_id.in_(list(by_id))))
+                    if not avg and by_id[oid].order_status == "complete" and not by_id[oid].avg_price]
+        return fetch_avg_prices(self.ctx.client(account_id), need) if need else {}
+
+    def _report(self, warnings: list[str], outcome: Outcome) -> None:
+        for w in warnings:
+            if w not in self._warned:  # once per distinct problem, not every second
+                self._warned.add(w)
+                service_log(self.ctx.db, COMPONENT, "WARNING", w)
+        for iid in outcome.failed_exits:
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {iid} rejected/cancelled by the broker; "
+                                                          "execution left 'exiting' for the risk manager's retry")
+
+
+def fetch_avg_prices(client, orderids: list[str]) -> dict[str, float]:
+    """Average fill prices when the orderbook has none: the tradebook (one call), else orderstatus per order.
+    Done before the write transaction, so no network call ever holds the SQLite write lock."""
+    if not orderids:
+        return {}
+    out: dict[str, float] = {}
+    try:
+        sums: dict[str, tuple[float, float]] = {}
+        for t in client.tradebook():
+            q, p = float(t.get("quantity") or 0), float(t.get("average_price") or 0)
+            qty, value = sums.get(str(t.get("orderid")), (0.0, 0.0))
+            sums[str(t.get("orderid"))] = (qty + q, value + q * p)
+        for oid in orderids:
+            qty, value = sums.get(oid, (0.0, 0.0))
+            if qty > 0 and value > 0:
+                out[oid] = round(value / qty, 4)
+            else:
+                price = float(client.orderstatus(oid).get("average_price") or 0)
+                if price:
+                    out[oid] = price
+    except (BrokerError, TypeError, ValueError) as exc:
+        log.warning("average fill price unavailable: %s", exc)
+    return out

@@ -1,0 +1,165 @@
+"""Reconciler: settles intents whose outcome at the broker is not known, against the account's orderbook.
+
+Runs once at start-up BEFORE the dispatcher, poller and risk manager (``startup()``: orphaned 'claimed' rows go
+back to the queue, then a pass), then every ``reconcile_interval_s``. It NEVER places an order.
+
+Targets: 'unknown' intents, and 'sent' intents older than the client's timeouts (left by a crash between the
+'sent' commit and the outcome). Matching, per account (one orderbook call):
+  1. by broker_order_id when known;
+  2. else by (symbol, exchange, action, quantity, product, strategy tag, broker timestamp within
+     ``reconcile_window_s`` of sent_at) among orders not linked to another intent; the oldest wins, and more
+     than one candidate is logged as an ambiguous match (WARNING).
+Found -> placed / filled / rejected / cancelled as the broker says. Not found -> the check is counted; after
+``reconcile_max_checks`` checks -> rejected "not found at broker after N checks (never placed)".
+Every active account's orderbook is read once per pass (also with nothing pending), so orders placed outside
+AlgoMirror are adopted into broker_orders as external.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import select, update
+
+from broker.errors import BrokerError
+from db.accounts import list_accounts
+from db.executions import Outcome, apply_intent_outcome
+from db.intents import requeue_orphan_claims, transition
+from db.models import BrokerOrder, OrderIntent, utcnow
+from db.order_fsm import Status
+from services.common import ServiceContext, service_log
+from services.orderbook import BookOrder, apply_book_status, parse_book, upsert_orders
+
+log = logging.getLogger("services.reconciler")
+COMPONENT = "reconciler"
+
+
+class Reconciler:
+    def __init__(self, ctx: ServiceContext, inflight: Callable[[], set[int]] | None = None,
+                 on_change: Callable[[set[int]], None] | None = None, sent_grace_s: float | None = None):
+        self.ctx = ctx
+        self.inflight = inflight or (lambda: set())
+        self.on_change = on_change
+        b = ctx.settings.broker
+        # A 'sent' row younger than this may still be waiting for its HTTP answer (token bucket + timeouts).
+        self.sent_grace_s = sent_grace_s if sent_grace_s is not None else b.connect_timeout_s + b.read_timeout_s + 5
+        self.last_result: dict = {}
+
+    def startup(self) -> dict:
+        with self.ctx.db.write() as s:
+            n = requeue_orphan_claims(s)
+        if n:
+            service_log(self.ctx.db, COMPONENT, "WARNING", f"{n} orphaned claimed intent(s) returned to the queue")
+        return self.run_once(include_all_sent=True)
+
+    def run_once(self, include_all_sent: bool = False) -> dict:
+        """One pass over every account with unsettled intents. Returns counts for tests and the heartbeat."""
+        pending = self._pending(include_all_sent)
+        accounts = {a.id for a in list_accounts(self.ctx.db, active_only=True) if a.status != "invalid_key"}
+        result = {"checked": 0, "resolved": 0, "rejected": 0, "errors": 0, "adopted": 0}
+        for account_id in sorted(accounts | set(pending)):
+            ids = pending.get(account_id, [])
+            try:
+                book = parse_book(self.ctx.client(account_id).orderbook())
+            except (BrokerError, KeyError) as exc:
+                result["errors"] += 1
+                log.warning("reconciler: orderbook for account %s unavailable: %s", account_id, exc)
+                continue
+            self._reconcile_account(account_id, ids, book, result)
+        self.last_result = result
+        return result
+
+    def _pending(self, include_all_sent: bool) -> dict[int, list[int]]:
+        cutoff = utcnow() - timedelta(seconds=0 if include_all_sent else self.sent_grace_s)
+        skip = self.inflight()
+        with self.ctx.db.read() as s:
+            rows = s.execute(select(OrderIntent.account_id, OrderIntent.id, OrderIntent.status, OrderIntent.sent_at)
+                             .where(OrderIntent.status.in_((Status.UNKNOWN.value, Status.SENT.value)))
+                             .order_by(OrderIntent.sent_at, OrderIntent.id)).all()
+        out: dict[int, list[int]] = {}
+        for acct, iid, status, sent_at in rows:
+            if iid in skip or (status == Status.SENT.value and sent_at and sent_at > cutoff):
+                continue
+            out.setdefault(acct, []).append(iid)
+        return out
+
+    def _reconcile_account(self, account_id: int, ids: list[int], book: list[BookOrder], result: dict) -> None:
+        messages: list[tuple[str, str]] = []
+        outcome = Outcome()
+        with self.ctx.db.write() as s:
+            result["adopted"] += upsert_orders(s, account_id, book)
+            taken = self._linked_ids(s, account_id)
+            for iid in ids:
+                intent = s.get(OrderIntent, iid)
+                if intent is None or intent.status not in (Status.UNKNOWN.value, Status.SENT.value):
+                    continue
+                result["checked"] += 1
+                outcome.merge(self._settle(s, intent, book, taken, messages, result))
+            upsert_orders(s, account_id, book)  # link the newly matched orders
+        for level, msg in messages:
+            service_log(self.ctx.db, COMPONENT, level, msg)
+        if outcome.failed_exits:
+            service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent(s) {outcome.failed_exits} never reached "
+                                                          "the broker; executions left 'exiting' for a retry")
+        if outcome.run_ids and self.on_change:
+            self.on_change(outcome.run_ids)
+
+    @staticmethod
+    def _linked_ids(s, account_id: int) -> set[str]:
+        ids = set(s.scalars(select(OrderIntent.broker_order_id).where(
+            OrderIntent.account_id == account_id, OrderIntent.broker_order_id.is_not(None))))
+        ids |= set(s.scalars(select(BrokerOrder.broker_order_id).where(
+            BrokerOrder.account_id == account_id, BrokerOrder.intent_id.is_not(None))))
+        return ids
+
+    def _settle(self, s, intent: OrderIntent, book: list[BookOrder], taken: set[str],
+                messages: list, result: dict) -> Outcome:
+        match = self._find(intent, book, taken, messages)
+        if match is not None:
+            taken.add(match.orderid)
+            out, warn = apply_book_status(s, intent, match, COMPONENT)
+            if warn:
+                messages.append(("WARNING", warn))
+            else:
+                result["resolved"] += 1
+                messages.append(("INFO", f"intent {intent.id} ({intent.status}) matched broker order "
+                                         f"{match.orderid} ({match.order_status}); not resent"))
+            return out
+        return self._count_miss(s, intent, messages, result)
+
+    def _find(self, intent: OrderIntent, book: list[BookOrder], taken: set[str], messages: list) -> BookOrder | None:
+        if intent.broker_order_id:
+            return next((o for o in book if o.orderid == intent.broker_order_id), None)
+        window = timedelta(seconds=self.ctx.settings.service.reconcile_window_s)
+        ref = intent.sent_at or intent.created_at
+        cands = [o for o in book if o.orderid not in taken and self._same_order(intent, o)
+                 and (o.ts_utc is None or abs(o.ts_utc - ref) <= window)]
+        if not cands:
+            return None
+        cands.sort(key=lambda o: (o.ts_utc is None, o.ts_utc or ref, o.orderid))
+        if len(cands) > 1:
+            messages.append(("WARNING", f"intent {intent.id}: ambiguous match, {len(cands)} broker orders fit "
+                                        f"({', '.join(o.orderid for o in cands[:5])}); took the oldest "
+                                        f"{cands[0].orderid}"))
+        return cands[0]
+
+    @staticmethod
+    def _same_order(intent: OrderIntent, o: BookOrder) -> bool:
+        return (o.symbol == intent.symbol and o.exchange in ("", intent.exchange) and o.action == intent.action
+                and o.quantity == intent.requested_qty and o.product in ("", intent.product)
+                and (o.strategy is None or o.strategy == intent.strategy_tag))
+
+    def _count_miss(self, s, intent: OrderIntent, messages: list, result: dict) -> Outcome:
+        checks = intent.reconcile_checks + 1
+        limit = self.ctx.settings.service.reconcile_max_checks
+        if checks < limit:
+            s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(reconcile_checks=checks))
+            return Outcome()
+        reason = f"not found at broker after {checks} checks (never placed)"
+        if not transition(s, intent.id, intent.status, Status.REJECTED, COMPONENT, reason, reconcile_checks=checks):
+            return Outcome()
+        result["rejected"] += 1
+        messages.append(("WARNING", f"intent {intent.id} ({intent.action} {intent.requested_qty} {intent.symbol}) "
+                                    f"settled rejected: {reason}"))
+        return apply_intent_outcome(s, intent.id)

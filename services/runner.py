@@ -1,0 +1,237 @@
+"""The background service: one process per database (lock file), every component, the periodic jobs.
+
+Start-up order (design guide §13): instruments (primary account) -> reconciler first pass (orphaned claims
+re-queued, in-flight intents settled) -> market data -> position monitor -> risk manager -> dispatcher ->
+poller / account sync / option-chain sessions on an APScheduler BackgroundScheduler. SIGTERM / SIGINT stop it
+cleanly: scheduler, threads, broker clients, then the lock.
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select, update
+
+from config import Settings
+from db import Database
+from db.accounts import list_accounts
+from db.models import ControlCommand, utcnow
+from services.account_sync import AccountSync
+from services.common import ServiceContext, heartbeat, service_log
+from services.control import ControlHandlers
+from services.dispatcher import OrderDispatcher
+from services.poller import OrderPoller
+from services.reconciler import Reconciler
+
+log = logging.getLogger("services.runner")
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class InstanceLock:
+    """fcntl.flock on ``<db>.service.lock`` (pid inside). The kernel drops it if the process dies."""
+
+    def __init__(self, db_path: str | Path):
+        self.path = Path(str(db_path) + ".service.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(f"another AlgoMirror service (pid {holder}) already runs on this database "
+                                 f"(lock {self.path}); not starting a second one") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _optional(module: str, name: str):
+    """Components built by other parts of the project; the service still runs (degraded, logged) without one."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        log.error("component %s.%s unavailable: %s", module, name, exc)
+        return None
+
+
+class ServiceRunner:
+    def __init__(self, settings: Settings, db: Database | None = None):
+        self.settings = settings
+        self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
+        self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed)
+        self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
+        self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
+        self.account_sync = AccountSync(self.ctx)
+        self.md = self.positions = self.risk = self.chains = None
+        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        self.control = ControlHandlers(self)
+        self.job_errors: dict[str, int] = {}
+        self.job_last_ok: dict[str, float] = {}
+        self.started_at = time.monotonic()
+
+    # ---- start-up ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._load_instruments()
+        self.reconciler.startup()
+        self._start_market_components()
+        self.dispatcher.start()
+        self._schedule_jobs()
+        self.scheduler.start()
+        heartbeat(self.ctx.db, "runner", "ok", {"pid": os.getpid(), "db": str(self.ctx.db.path)})
+        log.info("AlgoMirror service started (db %s)", self.ctx.db.path)
+
+    def _load_instruments(self) -> None:
+        load = _optional("services.instruments", "load_instruments")
+        primary = next((a for a in list_accounts(self.ctx.db, active_only=True) if a.is_primary), None)
+        if load is None or primary is None:
+            return
+        try:
+            n = load(self.ctx, primary.id)
+            log.info("symbol master: %s instruments from account %s", n, primary.name)
+        except Exception as exc:  # the service must still reconcile and place orders
+            service_log(self.ctx.db, "runner", "ERROR", f"loading instruments failed: {type(exc).__name__}: {exc}")
+
+    def _start_market_components(self) -> None:
+        md_cls = _optional("services.market_data", "MarketDataManager")
+        if md_cls is None:
+            return
+        self.md = md_cls(self.ctx)
+        self.md.start()
+        pos_cls = _optional("services.positions", "PositionMonitor")
+        self.positions = pos_cls(self.ctx, self.md) if pos_cls else None
+        risk_cls = _optional("services.risk", "RiskManager")
+        self.risk = risk_cls(self.ctx, self.md, on_exit_enqueued=self.dispatcher.wake) if risk_cls else None
+        chain_cls = _optional("services.option_chain", "OptionChainSessions")
+        self.chains = chain_cls(self.ctx, self.md) if chain_cls else None
+        self.on_runs_changed(set())
+
+    def _schedule_jobs(self) -> None:
+        sv = self.settings.service
+        jobs = [("poller", self.poller.run_once, sv.poller_interval_s),
+                ("account_sync", self.account_sync.run_once, min(sv.funds_refresh_s, 1.0)),
+                ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
+                ("control", self.process_commands, 0.25),
+                ("heartbeat", self.beat, sv.heartbeat_s)]
+        if self.positions:  # flush() also writes the P&L snapshot every pnl_snapshot_s
+            jobs += [("positions_flush", self.positions.flush, sv.flush_interval_s),
+                     ("positions_subs", self.positions.refresh_subscriptions, 1.0)]
+        if self.risk:  # reload picks up fills made outside this process's callbacks (e.g. after a restart)
+            jobs += [("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0)]
+        if self.chains:
+            jobs += [("chain_process", self.chains.process, 1.0),
+                     ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
+        for name, fn, every in jobs:
+            self.scheduler.add_job(self._guard(name, fn), "interval", seconds=every, id=name, name=name)
+
+    def _guard(self, name: str, fn):
+        def job():
+            try:
+                fn()
+                self.job_last_ok[name] = time.monotonic()
+            except Exception as exc:
+                self.job_errors[name] = self.job_errors.get(name, 0) + 1
+                log.exception("job %s failed", name)
+                try:
+                    service_log(self.ctx.db, name, "ERROR", f"{type(exc).__name__}: {exc}"[:500])
+                except Exception:
+                    log.exception("could not record the failure of %s", name)
+        return job
+
+    # ---- callbacks ---------------------------------------------------------------------------------------------
+    def on_runs_changed(self, run_ids: set[int]) -> None:
+        """Fills / failures changed runs: the risk manager and the position monitor re-read what they track."""
+        if self.risk:
+            self.risk.reload()
+        if self.positions:
+            self.positions.refresh_subscriptions()
+
+    # ---- control commands --------------------------------------------------------------------------------------
+    def process_commands(self) -> int:
+        with self.ctx.db.read() as s:
+            cmds = [(c.id, c.kind, c.payload_json) for c in s.scalars(
+                select(ControlCommand).where(ControlCommand.status == "queued").order_by(ControlCommand.id))]
+        for cid, kind, payload in cmds:
+            try:
+                result, status = self.control.handle(kind, json.loads(payload or "{}")), "done"
+            except Exception as exc:
+                result, status = f"{type(exc).__name__}: {exc}", "failed"
+                log.warning("control command %s (%s) failed: %s", cid, kind, exc)
+            with self.ctx.db.write() as s:
+                s.execute(update(ControlCommand).where(ControlCommand.id == cid, ControlCommand.status == "queued")
+                          .values(status=status, result=str(result)[:512], processed_at=utcnow()))
+        return len(cmds)
+
+    # ---- health ------------------------------------------------------------------------------------------------
+    def beat(self) -> None:
+        sv = self.settings.service
+        db = self.ctx.db
+        heartbeat(db, "runner", "ok", {"pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started_at),
+                                       "job_errors": self.job_errors})
+        heartbeat(db, "dispatcher", "ok" if self.dispatcher.is_alive() else "down", self.dispatcher.stats)
+        for name, every, details in (("poller", sv.poller_interval_s, self.poller.last_cycle),
+                                     ("reconciler", sv.reconcile_interval_s, self.reconciler.last_result),
+                                     ("account_sync", 1.0, {"errors": self.account_sync.errors})):
+            last = self.job_last_ok.get(name)
+            stale = last is None or time.monotonic() - last > 3 * every + 2
+            status = "starting" if last is None and time.monotonic() - self.started_at < 3 * every + 2 else \
+                ("stale" if stale else "ok")
+            heartbeat(db, name, status, details)
+
+    # ---- shutdown ----------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        log.info("AlgoMirror service stopping")
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.dispatcher.stop()
+        self.poller.close()
+        if self.positions:
+            self._quietly(self.positions.flush)
+        if self.md:
+            self._quietly(self.md.stop)
+        self.ctx.close()
+        for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
+            self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))
+
+    @staticmethod
+    def _quietly(fn) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("during shutdown")
+
+
+def settings_for(db_path: str | None, base: Settings) -> Settings:
+    return replace(base, db=replace(base.db, path=db_path)) if db_path else base
+
+
+def run(settings: Settings, stop_event: threading.Event) -> None:
+    """Run until ``stop_event`` is set (the signal handlers in __main__ set it)."""
+    runner = ServiceRunner(settings)
+    try:
+        runner.start()
+        stop_event.wait()
+    finally:
+        runner.stop()

@@ -1,0 +1,136 @@
+"""Poller against the real simulator: fills drive executions and runs; pacing; invalid transitions survive."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from db.models import Execution, OrderIntent, ServiceLog, StrategyRun
+from services.dispatcher import OrderDispatcher
+from services.poller import OrderPoller
+from tests.service.fixtures_orders import (  # noqa: F401
+    add_intent, intent, make_strategy_run, octx, order_sim, placed_at_sim, sim_account)
+
+
+def run_and_execs(db, run_id: int):
+    with db.read() as s:
+        run = s.get(StrategyRun, run_id)
+        execs = list(s.scalars(select(Execution).where(Execution.run_id == run_id).order_by(Execution.leg_no)))
+    return run, execs
+
+
+def test_entries_when_filled_then_executions_entered_at_avg_price_and_run_active(db, octx, order_sim):
+    acct, name = sim_account(db, order_sim)
+    run_id, ids = make_strategy_run(db, acct, [dict(symbol="SBIN", action="BUY", qty=5),
+                                               dict(symbol="INFY", action="SELL", qty=2),
+                                               dict(symbol="TCS", action="BUY", qty=1)])
+    changed = []
+    OrderDispatcher(octx).run_once()
+    OrderPoller(octx, on_fill=changed.append).run_once()
+    run, execs = run_and_execs(db, run_id)
+    trades = {t["orderid"]: t["average_price"] for t in octx.client(acct).tradebook()}
+    assert run.status == "active"
+    assert [e.status for e in execs] == ["entered"] * 3
+    for e, iid in zip(execs, ids, strict=True):
+        assert e.entry_price == trades[intent(db, iid).broker_order_id] > 0
+    assert changed and run_id in set().union(*changed)
+
+
+def test_entries_when_one_rejected_then_execution_failed_and_run_still_active(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    run_id, _ = make_strategy_run(db, acct, [dict(symbol="SBIN", action="BUY", qty=1),
+                                             dict(symbol="INFY", action="BUY", qty=1, product="NRML")])
+    OrderDispatcher(octx).run_once()
+    OrderPoller(octx).run_once()
+    run, execs = run_and_execs(db, run_id)
+    assert [e.status for e in execs] == ["entered", "failed"] and run.status == "active"
+
+
+def test_entries_when_all_rejected_then_run_failed(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    run_id, _ = make_strategy_run(db, acct, [dict(symbol="SBIN", action="BUY", qty=1, product="NRML")])
+    OrderDispatcher(octx).run_once()
+    run, execs = run_and_execs(db, run_id)
+    assert execs[0].status == "failed" and run.status == "failed"
+
+
+def test_limit_entry_when_price_crosses_later_then_filled_on_a_later_poll(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    order_sim.set_price("HDFCBANK", "NSE", 1000.0)
+    run_id, (iid,) = make_strategy_run(db, acct, [dict(symbol="HDFCBANK", action="BUY", qty=3,
+                                                       pricetype="LIMIT", price=900.0)])
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    assert intent(db, iid).status == "placed" and run_and_execs(db, run_id)[0].status == "entering"
+    order_sim.set_price("HDFCBANK", "NSE", 899.0)
+    poller._last_poll.clear()  # next cycle (the 1 s/account pacing is tested separately)
+    poller.run_once()
+    run, (ex,) = run_and_execs(db, run_id)
+    assert intent(db, iid).status == "filled" and ex.status == "entered" and ex.entry_price == 900.0
+    assert run.status == "active"
+
+
+def test_exit_when_filled_then_execution_exited_and_run_exited(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    run_id, _ = make_strategy_run(db, acct, [dict(symbol="SBIN", action="BUY", qty=2)])
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    with db.write() as s:  # what the risk manager's exit_run writes
+        run = s.get(StrategyRun, run_id)
+        ex = s.scalar(select(Execution).where(Execution.run_id == run_id))
+        run.status = "exiting"
+        exit_intent = OrderIntent(client_order_id=uuid.uuid4().hex, account_id=acct, run_id=run_id,
+                                  execution_id=ex.id, purpose="exit", source="risk", priority=20,
+                                  strategy_tag="t", symbol="SBIN", exchange="NSE", action="SELL", requested_qty=2,
+                                  product="MIS")
+        s.add(exit_intent)
+        s.flush()
+        ex.status, ex.exit_intent_id = "exiting", exit_intent.id
+    OrderDispatcher(octx).run_once()
+    poller._last_poll.clear()
+    poller.run_once()
+    run, (ex,) = run_and_execs(db, run_id)
+    assert ex.status == "exited" and ex.exit_price and ex.exit_price > 0
+    assert run.status == "exited" and run.exited_at is not None
+
+
+def test_poll_when_called_twice_within_a_second_then_one_orderbook_call(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    add_intent(db, acct, pricetype="LIMIT", price=1.0)  # rests open
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    poller.run_once()
+    poller.run_once()
+    assert octx.client(acct).calls["orderbook"] == 1
+
+
+def test_invalid_transition_when_broker_disagrees_then_logged_once_and_skipped(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    iid = add_intent(db, acct, pricetype="LIMIT", price=1.0)
+    OrderDispatcher(octx).run_once()
+    with db.write() as s:  # pretend we had seen a partial fill: the book now says plain 'open'
+        s.get(OrderIntent, iid).status = "partially_filled"
+    poller = OrderPoller(octx)
+    for _ in range(2):
+        poller._last_poll.clear()
+        poller.run_once()
+    assert intent(db, iid).status == "partially_filled"
+    with db.read() as s:
+        msgs = list(s.scalars(select(ServiceLog.message).where(ServiceLog.message.contains("not a valid"))))
+    assert len(msgs) == 1 and f"intent {iid}" in msgs[0]
+
+
+def test_restart_when_placed_intent_from_previous_process_then_new_poller_settles_it(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    order_sim.set_price("RELIANCE", "NSE", 1500.0)
+    run_id, (iid,) = make_strategy_run(db, acct, [dict(symbol="RELIANCE", action="SELL", qty=1,
+                                                       pricetype="LIMIT", price=1600.0)])
+    OrderDispatcher(octx).run_once()
+    OrderPoller(octx).run_once()  # first process sees it open, then "dies"
+    order_sim.set_price("RELIANCE", "NSE", 1601.0)
+    OrderPoller(octx).run_once()  # a fresh process: nothing in memory
+    run, (ex,) = run_and_execs(db, run_id)
+    assert intent(db, iid).status == "filled" and ex.entry_price == 1600.0 and run.status == "active"

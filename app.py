@@ -1,0 +1,27 @@
+"""AlgoMirror control room: Streamlit router. Run with `streamlit run app.py` (binds 127.0.0.1, see .streamlit/).
+
+Pages live in pages/ (one file each) and are listed here explicitly; every page calls
+pages._common.init_page(), which draws the service-health badge in the sidebar and the service-down banner.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="AlgoMirror", page_icon="🪞", layout="wide")
+
+PAGES = {
+    "Trading": [
+        st.Page("pages/dashboard.py", title="Dashboard", icon="📊", default=True, url_path="dashboard"),
+        st.Page("pages/quick_order.py", title="Quick Order", icon="⚡", url_path="quick-order"),
+        st.Page("pages/option_chain.py", title="Option Chain", icon="🔗", url_path="option-chain"),
+        st.Page("pages/strategies.py", title="Strategies", icon="🧩", url_path="strategies"),
+        st.Page("pages/risk.py", title="Risk Monitor", icon="🛡️", url_path="risk"),
+        st.Page("pages/orders.py", title="Positions & Orders", icon="📒", url_path="orders"),
+    ],
+    "Setup": [
+        st.Page("pages/accounts.py", title="Accounts", icon="👤", url_path="accounts"),
+        st.Page("pages/health.py", title="Service Health", icon="🩺", url_path="health"),
+        st.Page("pages/settings.py", title="Settings", icon="⚙️", url_path="settings"),
+    ],
+}
+
+st.sidebar.markdown("### 🪞 AlgoMirror")
+st.navigation(PAGES).run()

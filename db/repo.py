@@ -1,0 +1,330 @@
+"""Read queries for the Streamlit pages. Every function opens a short read session and returns a pandas
+DataFrame (empty, with the right columns, when there are no rows) or a small dict.
+
+Times come back as naive UTC ``datetime64``; conversion to IST happens in ``ui/format.py`` only.
+Heavy series (P&L snapshots) are downsampled in SQL: last row per (account/run, time bucket).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import text
+
+from db import Database
+from db.models import Strategy, StrategyLeg, utcnow
+from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
+
+TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
+UNDERLYING_EXCHANGES = ("NSE_INDEX", "BSE_INDEX", "NSE", "BSE")
+# Epoch seconds // bucket width, via julianday (faster than strftime('%s')); +0.5 ms absorbs float error.
+BUCKET = "CAST(((julianday(ts_utc) - 2440587.5) * 86400 + 0.0005) / :b AS INTEGER)"
+TIME_COLS = ("ts_utc", "last_beat", "created_at", "updated_at", "sent_at", "tick_ts", "started_at", "exited_at",
+             "last_checked_at", "processed_at", "last_heartbeat", "bucket_ts")
+
+
+def _ts(dt: datetime) -> str:
+    return dt.strftime(TS_FMT)
+
+
+def _df(db: Database, sql: str, params: dict | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    with db.read() as s:
+        res = s.execute(text(sql), params or {})
+        cols = list(res.keys())
+        rows = res.all()
+    df = pd.DataFrame(rows, columns=cols if rows or not columns else columns)
+    for c in df.columns:
+        if c in TIME_COLS:
+            df[c] = pd.to_datetime(df[c], errors="coerce", format="mixed")
+    return df
+
+
+def _scalar(db: Database, sql: str, params: dict | None = None):
+    with db.read() as s:
+        return s.execute(text(sql), params or {}).scalar()
+
+
+# ---- service health -------------------------------------------------------------------------------------------
+def heartbeats(db: Database) -> pd.DataFrame:
+    df = _df(db, "SELECT component, pid, status, details_json, last_beat FROM service_heartbeat ORDER BY component",
+             columns=["component", "pid", "status", "details_json", "last_beat"])
+    now = pd.Timestamp(utcnow())
+    df["age_s"] = (now - df["last_beat"]).dt.total_seconds() if len(df) else pd.Series(dtype=float)
+    return df
+
+
+def service_state(db: Database, stale_s: float) -> dict:
+    """{'up', 'orders_ok', 'age_s' (newest beat), 'stale' (components not alive)}. A component is not alive
+    when its beat is older than ``stale_s`` or its status is 'stopped'/'down' (written at shutdown).
+    Order entry needs the service up and the 'dispatcher' component (when it reports) alive."""
+    hb = heartbeats(db)
+    if hb.empty:
+        return {"up": False, "orders_ok": False, "age_s": None, "stale": []}
+    dead = (hb["age_s"] > stale_s) | hb["status"].isin(["stopped", "down"])
+    up = bool((~dead).any())
+    dispatcher_dead = bool(dead[hb["component"] == "dispatcher"].any())
+    return {"up": up, "orders_ok": up and not dispatcher_dead, "age_s": float(hb["age_s"].min()),
+            "stale": hb.loc[dead, "component"].tolist()}
+
+
+def queue_depths(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
+    intents = _df(db, "SELECT status, COUNT(*) AS n FROM order_intents GROUP BY status ORDER BY status",
+                  columns=["status", "n"])
+    cmds = _df(db, "SELECT kind, status, COUNT(*) AS n FROM control_commands GROUP BY kind, status "
+                   "ORDER BY status, kind", columns=["kind", "status", "n"])
+    return intents, cmds
+
+
+def service_log(db: Database, limit: int = 200, min_level: str = "WARNING") -> pd.DataFrame:
+    levels = ["ERROR", "CRITICAL"] if min_level == "ERROR" else ["WARNING", "ERROR", "CRITICAL"]
+    return _df(db, "SELECT ts_utc, component, level, message FROM service_log WHERE level IN "
+                   f"({','.join(repr(v) for v in levels)}) ORDER BY id DESC LIMIT :n", {"n": limit},
+               ["ts_utc", "component", "level", "message"])
+
+
+def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
+    return _df(db, "SELECT id, kind, payload_json, status, result, created_at, processed_at FROM control_commands "
+                   "ORDER BY id DESC LIMIT :n", {"n": limit},
+               ["id", "kind", "payload_json", "status", "result", "created_at", "processed_at"])
+
+
+# ---- accounts, funds, books -----------------------------------------------------------------------------------
+def accounts(db: Database) -> pd.DataFrame:
+    return _df(db, "SELECT id, name, broker, host_url, ws_url, is_primary, backup_order, is_active, status, "
+                   "status_message, last_checked_at FROM accounts ORDER BY is_primary DESC, "
+                   "backup_order IS NULL, backup_order, id",
+               columns=["id", "name", "broker", "host_url", "ws_url", "is_primary", "backup_order", "is_active",
+                        "status", "status_message", "last_checked_at"])
+
+
+def account_names(db: Database) -> dict[int, str]:
+    df = accounts(db)
+    return dict(zip(df["id"].astype(int), df["name"], strict=True))
+
+
+def _acct_filter(account_id: int | None, alias: str = "t") -> tuple[str, dict]:
+    if account_id is None:
+        return "", {}
+    return f" AND {alias}.account_id = :acct", {"acct": int(account_id)}
+
+
+def intents(db: Database, account_id: int | None = None, limit: int = 500) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT t.id, t.created_at, a.name AS account, t.symbol, t.exchange, t.action, t.requested_qty, "
+                   "t.pricetype, t.product, t.limit_price, t.trigger_price, t.status, t.status_reason, "
+                   "t.broker_order_id, t.broker_status, t.broker_filled_qty, t.broker_avg_price, t.purpose, t.source, "
+                   "t.client_order_id FROM order_intents t JOIN accounts a ON a.id = t.account_id WHERE 1=1"
+               + where + " ORDER BY t.id DESC LIMIT :n", {**p, "n": limit})
+
+
+def intent(db: Database, intent_id: int) -> dict | None:
+    df = _df(db, "SELECT id, client_order_id, symbol, exchange, action, requested_qty, status, status_reason, "
+                 "broker_order_id, broker_filled_qty, broker_avg_price, updated_at FROM order_intents WHERE id = :i",
+             {"i": int(intent_id)})
+    return None if df.empty else df.iloc[0].to_dict()
+
+
+def broker_orders(db: Database, account_id: int | None = None, limit: int = 1000) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT a.name AS account, t.broker_order_id, t.symbol, t.exchange, t.action, t.quantity, t.price, "
+                   "t.trigger_price, t.pricetype, t.product, t.order_status, t.filled_qty, t.avg_price, t.external, "
+                   "t.strategy_tag, t.broker_timestamp, t.updated_at FROM broker_orders t "
+                   "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY t.id DESC LIMIT :n",
+               {**p, "n": limit})
+
+
+def trades(db: Database, account_id: int | None = None, limit: int = 1000) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT a.name AS account, t.broker_order_id, t.symbol, t.exchange, t.action, t.quantity, "
+                   "t.average_price, t.product, t.trade_value, t.broker_timestamp FROM broker_trades t "
+                   "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY t.id DESC LIMIT :n",
+               {**p, "n": limit})
+
+
+def positions(db: Database, account_id: int | None = None) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT a.name AS account, t.symbol, t.exchange, t.product, t.quantity, t.average_price, t.ltp, "
+                   "t.realized_pnl, t.unrealized_pnl, t.pnl, t.updated_at FROM positions t "
+                   "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY a.name, t.symbol", p)
+
+
+def holdings(db: Database, account_id: int | None = None) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT a.name AS account, t.symbol, t.exchange, t.quantity, t.average_price, t.ltp, t.pnl, "
+                   "t.updated_at FROM holdings t JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where
+               + " ORDER BY a.name, t.symbol", p)
+
+
+def funds(db: Database, account_id: int | None = None) -> pd.DataFrame:
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT a.name AS account, t.available_cash, t.used_margin, t.realized_pnl, t.unrealized_pnl, "
+                   "t.updated_at FROM funds t JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where
+               + " ORDER BY a.name", p,
+               ["account", "available_cash", "used_margin", "realized_pnl", "unrealized_pnl", "updated_at"])
+
+
+# ---- P&L series -----------------------------------------------------------------------------------------------
+def pnl_accounts(db: Database, since: datetime, bucket_s: int) -> pd.DataFrame:
+    """Per-account P&L (run_id NULL rows) since ``since`` (naive UTC): the last snapshot of each bucket."""
+    sql = ("SELECT p.account_id, a.name AS account, p.ts_utc, p.realized, p.unrealized, p.total FROM pnl_snapshots p "
+           "JOIN (SELECT MAX(id) AS id FROM pnl_snapshots WHERE run_id IS NULL AND ts_utc >= :since "
+           f"GROUP BY account_id, {BUCKET}) m ON m.id = p.id "
+           "JOIN accounts a ON a.id = p.account_id ORDER BY p.ts_utc")
+    return _df(db, sql, {"since": _ts(since), "b": max(1, int(bucket_s))},
+               ["account_id", "account", "ts_utc", "realized", "unrealized", "total"])
+
+
+def pnl_latest(db: Database) -> pd.DataFrame:
+    """Latest per-account snapshot (run_id NULL)."""
+    return _df(db, "SELECT p.account_id, a.name AS account, p.ts_utc, p.realized, p.unrealized, p.total "
+                   "FROM pnl_snapshots p JOIN (SELECT MAX(id) AS id FROM pnl_snapshots WHERE run_id IS NULL "
+                   "GROUP BY account_id) m ON m.id = p.id JOIN accounts a ON a.id = p.account_id ORDER BY a.name",
+               columns=["account_id", "account", "ts_utc", "realized", "unrealized", "total"])
+
+
+def pnl_run(db: Database, run_id: int, bucket_s: int = 10) -> pd.DataFrame:
+    sql = ("SELECT p.ts_utc, p.total, p.tsl_peak, p.tsl_stop FROM pnl_snapshots p "
+           "JOIN (SELECT MAX(id) AS id FROM pnl_snapshots WHERE run_id = :r "
+           f"GROUP BY {BUCKET}) m ON m.id = p.id ORDER BY p.ts_utc")
+    return _df(db, sql, {"r": int(run_id), "b": max(1, int(bucket_s))}, ["ts_utc", "total", "tsl_peak", "tsl_stop"])
+
+
+def bucket_for(since: datetime, max_points: int = 720) -> int:
+    """Bucket width (s) so that a series since ``since`` has at most ``max_points`` points (min 10 s)."""
+    span = max(1.0, (utcnow() - since).total_seconds())
+    return max(10, int(-(-span // max_points)))
+
+
+# ---- strategies, runs, risk -----------------------------------------------------------------------------------
+def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFrame:
+    where = " WHERE r.status IN ('entering','active','exiting')" if active_only else ""
+    return _df(db, "SELECT r.id, s.name AS strategy, a.name AS account, r.group_id, r.status, r.pnl, r.max_loss, "
+                   "r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.exit_reason, r.started_at, r.exited_at "
+                   "FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id JOIN accounts a "
+                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit},
+               ["id", "strategy", "account", "group_id", "status", "pnl", "max_loss", "max_profit", "trailing_sl",
+                "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
+
+
+def run_intents(db: Database, run_ids: list[int]) -> pd.DataFrame:
+    if not run_ids:
+        return pd.DataFrame(columns=["run_id", "account", "symbol", "action", "requested_qty", "status"])
+    ids = ",".join(str(int(i)) for i in run_ids)
+    return _df(db, "SELECT t.run_id, a.name AS account, t.purpose, t.symbol, t.action, t.requested_qty, t.status, "
+                   "t.status_reason, t.broker_order_id, t.broker_filled_qty, t.broker_avg_price, t.updated_at "
+                   f"FROM order_intents t JOIN accounts a ON a.id = t.account_id WHERE t.run_id IN ({ids}) "
+                   "ORDER BY t.run_id, t.id")
+
+
+def risk_events(db: Database, run_id: int | None = None, limit: int = 200) -> pd.DataFrame:
+    where = " WHERE run_id = :r" if run_id is not None else ""
+    df = _df(db, "SELECT id, ts_utc, run_id, account_id, event_type, threshold, value, action, exit_order_ids, "
+                 "message FROM risk_events" + where + " ORDER BY id DESC LIMIT :n",
+             {"r": run_id, "n": limit},
+             ["id", "ts_utc", "run_id", "account_id", "event_type", "threshold", "value", "action",
+              "exit_order_ids", "message"])
+    df["exit_order_ids"] = [", ".join(map(str, _json_list(v))) for v in df["exit_order_ids"]]
+    return df
+
+
+def _json_list(raw) -> list:
+    try:
+        v = json.loads(raw or "[]")
+    except (TypeError, ValueError):
+        return [raw]
+    return v if isinstance(v, list) else [v]
+
+
+def strategies(db: Database) -> pd.DataFrame:
+    return _df(db, "SELECT s.id, s.name, s.underlying, s.exchange, s.expiry, s.product, s.max_loss, s.max_profit, "
+                   "s.trailing_sl, (SELECT COUNT(*) FROM strategy_legs l WHERE l.strategy_id = s.id) AS legs "
+                   "FROM strategies s ORDER BY s.id DESC",
+               columns=["id", "name", "underlying", "exchange", "expiry", "product", "max_loss", "max_profit",
+                        "trailing_sl", "legs"])
+
+
+# ---- instruments and prices -----------------------------------------------------------------------------------
+def option_underlyings(db: Database) -> pd.DataFrame:
+    """Names that have options: name, option exchange (NFO/BFO) and the underlying's own exchange."""
+    df = _df(db, "SELECT DISTINCT name, exchange AS opt_exchange FROM instruments "
+                 "WHERE instrumenttype IN ('CE','PE') AND name != '' ORDER BY name",
+             columns=["name", "opt_exchange"])
+    spot = _df(db, "SELECT symbol AS name, exchange FROM instruments WHERE exchange IN "
+                   "('NSE_INDEX','BSE_INDEX','NSE','BSE')", columns=["name", "exchange"])
+    spot_ex = {}
+    for name, ex in zip(spot["name"], spot["exchange"], strict=True):
+        if name not in spot_ex or ex.endswith("_INDEX"):
+            spot_ex[name] = ex
+    fallback = {v: k for k, v in OPTION_EXCHANGE.items() if k.endswith("_INDEX")}
+    df["exchange"] = [spot_ex.get(n, fallback.get(o, "NSE_INDEX"))
+                      for n, o in zip(df["name"], df["opt_exchange"], strict=True)]
+    return df
+
+
+def expiries(db: Database, name: str, opt_exchange: str) -> list[str]:
+    df = _df(db, "SELECT DISTINCT expiry FROM instruments WHERE name = :n AND exchange = :e "
+                 "AND instrumenttype IN ('CE','PE') AND expiry != ''", {"n": name, "e": opt_exchange}, ["expiry"])
+    return sorted(df["expiry"].tolist(), key=parse_expiry)
+
+
+def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFrame:
+    """Every CE/PE of one expiry with its latest price row (NULLs when the service has no tick yet)."""
+    return _df(db, "SELECT i.symbol, i.exchange, i.strike, i.instrumenttype AS kind, i.lotsize, p.ltp, p.bid, p.ask, "
+                   "p.oi, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
+                   "ON p.symbol = i.symbol AND p.exchange = i.exchange WHERE i.name = :n AND i.exchange = :e "
+                   "AND i.expiry = :x AND i.instrumenttype IN ('CE','PE') ORDER BY i.strike",
+               {"n": name, "e": opt_exchange, "x": expiry},
+               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "volume", "depth_json",
+                "tick_ts"])
+
+
+def latest_price(db: Database, symbol: str, exchange: str) -> dict | None:
+    df = _df(db, "SELECT symbol, exchange, ltp, bid, ask, volume, oi, depth_json, tick_ts FROM latest_prices "
+                 "WHERE symbol = :s AND exchange = :e", {"s": symbol, "e": exchange})
+    return None if df.empty else df.iloc[0].to_dict()
+
+
+def search_instruments(db: Database, query: str, limit: int = 50) -> pd.DataFrame:
+    """Prefix search on name or symbol (case-insensitive), tradable exchanges only."""
+    q = "".join(c for c in (query or "").strip().upper() if c.isalnum() or c in "-&.")
+    cols = ["symbol", "exchange", "name", "instrumenttype", "expiry", "strike", "lotsize", "tick_size"]
+    if not q:
+        return pd.DataFrame(columns=cols)
+    return _df(db, "SELECT symbol, exchange, name, instrumenttype, expiry, strike, lotsize, tick_size FROM instruments "
+                   "WHERE (symbol LIKE :p OR name LIKE :p) AND exchange NOT IN ('NSE_INDEX', 'BSE_INDEX') "
+                   "ORDER BY (symbol = :q) DESC, length(symbol), symbol LIMIT :n",
+               {"p": q + "%", "q": q, "n": limit}, cols)
+
+
+def instrument(db: Database, symbol: str, exchange: str) -> dict | None:
+    df = _df(db, "SELECT symbol, exchange, name, instrumenttype, expiry, strike, lotsize, tick_size, freeze_qty "
+                 "FROM instruments WHERE symbol = :s AND exchange = :e", {"s": symbol, "e": exchange})
+    return None if df.empty else df.iloc[0].to_dict()
+
+
+def preview_legs(db: Database, underlying: str, exchange: str, expiry: str, legs: list[LegSpec]) -> list[dict]:
+    """Resolve unsaved legs against the symbol master and the underlying's live price (no writes).
+    Raises CommandError (e.g. no live price). Each row: leg fields + symbol, strike, quantity, ltp."""
+    from db.strategies import underlying_ltp
+    st = Strategy(name="preview", underlying=underlying, exchange=exchange, expiry=expiry)
+    st.legs = [StrategyLeg(leg_no=i, instrument=leg.instrument, action=leg.action, strike_mode=leg.strike_mode,
+                           offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots)
+               for i, leg in enumerate(legs, start=1)]
+    with db.read() as s:
+        ltp = underlying_ltp(s, st)
+        resolved = resolve_legs(s, st, ltp)
+        out = []
+        for leg, r in zip(legs, resolved, strict=True):
+            row = s.execute(text("SELECT ltp FROM latest_prices WHERE symbol = :s AND exchange = :e"),
+                            {"s": r.symbol, "e": r.exchange}).first()
+            out.append(dict(kind=leg.instrument, action=r.action, symbol=r.symbol, exchange=r.exchange,
+                            strike=r.strike, quantity=r.quantity, lots=leg.lots, ltp=row[0] if row else None,
+                            spot=ltp))
+        return out
+
+
+def today_start_utc() -> datetime:
+    """Midnight IST today, as naive UTC."""
+    ist_now = utcnow() + timedelta(hours=5, minutes=30)
+    return ist_now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=5, minutes=30)

@@ -1,0 +1,122 @@
+"""Accounts: add / edit / delete, API key entered once (never shown), test connection, feed order, active flag."""
+import pandas as pd
+import streamlit as st
+
+from broker.client import OpenAlgoClient
+from broker.errors import AuthError, BrokerError
+from db import repo
+from db.accounts import AccountError, add_account, api_key_for, delete_account, set_status, update_account
+from db.commands import enqueue_control
+from db.crypto import SecretError
+from pages._common import init_page
+from ui.format import table
+
+db, settings, health = init_page("Accounts", "👤")
+
+
+def ping(host_url: str, api_key: str) -> tuple[str, str, str]:
+    """(status, message, broker) from OpenAlgo /api/v1/ping, 3 s timeout, no retries. Never echoes the key."""
+    try:
+        client = OpenAlgoClient(host_url, api_key, connect_timeout=3.0, read_timeout=3.0, retries=0,
+                                sleep=lambda _s: None, name="test")
+    except BrokerError as exc:
+        return "unreachable", exc.message, ""
+    try:
+        data = client.ping()
+        return "ok", str(data.get("message", "pong")), str(data.get("broker", ""))
+    except AuthError as exc:
+        return "invalid_key", exc.message, ""
+    except BrokerError as exc:
+        return "unreachable", exc.message, ""
+    finally:
+        client.close()
+
+
+def notify_service():
+    try:
+        enqueue_control(db, "reload_accounts", {})
+    except Exception:  # noqa: BLE001 - informative only; the service also reloads on its own schedule
+        pass
+
+
+def flash(msg: str):
+    st.session_state["accounts.flash"] = msg
+
+
+if msg := st.session_state.pop("accounts.flash", None):
+    st.success(msg)
+
+df = repo.accounts(db)
+table(df.drop(columns=["ws_url"]), key="accounts.table", empty="No accounts yet: add one below.")
+names = dict(zip(df["id"].astype(int), df["name"], strict=True))
+
+tab_add, tab_edit = st.tabs(["Add account", "Edit / test / delete"])
+with tab_add:
+    with st.form("accounts.add_form", clear_on_submit=True):
+        c1, c2 = st.columns(2)
+        name = c1.text_input("Name", key="accounts.add.name", placeholder="e.g. zerodha-main")
+        host = c1.text_input("OpenAlgo host URL", key="accounts.add.host", placeholder="http://127.0.0.1:5000")
+        ws = c2.text_input("WebSocket URL", key="accounts.add.ws", placeholder="ws://127.0.0.1:8765")
+        key = c2.text_input("API key", type="password", key="accounts.add.key",
+                            help="Stored encrypted; it is never shown again.")
+        primary = c1.checkbox("Primary feed account", key="accounts.add.primary")
+        backup = c2.number_input("Backup order for the feed (0 = not a backup)", 0, 99, 0, key="accounts.add.backup")
+        if st.form_submit_button("Add account", key="accounts.add.submit"):
+            try:
+                new_id = add_account(db, name, host, ws, key, is_primary=primary, backup_order=int(backup) or None)
+                notify_service()
+                flash(f"Account '{name.strip()}' added (id {new_id}). Use 'Test connection' to check it.")
+                st.rerun()
+            except AccountError as exc:
+                st.error(str(exc))
+
+with tab_edit:
+    if not names:
+        st.caption("No accounts yet.")
+    else:
+        acct_id = st.selectbox("Account", list(names), format_func=names.get, key="accounts.edit.id")
+        row = df[df["id"] == acct_id].iloc[0]
+        st.caption(f"Status: **{row['status']}** {row['status_message'] or ''}")
+        b1, b2 = st.columns(2)
+        if b1.button("Test connection", key="accounts.test"):
+            try:
+                status, message, broker = ping(row["host_url"], api_key_for(db, int(acct_id)))
+            except SecretError as exc:
+                status, message, broker = "invalid_key", f"stored key unreadable: {exc}; enter it again", ""
+            set_status(db, int(acct_id), status, message, broker or None)
+            flash_fn = st.success if status == "ok" else st.error
+            flash_fn(f"Connected: broker {broker} ({message})" if status == "ok" else f"{status}: {message}")
+        if b2.button("Refresh from broker", key="accounts.refresh"):
+            enqueue_control(db, "refresh_account", {"account_id": int(acct_id)})
+            st.success("Refresh requested.")
+        with st.form("accounts.edit_form", clear_on_submit=True):
+            host = st.text_input("OpenAlgo host URL", value=row["host_url"], key=f"accounts.edit.host.{acct_id}")
+            ws = st.text_input("WebSocket URL", value=row["ws_url"], key=f"accounts.edit.ws.{acct_id}")
+            key = st.text_input("New API key (leave empty to keep the current one)", type="password",
+                                key="accounts.edit.key")
+            c1, c2, c3 = st.columns(3)
+            primary = c1.checkbox("Primary feed account", value=bool(row["is_primary"]),
+                                  key=f"accounts.edit.primary.{acct_id}")
+            cur_backup = 0 if pd.isna(row["backup_order"]) else int(row["backup_order"])
+            backup = c2.number_input("Backup order (0 = none)", 0, 99, cur_backup,
+                                     key=f"accounts.edit.backup.{acct_id}")
+            active = c3.checkbox("Active", value=bool(row["is_active"]), key=f"accounts.edit.active.{acct_id}")
+            if st.form_submit_button("Save changes", key="accounts.edit.submit"):
+                try:
+                    update_account(db, int(acct_id), host_url=host, ws_url=ws, api_key=key or None,
+                                   is_primary=primary or None, backup_order=int(backup) or None, is_active=active)
+                    notify_service()
+                    flash(f"Account '{names[acct_id]}' saved.")
+                    st.rerun()
+                except AccountError as exc:
+                    st.error(str(exc))
+        with st.expander("Delete account"):
+            sure = st.checkbox(f"Yes, delete '{names[acct_id]}'", key="accounts.delete.confirm")
+            if st.button("Delete", key="accounts.delete", disabled=not sure, type="primary"):
+                try:
+                    delete_account(db, int(acct_id))
+                    notify_service()
+                    flash(f"Account '{names[acct_id]}' deleted.")
+                    st.rerun()
+                except AccountError as exc:
+                    st.error(str(exc))

@@ -1,0 +1,64 @@
+"""Dashboard: P&L today (total + per account), per-strategy bars, margin, risk distance gauges."""
+import pandas as pd
+import streamlit as st
+
+from db import repo
+from pages._common import get_db, init_page
+from ui import charts
+from ui.widgets import pnl_metrics
+
+db, settings, health = init_page("Dashboard", "📊")
+REFRESH = settings.ui.refresh_s
+auto = st.sidebar.toggle("Auto-refresh", value=True, key="dashboard.auto")
+DB_PATH = str(db.path)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def pnl_series(path: str, since: str, bucket: int) -> pd.DataFrame:
+    return repo.pnl_accounts(get_db(), pd.Timestamp(since).to_pydatetime(), bucket)
+
+
+@st.fragment(run_every=REFRESH if auto else None)
+def live_tiles():
+    pnl_metrics(repo.pnl_latest(db))
+
+
+@st.fragment(run_every=max(REFRESH, 10.0) if auto else None)
+def pnl_chart():
+    since = repo.today_start_utc()
+    bucket = repo.bucket_for(since)
+    # the cache key changes once per bucket, so a fresh point appears at most one bucket late
+    df = pnl_series(DB_PATH, since.isoformat(), bucket)
+    st.plotly_chart(charts.pnl_lines(df), key="dashboard.pnl_chart", width="stretch")
+    st.caption(f"{len(df):,} points · {bucket}s buckets (last snapshot of each bucket)")
+
+
+@st.fragment(run_every=REFRESH if auto else None)
+def runs_and_margin():
+    runs = repo.runs(db)
+    today = runs[runs["started_at"] >= pd.Timestamp(repo.today_start_utc())] if not runs.empty else runs
+    by_strategy = (today.groupby("strategy", as_index=False)["pnl"].sum() if not today.empty
+                   else pd.DataFrame(columns=["strategy", "pnl"]))
+    left, right = st.columns(2)
+    left.plotly_chart(charts.strategy_bars(by_strategy), key="dashboard.strategy_bars", width="stretch")
+    right.plotly_chart(charts.margin_bars(repo.funds(db)), key="dashboard.margin", width="stretch")
+
+    active = runs[runs["status"].isin(["entering", "active", "exiting"])] if not runs.empty else runs
+    st.subheader("Risk distance (active runs)")
+    if active.empty:
+        st.caption("No active strategy runs.")
+        return
+    cols = st.columns(3)
+    for i, r in enumerate(active.head(9).itertuples(index=False)):
+        fig = charts.risk_gauge(f"#{r.id} {r.strategy} · {r.account}", float(r.pnl),
+                                None if pd.isna(r.max_loss) else float(r.max_loss),
+                                None if pd.isna(r.max_profit) else float(r.max_profit),
+                                None if pd.isna(r.tsl_stop) else float(r.tsl_stop))
+        cols[i % 3].plotly_chart(fig, key=f"dashboard.gauge.{r.id}", width="stretch")
+    if len(active) > 9:
+        st.caption(f"{len(active) - 9} more active runs: see Risk Monitor.")
+
+
+live_tiles()
+pnl_chart()
+runs_and_margin()

@@ -1,0 +1,118 @@
+"""Option Chain: CE | strike | PE with LTP, bid/ask, OI and IV, ATM highlighted, depth, click-to-trade."""
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from db import chain as chain_sessions
+from db import repo
+from db.models import utcnow
+from pages._common import init_page
+from ui.chain_grid import build_grid, parse_depth
+from ui.format import ist_str, rupees
+
+db, settings, health = init_page("Option Chain", "🔗")
+ss = st.session_state
+HEARTBEAT_EVERY_S = 20.0
+
+unders = repo.option_underlyings(db)
+if unders.empty:
+    st.info("The symbol master has no options yet (the service loads it from OpenAlgo at start).")
+    st.stop()
+c1, c2, c3 = st.columns([2, 2, 1])
+name = c1.selectbox("Underlying", unders["name"].tolist(), key="chain.underlying")
+u = unders[unders["name"] == name].iloc[0]
+exps = repo.expiries(db, name, u["opt_exchange"])
+if not exps:
+    st.info(f"No option expiries for {name}.")
+    st.stop()
+expiry = c2.selectbox("Expiry", exps, key="chain.expiry")
+auto = c3.toggle("Live", value=True, key="chain.auto")
+
+
+def keep_session_alive(force: bool = False) -> dict | None:
+    """One chain session per (underlying, expiry) per browser tab; heartbeat at most every 20 s."""
+    want = (name, expiry)
+    now = utcnow().timestamp()
+    if ss.get("chain.session_for") != want or not ss.get("chain.session_id"):
+        ss["chain.session_id"] = chain_sessions.open_session(db, name, u["exchange"], expiry)
+        ss["chain.session_for"], ss["chain.hb_at"] = want, now
+    elif force or now - ss.get("chain.hb_at", 0) >= HEARTBEAT_EVERY_S:
+        if not chain_sessions.heartbeat(db, ss["chain.session_id"]):
+            ss["chain.session_id"] = chain_sessions.open_session(db, name, u["exchange"], expiry)
+        ss["chain.hb_at"] = now
+    return chain_sessions.get_session(db, ss["chain.session_id"])
+
+
+def highlight_atm(atm):
+    def style(row):
+        return ["background-color: rgba(46,134,222,0.35); font-weight: bold" if row["strike"] == atm else ""] * len(row)
+    return style
+
+
+@st.fragment(run_every=settings.ui.refresh_s if auto else None)
+def chain_grid():
+    sess = keep_session_alive()
+    spot_row = repo.latest_price(db, name, u["exchange"])
+    spot = float(spot_row["ltp"]) if spot_row else None
+    df = repo.chain(db, name, u["opt_exchange"], expiry)
+    grid, atm = build_grid(df, spot, expiry, utcnow(), settings.service.chain_strikes)
+    ss["chain.atm"] = atm
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric(f"{name} spot", rupees(spot) if spot else "—")
+    m2.metric("ATM strike", f"{atm:,.0f}" if atm else "—")
+    ce_oi, pe_oi = grid["CE_oi"].fillna(0).sum(), grid["PE_oi"].fillna(0).sum()
+    m3.metric("PCR (OI)", f"{pe_oi / ce_oi:.2f}" if ce_oi else "—")
+    m4.metric("Stream", (sess or {}).get("status", "—"))
+    if sess and sess["status"] == "error":
+        st.error(f"The service could not stream this chain: {sess['message']}")
+    elif df["ltp"].isna().all():
+        st.info("Waiting for prices: the service subscribes this chain within a few seconds.")
+    shown = grid.drop(columns=["CE_symbol", "PE_symbol"])
+    styler = shown.style.apply(highlight_atm(atm), axis=1).format(precision=2, na_rep="—", thousands=",")
+    st.dataframe(styler, hide_index=True, width="stretch", height=min(800, 35 * (len(shown) + 1)),
+                 key="chain.grid")
+    st.caption("IV: Black-Scholes from LTP (r = 6.5%), expiry 15:30 IST. Updated "
+               + ist_str(df["tick_ts"].max()) + " IST")
+
+
+chain_grid()
+
+st.subheader("Contract")
+full = repo.chain(db, name, u["opt_exchange"], expiry)
+strikes = sorted(full["strike"].unique().tolist())
+atm = ss.get("chain.atm")
+s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
+strike = s1.selectbox("Strike", strikes, index=strikes.index(atm) if atm in strikes else 0, key="chain.strike",
+                      format_func=lambda k: f"{k:,.0f}{'  (ATM)' if k == atm else ''}")
+side = s2.radio("Type", ["CE", "PE"], horizontal=True, key="chain.side")
+pick = full[(full["strike"] == strike) & (full["kind"] == side)]
+contract = pick.iloc[0].to_dict() if not pick.empty else None
+
+
+def trade(action: str):
+    ss["quick.prefill"] = dict(symbol=contract["symbol"], exchange=contract["exchange"], action=action,
+                               quantity=int(contract["lotsize"]))
+    try:
+        st.switch_page("pages/quick_order.py")
+    except StreamlitAPIException:  # page run on its own (tests): the prefill waits in session state
+        st.info("Open Quick Order: the contract is pre-filled.")
+
+
+if contract:
+    if s3.button("Buy", key="chain.buy", type="primary", width="stretch"):
+        trade("BUY")
+    if s4.button("Sell", key="chain.sell", width="stretch"):
+        trade("SELL")
+
+    @st.fragment(run_every=settings.ui.refresh_s if auto else None)
+    def depth():
+        p = repo.latest_price(db, contract["symbol"], contract["exchange"])
+        st.markdown(f"**{contract['symbol']}** · lot {int(contract['lotsize'])} · LTP "
+                    f"{rupees(p['ltp']) if p else '—'}")
+        bids, asks = parse_depth(p["depth_json"] if p else None)
+        d1, d2 = st.columns(2)
+        d1.caption("Bids")
+        d1.dataframe(bids, hide_index=True, width="stretch", key="chain.depth.buy")
+        d2.caption("Asks")
+        d2.dataframe(asks, hide_index=True, width="stretch", key="chain.depth.sell")
+
+    depth()

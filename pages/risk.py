@@ -1,0 +1,67 @@
+"""Risk Monitor: per strategy run thresholds, P&L, trailing stop over time, risk events, Exit now."""
+import pandas as pd
+import streamlit as st
+
+from db import repo
+from db.commands import CommandError, enqueue_control
+from pages._common import init_page
+from ui import charts
+from ui.format import rupees, table
+
+db, settings, health = init_page("Risk Monitor", "🛡️")
+ss = st.session_state
+auto = st.sidebar.toggle("Auto-refresh", value=True, key="risk.auto")
+show_all = st.sidebar.toggle("Include finished runs", value=False, key="risk.show_all")
+
+
+@st.fragment(run_every=settings.ui.refresh_s if auto else None)
+def runs_table():
+    df = repo.runs(db, active_only=not show_all)
+    table(df.drop(columns=["group_id"]), key="risk.runs", empty="No strategy runs" +
+          ("." if show_all else " in progress."))
+
+
+runs_table()
+all_runs = repo.runs(db, active_only=not show_all)
+if all_runs.empty:
+    st.stop()
+labels = {int(r.id): f"#{r.id} {r.strategy} · {r.account} ({r.status})" for r in all_runs.itertuples(index=False)}
+run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="risk.run_id")
+
+
+@st.fragment(run_every=settings.ui.refresh_s if auto else None)
+def run_detail():
+    run = repo.runs(db)
+    run = run[run["id"] == run_id]
+    if run.empty:
+        st.caption("Run not found.")
+        return
+    r = run.iloc[0]
+    m = st.columns(5)
+    m[0].metric("P&L", rupees(r["pnl"], signed=True))
+    m[1].metric("Max loss", rupees(-r["max_loss"]) if pd.notna(r["max_loss"]) else "—")
+    m[2].metric("Max profit", rupees(r["max_profit"]) if pd.notna(r["max_profit"]) else "—")
+    m[3].metric("TSL peak", rupees(r["tsl_peak"]) if pd.notna(r["tsl_peak"]) else "—")
+    m[4].metric("TSL stop", rupees(r["tsl_stop"]) if pd.notna(r["tsl_stop"]) else "—")
+    if r["exit_reason"]:
+        st.warning(f"Exit reason: {r['exit_reason']}")
+    st.plotly_chart(charts.tsl_chart(repo.pnl_run(db, run_id)), key="risk.tsl_chart", width="stretch")
+    st.markdown("**Risk events**")
+    table(repo.risk_events(db, run_id), key="risk.events", empty="No risk events for this run.")
+
+
+run_detail()
+
+status = all_runs.loc[all_runs["id"] == run_id, "status"].iloc[0]
+exitable = status in ("entering", "active", "exiting")
+with st.container(border=True):
+    st.markdown("**Exit now** closes every leg of this run at market (reduce-only).")
+    sure = st.checkbox("Confirm exit", key="risk.exit_confirm", disabled=not exitable)
+    if st.button("Exit now", key="risk.exit", type="primary", disabled=not (exitable and sure)):
+        try:
+            cmd = enqueue_control(db, "exit_run", {"run_id": int(run_id)})
+            st.success(f"Exit requested (command #{cmd}); the risk manager will place the exit orders.")
+        except CommandError as exc:
+            st.error(str(exc))
+    if not health["up"]:
+        st.caption("The service is down: the exit will run when it restarts.")

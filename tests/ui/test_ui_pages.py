@@ -1,0 +1,311 @@
+"""AppTest smoke and behaviour tests for every page, against a real SQLite file seeded by builders."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+import ui_builders as b
+from db.models import Account, ControlCommand, OptionChainSession, OrderIntent
+from ui.widgets import SERVICE_DOWN
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PAGES = ["dashboard", "accounts", "orders", "option_chain", "strategies", "quick_order", "risk", "health", "settings"]
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=30)
+
+
+def count(db, model, *where) -> int:
+    with db.read() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+@pytest.fixture
+def seeded(db):
+    """Two accounts, a live heartbeat, a NIFTY chain with prices, books, intents, a run and P&L."""
+    a1, a2 = b.seed_account(db, "alpha"), b.seed_account(db, "beta")
+    b.seed_heartbeat(db, "market_data", details={"connected": True, "account": "alpha", "subscriptions": 42,
+                                                 "last_tick_age_s": 0.4, "reconnects": 1})
+    expiry = b.seed_instruments(db)
+    b.seed_prices(db, expiry=expiry)
+    b.seed_books(db, a1)
+    b.seed_intents(db, [a1, a2], 20)
+    run = b.seed_run(db, a1, expiry=expiry)
+    b.seed_pnl(db, [a1, a2], 300)
+    b.seed_pnl(db, [a1], 300, run_id=run)
+    b.seed_log(db)
+    return dict(db=db, accounts=[a1, a2], expiry=expiry, run=run)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_render_when_seeded_then_no_exception_and_no_banner(seeded, name):
+    at = page(name).run()
+    assert not at.exception, at.exception
+    assert not any(SERVICE_DOWN in e for e in errors(at))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_render_when_no_heartbeat_then_service_down_banner(db, name):
+    b.seed_account(db, "alpha")
+    at = page(name).run()
+    assert not at.exception, at.exception
+    assert any(SERVICE_DOWN in e for e in errors(at))
+
+
+def test_render_when_heartbeat_stale_then_banner_and_order_entry_disabled(seeded):
+    b.seed_heartbeat(seeded["db"], "market_data", age_s=3600)
+    at = page("quick_order")
+    at.session_state["quick.prefill"] = dict(symbol="RELIANCE", exchange="NSE", action="BUY", quantity=1)
+    at.run()
+    assert any(SERVICE_DOWN in e for e in errors(at))
+    assert at.button(key="quick.preview").disabled
+
+
+def _order_page(symbol="RELIANCE", exchange="NSE", quantity=1) -> AppTest:
+    at = page("quick_order")
+    at.session_state["quick.prefill"] = dict(symbol=symbol, exchange=exchange, action="BUY", quantity=quantity)
+    return at.run()
+
+
+def test_submit_when_clicked_twice_with_same_client_order_id_then_one_intent(seeded):
+    db = seeded["db"]
+    before = count(db, OrderIntent)
+    at = _order_page()
+    at.button(key="quick.preview").click().run()
+    assert not errors(at), errors(at)
+    pending = dict(at.session_state["quick.pending"])
+    coid = pending["coid"]
+    at.button(key="quick.submit").click().run()
+    assert count(db, OrderIntent) == before + 1
+    assert count(db, OrderIntent, OrderIntent.client_order_id == coid) == 1
+    assert at.session_state["quick.coid"] != coid  # a fresh id for the next order
+    assert any("Last order #" in m.value for m in at.markdown)  # live status from the DB
+    assert "quick.pending" not in at.session_state
+    # a second click racing in with the same id (the preview still showing on the client)
+    at.session_state["quick.pending"] = pending
+    at.run()
+    at.button(key="quick.submit").click().run()
+    assert count(db, OrderIntent) == before + 1
+    assert any("Already submitted" in i.value for i in at.info)
+
+
+def test_submit_when_quantity_not_lot_multiple_then_error_and_nothing_written(seeded):
+    db = seeded["db"]
+    sym = b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE")
+    at = _order_page(sym, "NFO", quantity=100)
+    before = count(db, OrderIntent)
+    at.button(key="quick.preview").click().run()
+    assert any("multiple of the lot size 65" in e for e in errors(at)), errors(at)
+    assert "quick.pending" not in at.session_state
+    assert count(db, OrderIntent) == before
+
+
+def test_submit_when_limit_without_price_then_error_and_nothing_written(seeded):
+    db = seeded["db"]
+    at = _order_page()
+    at.selectbox(key="quick.pricetype").select("LIMIT")
+    at.button(key="quick.preview").click().run()
+    assert any("LIMIT orders need a price" in e for e in errors(at)), errors(at)
+    assert count(db, OrderIntent) == 20
+
+
+def test_option_chain_when_rendered_then_session_requested_and_atm_highlighted(seeded):
+    db = seeded["db"]
+    at = page("option_chain").run()
+    assert not at.exception
+    with db.read() as s:
+        rows = s.scalars(select(OptionChainSession)).all()
+    assert len(rows) == 1 and rows[0].underlying == "NIFTY" and rows[0].status == "requested"
+    assert rows[0].exchange == "NSE_INDEX" and rows[0].expiry == seeded["expiry"]
+    assert at.session_state["chain.atm"] == 26000.0
+    assert [m.value for m in at.metric if m.label == "ATM strike"] == ["26,000"]
+    grid = at.dataframe[0].value  # the chain grid is the first table
+    assert grid["CE_iv"].notna().sum() > 10  # IV solved from seeded Black-Scholes prices (14 %)
+    assert abs(grid.loc[grid["strike"] == 26000.0, "CE_iv"].iloc[0] - 14.0) < 0.1
+    at.run()  # rerun: same session, no new row
+    assert count(db, OptionChainSession) == 1
+
+
+def test_option_chain_when_buy_clicked_then_quick_order_prefilled(seeded):
+    at = page("option_chain").run()
+    at.button(key="chain.buy").click().run()
+    pre = at.session_state["quick.prefill"]
+    assert pre["symbol"] == b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE")
+    assert pre["action"] == "BUY" and pre["quantity"] == 65
+
+
+def test_accounts_when_added_then_key_not_shown_and_delete_refused_with_orders(db):
+    b.seed_heartbeat(db)
+    at = page("accounts").run()
+    at.text_input(key="accounts.add.name").input("gamma")
+    at.text_input(key="accounts.add.host").input("http://127.0.0.1:5999")
+    at.text_input(key="accounts.add.ws").input("ws://127.0.0.1:8765")
+    at.text_input(key="accounts.add.key").input(b.API_KEY)
+    at.button(key="accounts.add.submit").click().run()
+    assert not errors(at), errors(at)
+    assert count(db, Account) == 1
+    assert count(db, ControlCommand, ControlCommand.kind == "reload_accounts") == 1
+    rendered = str([e for e in at.main])
+    assert b.API_KEY not in rendered and b.API_KEY[-4:] + "'" not in rendered
+    b.seed_intents(db, [1], 1)
+    at.run()
+    at.checkbox(key="accounts.delete.confirm").check().run()
+    at.button(key="accounts.delete").click().run()
+    assert any("deactivate it instead" in e for e in errors(at))
+    assert count(db, Account) == 1
+
+
+def test_accounts_when_invalid_url_then_error_and_nothing_written(db):
+    at = page("accounts").run()
+    at.text_input(key="accounts.add.name").input("gamma")
+    at.text_input(key="accounts.add.host").input("ftp://nope")
+    at.text_input(key="accounts.add.ws").input("ws://127.0.0.1:8765")
+    at.text_input(key="accounts.add.key").input(b.API_KEY)
+    at.button(key="accounts.add.submit").click().run()
+    assert any("Host URL must look like" in e for e in errors(at))
+    assert count(db, Account) == 0
+
+
+def test_accounts_when_test_connection_unreachable_then_status_saved(db):
+    b.seed_account(db, "alpha")  # http://127.0.0.1:5000, nothing listening in tests
+    at = page("accounts").run()
+    at.button(key="accounts.test").click().run()
+    with db.read() as s:
+        assert s.get(Account, 1).status in ("unreachable", "invalid_key")
+    assert errors(at)
+
+
+def test_risk_when_exit_now_then_exit_run_command_queued(seeded):
+    db = seeded["db"]
+    at = page("risk").run()
+    at.checkbox(key="risk.exit_confirm").check().run()
+    at.button(key="risk.exit").click().run()
+    with db.read() as s:
+        cmd = s.scalars(select(ControlCommand).where(ControlCommand.kind == "exit_run")).one()
+    assert f'"run_id": {seeded["run"]}' in cmd.payload_json
+
+
+def test_orders_when_refresh_clicked_then_one_command_per_account(seeded):
+    at = page("orders").run()
+    at.button(key="orders.refresh").click().run()
+    assert count(seeded["db"], ControlCommand, ControlCommand.kind == "refresh_account") == 2
+
+
+def test_health_when_market_data_heartbeat_then_feed_details_shown(seeded):
+    at = page("health").run()
+    values = {m.label: m.value for m in at.metric}
+    assert values["Feed"] == "connected" and values["Subscriptions"] == "42"
+
+
+def test_dashboard_when_large_day_then_renders_fast(db):
+    ids = [b.seed_account(db, f"acct{i}") for i in range(10)]
+    b.seed_heartbeat(db)
+    b.seed_pnl(db, ids, 22_000, start=None)
+    b.seed_intents(db, ids, 2000)
+    for a in ids[:3]:
+        b.seed_run(db, a)
+    at = page("dashboard").run()  # warm imports
+    assert not at.exception, at.exception
+    import streamlit as st
+    st.cache_data.clear()
+    t0 = time.perf_counter()
+    at = page("dashboard").run()
+    elapsed = time.perf_counter() - t0
+    assert not at.exception
+    assert [m.label for m in at.metric][:2] == ["Total P&L", "acct0"]
+    print(f"dashboard AppTest run with 220k snapshots: {elapsed:.2f}s")
+    from datetime import timedelta
+
+    from db import repo
+    from db.models import utcnow
+    since = utcnow() - timedelta(hours=7)  # the whole seeded day, whatever the time of day now
+    t0 = time.perf_counter()
+    df = repo.pnl_accounts(db, since, repo.bucket_for(since))
+    query_s = time.perf_counter() - t0
+    print(f"full-day downsample query: {query_s:.2f}s, {len(df)} points")
+    assert df["account"].nunique() == 10 and len(df) <= 10 * 721
+    assert query_s < 1.0, query_s
+    assert elapsed < 3.0, elapsed  # page script budget is 1 s; AppTest adds its own overhead
+
+
+@pytest.fixture
+def openalgo_stub():
+    """A local HTTP server answering /api/v1/ping like OpenAlgo (pong for API_KEY, 403 otherwise)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            ok = self.path == "/api/v1/ping" and body.get("apikey") == b.API_KEY
+            reply = ({"data": {"broker": "zerodha", "message": "pong"}, "status": "success"} if ok
+                     else {"message": "Invalid openalgo apikey", "status": "error"})
+            data = json.dumps(reply).encode()
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_accounts_when_test_connection_ok_then_broker_shown_and_saved(db, openalgo_stub):
+    from db.accounts import add_account
+    add_account(db, "alpha", openalgo_stub, "ws://127.0.0.1:8765", b.API_KEY)
+    add_account(db, "beta", openalgo_stub, "ws://127.0.0.1:8765", "wrongkey" * 4)
+    at = page("accounts").run()
+    at.button(key="accounts.test").click().run()
+    assert any("broker zerodha" in s.value for s in at.success), [s.value for s in at.success]
+    at.selectbox(key="accounts.edit.id").select(2).run()
+    at.button(key="accounts.test").click().run()
+    assert any("Invalid openalgo apikey" in e for e in errors(at)), errors(at)
+    with db.read() as s:
+        assert (s.get(Account, 1).status, s.get(Account, 1).broker) == ("ok", "zerodha")
+        assert s.get(Account, 2).status == "invalid_key"
+
+
+def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(seeded):
+    db = seeded["db"]
+    at = page("strategies").run()
+    at.text_input(key="strategies.name").input("Short straddle")
+    at.number_input(key="strategies.max_loss").set_value(5000)
+    at.button(key="strategies.save").click().run()
+    assert not errors(at), errors(at)
+    at.multiselect(key="strategies.exec_accounts").select(seeded["accounts"][0]).run()
+    before = count(db, OrderIntent)
+    at.button(key="strategies.execute").click().run()
+    assert not errors(at), errors(at)
+    run_ids = at.session_state["strategies.last_runs"]
+    with db.read() as s:
+        rows = s.scalars(select(OrderIntent).where(OrderIntent.run_id.in_(run_ids))).all()
+    assert count(db, OrderIntent) == before + 2
+    assert sorted((r.symbol, r.action, r.requested_qty) for r in rows) == sorted(
+        (b.option_symbol("NIFTY", seeded["expiry"], 26000, k), "SELL", 65) for k in ("CE", "PE"))
+    assert any("queued" in m.value for m in at.markdown if "Last execution" in m.value)
+
+
+def test_strategies_when_bad_name_then_error_and_nothing_saved(seeded):
+    from db.models import Strategy
+    at = page("strategies").run()
+    at.text_input(key="strategies.name").input("bad/name")
+    at.button(key="strategies.save").click().run()
+    assert any("Strategy name must be" in e for e in errors(at))
+    assert count(seeded["db"], Strategy) == 1  # only the seeded one

@@ -1,0 +1,160 @@
+"""Unit tests of ui/ pure functions (Black-Scholes, IV, payoff, chain grid) and of db/repo + db/chain."""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ui_builders as b
+from db import chain as chain_sessions
+from db import repo
+from db.models import OptionChainSession, utcnow
+from ui.bs import bs_price, implied_vol, years_to_expiry
+from ui.chain_grid import atm_strike, build_grid, parse_depth
+from ui.format import ist_str, rupees
+from ui.payoff import breakevens, payoff
+
+
+def test_bs_price_when_textbook_inputs_then_matches_known_value():
+    # Hull: S=42, K=40, r=10%, sigma=20%, T=0.5 -> call 4.76, put 0.81
+    assert bs_price(42, 40, 0.5, 0.2, "CE", r=0.10) == pytest.approx(4.759, abs=1e-3)
+    assert bs_price(42, 40, 0.5, 0.2, "PE", r=0.10) == pytest.approx(0.809, abs=1e-3)
+
+
+def test_bs_price_when_expired_then_intrinsic():
+    assert bs_price(26100, 26000, 0, 0.2, "CE") == 100
+    assert bs_price(26100, 26000, 0, 0.2, "PE") == 0
+
+
+@pytest.mark.parametrize("kind,strike,vol", [("CE", 26000, 0.12), ("PE", 25500, 0.25), ("CE", 27000, 0.6),
+                                             ("PE", 26500, 0.08)])
+def test_implied_vol_when_price_from_known_vol_then_recovers_it(kind, strike, vol):
+    t = 10 / 365
+    price = bs_price(26000, strike, t, vol, kind)
+    assert implied_vol(price, 26000, strike, t, kind) == pytest.approx(vol, abs=1e-4)
+
+
+def test_implied_vol_when_price_below_intrinsic_or_missing_then_none():
+    assert implied_vol(50, 26000, 25800, 0.05, "CE") is None  # intrinsic is 200+
+    assert implied_vol(0, 26000, 26000, 0.05, "CE") is None
+    assert implied_vol(float("nan"), 26000, 26000, 0.05, "CE") is None or True  # never raises
+    assert implied_vol(100, 26000, 26000, 0, "CE") is None
+
+
+def test_years_to_expiry_when_expiry_tomorrow_then_about_one_day():
+    now = datetime(2025, 12, 29, 10, 0)  # 15:30 IST on the 30th = 10:00 UTC
+    assert years_to_expiry("30-DEC-25", now) * 365 == pytest.approx(1.0)
+    assert years_to_expiry("29-DEC-25", now) == 0.0
+    assert years_to_expiry("garbage", now) == 0.0
+
+
+def test_payoff_when_short_straddle_at_expiry_then_tent_shape():
+    legs = [dict(kind="CE", action="SELL", strike=26000, quantity=65, premium=200),
+            dict(kind="PE", action="SELL", strike=26000, quantity=65, premium=180)]
+    spots = np.array([25000, 26000, 27000])
+    pnl = payoff(legs, spots)
+    assert pnl[1] == pytest.approx(380 * 65)
+    assert pnl[0] == pytest.approx((380 - 1000) * 65) and pnl[2] == pytest.approx((380 - 1000) * 65)
+    bes = breakevens(np.linspace(25000, 27000, 2001), payoff(legs, np.linspace(25000, 27000, 2001)))
+    assert [round(x) for x in bes] == [25620, 26380]
+
+
+def test_payoff_when_today_then_between_expiry_and_theoretical_for_long_call():
+    legs = [dict(kind="CE", action="BUY", strike=26000, quantity=1, premium=0, iv=0.15)]
+    today = payoff(legs, [26000], t_years=30 / 365)[0]
+    assert today == pytest.approx(bs_price(26000, 26000, 30 / 365, 0.15, "CE"))
+    assert today > payoff(legs, [26000])[0] == 0
+
+
+def test_payoff_when_future_then_linear():
+    legs = [dict(kind="FUT", action="SELL", strike=0, quantity=65, premium=26050)]
+    assert list(payoff(legs, [26000, 26100])) == pytest.approx([50 * 65, -50 * 65])
+
+
+def test_build_grid_when_chain_then_ce_strike_pe_with_atm_and_window():
+    rows = []
+    for k in range(25000, 27001, 100):
+        for kind in ("CE", "PE"):
+            rows.append(dict(symbol=f"X{k}{kind}", strike=float(k), kind=kind, ltp=bs_price(26040, k, 0.02, 0.2, kind),
+                             bid=None, ask=None, oi=10.0))
+    now = datetime(2025, 12, 23, 10, 0)
+    grid, atm = build_grid(pd.DataFrame(rows), 26040.0, "30-DEC-25", now, strikes_each_side=3)
+    assert atm == 26000.0
+    assert grid["strike"].tolist() == [25700.0, 25800.0, 25900.0, 26000.0, 26100.0, 26200.0, 26300.0]
+    assert list(grid.columns[:6]) == ["CE_oi", "CE_iv", "CE_bid", "CE_ask", "CE_ltp", "strike"]
+    assert grid["PE_iv"].dropna().between(19.0, 21.0).all()
+
+
+def test_atm_strike_when_no_spot_then_middle():
+    assert atm_strike([100, 200, 300], None) == 200
+    assert atm_strike([], 5) is None
+
+
+def test_parse_depth_when_valid_or_garbage_then_frames():
+    bids, asks = parse_depth(json.dumps({"buy": [{"price": 10, "quantity": 65, "orders": 2}], "sell": []}))
+    assert bids.iloc[0].tolist() == [10, 65, 2] and asks.empty
+    bids, asks = parse_depth("not json")
+    assert bids.empty and list(bids.columns) == ["price", "quantity", "orders"]
+
+
+def test_format_when_values_then_rupees_and_ist():
+    assert rupees(-1234.5) == "-₹1,234.50" and rupees(10, signed=True) == "+₹10.00"
+    assert ist_str(datetime(2025, 1, 1, 3, 45)) == "09:15:00"
+
+
+def test_pnl_accounts_when_1s_snapshots_then_downsampled_to_last_of_bucket(db):
+    a = b.seed_account(db, "alpha")
+    start = utcnow().replace(microsecond=0) - timedelta(seconds=600)
+    start -= timedelta(seconds=start.second % 60)
+    b.seed_pnl(db, [a], 600, start=start)
+    df = repo.pnl_accounts(db, start, 60)
+    assert len(df) == 10
+    # last row of the first bucket is the 60th snapshot (i = 59)
+    assert df.iloc[0]["total"] == pytest.approx(1000 * math.sin(59 / 500) + a * 10)
+    assert df["ts_utc"].is_monotonic_increasing
+
+
+def test_bucket_for_when_long_span_then_at_most_720_points():
+    since = utcnow() - timedelta(hours=7)
+    assert 7 * 3600 / repo.bucket_for(since) <= 720
+    assert repo.bucket_for(utcnow() - timedelta(seconds=30)) == 10
+
+
+def test_chain_session_when_heartbeat_after_expiry_then_requested_again(db):
+    sid = chain_sessions.open_session(db, "NIFTY", "NSE_INDEX", "30-DEC-25")
+    with db.write() as s:
+        row = s.get(OptionChainSession, sid)
+        row.status, row.last_heartbeat = "expired", utcnow() - timedelta(minutes=10)
+    assert chain_sessions.heartbeat(db, sid)
+    got = chain_sessions.get_session(db, sid)
+    assert got["status"] == "requested" and utcnow() - got["last_heartbeat"] < timedelta(seconds=5)
+    assert chain_sessions.heartbeat(db, "missing") is False
+
+
+def test_service_state_when_beats_then_up_and_stale_components(db):
+    assert repo.service_state(db, 10)["up"] is False
+    b.seed_heartbeat(db, "dispatcher", age_s=1)
+    b.seed_heartbeat(db, "poller", age_s=60)
+    st = repo.service_state(db, 10)
+    assert st["up"] is True and st["orders_ok"] is True and st["stale"] == ["poller"]
+
+
+def test_search_instruments_when_prefix_then_matches_and_no_index(db):
+    b.seed_instruments(db)
+    df = repo.search_instruments(db, "nifty")
+    assert len(df) > 0 and (df["exchange"] != "NSE_INDEX").all()
+    assert repo.search_instruments(db, "REL")["symbol"].tolist() == ["RELIANCE"]
+    assert repo.search_instruments(db, "%").empty
+
+
+def test_service_state_when_dispatcher_stopped_then_up_but_orders_disabled(db):
+    b.seed_heartbeat(db, "runner", age_s=1)
+    with db.write() as s:
+        from db.models import ServiceHeartbeat
+        s.add(ServiceHeartbeat(component="dispatcher", status="stopped", last_beat=utcnow()))
+    st = repo.service_state(db, 10)
+    assert st["up"] is True and st["orders_ok"] is False and st["stale"] == ["dispatcher"]

@@ -1,0 +1,1 @@
+"""Pure renderers and calculations for the Streamlit pages: no database, no HTTP."""

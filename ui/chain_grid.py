@@ -1,0 +1,67 @@
+"""Option-chain grid: CE | strike | PE, ATM detection and IV (pure)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pandas as pd
+
+from ui.bs import implied_vol, years_to_expiry
+
+SIDE_COLS = ["oi", "iv", "bid", "ask", "ltp"]
+
+
+def atm_strike(strikes, spot: float | None) -> float | None:
+    strikes = sorted(set(float(k) for k in strikes))
+    if not strikes:
+        return None
+    if spot is None or pd.isna(spot):
+        return strikes[len(strikes) // 2]
+    return min(strikes, key=lambda k: abs(k - spot))
+
+
+def build_grid(chain: pd.DataFrame, spot: float | None, expiry: str, now_utc: datetime,
+               strikes_each_side: int = 20) -> tuple[pd.DataFrame, float | None]:
+    """chain: symbol, strike, kind (CE/PE), ltp, bid, ask, oi. Returns (grid, atm) where grid has
+    CE_oi, CE_iv, CE_bid, CE_ask, CE_ltp, strike, PE_ltp, PE_bid, PE_ask, PE_iv, PE_oi, CE_symbol, PE_symbol.
+    IV is in percent, computed from the LTP with Black-Scholes (None when it cannot be solved)."""
+    cols = [f"CE_{c}" for c in SIDE_COLS] + ["strike"] + [f"PE_{c}" for c in reversed(SIDE_COLS)]
+    if chain.empty:
+        return pd.DataFrame(columns=cols + ["CE_symbol", "PE_symbol"]), None
+    atm = atm_strike(chain["strike"], spot)
+    strikes = sorted(set(chain["strike"].astype(float)))
+    i = strikes.index(atm)
+    keep = set(strikes[max(0, i - strikes_each_side): i + strikes_each_side + 1])
+    t = years_to_expiry(expiry, now_utc)
+    rows: dict[float, dict] = {k: {"strike": k} for k in sorted(keep)}
+    for r in chain.itertuples(index=False):
+        k = float(r.strike)
+        if k not in keep or r.kind not in ("CE", "PE"):
+            continue
+        iv = implied_vol(r.ltp, spot, k, t, r.kind) if spot and not pd.isna(r.ltp) else None
+        side = rows[k]
+        side.update({f"{r.kind}_symbol": r.symbol, f"{r.kind}_ltp": r.ltp, f"{r.kind}_bid": r.bid,
+                     f"{r.kind}_ask": r.ask, f"{r.kind}_oi": r.oi,
+                     f"{r.kind}_iv": round(iv * 100, 2) if iv else None})
+    grid = pd.DataFrame(list(rows.values()))
+    for c in cols + ["CE_symbol", "PE_symbol"]:
+        if c not in grid.columns:
+            grid[c] = None
+    return grid[cols + ["CE_symbol", "PE_symbol"]], atm
+
+
+def parse_depth(raw: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """depth_json {"buy": [{price, quantity, orders}], "sell": [...]} -> (bids, asks) DataFrames."""
+    cols = ["price", "quantity", "orders"]
+    try:
+        d = json.loads(raw or "{}") or {}
+    except (TypeError, ValueError):
+        d = {}
+    def side(name):
+        rows = d.get(name) or [] if isinstance(d, dict) else []
+        df = pd.DataFrame([r for r in rows if isinstance(r, dict)])
+        for c in cols:
+            if c not in df.columns:
+                df[c] = None
+        return df[cols]
+    return side("buy"), side("sell")

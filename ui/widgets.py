@@ -1,0 +1,58 @@
+"""Small Streamlit widgets shared by pages (rendering only: callers pass the data in)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui.format import age_str, rupees
+
+SERVICE_DOWN = "Background service is not running — prices, orders and risk are stopped"
+DISPATCHER_DOWN = "Order dispatcher is not running — order entry is disabled"
+
+
+def service_banner(state: dict) -> None:
+    """A plain error on every page when the heartbeat is missing or stale."""
+    if not state["up"]:
+        age = state.get("age_s")
+        st.error(SERVICE_DOWN + (f" (last heartbeat {age_str(age)} ago)" if age is not None else
+                                 " (no heartbeat recorded)"), icon="🛑")
+    elif not state.get("orders_ok", True):
+        st.error(DISPATCHER_DOWN, icon="🛑")
+
+
+def health_badge(state: dict) -> None:
+    if state["up"]:
+        extra = f" · stale: {', '.join(state['stale'])}" if state.get("stale") else ""
+        st.sidebar.success(f"Service up · beat {age_str(state['age_s'])} ago{extra}")
+    else:
+        st.sidebar.error("Service DOWN")
+
+
+def pnl_metrics(latest: pd.DataFrame) -> None:
+    """Total and per-account P&L tiles from the latest per-account snapshot."""
+    if latest.empty:
+        st.info("No P&L snapshots yet (the service writes them once accounts are connected).")
+        return
+    total = float(latest["total"].sum())
+    cols = st.columns(min(6, len(latest) + 1))
+    cols[0].metric("Total P&L", rupees(total, signed=True),
+                   f"realized {rupees(latest['realized'].sum())}", delta_color="off")
+    for i, r in enumerate(latest.itertuples(index=False), start=1):
+        if i >= len(cols):
+            break
+        cols[i].metric(str(r.account), rupees(r.total, signed=True),
+                       f"U {rupees(r.unrealized)} / R {rupees(r.realized)}", delta_color="off")
+
+
+def account_picker(names: dict[int, str], key: str, label: str = "Account", all_label: str = "All accounts",
+                   sidebar: bool = True):
+    """Selectbox over account ids (None = all). Returns the chosen id or None."""
+    where = st.sidebar if sidebar else st
+    options = [None] + list(names)
+    return where.selectbox(label, options, key=key, format_func=lambda i: all_label if i is None else names[i])
+
+
+def status_chip(status: str) -> str:
+    colors = {"filled": "green", "placed": "blue", "partially_filled": "blue", "queued": "gray", "claimed": "gray",
+              "sent": "orange", "unknown": "orange", "rejected": "red", "denied": "red", "cancelled": "gray"}
+    return f":{colors.get(status, 'gray')}-badge[{status}]"

@@ -61,6 +61,8 @@ class ServiceSettings:
     chain_ttl_s: float = _s(300.0, "Option-chain session lifetime without heartbeat", 1.0)
     chain_cleanup_s: float = _s(60.0, "Option-chain session cleanup interval", 1.0)
     funds_refresh_s: float = _s(10.0, "Funds/positions/holdings refresh per account", 1.0)
+    watchlist: str = _s("NSE_INDEX:NIFTY,NSE_INDEX:BANKNIFTY,BSE_INDEX:SENSEX",
+                        "Always-subscribed symbols shown on the dashboard (EXCHANGE:SYMBOL, comma separated)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,17 @@ class Settings:
 
 class ConfigError(ValueError):
     pass
+
+
+def parse_watchlist(text: str) -> list[tuple[str, str]]:
+    """'NSE_INDEX:NIFTY,BSE_INDEX:SENSEX' -> [('NIFTY', 'NSE_INDEX'), ('SENSEX', 'BSE_INDEX')] (symbol, exchange)."""
+    out = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        exchange, sep, symbol = item.partition(":")
+        if not sep or not exchange or not symbol:
+            raise ConfigError(f"watchlist item '{item}' must look like EXCHANGE:SYMBOL")
+        out.append((symbol.upper(), exchange.upper()))
+    return out
 
 
 def _convert(raw: str, typ, name: str):
@@ -115,7 +128,9 @@ def load_settings(env: dict | None = None) -> Settings:
             if low is not None and value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
         sections[sec.name] = replace(obj, **changes)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    parse_watchlist(settings.service.watchlist)  # fail fast on a malformed list
+    return settings
 
 
 def describe() -> list[tuple[str, object, str]]:

@@ -279,6 +279,21 @@ def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFra
                 "tick_ts"])
 
 
+def watchlist(db: Database, keys: list[tuple[str, str]]) -> pd.DataFrame:
+    """Latest price rows for (symbol, exchange) pairs, in the given order; missing ones have ltp NaN."""
+    cols = ["symbol", "exchange", "ltp", "tick_ts"]
+    if not keys:
+        return pd.DataFrame(columns=cols)
+    where = " OR ".join(f"(symbol = :s{i} AND exchange = :e{i})" for i in range(len(keys)))
+    params = {k: v for i, (sym, ex) in enumerate(keys) for k, v in ((f"s{i}", sym), (f"e{i}", ex))}
+    got = _df(db, f"SELECT symbol, exchange, ltp, tick_ts FROM latest_prices WHERE {where}", params, cols)
+    order = pd.DataFrame(keys, columns=["symbol", "exchange"])
+    out = order.merge(got, on=["symbol", "exchange"], how="left")
+    now = pd.Timestamp(utcnow())
+    out["age_s"] = (now - pd.to_datetime(out["tick_ts"])).dt.total_seconds()
+    return out
+
+
 def latest_price(db: Database, symbol: str, exchange: str) -> dict | None:
     df = _df(db, "SELECT symbol, exchange, ltp, bid, ask, volume, oi, depth_json, tick_ts FROM latest_prices "
                  "WHERE symbol = :s AND exchange = :e", {"s": symbol, "e": exchange})

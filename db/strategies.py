@@ -187,6 +187,8 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int]) -> 
         st = s.get(Strategy, int(strategy_id))
         if st is None:
             raise CommandError(f"Unknown strategy {strategy_id}")
+        if not st.legs:
+            raise CommandError(f"Strategy '{st.name}' has no legs")
         accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
         if any(a is None or not a.is_active for a in accounts):
             raise CommandError("Unknown or deactivated account selected")

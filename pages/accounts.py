@@ -11,7 +11,7 @@ from db.crypto import SecretError
 from pages._common import init_page
 from ui.format import table
 
-db, settings, health = init_page("Accounts", "👤")
+db, settings, health = init_page("Accounts", ":material/person:")
 
 
 def ping(host_url: str, api_key: str) -> tuple[str, str, str]:

@@ -5,9 +5,10 @@ import streamlit as st
 from db import repo
 from pages._common import get_db, init_page
 from ui import charts
-from ui.widgets import pnl_metrics
+from config import parse_watchlist
+from ui.widgets import pnl_metrics, watchlist_metrics
 
-db, settings, health = init_page("Dashboard", "📊")
+db, settings, health = init_page("Dashboard", ":material/monitoring:")
 REFRESH = settings.ui.refresh_s
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="dashboard.auto")
 DB_PATH = str(db.path)
@@ -18,8 +19,12 @@ def pnl_series(path: str, since: str, bucket: int) -> pd.DataFrame:
     return repo.pnl_accounts(get_db(), pd.Timestamp(since).to_pydatetime(), bucket)
 
 
+WATCH = parse_watchlist(settings.service.watchlist)
+
+
 @st.fragment(run_every=REFRESH if auto else None)
 def live_tiles():
+    watchlist_metrics(repo.watchlist(db, WATCH))
     pnl_metrics(repo.pnl_latest(db))
 
 

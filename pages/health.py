@@ -8,7 +8,7 @@ from db import repo
 from pages._common import init_page
 from ui.format import age_str, table
 
-db, settings, health = init_page("Service Health", "🩺")
+db, settings, health = init_page("Service Health", ":material/health_and_safety:")
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="health.auto")
 STALE = settings.ui.service_stale_s
 
@@ -27,7 +27,7 @@ def components():
     if hb.empty:
         st.error("No component has ever written a heartbeat: start the service (python -m services.runner).")
     else:
-        hb["state"] = ["🟢 ok" if a <= STALE and s == "ok" else ("🔴 stale" if a > STALE else f"🟠 {s}")
+        hb["state"] = ["● ok" if a <= STALE and s == "ok" else ("✕ stale" if a > STALE else f"▲ {s}")
                        for a, s in zip(hb["age_s"], hb["status"], strict=True)]
         hb["age"] = [age_str(a) for a in hb["age_s"]]
         table(hb[["component", "state", "age", "status", "pid", "last_beat", "details_json"]], key="health.beats")

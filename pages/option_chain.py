@@ -9,7 +9,7 @@ from pages._common import init_page
 from ui.chain_grid import build_grid, parse_depth
 from ui.format import ist_str, rupees
 
-db, settings, health = init_page("Option Chain", "🔗")
+db, settings, health = init_page("Option Chain", ":material/table_chart:")
 ss = st.session_state
 HEARTBEAT_EVERY_S = 20.0
 

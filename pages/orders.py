@@ -7,7 +7,7 @@ from pages._common import init_page
 from ui.format import table
 from ui.widgets import account_picker
 
-db, settings, health = init_page("Positions & Orders", "📒")
+db, settings, health = init_page("Positions & Orders", ":material/receipt_long:")
 names = repo.account_names(db)
 acct = account_picker(names, key="orders.account_id")
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="orders.auto")

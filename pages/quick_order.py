@@ -8,7 +8,7 @@ from pages._common import init_page
 from ui.format import rupees
 from ui.widgets import status_chip
 
-db, settings, health = init_page("Quick Order", "⚡")
+db, settings, health = init_page("Quick Order", ":material/bolt:")
 ss = st.session_state
 PRICETYPES = ["MARKET", "LIMIT", "SL", "SL-M"]
 

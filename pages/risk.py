@@ -8,7 +8,7 @@ from pages._common import init_page
 from ui import charts
 from ui.format import rupees, table
 
-db, settings, health = init_page("Risk Monitor", "🛡️")
+db, settings, health = init_page("Risk Monitor", ":material/shield:")
 ss = st.session_state
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="risk.auto")
 show_all = st.sidebar.toggle("Include finished runs", value=False, key="risk.show_all")

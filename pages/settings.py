@@ -5,7 +5,7 @@ import streamlit as st
 from config import describe
 from pages._common import init_page
 
-db, settings, health = init_page("Settings", "⚙️")
+db, settings, health = init_page("Settings", ":material/settings:")
 
 st.caption("Settings are read from environment variables `APP__SECTION__KEY` at start; restart both the service "
            "and this app after changing them. API keys are never shown here.")

@@ -13,7 +13,7 @@ from ui.format import table
 from ui.payoff import DEFAULT_IV, breakevens, leg_value, payoff, spot_grid
 from ui.widgets import status_chip
 
-db, settings, health = init_page("Strategies", "🧩")
+db, settings, health = init_page("Strategies", ":material/account_tree:")
 ss = st.session_state
 DEFAULT_LEGS = pd.DataFrame([
     dict(instrument="CE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1),

@@ -20,7 +20,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select, update
 
-from config import Settings
+from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
 from db.models import ControlCommand, utcnow
@@ -120,6 +120,8 @@ class ServiceRunner:
             return
         self.md = md_cls(self.ctx)
         self.md.start()
+        # Always-on watchlist (indices): a new user sees live prices on the dashboard within seconds.
+        self.md.subscribe("watchlist", parse_watchlist(self.settings.service.watchlist), 2)
         pos_cls = _optional("services.positions", "PositionMonitor")
         self.positions = pos_cls(self.ctx, self.md) if pos_cls else None
         risk_cls = _optional("services.risk", "RiskManager")

@@ -15,9 +15,9 @@ def service_banner(state: dict) -> None:
     if not state["up"]:
         age = state.get("age_s")
         st.error(SERVICE_DOWN + (f" (last heartbeat {age_str(age)} ago)" if age is not None else
-                                 " (no heartbeat recorded)"), icon="🛑")
+                                 " (no heartbeat recorded)"), icon=":material/error:")
     elif not state.get("orders_ok", True):
-        st.error(DISPATCHER_DOWN, icon="🛑")
+        st.error(DISPATCHER_DOWN, icon=":material/error:")
 
 
 def health_badge(state: dict) -> None:
@@ -26,6 +26,18 @@ def health_badge(state: dict) -> None:
         st.sidebar.success(f"Service up · beat {age_str(state['age_s'])} ago{extra}")
     else:
         st.sidebar.error("Service DOWN")
+
+
+def watchlist_metrics(prices: pd.DataFrame) -> None:
+    """One tile per watchlist symbol: last price and how old it is (a stale or missing price says so)."""
+    if prices.empty:
+        return
+    cols = st.columns(len(prices))
+    for col, r in zip(cols, prices.itertuples(index=False), strict=True):
+        if pd.isna(r.ltp):
+            col.metric(r.symbol, "—", "no price yet", delta_color="off")
+        else:
+            col.metric(r.symbol, f"{r.ltp:,.2f}", f"{r.exchange} · {age_str(r.age_s)} ago", delta_color="off")
 
 
 def pnl_metrics(latest: pd.DataFrame) -> None:

@@ -12,7 +12,13 @@ def test_env_overrides_are_typed():
     assert s.service.ws_stall_seconds == 2.5 and s.service.exit_retries == 5
 
 
+def test_watchlist_parses_exchange_symbol_pairs():
+    from config import parse_watchlist
+    assert parse_watchlist("NSE_INDEX:NIFTY, bse_index:sensex") == [("NIFTY", "NSE_INDEX"), ("SENSEX", "BSE_INDEX")]
+
+
 @pytest.mark.parametrize("env,msg", [({"APP__DB__BUSY_TIMEOUT_MS": "100"}, ">= 5000"),
+                                     ({"APP__SERVICE__WATCHLIST": "NIFTY"}, "EXCHANGE:SYMBOL"),
                                      ({"APP__SERVICE__POLLER_INTERVAL_S": "0.2"}, ">= 1.0"),
                                      ({"APP__BROKER__READ_RETRIES": "many"}, "not a valid int")])
 def test_bad_config_fails_fast(env, msg):

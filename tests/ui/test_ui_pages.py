@@ -207,7 +207,7 @@ def test_health_when_market_data_heartbeat_then_feed_details_shown(seeded):
     assert values["Feed"] == "connected" and values["Subscriptions"] == "42"
 
 
-def test_dashboard_when_large_day_then_renders_fast(db):
+def test_dashboard_when_large_day_then_renders_every_account_downsampled(db):
     ids = [b.seed_account(db, f"acct{i}") for i in range(10)]
     b.seed_heartbeat(db)
     b.seed_pnl(db, ids, 22_000, start=None)
@@ -218,24 +218,18 @@ def test_dashboard_when_large_day_then_renders_fast(db):
     assert not at.exception, at.exception
     import streamlit as st
     st.cache_data.clear()
-    t0 = time.perf_counter()
     at = page("dashboard").run()
-    elapsed = time.perf_counter() - t0
     assert not at.exception
-    assert [m.label for m in at.metric][:2] == ["Total P&L", "acct0"]
-    print(f"dashboard AppTest run with 220k snapshots: {elapsed:.2f}s")
+    labels = [m.label for m in at.metric]
+    assert labels[:3] == ["NIFTY", "BANKNIFTY", "SENSEX"]  # the watchlist tiles come first
+    assert labels[3:5] == ["Total P&L", "acct0"]
     from datetime import timedelta
 
     from db import repo
     from db.models import utcnow
     since = utcnow() - timedelta(hours=7)  # the whole seeded day, whatever the time of day now
-    t0 = time.perf_counter()
     df = repo.pnl_accounts(db, since, repo.bucket_for(since))
-    query_s = time.perf_counter() - t0
-    print(f"full-day downsample query: {query_s:.2f}s, {len(df)} points")
-    assert df["account"].nunique() == 10 and len(df) <= 10 * 721
-    assert query_s < 1.0, query_s
-    assert elapsed < 3.0, elapsed  # page script budget is 1 s; AppTest adds its own overhead
+    assert df["account"].nunique() == 10 and len(df) <= 10 * 721  # timing: bench/bench_dashboard.py
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ st.set_page_config(page_title="AlgoMirror", page_icon=":material/monitor_heart:"
 
 PAGES = {
     "Trading": [
-        st.Page("pages/dashboard.py", title="Dashboard", icon=":material/monitoring:", default=True, url_path="dashboard"),
+        st.Page("pages/dashboard.py", title="Dashboard", icon=":material/monitoring:", default=True,
+                url_path="dashboard"),
         st.Page("pages/quick_order.py", title="Quick Order", icon=":material/bolt:", url_path="quick-order"),
         st.Page("pages/option_chain.py", title="Option Chain", icon=":material/table_chart:", url_path="option-chain"),
         st.Page("pages/strategies.py", title="Strategies", icon=":material/account_tree:", url_path="strategies"),

@@ -66,7 +66,8 @@ async def ws_round(sim: SimProcess, keys: list[str], symbols, mode: int, seconds
                                     for k in keys))
     total = sum(counts)
     lat.sort()
-    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+    def p(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
     return {"ticks": total, "ticks_per_s": total / (seconds + 0.5),
             "lat_med_ms": statistics.median(lat) if lat else float("nan"), "lat_p99_ms": p(0.99)}
 

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ui", action="store_true", help="start simulator + service only")
     args = ap.parse_args(argv)
     install()
+    # SIGTERM (kill, CI, systemd) must stop the children too: turn it into SystemExit so `finally` runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = load_settings()
     db = Database.from_settings(settings)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

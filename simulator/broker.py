@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from .fills import (
@@ -61,6 +62,9 @@ class Order:
     updated: str = field(default_factory=ist_stamp)
     triggered: bool = False
     blocked: float = 0.0
+    # epoch ms (time.time()) when the sim's handler created the order: benchmarks measure latency to the broker.
+    # Only in the /_sim/orders log, never in OpenAlgo responses.
+    received_at_ms: float = field(default_factory=lambda: time.time() * 1000.0)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,7 +95,7 @@ class Order:
 
     def log_row(self) -> dict:
         d = self.book_row()
-        d.update(account=self.account, updated=self.updated)
+        d.update(account=self.account, updated=self.updated, received_at_ms=self.received_at_ms)
         return d
 
 
@@ -196,7 +200,8 @@ class Broker:
         row = {k: p.get(k) for k in ("symbol", "exchange", "action", "quantity", "pricetype",
                                      "product", "price", "trigger_price", "strategy")}
         row.update(account=acct.name, orderid=orderid, order_status=REJECTED,
-                   rejection_reason=msg, timestamp=ist_stamp(), updated=ist_stamp())
+                   rejection_reason=msg, timestamp=ist_stamp(), updated=ist_stamp(),
+                   received_at_ms=time.time() * 1000.0)
         self.log.append(row)
 
     def log_rows(self) -> list[dict]:
@@ -208,7 +213,8 @@ class Broker:
         if ex in EQUITY and prod == "NRML":
             return f"NRML product not allowed for {ex} equity segment. Use CNC for delivery or MIS for intraday."
         if ex in DERIV and prod == "CNC":
-            return f"CNC product not allowed for {ex} derivatives segment. Use NRML for carryforward or MIS for intraday."
+            return (f"CNC product not allowed for {ex} derivatives segment. "
+                    "Use NRML for carryforward or MIS for intraday.")
         if pt in ("LIMIT", "SL") and not p["price"]:
             return f"{pt} orders require price"
         if pt in ("SL", "SL-M") and not p["trigger_price"]:

@@ -34,7 +34,7 @@ async def body_of(request: web.Request) -> dict:
         data = json.loads(await request.read() or b"{}")
     except ValueError:
         raise web.HTTPBadRequest(text=json.dumps({"status": "error", "message": "invalid JSON"}),
-                                 content_type="application/json")
+                                 content_type="application/json") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text=json.dumps({"status": "error", "message": "JSON object expected"}),
                                  content_type="application/json")

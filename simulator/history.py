@@ -36,7 +36,8 @@ def bars(seed: int, symbol: str, exchange: str, interval: str, start: dt.date, e
          ref: float, tick: float = 0.05, lot: int = 1, with_oi: bool = False) -> list[dict]:
     out: list[dict] = []
     step = SUPPORTED[interval]
-    rt = lambda x: round(round(x / tick) * tick, 2)
+    def rt(x):
+        return round(round(x / tick) * tick, 2)
     for day in _days(start, end):
         open_ = _day_open(seed, symbol, exchange, day, ref)
         rnd = random.Random(f"hb:{seed}:{exchange}:{symbol}:{interval}:{day.toordinal()}")
@@ -60,5 +61,5 @@ def bars(seed: int, symbol: str, exchange: str, interval: str, start: dt.date, e
     return out
 
 
-def _bar(ts, o, h, l, c, v, oi) -> dict:
-    return {"close": c, "high": h, "low": l, "oi": oi, "open": o, "timestamp": ts, "volume": v}
+def _bar(ts, o, h, lo, c, v, oi) -> dict:
+    return {"close": c, "high": h, "low": lo, "oi": oi, "open": o, "timestamp": ts, "volume": v}

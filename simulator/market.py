@@ -207,7 +207,8 @@ class Market:
     def depth(self, key: tuple[str, str], zero: bool = False) -> dict:
         st = self.state(key)
         bids, asks = self.depth_levels(key)
-        strip = lambda lv: [{"price": x["price"], "quantity": x["quantity"]} for x in lv]
+        def strip(lv):
+            return [{"price": x["price"], "quantity": x["quantity"]} for x in lv]
         return {"asks": strip(asks), "bids": strip(bids), "high": st.high, "low": st.low,
                 "ltp": 0.0 if zero else st.ltp, "ltq": st.ltq, "oi": st.oi, "open": st.open,
                 "prev_close": st.prev_close, "totalbuyqty": sum(x["quantity"] for x in bids),

@@ -9,7 +9,7 @@ import time
 import pytest
 
 openalgo = pytest.importorskip("openalgo", reason="install with: pip install -r requirements-sdk.txt")
-from openalgo import api
+from openalgo import api  # noqa: E402
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db import Database
-from db.models import Account, ControlCommand, Instrument, OrderIntent
+from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun
 
 EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
 DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
@@ -117,23 +117,40 @@ def validate_order(s, req: OrderRequest) -> dict:
                 pricetype=pricetype, product=product, limit_price=price, trigger_price=trigger, strategy_tag=tag)
 
 
+def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
+    """Slices no larger than the exchange freeze quantity, each a whole number of lots."""
+    if not freeze_qty or qty <= freeze_qty:
+        return [qty]
+    size = max(lotsize, (freeze_qty // lotsize) * lotsize)
+    parts = [size] * (qty // size)
+    if qty % size:
+        parts.append(qty % size)
+    return parts
+
+
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
                   source: str = "ui", priority: int = 100) -> tuple[int, bool]:
-    """Write one queued intent. Returns (intent_id, created). A repeated client_order_id returns the first
-    intent with created=False: the double click is absorbed, never sent twice."""
-    if not client_order_id or len(client_order_id) > 40:
-        raise CommandError("client_order_id must be 1-40 characters")
+    """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
+    returns the first intent with created=False: the double click is absorbed, never sent twice.
+    A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...)."""
+    if not client_order_id or len(client_order_id) > 36:
+        raise CommandError("client_order_id must be 1-36 characters")
     try:
         with db.write() as s:
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
             if existing:
                 return existing, False
             fields = validate_order(s, req)
-            intent = OrderIntent(client_order_id=client_order_id, purpose=purpose, source=source,
-                                 priority=priority, **fields)
-            s.add(intent)
-            s.flush()
-            return intent.id, True
+            inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
+            ids = []
+            for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
+                cid = client_order_id if n == 1 else f"{client_order_id}.{n}"
+                intent = OrderIntent(client_order_id=cid, purpose=purpose, source=source, priority=priority,
+                                     **{**fields, "requested_qty": qty})
+                s.add(intent)
+                s.flush()
+                ids.append(intent.id)
+            return ids[0], True
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
         with db.read() as s:
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
@@ -145,11 +162,29 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
 CONTROL_KINDS = {"exit_run", "refresh_account", "cancel_intent", "reload_accounts"}
 
 
+# kind -> (required payload key, table the id must exist in); reload_accounts takes no payload.
+CONTROL_TARGETS = {"exit_run": ("run_id", StrategyRun), "refresh_account": ("account_id", Account),
+                   "cancel_intent": ("intent_id", OrderIntent)}
+
+
 def enqueue_control(db: Database, kind: str, payload: dict) -> int:
+    """Validate and write one control command. Only the validated field is stored (nothing else reaches the
+    service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
     if kind not in CONTROL_KINDS:
-        raise CommandError(f"Unknown control command '{kind}'")
+        raise CommandError(f"Unknown control command '{str(kind)[:40]}'")
+    if not isinstance(payload, dict):
+        raise CommandError("Control command payload must be a mapping")
+    clean: dict = {}
     with db.write() as s:
-        cmd = ControlCommand(kind=kind, payload_json=json.dumps(payload))
+        if kind in CONTROL_TARGETS:
+            key, model = CONTROL_TARGETS[kind]
+            value = payload.get(key)
+            if isinstance(value, bool) or not str(value).isdigit():
+                raise CommandError(f"'{kind}' needs a whole-number '{key}' (got '{str(value)[:20]}')")
+            if s.get(model, int(value)) is None:
+                raise CommandError(f"'{kind}': no {key.removesuffix('_id')} with id {int(value)}")
+            clean[key] = int(value)
+        cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
         s.add(cmd)
         s.flush()
         return cmd.id

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from db import Database
-from db.commands import CommandError
+from db.commands import CommandError, split_qty
 from db.intents import new_client_order_id
 from db.models import (Account, Execution, Instrument, LatestPrice, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun, utcnow)
@@ -159,17 +159,6 @@ def _pick_strike(chain: list[Instrument], leg: StrategyLeg, ltp: float) -> Instr
     if not 0 <= idx < len(chain):
         raise CommandError(f"Leg {leg.leg_no}: {leg.strike_mode}{leg.offset} is outside the listed strikes")
     return chain[idx]
-
-
-def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
-    """Slices no larger than the exchange freeze quantity, each a whole number of lots."""
-    if not freeze_qty or qty <= freeze_qty:
-        return [qty]
-    size = max(lotsize, (freeze_qty // lotsize) * lotsize)
-    parts = [size] * (qty // size)
-    if qty % size:
-        parts.append(qty % size)
-    return parts
 
 
 def entry_priority(action: str, leg_no: int) -> int:

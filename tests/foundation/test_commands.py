@@ -97,3 +97,15 @@ def test_market_order_drops_price_and_limit_keeps_it(seeded_db, acct):
 def test_symbol_date_helper_matches_openalgo_format():
     from datetime import datetime
     assert symbol_date(datetime(2024, 11, 28)) == "28NOV24"
+
+
+def test_enqueue_when_qty_above_freeze_then_split_into_lot_multiple_slices_once(seeded_db, acct):
+    req = OrderRequest(acct, _sym(seeded_db), "NFO", "SELL", 65 * 60, product="NRML")  # 3900 > freeze 1800
+    cid = new_client_order_id()
+    first = enqueue_order(seeded_db, req, cid)
+    again = enqueue_order(seeded_db, req, cid)
+    with seeded_db.read() as s:
+        rows = s.scalars(select(OrderIntent).order_by(OrderIntent.id)).all()
+    assert [r.requested_qty for r in rows] == [1755, 1755, 390]
+    assert [r.client_order_id for r in rows] == [cid, f"{cid}.2", f"{cid}.3"]
+    assert again == (first[0], False) and first == (rows[0].id, True)

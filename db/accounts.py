@@ -53,6 +53,14 @@ def _check_key(api_key: str) -> str:
     return api_key
 
 
+def _check_backup(backup_order) -> int | None:
+    if backup_order is None:
+        return None
+    if isinstance(backup_order, bool) or not str(backup_order).isdigit() or not (1 <= int(backup_order) <= 99):
+        raise AccountError("Backup order must be a whole number between 1 and 99")
+    return int(backup_order)
+
+
 def add_account(db: Database, name: str, host_url: str, ws_url: str, api_key: str, *, is_primary: bool = False,
                 backup_order: int | None = None, broker: str = "") -> int:
     name = (name or "").strip()
@@ -61,8 +69,7 @@ def add_account(db: Database, name: str, host_url: str, ws_url: str, api_key: st
     host_url = _check_url(host_url, ("http", "https"), "Host URL")
     ws_url = _check_url(ws_url, ("ws", "wss"), "WebSocket URL")
     api_key = _check_key(api_key)
-    if backup_order is not None and not (1 <= int(backup_order) <= 99):
-        raise AccountError("Backup order must be between 1 and 99")
+    backup_order = _check_backup(backup_order)
     register_secret(api_key)
     with db.write() as s:
         if s.scalar(select(func.count()).where(Account.name == name)):
@@ -93,9 +100,7 @@ def update_account(db: Database, account_id: int, *, host_url: str | None = None
         register_secret(key)
         values.update(api_key_encrypted=encrypt(db.fernet, key), status="unchecked", status_message="")
     if backup_order != -1:
-        if backup_order is not None and not (1 <= int(backup_order) <= 99):
-            raise AccountError("Backup order must be between 1 and 99")
-        values["backup_order"] = backup_order
+        values["backup_order"] = _check_backup(backup_order)
     if is_active is not None:
         values["is_active"] = bool(is_active)
     with db.write() as s:

@@ -171,6 +171,10 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int]) -> 
     Returns (group_id, run ids)."""
     if not account_ids:
         raise CommandError("Choose at least one account")
+    if isinstance(strategy_id, bool) or not str(strategy_id).isdigit():
+        raise CommandError(f"Unknown strategy '{str(strategy_id)[:20]}'")
+    if any(isinstance(a, bool) or not str(a).isdigit() for a in account_ids):
+        raise CommandError("Unknown or deactivated account selected")
     group_id = uuid.uuid4().hex
     with db.write() as s:
         st = s.get(Strategy, int(strategy_id))

@@ -23,6 +23,7 @@ from typing import Callable
 from sqlalchemy import or_, select
 
 from broker.errors import BrokerError
+from db.crypto import SecretError
 from db.executions import Outcome, sweep
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status
@@ -84,7 +85,7 @@ class OrderPoller:
     def _fetch(self, account_id: int) -> list[BookOrder] | None:
         try:
             return parse_book(self.ctx.client(account_id).orderbook())
-        except (BrokerError, KeyError) as exc:
+        except (BrokerError, KeyError, SecretError) as exc:
             log.warning("poller: orderbook for account %s failed: %s", account_id, exc)
             return None
 

@@ -23,6 +23,7 @@ from typing import Callable
 from sqlalchemy import select, update
 
 from broker.errors import BrokerError
+from db.crypto import SecretError
 from db.accounts import list_accounts
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import requeue_orphan_claims, transition
@@ -62,7 +63,7 @@ class Reconciler:
             ids = pending.get(account_id, [])
             try:
                 book = parse_book(self.ctx.client(account_id).orderbook())
-            except (BrokerError, KeyError) as exc:
+            except (BrokerError, KeyError, SecretError) as exc:
                 result["errors"] += 1
                 log.warning("reconciler: orderbook for account %s unavailable: %s", account_id, exc)
                 continue

@@ -1,0 +1,97 @@
+"""UI writes and service writes at the same time for 60 s (APP_CONCURRENCY_SECONDS): zero 'database is locked'.
+
+Two real processes on one real SQLite file. The 'UI' process enqueues orders (validated, with a fresh
+client_order_id each time, plus a repeated one), heartbeats option-chain sessions and edits an account; the
+'service' process claims/sends/places intents by CAS, flushes price batches and writes heartbeats — the same
+write shapes the two halves of the product use.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import time
+import traceback
+
+from sqlalchemy import func, select
+
+DURATION = float(os.environ.get("APP_CONCURRENCY_SECONDS", "60"))
+
+
+def _ui_writer(path, key_file, seconds, out):
+    from db import Database
+    from db.commands import OrderRequest, enqueue_order
+    from db.intents import new_client_order_id
+    from db.models import OptionChainSession, utcnow
+    errors, n = [], 0
+    db = Database(path, key_file=key_file)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            enqueue_order(db, OrderRequest(1, "SBIN", "NSE", random.choice(["BUY", "SELL"]), 1),
+                          new_client_order_id())
+            enqueue_order(db, OrderRequest(1, "SBIN", "NSE", "BUY", 1), "same-click")  # double click
+            with db.write() as s:
+                sess = s.get(OptionChainSession, "chain-1")
+                sess.last_heartbeat = utcnow()
+            n += 1
+        except Exception as exc:  # noqa: BLE001 - we count every failure
+            errors.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-300:]}")
+    out.put(("ui", n, errors))
+
+
+def _service_writer(path, key_file, seconds, out):
+    from db import Database
+    from db.intents import claim, queued_ids, transition
+    from db.models import LatestPrice, utcnow
+    from services.common import heartbeat
+    errors, n, placed = [], 0, 0
+    db = Database(path, key_file=key_file)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with db.read() as s:
+                ids = queued_ids(s, 20)
+            for i in ids:
+                with db.write() as s:
+                    ok = claim(s, i, "svc")
+                if ok:
+                    with db.write() as s:
+                        transition(s, i, "claimed", "sent", "dispatcher")
+                    with db.write() as s:
+                        placed += transition(s, i, "sent", "placed", "dispatcher", broker_order_id=f"B{i}")
+            with db.write() as s:  # one batched price flush
+                for k in range(50):
+                    s.merge(LatestPrice(symbol=f"SYM{k}", exchange="NFO", ltp=100 + random.random(), tick_ts=utcnow()))
+            heartbeat(db, "dispatcher", details={"n": n})
+            n += 1
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-300:]}")
+    out.put(("service", n, errors, placed))
+
+
+def test_concurrent_ui_and_service_writes_when_run_together_then_no_database_is_locked(seeded_db, tmp_path):
+    from db.models import OptionChainSession, OrderIntent
+    from tests.builders import make_account
+    make_account(seeded_db)
+    with seeded_db.write() as s:
+        s.add(OptionChainSession(id="chain-1", underlying="NIFTY", exchange="NSE_INDEX", expiry="X"))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    args = (str(tmp_path / "algomirror.db"), str(tmp_path / "algomirror.key"), DURATION, out)
+    procs = [ctx.Process(target=_ui_writer, args=args), ctx.Process(target=_service_writer, args=args)]
+    for p in procs:
+        p.start()
+    results = {r[0]: r for r in (out.get(timeout=DURATION + 120) for _ in procs)}
+    for p in procs:
+        p.join(30)
+    ui, svc = results["ui"], results["service"]
+    all_errors = ui[2] + svc[2]
+    assert not [e for e in all_errors if "locked" in e.lower()], all_errors[:3]
+    assert not all_errors, all_errors[:3]
+    assert ui[1] > 10 and svc[1] > 10  # both really wrote, many times
+    with seeded_db.read() as s:
+        total = s.scalar(select(func.count()).select_from(OrderIntent))
+        per_client = s.scalar(select(func.count()).select_from(OrderIntent)
+                              .where(OrderIntent.client_order_id == "same-click"))
+    assert total == ui[1] + 1 and per_client == 1

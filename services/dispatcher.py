@@ -1,7 +1,9 @@
 """Order dispatcher: queued intents -> OpenAlgo placeorder, exactly once.
 
 Per intent:  claim (CAS queued->claimed) + account re-check + 'sent', all in ONE committed transaction,
-then the POST, then the outcome in a second transaction:
+then the POST, then the outcome. A 'placed' outcome is committed in the same transaction that claims the
+account's next intent (one write transaction per order; always committed before that next POST); the other
+outcomes, or 'placed' when the account has nothing more to send, get a transaction of their own:
     orderid                      -> placed (broker_order_id recorded; UNIQUE(account_id, broker_order_id))
     OrderRejected                -> rejected (broker message kept)
     AuthError (403)              -> rejected, and the account is marked invalid_key
@@ -125,61 +127,95 @@ class OrderDispatcher:
         return started
 
     def _drain_account(self, account_id: int) -> None:
+        """Send this account's queued intents one after another. The 'placed' outcome of a POST is committed in
+        the SAME transaction that claims the account's next intent and marks it 'sent' (one write transaction
+        per order instead of two), so it is always committed before that next POST."""
+        placed: tuple[IntentView, str] | None = None  # answered with an order id, outcome not yet committed
         try:
             while not self._stop.is_set():
-                iid = self._next_queued(account_id)
-                if iid is None or not self._dispatch(iid):
+                iv, placed = self._record_and_claim_next(account_id, placed), None
+                if iv is None:
+                    break
+                with self._lock:
+                    self._inflight.add(iv.id)
+                go_on, placed = self._send(iv)
+                if placed is None:
+                    with self._lock:
+                        self._inflight.discard(iv.id)
+                if not go_on:
                     break
         except Exception as exc:
             log.exception("dispatch worker for account %s failed", account_id)
             service_log(self.ctx.db, COMPONENT, "ERROR", f"account {account_id}: dispatch error {exc!r}")
             self._set_backoff(account_id)
         finally:
+            if placed is not None:  # stopping: commit the last outcome on its own
+                try:
+                    self._record_placed(*placed)
+                except Exception:  # left 'sent': the reconciler settles it from the orderbook, never resends
+                    log.exception("recording the outcome of intent %s failed", placed[0].id)
+                finally:
+                    with self._lock:
+                        self._inflight.discard(placed[0].id)
             with self._lock:
                 self._busy.pop(account_id, None)
             self._wake.set()  # anything queued meanwhile is picked up at once
 
-    def _next_queued(self, account_id: int) -> int | None:
-        with self.ctx.db.read() as s:
-            return s.scalar(select(OrderIntent.id).where(
-                OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
-                .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1))
+    def _next_queued(self, s, account_id: int) -> int | None:
+        return s.scalar(select(OrderIntent.id).where(
+            OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
+            .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1))
 
     # ---- one intent ------------------------------------------------------------------------------------------
-    def _dispatch(self, intent_id: int) -> bool:
-        """Claim and send one intent. Returns False when the account must pause (backoff)."""
-        iv, denial = self._claim_and_mark_sent(intent_id)
-        if iv is None:
-            return True  # another worker/process claimed it, or it was denied
-        with self._lock:
-            self._inflight.add(iv.id)
-        try:
-            return self._send(iv)
-        finally:
-            with self._lock:
-                self._inflight.discard(iv.id)
-
-    def _claim_and_mark_sent(self, intent_id: int) -> tuple[IntentView | None, str]:
-        """Transaction 1, committed before any network call: queued -> claimed -> sent (or denied)."""
-        denial, outcome = "", Outcome()
-        with _write(self.ctx.db) as s:
-            if not claim(s, intent_id, self.worker_id):
-                return None, ""
-            intent = s.get(OrderIntent, intent_id)
-            denial = self._denial_reason(s, intent)
-            if denial:
-                transition(s, intent_id, Status.CLAIMED, Status.DENIED, COMPONENT, denial)
-                outcome = apply_intent_outcome(s, intent_id)
-            else:
-                transition(s, intent_id, Status.CLAIMED, Status.SENT, COMPONENT, "placeorder sent")
-                s.refresh(intent)
-                view = IntentView.of(intent)
-        if denial:
-            self.stats["denied"] += 1
-            service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {intent_id} denied: {denial}")
-            self._after(outcome, intent_id)
-            return None, denial
-        return view, ""
+    def _record_and_claim_next(self, account_id: int, placed: tuple[IntentView, str] | None) -> IntentView | None:
+        """ONE write transaction: the previous intent's 'placed' outcome (if any), then the account's next queued
+        intent: claim (CAS queued->claimed) + account re-check + 'sent' (or 'denied'). It commits before the POST
+        of that next intent. Returns the intent to send, or None when the account has nothing left to send."""
+        while True:
+            prev_ok, prev_out = False, Outcome()
+            view, denied, denial, outcome = None, None, "", Outcome()
+            try:
+                with _write(self.ctx.db) as s:
+                    if placed is not None:
+                        prev_ok = transition(s, placed[0].id, Status.SENT, Status.PLACED, COMPONENT,
+                                             f"broker order {placed[1]}", broker_order_id=placed[1])
+                        prev_out = apply_intent_outcome(s, placed[0].id) if prev_ok else Outcome()
+                    iid = self._next_queued(s, account_id)
+                    if iid is not None and claim(s, iid, self.worker_id):
+                        intent = s.get(OrderIntent, iid)
+                        denial = self._denial_reason(s, intent)
+                        if denial:
+                            transition(s, iid, Status.CLAIMED, Status.DENIED, COMPONENT, denial)
+                            outcome, denied = apply_intent_outcome(s, iid), iid
+                        else:
+                            transition(s, iid, Status.CLAIMED, Status.SENT, COMPONENT, "placeorder sent")
+                            s.refresh(intent)
+                            view = IntentView.of(intent)
+            except IntegrityError:
+                if placed is None:
+                    raise
+                # that broker order id is already linked to another intent: record the previous outcome on its
+                # own ('unknown', for the reconciler), then claim the next intent without it
+                try:
+                    self._record_placed(*placed)
+                finally:
+                    with self._lock:
+                        self._inflight.discard(placed[0].id)
+                placed = None
+                continue
+            if placed is not None:
+                with self._lock:
+                    self._inflight.discard(placed[0].id)
+                self._after_record(placed[0], Status.PLACED, f"broker order {placed[1]}", prev_ok, prev_out)
+                placed = None
+            if denied is not None:
+                self.stats["denied"] += 1
+                service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {denied} denied: {denial}")
+                self._after(outcome, denied)
+                continue  # the account's next intent, if any
+            if view is None and iid is not None:
+                continue  # another process claimed that one first: look again
+            return view
 
     def _denial_reason(self, s, intent: OrderIntent) -> str:
         acct = s.get(Account, intent.account_id)
@@ -195,7 +231,9 @@ class OrderDispatcher:
             return f"account '{acct.name}' cannot be used: {type(exc).__name__}"
         return ""
 
-    def _send(self, iv: IntentView) -> bool:
+    def _send(self, iv: IntentView) -> tuple[bool, tuple[IntentView, str] | None]:
+        """POST placeorder once. Returns (keep draining?, (intent, order id) when the broker answered with an
+        order id: the caller commits 'placed' together with the next claim). Other outcomes are recorded here."""
         client = self.ctx.client(iv.account_id)
         try:
             oid = client.placeorder(strategy=iv.strategy_tag, symbol=iv.symbol, exchange=iv.exchange,
@@ -206,11 +244,11 @@ class OrderDispatcher:
         except RateLimited as exc:
             self._record(iv, Status.QUEUED, f"rate limited, not processed: {exc.message}", claimed_by="")
             self._set_backoff(iv.account_id)
-            return False
+            return False, None
         except TemporaryBrokerError as exc:  # could not connect: nothing was sent
             self._record(iv, Status.QUEUED, f"not sent: {exc.message}", claimed_by="")
             self._set_backoff(iv.account_id)
-            return False
+            return False, None
         except AuthError as exc:
             self._record(iv, Status.REJECTED, f"authentication failed: {exc.message}")
             set_status(self.ctx.db, iv.account_id, "invalid_key", exc.message)
@@ -222,9 +260,10 @@ class OrderDispatcher:
             log.exception("placeorder for intent %s failed unexpectedly", iv.id)
             self._record(iv, Status.UNKNOWN, f"unexpected error after sending: {type(exc).__name__}")
         else:
-            self._record_placed(iv, oid)
+            self._backoff.pop(iv.account_id, None)
+            return True, (iv, str(oid))
         self._backoff.pop(iv.account_id, None)
-        return True
+        return True, None
 
     def _record_placed(self, iv: IntentView, oid: str) -> None:
         try:
@@ -234,10 +273,13 @@ class OrderDispatcher:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"intent {iv.id}: duplicate broker order id {oid}")
 
     def _record(self, iv: IntentView, to: Status, reason: str, **fields) -> None:
-        """Transaction 2: the outcome. If the reconciler got there first, keep its verdict."""
+        """An outcome in its own transaction. If the reconciler got there first, keep its verdict."""
         with _write(self.ctx.db) as s:
             ok = transition(s, iv.id, Status.SENT, to, COMPONENT, reason, **fields)
             outcome = apply_intent_outcome(s, iv.id) if ok else Outcome()
+        self._after_record(iv, to, reason, ok, outcome)
+
+    def _after_record(self, iv: IntentView, to: Status, reason: str, ok: bool, outcome: Outcome) -> None:
         self.stats[{"placed": "placed", "queued": "requeued"}.get(to.value, to.value)] += 1
         if not ok:
             service_log(self.ctx.db, COMPONENT, "WARNING",

@@ -1,0 +1,183 @@
+"""Shared helpers for the benchmarks: paths, temp databases, percentiles, result lines, machine info.
+
+Every bench prints a human-readable report and, last, one machine-readable line
+``RESULT {json}`` that ``bench/run_all.py`` collects into its summary table.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import select  # noqa: E402
+
+from config import load_settings  # noqa: E402
+from db import Database  # noqa: E402
+from db.accounts import add_account  # noqa: E402
+from db.models import Execution, OrderIntent, Strategy, StrategyRun  # noqa: E402
+
+logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def quiet() -> None:
+    """The service logs WARNINGs on normal events (exits, backoff); keep bench output readable."""
+    for name in ("services", "apscheduler", "httpx", "broker", "websocket"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def stats(xs: list[float]) -> dict:
+    return dict(n=len(xs), median=pct(xs, 50), p99=pct(xs, 99), min=min(xs) if xs else float("nan"),
+                max=max(xs) if xs else float("nan"))
+
+
+def fmt_stats(xs: list[float], unit: str = "ms") -> str:
+    st = stats(xs)
+    return (f"n={st['n']} median={st['median']:.1f} {unit} p99={st['p99']:.1f} {unit} "
+            f"min={st['min']:.1f} max={st['max']:.1f}")
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"algomirror-{prefix}-"))
+
+
+def temp_db(prefix: str) -> Database:
+    d = temp_dir(prefix)
+    return Database(d / "algomirror.db", key_file=d / "algomirror.key")
+
+
+def settings_for(db: Database, **env) -> object:
+    """Default settings, the DB path set, plus overrides ``section__key=value``."""
+    e = {"APP__DB__PATH": str(db.path), "APP__SECRETS__KEY_FILE": str(db.path.with_name("algomirror.key"))}
+    for k, v in env.items():
+        section, key = k.split("__", 1)
+        e[f"APP__{section.upper()}__{key.upper()}"] = str(v)
+    return load_settings(e)
+
+
+def sim_account(db: Database, sim, prefix: str = "bench", **kw) -> tuple[int, str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    key = sim.create_account(name)
+    return add_account(db, name, sim.rest_url, sim.ws_url, key, **kw), name
+
+
+def make_run(db: Database, account_id: int, legs: list[dict], *, max_loss=None, status: str = "active",
+             name: str = "bench") -> tuple[int, list[int]]:
+    """A strategy run with entered executions (an open position per leg)."""
+    with db.write() as s:
+        st = s.scalar(select(Strategy).where(Strategy.name == name))
+        if st is None:
+            st = Strategy(name=name, underlying="NIFTY", exchange="NSE_INDEX", expiry="", product="NRML")
+            s.add(st)
+            s.flush()
+        run = StrategyRun(strategy_id=st.id, account_id=account_id, group_id="bench", status=status,
+                          max_loss=max_loss)
+        s.add(run)
+        s.flush()
+        ids = []
+        for n, leg in enumerate(legs, start=1):
+            ex = Execution(run_id=run.id, account_id=account_id, leg_no=n, symbol=leg["symbol"],
+                           exchange=leg.get("exchange", "NFO"), action=leg["action"], quantity=leg["qty"],
+                           product=leg.get("product", "NRML"), status="entered", entry_price=leg["entry"])
+            s.add(ex)
+            s.flush()
+            ids.append(ex.id)
+        return run.id, ids
+
+
+def queue_strategy(db: Database, account_ids: list[int], legs: list[dict], name: str) -> list[int]:
+    """Like db.strategies.execute_strategy: one transaction writes a run + executions + queued entry intents
+    per account. Returns the intent ids."""
+    ids = []
+    with db.write() as s:
+        st = s.scalar(select(Strategy).where(Strategy.name == name))
+        if st is None:
+            st = Strategy(name=name, underlying="NIFTY", exchange="NSE_INDEX", product="MIS")
+            s.add(st)
+            s.flush()
+        group = uuid.uuid4().hex
+        for acct in account_ids:
+            run = StrategyRun(strategy_id=st.id, account_id=acct, group_id=group, status="entering")
+            s.add(run)
+            s.flush()
+            for n, leg in enumerate(legs, start=1):
+                ex = Execution(run_id=run.id, account_id=acct, leg_no=n, symbol=leg["symbol"],
+                               exchange=leg.get("exchange", "NSE"), action=leg["action"], quantity=leg["qty"],
+                               product=leg.get("product", "MIS"))
+                s.add(ex)
+                s.flush()
+                i = OrderIntent(client_order_id=uuid.uuid4().hex, account_id=acct, run_id=run.id,
+                                execution_id=ex.id, purpose="entry", source="strategy",
+                                priority=(10 if leg["action"] == "BUY" else 50) + n, strategy_tag=name,
+                                symbol=ex.symbol, exchange=ex.exchange, action=ex.action,
+                                requested_qty=ex.quantity, pricetype="MARKET", product=ex.product)
+                s.add(i)
+                s.flush()
+                ex.entry_intent_id = i.id
+                ids.append(i.id)
+    return ids
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return dict(nproc=os.cpu_count(), cpu=model or platform.processor(), ram=ram,
+                python=platform.python_version(), platform=platform.platform())
+
+
+def result(name: str, **fields) -> None:
+    """The last line of a bench: machine-readable figures for run_all.py."""
+    print("RESULT " + json.dumps(dict(bench=name, **fields), default=float), flush=True)
+
+
+def wait_until(pred, timeout: float, every: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(every)
+
+
+def main_guard(fn) -> None:
+    """Exit 0 whenever the bench ran (targets missed or not); 1 only when it failed to run."""
+    try:
+        rc = fn()
+    except Exception as exc:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        print(f"benchmark failed to run: {exc!r}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(rc or 0)

@@ -1,0 +1,110 @@
+"""Fan-out: a 4-leg strategy on 10 accounts vs the same strategy on 1 account (target: ratio <= 1.5).
+
+    .venv/bin/python bench/bench_fanout.py [--trials 7] [--latency-ms 50]
+
+Wall time = from the commit of the transaction that queues the legs (one run + 4 queued entry intents per
+account, as db.strategies.execute_strategy writes them) to the last intent's 'placed' event (order_events
+ts_utc, written by the dispatcher when it records the broker's order id). The dispatcher (services/dispatcher.py)
+runs its normal loop and is woken at once (as a risk exit wakes it; the UI-side poll pick-up is measured by
+bench_enqueue.py). Two broker conditions: the bare local simulator (~1-3 ms per order) and the simulator's
+`latency` fault on placeorder (a real broker answers in tens to hundreds of ms).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    main_guard, quiet, queue_strategy, result, settings_for, sim_account, temp_db, wait_until)
+
+from sqlalchemy import func, select  # noqa: E402
+
+from db.models import OrderEvent, OrderIntent  # noqa: E402
+from services.common import ServiceContext  # noqa: E402
+from services.dispatcher import OrderDispatcher  # noqa: E402
+from simulator.testing import SimProcess  # noqa: E402
+
+LEGS = [dict(symbol="SBIN", action="BUY", qty=1), dict(symbol="INFY", action="BUY", qty=1),
+        dict(symbol="TCS", action="SELL", qty=1), dict(symbol="RELIANCE", action="SELL", qty=1)]
+
+
+def one_trial(db, disp: OrderDispatcher, accounts: list[int], name: str) -> float:
+    ids = queue_strategy(db, accounts, LEGS, name)
+    t0 = time.time()
+    disp.wake()
+
+    def done():
+        with db.read() as s:
+            return s.scalar(select(func.count()).where(OrderIntent.id.in_(ids),
+                                                       OrderIntent.status.notin_(("queued", "claimed", "sent")))) \
+                == len(ids)
+    if not wait_until(done, 60, 0.02):
+        raise RuntimeError("orders were not all dispatched within 60 s")
+    with db.read() as s:
+        statuses = set(s.scalars(select(OrderIntent.status).where(OrderIntent.id.in_(ids))))
+        last = s.scalar(select(func.max(OrderEvent.ts_utc)).where(OrderEvent.intent_id.in_(ids),
+                                                                   OrderEvent.to_status == "placed"))
+    if statuses != {"placed"}:
+        raise RuntimeError(f"unexpected outcomes {statuses}")
+    return (last.replace(tzinfo=timezone.utc).timestamp() - t0) * 1000.0
+
+
+def scenario(sim, latency_ms: int, trials: int) -> dict:
+    db = temp_db("fanout")
+    ctx = ServiceContext(db, settings_for(db))
+    accts = [sim_account(db, sim, prefix="fan") for _ in range(11)]
+    if latency_ms:
+        for _, name in accts:
+            sim.fault("latency", endpoints=["placeorder"], account=name, ms=latency_ms)
+    for a, _ in accts:
+        ctx.client(a)  # the key decrypt / client build happens once per account in the service too
+    single, ten = [accts[0][0]], [a for a, _ in accts[1:]]
+    disp = OrderDispatcher(ctx)
+    disp.start()
+    t1, t10 = [], []
+    try:
+        one_trial(db, disp, single, "warm")  # warm-up: HTTP keep-alive, SQLAlchemy statement caches
+        one_trial(db, disp, ten, "warm")
+        for i in range(trials):
+            t1.append(one_trial(db, disp, single, f"s{i}"))
+            t10.append(one_trial(db, disp, ten, f"t{i}"))
+    finally:
+        disp.stop()
+        ctx.close()
+        if latency_ms:
+            sim.clear_faults()
+    m1, m10 = statistics.median(t1), statistics.median(t10)
+    return dict(latency_ms=latency_ms, one_ms=m1, ten_ms=m10, ratio=m10 / m1, one_all=t1, ten_all=t10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=7)
+    ap.add_argument("--latency-ms", type=int, default=50)
+    a = ap.parse_args()
+    quiet()
+    out = {}
+    with SimProcess(seed=5, args=["--frozen", "--order-rate", "1000", "--api-rate", "1000"]) as sim:
+        for lat in (0, a.latency_ms):
+            r = scenario(sim, lat, a.trials)
+            label = "local sim" if not lat else f"latency {lat} ms"
+            print(f"[{label}] 4 legs x 1 account : median {r['one_ms']:.1f} ms  "
+                  f"(trials {', '.join(f'{x:.0f}' for x in r['one_all'])})")
+            print(f"[{label}] 4 legs x 10 accounts: median {r['ten_ms']:.1f} ms  "
+                  f"(trials {', '.join(f'{x:.0f}' for x in r['ten_all'])})")
+            print(f"[{label}] ratio 10/1 = {r['ratio']:.2f}  (target <= 1.5: "
+                  f"{'met' if r['ratio'] <= 1.5 else 'MISSED'})")
+            out["local" if not lat else "latency"] = r
+    loc, lat = out["local"], out["latency"]
+    result("fanout", one_ms=loc["one_ms"], ten_ms=loc["ten_ms"], ratio=loc["ratio"],
+           lat_ms=a.latency_ms, lat_one_ms=lat["one_ms"], lat_ten_ms=lat["ten_ms"], lat_ratio=lat["ratio"])
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

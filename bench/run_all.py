@@ -1,0 +1,95 @@
+"""Run every benchmark (each in its own process) and print a summary table.
+
+    .venv/bin/python bench/run_all.py [--only exit_latency,fanout,...]
+
+Exits non-zero only when a benchmark failed to run (a missed target is reported, not an error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import machine  # noqa: E402
+
+BENCHES = ["exit_latency", "ingest", "fanout", "enqueue", "dashboard", "memory"]
+
+
+def row(r: dict) -> list[tuple[str, str, str, str]]:
+    b = r["bench"]
+    ok = lambda c: "met" if c else "MISSED"  # noqa: E731
+    if b == "exit_latency":
+        return [("tick -> first exit order at broker (50 pos, ~1k ticks/s)",
+                 f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['trials']}, "
+                 f"{r['ticks_per_s']:.0f} ticks/s)", "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
+    if b == "ingest":
+        return [("tick ingest, one core (on_message + positions + risk)",
+                 f"{r['ticks_per_s']:,.0f} ticks/s ({r['us_per_tick']:.1f} us/tick); with flush thread "
+                 f"{r['ticks_per_s_with_flush']:,.0f}", ">= 20,000/s", ok(min(r['ticks_per_s'],
+                                                                          r['ticks_per_s_with_flush']) >= 20000))]
+    if b == "fanout":
+        return [("fan-out 4 legs x 10 accts / x 1 acct (local sim)",
+                 f"{r['ten_ms']:.0f} ms / {r['one_ms']:.0f} ms = {r['ratio']:.2f}", "<= 1.5", ok(r["ratio"] <= 1.5)),
+                (f"fan-out, sim latency fault {r['lat_ms']} ms",
+                 f"{r['lat_ten_ms']:.0f} ms / {r['lat_one_ms']:.0f} ms = {r['lat_ratio']:.2f}", "<= 1.5",
+                 ok(r["lat_ratio"] <= 1.5))]
+    if b == "enqueue":
+        return [("UI enqueue -> placed at broker (default settings)",
+                 f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['orders']})",
+                 "p50 <= 150, p99 <= 500 ms", ok(r["median_ms"] <= 150 and r["p99_ms"] <= 500))]
+    if b == "dashboard":
+        err = f"; PAGE ERROR: {r['error'][:80]}" if r.get("errors") else ""
+        worst = max(r["first_ms"], r["warm_ms"], r["cold_cache_ms"])
+        return [("Dashboard page script time (10 accts, full day)",
+                 f"first {r['first_ms']:.0f} ms, warm {r['warm_ms']:.0f} ms, cache cleared "
+                 f"{r['cold_cache_ms']:.0f} ms{err}", "<= 1 s", ok(worst <= 1000 and not r.get("errors")))]
+    if b == "memory":
+        return [("service RSS, 100 subs, 1 M ticks",
+                 f"{r['rss_start_mb']:.1f} -> {r['rss_100k_mb']:.1f} (100k) -> {r['rss_end_mb']:.1f} MiB",
+                 "flat", ok(abs(r["growth_mb"]) < 5))]
+    return [(b, json.dumps(r), "", "")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default=",".join(BENCHES))
+    a = ap.parse_args()
+    results, failed = [], []
+    for name in a.only.split(","):
+        script = HERE / f"bench_{name}.py"
+        print(f"==> {script.name}", flush=True)
+        load0 = os.getloadavg()[0]
+        t = time.monotonic()
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=str(HERE.parent))
+        dt = time.monotonic() - t
+        out = [ln for ln in p.stdout.splitlines()]
+        for ln in out:
+            if not ln.startswith("RESULT "):
+                print("    " + ln)
+        res = [json.loads(ln[7:]) for ln in out if ln.startswith("RESULT ")]
+        if p.returncode != 0 or not res:
+            failed.append(name)
+            print(f"    FAILED to run (exit {p.returncode}):\n" + p.stderr[-2000:])
+            continue
+        res[-1].update(seconds=dt, load=(load0, os.getloadavg()[0]))
+        results.append(res[-1])
+        print(f"    ({dt:.0f} s, load average {load0:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+    m = machine()
+    print(f"\nMachine: nproc={m['nproc']}, CPU {m['cpu']}, RAM {m['ram']}, Python {m['python']}, {m['platform']}")
+    print("\n| Benchmark | Result | Target | |\n|---|---|---|---|")
+    for r in results:
+        for what, got, target, verdict in row(r):
+            print(f"| {what} | {got} | {target} | {verdict} |")
+    if failed:
+        print(f"\nfailed to run: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,16 +15,30 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from db import Database
-from db.models import OptionChainSession, utcnow
+from db.commands import CommandError
+from db.models import Instrument, OptionChainSession, utcnow
+from db.strategies import OPTION_EXCHANGE
 
 
 def open_session(db: Database, underlying: str, exchange: str, expiry: str) -> str:
+    """Request a live chain. Raises CommandError (nothing written) unless the symbol master lists options of
+    ``underlying`` for ``expiry`` on the option exchange that ``exchange`` maps to."""
+    underlying, exchange, expiry = (str(v or "").strip().upper() for v in (underlying, exchange, expiry))
+    if exchange not in OPTION_EXCHANGE:
+        raise CommandError("Underlying exchange must be NSE_INDEX, BSE_INDEX, NSE or BSE")
+    if not underlying or len(underlying) > 32 or not expiry or len(expiry) > 16:
+        raise CommandError("Choose an underlying and an expiry")
     sid = uuid.uuid4().hex
     with db.write() as s:
-        s.add(OptionChainSession(id=sid, underlying=underlying[:32], exchange=exchange[:16], expiry=expiry[:16],
+        listed = s.scalar(select(func.count()).select_from(Instrument).where(
+            Instrument.name == underlying, Instrument.exchange == OPTION_EXCHANGE[exchange],
+            Instrument.expiry == expiry, Instrument.instrumenttype.in_(("CE", "PE"))))
+        if not listed:
+            raise CommandError(f"No {underlying} options expiring {expiry} in the symbol master")
+        s.add(OptionChainSession(id=sid, underlying=underlying, exchange=exchange, expiry=expiry,
                                  status="requested", created_at=utcnow(), last_heartbeat=utcnow()))
     return sid
 

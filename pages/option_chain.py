@@ -4,6 +4,7 @@ from streamlit.errors import StreamlitAPIException
 
 from db import chain as chain_sessions
 from db import repo
+from db.commands import CommandError
 from db.models import utcnow
 from pages._common import init_page
 from ui.chain_grid import build_grid, parse_depth
@@ -30,6 +31,14 @@ auto = c3.toggle("Live", value=True, key="chain.auto")
 
 def keep_session_alive(force: bool = False) -> dict | None:
     """One chain session per (underlying, expiry) per browser tab; heartbeat at most every 20 s."""
+    try:
+        return _keep_session_alive(force)
+    except CommandError as exc:  # e.g. the symbol master was refreshed and this expiry is gone
+        st.error(str(exc))
+        return None
+
+
+def _keep_session_alive(force: bool) -> dict | None:
     want = (name, expiry)
     now = utcnow().timestamp()
     if ss.get("chain.session_for") != want or not ss.get("chain.session_id"):

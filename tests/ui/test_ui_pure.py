@@ -125,7 +125,8 @@ def test_bucket_for_when_long_span_then_at_most_720_points():
 
 
 def test_chain_session_when_heartbeat_after_expiry_then_requested_again(db):
-    sid = chain_sessions.open_session(db, "NIFTY", "NSE_INDEX", "30-DEC-25")
+    from tests.builders import seed_instruments
+    sid = chain_sessions.open_session(db, "NIFTY", "NSE_INDEX", seed_instruments(db))
     with db.write() as s:
         row = s.get(OptionChainSession, sid)
         row.status, row.last_heartbeat = "expired", utcnow() - timedelta(minutes=10)

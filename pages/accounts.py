@@ -39,12 +39,15 @@ def notify_service():
         pass
 
 
-def flash(msg: str):
-    st.session_state["accounts.flash"] = msg
+def flash(msg: str, ok: bool = True):
+    """A message for the next run, shown above the table (which that run draws with the new state)."""
+    st.session_state["accounts.flash"] = (ok, msg)
 
 
-if msg := st.session_state.pop("accounts.flash", None):
-    st.success(msg)
+flash_slot = st.empty()  # always present, so the elements below keep their place (and the tabs their selection)
+if flashed := st.session_state.pop("accounts.flash", None):
+    ok, msg = flashed
+    (flash_slot.success if ok else flash_slot.error)(msg)
 
 df = repo.accounts(db)
 table(df.drop(columns=["ws_url"]), key="accounts.table", empty="No accounts yet: add one below.")
@@ -84,8 +87,9 @@ with tab_edit:
             except SecretError as exc:
                 status, message, broker = "invalid_key", f"stored key unreadable: {exc}; enter it again", ""
             set_status(db, int(acct_id), status, message, broker or None)
-            flash_fn = st.success if status == "ok" else st.error
-            flash_fn(f"Connected: broker {broker} ({message})" if status == "ok" else f"{status}: {message}")
+            flash(f"Connected: broker {broker} ({message})" if status == "ok" else f"{status}: {message}",
+                  ok=status == "ok")
+            st.rerun()  # redraw the table with the new status and broker
         if b2.button("Refresh from broker", key="accounts.refresh"):
             enqueue_control(db, "refresh_account", {"account_id": int(acct_id)})
             st.success("Refresh requested.")

@@ -6,6 +6,8 @@
                                          broker (the poller then sees 'cancelled'); in flight: refused
     reload_accounts  {}               -> cached broker clients dropped (new keys/URLs take effect); the feed
                                          re-reads its failover list (primary, then backups) on every reconnect
+                                         and, if it has no account yet, tries at once; the symbol master is
+                                         loaded if start-up could not (no primary account then)
 Each handler returns a short result string or raises; the runner stores either on the command row.
 """
 from __future__ import annotations
@@ -73,4 +75,7 @@ class ControlHandlers:
         reload = getattr(md, "reload_accounts", None) if md is not None else None
         if reload:
             reload()
+        if not self.runner.instruments_loaded:  # the first account was added after start: load the master now
+            loaded = self.runner.ensure_instruments()
+            return "broker clients reloaded; symbol master " + ("loaded" if loaded else "not loaded (no primary)")
         return "broker clients reloaded"

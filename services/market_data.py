@@ -53,6 +53,7 @@ class MarketDataManager:
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # reload_accounts(): end the reconnect wait early
         self._threads: list[threading.Thread] = []
         self._ws: websocket.WebSocket | None = None
         self._account: tuple[int, str] | None = None
@@ -72,6 +73,7 @@ class MarketDataManager:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._close_ws()
         for t in self._threads:
             t.join(timeout=5)
@@ -189,9 +191,17 @@ class MarketDataManager:
                 healthy = self._session(acct)
             attempt = 0 if healthy else attempt + 1
             delay = min(self.cfg.ws_reconnect_max_s, self.cfg.ws_reconnect_base_s * 2 ** max(0, attempt - 1))
-            if not self._stop.is_set():
+            if acct is None:  # no feed account yet: wait for one (reload_accounts wakes us), no backoff growth
+                attempt = 0
+            elif not self._stop.is_set():
                 self.counters["reconnects"] += 1
-            self._stop.wait(delay)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def reload_accounts(self) -> None:
+        """The account list changed (control command): an idle or backing-off feed retries now. A connected
+        session is left alone (it re-reads the failover list on its next reconnect)."""
+        self._wake.set()
 
     def _choose_account(self):
         now = self.clock()

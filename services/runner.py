@@ -90,6 +90,7 @@ class ServiceRunner:
         self.control = ControlHandlers(self)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
+        self.instruments_loaded = False
         self.started_at = time.monotonic()
 
     # ---- start-up ----------------------------------------------------------------------------------------------
@@ -103,16 +104,23 @@ class ServiceRunner:
         heartbeat(self.ctx.db, "runner", "ok", {"pid": os.getpid(), "db": str(self.ctx.db.path)})
         log.info("AlgoMirror service started (db %s)", self.ctx.db.path)
 
-    def _load_instruments(self) -> None:
+    def _load_instruments(self) -> bool:
+        """Symbol master from the primary account. True once loaded (False: no primary yet, or it failed)."""
         load = _optional("services.instruments", "load_instruments")
         primary = next((a for a in list_accounts(self.ctx.db, active_only=True) if a.is_primary), None)
         if load is None or primary is None:
-            return
+            return False
         try:
             n = load(self.ctx, primary.id)
             log.info("symbol master: %s instruments from account %s", n, primary.name)
+            self.instruments_loaded = n > 0
         except Exception as exc:  # the service must still reconcile and place orders
             service_log(self.ctx.db, "runner", "ERROR", f"loading instruments failed: {type(exc).__name__}: {exc}")
+        return self.instruments_loaded
+
+    def ensure_instruments(self) -> bool:
+        """Load the symbol master if start-up could not (e.g. the first account was added after start)."""
+        return self.instruments_loaded or self._load_instruments()
 
     def _start_market_components(self) -> None:
         md_cls = _optional("services.market_data", "MarketDataManager")

@@ -1,16 +1,18 @@
 """The service process: single instance, clean SIGTERM, and the whole order path end to end."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.commands import enqueue_control
-from db.models import ControlCommand, Execution, ServiceHeartbeat, StrategyRun
+from db.models import ControlCommand, Execution, Instrument, ServiceHeartbeat, StrategyRun
 from services.runner import InstanceLock
 from tests.service.fixtures_orders import (  # noqa: F401
     FAST, add_intent, intent, make_strategy_run, order_sim, placed_at_sim, sim_account, wait_for)
@@ -112,3 +114,24 @@ def run_status(db, run_id: int) -> str:
 def command(db, cid: int) -> ControlCommand:
     with db.read() as s:
         return s.get(ControlCommand, cid)
+
+
+def test_first_account_when_added_after_start_then_reload_loads_symbol_master_and_feed(db, order_sim, tmp_path):
+    """No account at start: nothing to load. Adding one + reload_accounts (what the Accounts page does) must load
+    the symbol master and connect the feed promptly (not after the 30 s reconnect cap)."""
+    proc = start_service(db.path, tmp_path / "svc.log")
+    try:
+        assert wait_for(lambda: beat(db, "dispatcher") is not None, 20)
+        time.sleep(1.5)  # let the idle feed loop spin a few times first
+        acct, name = sim_account(db, order_sim)
+        cmd = enqueue_control(db, "reload_accounts", {})
+        assert wait_for(lambda: command(db, cmd).status == "done", 20), (tmp_path / "svc.log").read_text()[-3000:]
+        assert "symbol master loaded" in command(db, cmd).result
+        with db.read() as s:
+            assert s.scalar(select(func.count()).select_from(Instrument).where(Instrument.exchange == "NFO")) > 0
+        assert wait_for(lambda: json.loads(beat(db, "market_data").details_json or "{}").get("account") == name, 10)
+        again = enqueue_control(db, "reload_accounts", {})
+        assert wait_for(lambda: command(db, again).status == "done", 10)
+        assert command(db, again).result == "broker clients reloaded"  # loaded once, not on every reload
+    finally:
+        assert stop_service(proc) == 0

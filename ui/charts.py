@@ -9,7 +9,8 @@ from ui.format import to_ist
 
 THEME = dict(template="plotly_dark", paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
              font=dict(size=12), margin=dict(l=10, r=10, t=40, b=10), height=340,
-             legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+             # legend on the right above the plot, so it never overlaps the title on the left
+             legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
 GREEN, RED, BLUE, GREY, AMBER = "#2ecc71", "#e74c3c", "#2e86de", "#7f8c8d", "#f39c12"
 
 

@@ -11,7 +11,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -24,7 +23,10 @@ from sqlalchemy import select  # noqa: E402
 from config import load_settings  # noqa: E402
 from db import Database  # noqa: E402
 from db.accounts import add_account  # noqa: E402
-from db.models import Execution, OrderIntent, Strategy, StrategyRun  # noqa: E402
+from db.models import Execution, Strategy, StrategyRun  # noqa: E402
+from tests.harness import queue_runs, wait_for  # noqa: E402
+
+wait_until = wait_for  # the benches' name for it
 
 logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -106,34 +108,7 @@ def make_run(db: Database, account_id: int, legs: list[dict], *, max_loss=None, 
 def queue_strategy(db: Database, account_ids: list[int], legs: list[dict], name: str) -> list[int]:
     """Like db.strategies.execute_strategy: one transaction writes a run + executions + queued entry intents
     per account. Returns the intent ids."""
-    ids = []
-    with db.write() as s:
-        st = s.scalar(select(Strategy).where(Strategy.name == name))
-        if st is None:
-            st = Strategy(name=name, underlying="NIFTY", exchange="NSE_INDEX", product="MIS")
-            s.add(st)
-            s.flush()
-        group = uuid.uuid4().hex
-        for acct in account_ids:
-            run = StrategyRun(strategy_id=st.id, account_id=acct, group_id=group, status="entering")
-            s.add(run)
-            s.flush()
-            for n, leg in enumerate(legs, start=1):
-                ex = Execution(run_id=run.id, account_id=acct, leg_no=n, symbol=leg["symbol"],
-                               exchange=leg.get("exchange", "NSE"), action=leg["action"], quantity=leg["qty"],
-                               product=leg.get("product", "MIS"))
-                s.add(ex)
-                s.flush()
-                i = OrderIntent(client_order_id=uuid.uuid4().hex, account_id=acct, run_id=run.id,
-                                execution_id=ex.id, purpose="entry", source="strategy",
-                                priority=(10 if leg["action"] == "BUY" else 50) + n, strategy_tag=name,
-                                symbol=ex.symbol, exchange=ex.exchange, action=ex.action,
-                                requested_qty=ex.quantity, pricetype="MARKET", product=ex.product)
-                s.add(i)
-                s.flush()
-                ex.entry_intent_id = i.id
-                ids.append(i.id)
-    return ids
+    return [i for _, ids in queue_runs(db, account_ids, legs, name) for i in ids]
 
 
 def machine() -> dict:
@@ -160,15 +135,6 @@ def machine() -> dict:
 def result(name: str, **fields) -> None:
     """The last line of a bench: machine-readable figures for run_all.py."""
     print("RESULT " + json.dumps(dict(bench=name, **fields), default=float), flush=True)
-
-
-def wait_until(pred, timeout: float, every: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(every)
 
 
 def main_guard(fn) -> None:

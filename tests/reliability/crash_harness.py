@@ -32,6 +32,8 @@ from db.accounts import add_account, api_key_for
 from db.commands import enqueue_control
 from db.models import Execution, Instrument, LatestPrice, OrderEvent, OrderIntent, StrategyRun, utcnow
 from db.strategies import LegSpec, execute_strategy, parse_expiry, save_strategy
+from tests import harness
+from tests.harness import kill_service, stop_service, wait_for  # noqa: F401 (used by callers too)
 
 ROOT = Path(__file__).resolve().parents[2]
 NON_FINAL = ("queued", "claimed", "sent", "unknown")
@@ -56,39 +58,7 @@ def service_env(**extra) -> dict:
 
 
 def start_service(db_path: Path, log_path: Path, env: dict | None = None) -> subprocess.Popen:
-    """``python -m services --db ... --log-file ...``; stdout/stderr go to ``<log>.out`` (a file, never a pipe)."""
-    out = open(log_path.with_suffix(".out"), "ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "services", "--db", str(db_path), "--log-file", str(log_path)],
-                                cwd=str(ROOT), env=env or service_env(), stdout=out, stderr=out)
-    finally:
-        out.close()
-
-
-def stop_service(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise
-
-
-def kill_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-
-
-def wait_for(pred, timeout: float, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(every)
+    return harness.start_service(db_path, log_path, env or service_env())
 
 
 @dataclass

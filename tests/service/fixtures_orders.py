@@ -16,6 +16,7 @@ from db.accounts import add_account
 from db.models import Execution, OrderEvent, OrderIntent, Strategy, StrategyRun
 from services.common import ServiceContext
 from simulator.testing import SimProcess
+from tests.harness import queue_runs, wait_for  # noqa: F401 (re-exported)
 
 FAST = {
     "APP__SERVICE__DISPATCH_POLL_S": "0.01", "APP__SERVICE__RECONCILE_MAX_CHECKS": "3",
@@ -69,36 +70,8 @@ def add_intent(db, account_id: int, symbol: str = "SBIN", exchange: str = "NSE",
 
 
 def make_strategy_run(db, account_id: int, legs: list[dict], name: str | None = None) -> tuple[int, list[int]]:
-    """A run in 'entering' with pending executions and queued entry intents (like db.strategies.execute_strategy).
-    Each leg: symbol, action, qty [, exchange='NSE', product='MIS', pricetype, price]."""
-    name = name or f"strat-{uuid.uuid4().hex[:6]}"
-    with db.write() as s:
-        st = s.scalar(select(Strategy).where(Strategy.name == name))
-        if st is None:
-            st = Strategy(name=name, underlying="NIFTY", exchange="NSE_INDEX", product="MIS")
-            s.add(st)
-            s.flush()
-        run = StrategyRun(strategy_id=st.id, account_id=account_id, group_id="g", status="entering")
-        s.add(run)
-        s.flush()
-        ids = []
-        for n, leg in enumerate(legs, start=1):
-            ex = Execution(run_id=run.id, account_id=account_id, leg_no=n, symbol=leg["symbol"],
-                           exchange=leg.get("exchange", "NSE"), action=leg["action"], quantity=leg["qty"],
-                           product=leg.get("product", "MIS"))
-            s.add(ex)
-            s.flush()
-            i = OrderIntent(client_order_id=uuid.uuid4().hex, account_id=account_id, run_id=run.id,
-                            execution_id=ex.id, purpose="entry", source="strategy",
-                            priority=(10 if leg["action"] == "BUY" else 50) + n, strategy_tag=name,
-                            symbol=ex.symbol, exchange=ex.exchange, action=ex.action, requested_qty=ex.quantity,
-                            pricetype=leg.get("pricetype", "MARKET"), limit_price=leg.get("price", 0.0),
-                            product=ex.product)
-            s.add(i)
-            s.flush()
-            ex.entry_intent_id = i.id
-            ids.append(i.id)
-        return run.id, ids
+    """A run in 'entering' with one queued entry intent per leg (see tests.harness.queue_runs)."""
+    return queue_runs(db, [account_id], legs, name or f"strat-{uuid.uuid4().hex[:6]}")[0]
 
 
 def intent(db, intent_id: int) -> OrderIntent:
@@ -116,11 +89,3 @@ def placed_at_sim(sim, account_name: str) -> list[dict]:
     """Orders the simulator accepted (has an orderid) for this account, in placement order."""
     return [o for o in sim.orders() if o.get("account") == account_name and o.get("orderid")]
 
-
-def wait_for(pred, timeout: float = 5.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(every)

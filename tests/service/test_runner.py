@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from db.commands import enqueue_control
 from db.models import ControlCommand, Execution, Instrument, ServiceHeartbeat, StrategyRun
 from services.runner import InstanceLock
+from tests.harness import start_service as harness_start
+from tests.harness import stop_service
 from tests.service.fixtures_orders import (  # noqa: F401
     FAST, add_intent, intent, make_strategy_run, order_sim, placed_at_sim, sim_account, wait_for)
 
@@ -24,25 +26,12 @@ def start_service(db_path: Path, log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, **FAST, APP__SERVICE__POLLER_INTERVAL_S="1.0", APP__SERVICE__RISK_SWEEP_S="0.5",
                APP__SERVICE__FUNDS_REFRESH_S="1.0", PYTHONPATH=str(ROOT))
     env.pop("APP__DB__PATH", None)
-    out = open(log_path.with_suffix(".out"), "ab")  # a file, not a pipe: an undrained pipe would block the service
-    return subprocess.Popen([sys.executable, "-m", "services", "--db", str(db_path), "--log-file", str(log_path)],
-                            cwd=str(ROOT), env=env, stdout=out, stderr=out)
+    return harness_start(db_path, log_path, env)
 
 
 def beat(db, component: str):
     with db.read() as s:
         return s.get(ServiceHeartbeat, component)
-
-
-def stop_service(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise
 
 
 def test_second_instance_when_first_running_then_refuses_and_sigterm_stops_cleanly(db, order_sim, tmp_path):

@@ -26,6 +26,18 @@ def seeded_db(db):
     return db
 
 
+_REAL_MAIN = sys.modules.get("__main__")
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves sys.modules['__main__'] pointing at the page script it ran. A later
+    multiprocessing 'spawn' child would then re-run that page as its __main__ (and die), so restore it."""
+    yield
+    if _REAL_MAIN is not None:
+        sys.modules["__main__"] = _REAL_MAIN
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """Point any code that loads settings from the environment at this test's own files."""

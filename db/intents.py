@@ -10,7 +10,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import OrderEvent, OrderIntent, utcnow
@@ -67,10 +67,45 @@ def transition(s: Session, intent_id: int, frm: Status | str, to: Status | str, 
                     .values(**values))
     if res.rowcount != 1:
         return False
-    s.add(OrderEvent(intent_id=intent_id, from_status=Status(frm).value, to_status=to.value, source=source,
-                     reason=reason[:512], payload=json.dumps(payload, default=str)[:4000] if payload else "",
-                     ts_utc=now))
+    s.execute(insert(OrderEvent.__table__).values(
+        intent_id=intent_id, from_status=Status(frm).value, to_status=to.value, source=source, reason=reason[:512],
+        payload=json.dumps(payload, default=str)[:4000] if payload else "", ts_utc=now))
     return True
+
+
+def claim_path(s: Session, intent_id: int, path: list[Status], source: str, reason: str = "", **fields) -> bool:
+    """Walk ``path`` (e.g. queued -> claimed -> sent) as ONE compare-and-set UPDATE on its first state, with one
+    order_events row per step. Every step is FSM-checked; False if the row was not in ``path[0]``."""
+    for frm, to in zip(path, path[1:], strict=False):
+        apply(frm, to)
+    now = utcnow()
+    values = {"status": Status(path[-1]).value, "updated_at": now, **fields}
+    if reason:
+        values["status_reason"] = reason[:512]
+    for st in path[1:]:
+        if Status(st) in TIME_FIELD:
+            values[TIME_FIELD[Status(st)]] = now
+    res = s.execute(update(OrderIntent)
+                    .where(OrderIntent.id == intent_id, OrderIntent.status == Status(path[0]).value)
+                    .values(**values))
+    if res.rowcount != 1:
+        return False
+    s.execute(insert(OrderEvent.__table__), [
+        dict(intent_id=intent_id, from_status=Status(frm).value, to_status=Status(to).value, source=source,
+             reason=reason[:512] if to == path[-1] else "", payload="", ts_utc=now)
+        for frm, to in zip(path, path[1:], strict=False)])
+    return True
+
+
+VIEW_COLUMNS = [getattr(OrderIntent, f) for f in IntentView.__dataclass_fields__]
+
+
+def next_queued_view(s: Session, account_id: int) -> IntentView | None:
+    """The account's most urgent queued intent (priority, then FIFO), read with one Core SELECT."""
+    row = s.execute(select(*VIEW_COLUMNS).where(
+        OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
+        .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1)).first()
+    return IntentView(**row._mapping) if row else None
 
 
 def claim(s: Session, intent_id: int, worker: str) -> bool:

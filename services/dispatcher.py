@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
@@ -32,7 +33,7 @@ from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRej
                            TemporaryBrokerError)
 from db.accounts import set_status
 from db.executions import Outcome, apply_intent_outcome
-from db.intents import IntentView, claim, transition
+from db.intents import IntentView, claim_path, next_queued_view, transition
 from db.models import Account, OrderIntent
 from db.order_fsm import Status
 from services.common import ServiceContext, service_log
@@ -161,36 +162,30 @@ class OrderDispatcher:
                 self._busy.pop(account_id, None)
             self._wake.set()  # anything queued meanwhile is picked up at once
 
-    def _next_queued(self, s, account_id: int) -> int | None:
-        return s.scalar(select(OrderIntent.id).where(
-            OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
-            .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1))
 
     # ---- one intent ------------------------------------------------------------------------------------------
     def _record_and_claim_next(self, account_id: int, placed: tuple[IntentView, str] | None) -> IntentView | None:
         """ONE write transaction: the previous intent's 'placed' outcome (if any), then the account's next queued
-        intent: claim (CAS queued->claimed) + account re-check + 'sent' (or 'denied'). It commits before the POST
-        of that next intent. Returns the intent to send, or None when the account has nothing left to send."""
+        intent: CAS queued->claimed->sent (or ->denied after the account re-check), with one order_events row per
+        step. It commits before the POST of that next intent. Returns the intent to send, or None when the
+        account has nothing left to send. Core statements only: this is the hot path of every order."""
         while True:
-            prev_ok, prev_out = False, Outcome()
-            view, denied, denial, outcome = None, None, "", Outcome()
+            prev_ok, view, denied, denial, outcome = False, None, None, "", Outcome()
             try:
                 with _write(self.ctx.db) as s:
                     if placed is not None:
+                        # 'placed' changes no execution or run state (fills do), so no bookkeeping here
                         prev_ok = transition(s, placed[0].id, Status.SENT, Status.PLACED, COMPONENT,
                                              f"broker order {placed[1]}", broker_order_id=placed[1])
-                        prev_out = apply_intent_outcome(s, placed[0].id) if prev_ok else Outcome()
-                    iid = self._next_queued(s, account_id)
-                    if iid is not None and claim(s, iid, self.worker_id):
-                        intent = s.get(OrderIntent, iid)
-                        denial = self._denial_reason(s, intent)
-                        if denial:
-                            transition(s, iid, Status.CLAIMED, Status.DENIED, COMPONENT, denial)
-                            outcome, denied = apply_intent_outcome(s, iid), iid
-                        else:
-                            transition(s, iid, Status.CLAIMED, Status.SENT, COMPONENT, "placeorder sent")
-                            s.refresh(intent)
-                            view = IntentView.of(intent)
+                    nxt = next_queued_view(s, account_id)
+                    if nxt is not None:
+                        denial = self._denial_reason(s, nxt.account_id)
+                        if denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.DENIED],
+                                                 COMPONENT, denial, claimed_by=self.worker_id):
+                            outcome, denied = apply_intent_outcome(s, nxt.id), nxt.id
+                        elif not denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT],
+                                                       COMPONENT, "placeorder sent", claimed_by=self.worker_id):
+                            view = replace(nxt, status=Status.SENT.value)
             except IntegrityError:
                 if placed is None:
                     raise
@@ -206,27 +201,28 @@ class OrderDispatcher:
             if placed is not None:
                 with self._lock:
                     self._inflight.discard(placed[0].id)
-                self._after_record(placed[0], Status.PLACED, f"broker order {placed[1]}", prev_ok, prev_out)
+                self._after_record(placed[0], Status.PLACED, f"broker order {placed[1]}", prev_ok, Outcome())
                 placed = None
             if denied is not None:
                 self.stats["denied"] += 1
                 service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {denied} denied: {denial}")
                 self._after(outcome, denied)
                 continue  # the account's next intent, if any
-            if view is None and iid is not None:
+            if view is None and nxt is not None:
                 continue  # another process claimed that one first: look again
             return view
 
-    def _denial_reason(self, s, intent: OrderIntent) -> str:
-        acct = s.get(Account, intent.account_id)
+    def _denial_reason(self, s, account_id: int) -> str:
+        acct = s.execute(select(Account.name, Account.is_active, Account.status)
+                         .where(Account.id == account_id)).first()
         if acct is None:
-            return f"account {intent.account_id} no longer exists"
+            return f"account {account_id} no longer exists"
         if not acct.is_active:
             return f"account '{acct.name}' is deactivated"
         if acct.status == "invalid_key":
             return f"account '{acct.name}' has an invalid API key; update it in Accounts"
         try:
-            self.ctx.client(intent.account_id)
+            self.ctx.client(account_id)
         except Exception as exc:  # key cannot be decrypted, bad URL: nothing can be sent
             return f"account '{acct.name}' cannot be used: {type(exc).__name__}"
         return ""

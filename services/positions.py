@@ -16,7 +16,7 @@ import json
 import threading
 import time
 
-from sqlalchemy import select
+from sqlalchemy import DateTime, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert
 
 from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
@@ -49,6 +49,14 @@ def upsert_prices(s, rows: list[dict]) -> None:
     cols = ("ltp", "bid", "ask", "volume", "oi", "depth_json", "tick_ts")
     s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "exchange"],
                                          set_={c: getattr(stmt.excluded, c) for c in cols}), rows)
+
+
+# Mark-to-market of every position in one symbol (executemany: one statement per flush).
+_POSITION_MARK = text(
+    "UPDATE positions SET ltp = :ltp, "
+    "unrealized_pnl = CASE WHEN quantity != 0 THEN (:ltp - average_price) * quantity ELSE 0.0 END, "
+    "pnl = realized_pnl + CASE WHEN quantity != 0 THEN (:ltp - average_price) * quantity ELSE 0.0 END, "
+    "updated_at = :now WHERE symbol = :sym AND exchange = :ex").bindparams(bindparam("now", type_=DateTime()))
 
 
 class PositionMonitor:
@@ -110,17 +118,10 @@ class PositionMonitor:
 
     @staticmethod
     def _update_positions(s, ltps: dict[Key, float], now) -> None:
+        """One executemany UPDATE: ltp, unrealized and total P&L of every position in a ticked symbol."""
         if not ltps:
             return
-        symbols = {sym for sym, _ in ltps}
-        for p in s.scalars(select(Position).where(Position.symbol.in_(symbols))):
-            ltp = ltps.get((p.symbol, p.exchange))
-            if ltp is None:
-                continue
-            p.ltp = ltp
-            p.unrealized_pnl = (ltp - p.average_price) * p.quantity if p.quantity else 0.0
-            p.pnl = p.realized_pnl + p.unrealized_pnl
-            p.updated_at = now
+        s.execute(_POSITION_MARK, [{"ltp": ltp, "sym": sym, "ex": ex, "now": now} for (sym, ex), ltp in ltps.items()])
 
     def snapshot_pnl(self, s=None) -> int:
         """pnl_snapshots rows: one per account with positions, one per active/exiting strategy run."""
@@ -130,33 +131,37 @@ class PositionMonitor:
         self._last_snapshot = time.monotonic()
         now = utcnow()
         rows = self._account_snapshots(s, now) + self._run_snapshots(s, now)
-        s.add_all(rows)
+        if rows:
+            s.execute(insert(PnlSnapshot.__table__), rows)
         return len(rows)
 
     @staticmethod
-    def _account_snapshots(s, now) -> list[PnlSnapshot]:
-        totals: dict[int, list[float]] = {}
-        for p in s.scalars(select(Position)):
-            t = totals.setdefault(p.account_id, [0.0, 0.0])
-            t[0] += p.realized_pnl
-            t[1] += p.unrealized_pnl if p.quantity else 0.0
-        return [PnlSnapshot(ts_utc=now, account_id=a, run_id=None, realized=r, unrealized=u, total=r + u)
-                for a, (r, u) in totals.items()]
+    def _account_snapshots(s, now) -> list[dict]:
+        totals = s.execute(select(
+            Position.account_id, func.sum(Position.realized_pnl),
+            func.sum(case((Position.quantity != 0, Position.unrealized_pnl), else_=0.0)))
+            .group_by(Position.account_id)).all()
+        return [dict(ts_utc=now, account_id=a, run_id=None, realized=r or 0.0, unrealized=u or 0.0,
+                     total=(r or 0.0) + (u or 0.0), tsl_peak=None, tsl_stop=None) for a, r, u in totals]
 
-    def _run_snapshots(self, s, now) -> list[PnlSnapshot]:
-        runs = s.scalars(select(StrategyRun).where(StrategyRun.status.in_(("active", "exiting")))).all()
+    def _run_snapshots(self, s, now) -> list[dict]:
+        runs = s.execute(select(StrategyRun.id, StrategyRun.account_id, StrategyRun.pnl, StrategyRun.tsl_peak,
+                                StrategyRun.tsl_stop).where(StrategyRun.status.in_(("active", "exiting")))).all()
         if not runs:
             return []
         legs: dict[int, list[Leg]] = {}
-        for ex in s.scalars(select(Execution).where(Execution.run_id.in_([r.id for r in runs]))):
+        cols = (Execution.id, Execution.run_id, Execution.leg_no, Execution.symbol, Execution.exchange,
+                Execution.action, Execution.quantity, Execution.product, Execution.status, Execution.entry_price,
+                Execution.exit_price)
+        for ex in s.execute(select(*cols).where(Execution.run_id.in_([r.id for r in runs]))):
             legs.setdefault(ex.run_id, []).append(Leg.of(ex))
         out = []
         for run in runs:
             pnl = run_pnl(legs.get(run.id, []), self._price)
             realized, unrealized = pnl if pnl is not None else (0.0, run.pnl)
-            out.append(PnlSnapshot(ts_utc=now, account_id=run.account_id, run_id=run.id, realized=realized,
-                                   unrealized=unrealized, total=realized + unrealized,
-                                   tsl_peak=run.tsl_peak, tsl_stop=run.tsl_stop))
+            out.append(dict(ts_utc=now, account_id=run.account_id, run_id=run.id, realized=realized,
+                            unrealized=unrealized, total=realized + unrealized, tsl_peak=run.tsl_peak,
+                            tsl_stop=run.tsl_stop))
         return out
 
     def _price(self, symbol: str, exchange: str) -> float | None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.intents import new_client_order_id, transition
@@ -88,12 +88,17 @@ def exit_priority(action: str, leg_no: int) -> int:
     return (0 if action == "BUY" else 20) + leg_no
 
 
-def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
+def exit_intent_fields(account_id: int, run_id: int, tag: str, ex, qty: int | None = None) -> dict:
+    """The reduce-only MARKET order that closes one leg (opposite side, same qty); BUY exits sort first."""
     action = "SELL" if ex.action == "BUY" else "BUY"
-    intent = OrderIntent(client_order_id=new_client_order_id(), account_id=run.account_id, run_id=run.id,
-                         execution_id=ex.id, purpose="exit", source="risk", priority=exit_priority(action, ex.leg_no),
-                         strategy_tag=tag[:64], symbol=ex.symbol, exchange=ex.exchange, action=action,
-                         requested_qty=qty or ex.quantity, pricetype="MARKET", product=ex.product)
+    return dict(client_order_id=new_client_order_id(), account_id=account_id, run_id=run_id, execution_id=ex.id,
+                purpose="exit", source="risk", priority=exit_priority(action, ex.leg_no), strategy_tag=tag[:64],
+                symbol=ex.symbol, exchange=ex.exchange, action=action, requested_qty=qty or ex.quantity,
+                pricetype="MARKET", product=ex.product)
+
+
+def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
+    intent = OrderIntent(**exit_intent_fields(run.account_id, run.id, tag, ex, qty))
     s.add(intent)
     s.flush()
     ex.status, ex.exit_intent_id = "exiting", intent.id
@@ -193,24 +198,32 @@ class RiskManager:
         """Move the run to 'exiting' and queue one exit per entered leg. Idempotent: [] if already exiting."""
         st = self._runs.get(run_id)
         value = st.pnl if value is None and st else value
-        with self.ctx.db.write() as s:
+        with self.ctx.db.write() as s:  # Core statements: this is the tick -> exit hot path
             tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
             res = s.execute(update(StrategyRun)
                             .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
                             .values(status="exiting", exit_reason=reason[:64], exit_requested_at=utcnow(), **tsl))
             if res.rowcount != 1:
                 return []
-            run = s.get(StrategyRun, run_id)
-            tag = s.get(Strategy, run.strategy_id).name
-            legs = s.scalars(select(Execution).where(Execution.run_id == run_id, Execution.status == "entered")
+            account_id, tag = s.execute(select(StrategyRun.account_id, Strategy.name)
+                                        .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                                        .where(StrategyRun.id == run_id)).one()
+            legs = s.execute(select(Execution.id, Execution.leg_no, Execution.action, Execution.symbol,
+                                    Execution.exchange, Execution.quantity, Execution.product)
+                             .where(Execution.run_id == run_id, Execution.status == "entered")
                              .order_by(Execution.leg_no, Execution.id)).all()
-            intents = [write_exit_intent(s, run, tag, ex) for ex in legs]
+            fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
+            ids = [s.execute(insert(OrderIntent.__table__).values(**f).returning(OrderIntent.id)).scalar_one()
+                   for f in fields]
+            for ex, intent_id in zip(legs, ids, strict=True):
+                s.execute(update(Execution).where(Execution.id == ex.id)
+                          .values(status="exiting", exit_intent_id=intent_id, updated_at=utcnow()))
             self._cancel_queued_entries(s, run_id)
-            s.add(RiskEvent(run_id=run_id, account_id=run.account_id, event_type=reason[:32], threshold=threshold,
-                            value=value, action="exit", ts_ist=ist_now_str(),
-                            exit_order_ids=json.dumps([i.client_order_id for i in intents]),
-                            message=f"{tag}: {reason} exit of {len(intents)} leg(s)"))
-            ids = [i.id for i in intents]
+            s.execute(insert(RiskEvent.__table__).values(
+                run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
+                action="exit", ts_ist=ist_now_str(), ts_utc=utcnow(),
+                exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
+                message=f"{tag}: {reason} exit of {len(ids)} leg(s)"))
         if st:
             st.exiting, st.dirty = True, False
         self.stats["exits"] += 1

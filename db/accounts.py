@@ -154,8 +154,13 @@ def api_key_for(db: Database, account_id: int) -> str:
 
 
 def set_status(db: Database, account_id: int, status: str, message: str = "", broker: str | None = None) -> None:
+    with db.write() as s:
+        set_status_in(s, account_id, status, message, broker)
+
+
+def set_status_in(s, account_id: int, status: str, message: str = "", broker: str | None = None) -> None:
+    """set_status inside the caller's write transaction (to commit it atomically with something else)."""
     values = {"status": status, "status_message": message[:512], "last_checked_at": utcnow()}
     if broker is not None:
         values["broker"] = broker[:64]
-    with db.write() as s:
-        s.execute(update(Account).where(Account.id == account_id).values(**values))
+    s.execute(update(Account).where(Account.id == account_id).values(**values))

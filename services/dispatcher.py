@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRejected, RateLimited,
                            TemporaryBrokerError)
-from db.accounts import set_status
+from db.accounts import set_status_in
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import IntentView, claim_path, next_queued_view, transition
 from db.models import Account, OrderIntent
@@ -246,8 +246,10 @@ class OrderDispatcher:
             self._set_backoff(iv.account_id)
             return False, None
         except AuthError as exc:
-            self._record(iv, Status.REJECTED, f"authentication failed: {exc.message}")
-            set_status(self.ctx.db, iv.account_id, "invalid_key", exc.message)
+            # one transaction: nobody can see the rejection without the account marked invalid (or vice versa)
+            msg = exc.message
+            self._record(iv, Status.REJECTED, f"authentication failed: {msg}",
+                         also=lambda s: set_status_in(s, iv.account_id, "invalid_key", msg))
             self.ctx.drop_client(iv.account_id)
             service_log(self.ctx.db, COMPONENT, "ERROR", f"account {iv.account_id}: API key rejected (403)")
         except OrderRejected as exc:
@@ -268,10 +270,13 @@ class OrderDispatcher:
             self._record(iv, Status.UNKNOWN, f"broker order {oid} already linked to another intent")
             service_log(self.ctx.db, COMPONENT, "ERROR", f"intent {iv.id}: duplicate broker order id {oid}")
 
-    def _record(self, iv: IntentView, to: Status, reason: str, **fields) -> None:
-        """An outcome in its own transaction. If the reconciler got there first, keep its verdict."""
+    def _record(self, iv: IntentView, to: Status, reason: str, also=None, **fields) -> None:
+        """An outcome in its own transaction (with ``also(s)`` in the same one). If the reconciler got there
+        first, keep its verdict."""
         with _write(self.ctx.db) as s:
             ok = transition(s, iv.id, Status.SENT, to, COMPONENT, reason, **fields)
+            if also is not None:
+                also(s)
             outcome = apply_intent_outcome(s, iv.id) if ok else Outcome()
         self._after_record(iv, to, reason, ok, outcome)
 

@@ -108,17 +108,6 @@ def next_queued_view(s: Session, account_id: int) -> IntentView | None:
     return IntentView(**row._mapping) if row else None
 
 
-def claim(s: Session, intent_id: int, worker: str) -> bool:
-    return transition(s, intent_id, Status.QUEUED, Status.CLAIMED, "dispatcher", claimed_by=worker)
-
-
-def queued_ids(s: Session, limit: int = 200) -> list[int]:
-    """Queued intents, most urgent first (priority, then FIFO by created_at)."""
-    q = (select(OrderIntent.id).where(OrderIntent.status == Status.QUEUED.value)
-         .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(limit))
-    return list(s.scalars(q))
-
-
 def requeue_orphan_claims(s: Session, reason: str = "claimed by a process that stopped before sending") -> int:
     """At service start (single instance, lock held): 'claimed' rows were never sent ('sent' is committed
     before any network call), so they can safely go back to the queue."""

@@ -42,7 +42,8 @@ def _ui_writer(path, key_file, seconds, out):
 
 def _service_writer(path, key_file, seconds, out):
     from db import Database
-    from db.intents import claim, queued_ids, transition
+    from db.intents import claim_path, next_queued_view, transition
+    from db.order_fsm import Status
     from db.models import LatestPrice, utcnow
     from services.common import heartbeat
     errors, n, placed = [], 0, 0
@@ -50,16 +51,15 @@ def _service_writer(path, key_file, seconds, out):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            with db.read() as s:
-                ids = queued_ids(s, 20)
-            for i in ids:
+            for _ in range(20):  # the dispatcher's write shape: claim + 'sent' in one transaction, then the outcome
                 with db.write() as s:
-                    ok = claim(s, i, "svc")
-                if ok:
-                    with db.write() as s:
-                        transition(s, i, "claimed", "sent", "dispatcher")
-                    with db.write() as s:
-                        placed += transition(s, i, "sent", "placed", "dispatcher", broker_order_id=f"B{i}")
+                    nxt = next_queued_view(s, 1)
+                    ok = nxt is not None and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT],
+                                                        "dispatcher", claimed_by="svc")
+                if not ok:
+                    break
+                with db.write() as s:
+                    placed += transition(s, nxt.id, "sent", "placed", "dispatcher", broker_order_id=f"B{nxt.id}")
             with db.write() as s:  # one batched price flush
                 for k in range(50):
                     s.merge(LatestPrice(symbol=f"SYM{k}", exchange="NFO", ltp=100 + random.random(), tick_ts=utcnow()))

@@ -7,16 +7,22 @@ hits a lock upgrade deadlock ("database is locked" mid-transaction). Reads are s
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import random
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _engines: dict[tuple[str, int], Engine] = {}
 _writer_locks: dict[int, threading.RLock] = {}
+_gates: dict[int, "WriteGate"] = {}
 
 
 def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
@@ -46,6 +52,8 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
         readonly = conn.get_execution_options().get("algomirror_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
+    with _lock:
+        _gates[id(engine.pool)] = WriteGate(str(path), busy_timeout_ms / 1000)
     return engine
 
 
@@ -70,13 +78,91 @@ def writer_lock(engine: Engine) -> threading.RLock:
         return _writer_locks.setdefault(id(engine.pool), threading.RLock())
 
 
+class WriteGate:
+    """Cross-process writer gate taken before ``BEGIN IMMEDIATE``: fair hand-over between processes.
+
+    Why: SQLite's busy handler re-tries a blocked ``BEGIN IMMEDIATE`` on a coarse schedule (1, 2, 5 ... 100 ms,
+    then every 100 ms). A process that writes back to back frees the lock for only microseconds between
+    transactions, so a waiter can miss every gap for longer than busy_timeout and get "database is locked"
+    (seen in CI: 60 s of UI and service writers, one UI write starved for > 5 s).
+
+    How: two ``flock`` files beside the database, a turnstile (``-wturn``) and the gate (``-wgate``). A writer
+    takes the turnstile, then the gate, then lets the turnstile go. A waiter holds the turnstile while it waits
+    for the gate, so the process that just committed cannot take the gate again ahead of it: writers of
+    different processes alternate instead of one starving. The gate is polled every <= 0.2 ms and the
+    turnstile every <= 1 ms, with jitter; the wait gives up after ``wait_s`` (the busy_timeout). SQLite's own
+    locking stays the second line for writers outside this code (migrations, the sqlite3 shell).
+
+    ``flock`` belongs to an open file description, so the files are opened once per process (again after a
+    fork); threads of one process are serialized by the writer lock already, and ``depth`` makes a nested
+    acquire on the holding thread harmless."""
+
+    def __init__(self, path: str, wait_s: float):
+        self.paths = (f"{path}-wturn", f"{path}-wgate")
+        self.wait_s = wait_s
+        self._fds: tuple[int, int] = (-1, -1)
+        self._pid = -1
+        self._depth = 0
+
+    def _files(self) -> tuple[int, int]:
+        if self._pid != os.getpid():
+            self._fds = tuple(os.open(p, os.O_RDWR | os.O_CREAT, 0o600) for p in self.paths)
+            self._pid = os.getpid()
+            self._depth = 0
+        return self._fds
+
+    def _take(self, fd: int, deadline: float | None, cap: float) -> float | None:
+        delay = 20e-6
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return deadline
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + self.wait_s
+                if now >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked: another process kept the write gate for over {self.wait_s:g} s") from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, cap)
+
+    def acquire(self) -> None:
+        if self._depth:
+            self._depth += 1
+            return
+        turn, gate = self._files()
+        deadline = self._take(turn, None, 1e-3)
+        try:
+            self._take(gate, deadline, 2e-4)  # the next writer in line: poll finely
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_UN)
+        self._depth = 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fds[1], fcntl.LOCK_UN)
+
+
+def write_gate(engine: Engine) -> WriteGate:
+    with _lock:
+        return _gates[id(engine.pool)]
+
+
 @contextlib.contextmanager
 def write_session(engine: Engine):
     """A short write transaction (BEGIN IMMEDIATE ... COMMIT); rolls back on error.
-    Never open a second write_session inside one on the same thread (it would wait on itself)."""
-    with writer_lock(engine), Session(engine, expire_on_commit=False) as s:
-        with s.begin():
-            yield s
+    Order: the process's writer lock (threads), then the cross-process write gate, then BEGIN IMMEDIATE.
+    Never open a second write_session inside one on the same thread."""
+    with writer_lock(engine):
+        gate = write_gate(engine)
+        gate.acquire()
+        try:
+            with Session(engine, expire_on_commit=False) as s:
+                with s.begin():
+                    yield s
+        finally:
+            gate.release()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
+import os
 import threading
+
+import pytest
 
 from sqlalchemy import event, text
 
@@ -63,3 +66,87 @@ def test_migrate_is_idempotent_and_versioned(tmp_path):
               "pnl_snapshots", "risk_events", "option_chain_sessions", "service_heartbeat", "audit_log",
               "strategies", "strategy_legs", "strategy_runs", "executions", "instruments", "control_commands"):
         assert t in tables
+
+
+def _hold_write(path, held, release):
+    from db.engine import make_engine as mk
+    eng = mk(path, busy_timeout_ms=5000)
+    with write_session(eng) as s:
+        s.execute(text("INSERT INTO t VALUES (99)"))
+        held.set()
+        release.wait(30)
+
+
+def _writer_in_other_process(path, timeout_ms, out):
+    from db.engine import make_engine as mk
+    eng = mk(path, busy_timeout_ms=timeout_ms)
+    try:
+        with write_session(eng) as s:
+            s.execute(text("INSERT INTO t VALUES (7)"))
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - the message is the assertion
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_commits(tmp_path):
+    import multiprocessing as mp
+    path = tmp_path / "g.db"
+    eng = make_engine(path)
+    with write_session(eng) as s:
+        s.execute(text("CREATE TABLE t(a)"))
+    ctx = mp.get_context("spawn")
+    held, release, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    holder = ctx.Process(target=_hold_write, args=(str(path), held, release))
+    holder.start()
+    assert held.wait(30)
+    waiter = ctx.Process(target=_writer_in_other_process, args=(str(path), 20000, out))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and out.empty()  # still waiting at the gate: nothing written, no error
+    release.set()
+    assert out.get(timeout=30) == "ok"
+    holder.join(10)
+    waiter.join(10)
+    with read_session(eng) as s:
+        assert sorted(r[0] for r in s.execute(text("SELECT a FROM t"))) == [7, 99]
+
+
+def test_write_gate_when_held_past_the_busy_timeout_then_clear_locked_error_and_nothing_written(tmp_path):
+    import multiprocessing as mp
+    path = tmp_path / "g.db"
+    eng = make_engine(path)
+    with write_session(eng) as s:
+        s.execute(text("CREATE TABLE t(a)"))
+    ctx = mp.get_context("spawn")
+    held, release, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    holder = ctx.Process(target=_hold_write, args=(str(path), held, release))
+    holder.start()
+    assert held.wait(30)
+    try:
+        waiter = ctx.Process(target=_writer_in_other_process, args=(str(path), 300, out))
+        waiter.start()
+        msg = out.get(timeout=30)
+    finally:
+        release.set()
+        holder.join(10)
+    assert msg.startswith("OperationalError: database is locked") and "write gate" in msg
+    with read_session(eng) as s:
+        assert [r[0] for r in s.execute(text("SELECT a FROM t"))] == [99]
+
+
+def test_write_gate_nested_write_on_the_same_thread_does_not_release_the_outer_gate(tmp_path):
+    from db.engine import write_gate
+    eng = make_engine(tmp_path / "n.db")
+    gate = write_gate(eng)
+    gate.acquire()
+    gate.acquire()
+    gate.release()
+    import fcntl
+    other = os.open(gate.paths[1], os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # the outer hold still owns the gate
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        gate.release()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # now free
+    finally:
+        os.close(other)

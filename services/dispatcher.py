@@ -79,6 +79,20 @@ class OrderDispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def dispatch_account(self, account_id: int) -> None:
+        """Start draining one account now, on a pool thread, without waiting for the loop's next pass (the risk
+        manager calls this right after committing exits: it skips the loop's wake-up hop and its queue read).
+        If the account is already being drained, that worker picks the new intents up in priority order; if the
+        account is paused after a 429/connect failure, or the dispatcher is stopped, the loop decides as usual."""
+        with self._lock:
+            if (self._stop.is_set() or not self.is_alive() or account_id in self._busy
+                    or self._backoff.get(account_id, (0.0, 0))[0] > time.monotonic()):
+                fut = None
+            else:
+                fut = self._busy[account_id] = self._pool.submit(self._drain_account, account_id)
+        if fut is None:
+            self._wake.set()
+
     def is_alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
 

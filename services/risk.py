@@ -106,8 +106,12 @@ def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | N
 
 
 class RiskManager:
-    def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None]):
+    def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
+                 dispatch_account: Callable[[int], None] | None = None):
+        """``on_exit_enqueued`` wakes the dispatcher; ``dispatch_account(account_id)``, when given, starts
+        sending one account's exits at once (the tick -> exit hot path)."""
         self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
+        self.dispatch_account = dispatch_account
         self.cfg = ctx.settings.service
         self._runs: dict[int, RunState] = {}
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
@@ -227,8 +231,11 @@ class RiskManager:
         if st:
             st.exiting, st.dirty = True, False
         self.stats["exits"] += 1
+        if ids and self.dispatch_account is not None:
+            self.dispatch_account(account_id)
+        else:
+            self.on_exit_enqueued()
         log.warning("run %s exiting (%s, value %s, threshold %s): intents %s", run_id, reason, value, threshold, ids)
-        self.on_exit_enqueued()
         return ids
 
     @staticmethod

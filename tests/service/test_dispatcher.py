@@ -165,3 +165,38 @@ def test_fan_out_when_4_legs_on_4_accounts_then_parallel_across_accounts_in_orde
         assert [o["symbol"] for o in placed_at_sim(order_sim, name)] == expected[name]
     with db.read() as s:
         assert set(s.scalars(select(OrderIntent.status))) == {"placed"}
+
+
+def test_dispatch_account_when_called_then_that_account_drains_without_the_poll_loop(db, order_sim):
+    """The risk manager's hand-off: dispatch_account(acct) sends that account's queue at once, in priority order
+    (BUY exits before SELL exits). The loop here polls every 1,000 s and nothing else wakes it first."""
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        sell = add_intent(db, acct, action="SELL", priority=1)
+        buy = add_intent(db, acct, action="BUY", priority=0)
+        d.dispatch_account(acct)
+        assert wait_for(lambda: intent(db, sell).status == "placed", 10)
+        assert intent(db, buy).status == "placed"
+    finally:
+        d.stop()
+        ctx.close()
+    assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
+
+
+def test_dispatch_account_when_account_is_paused_after_429_then_it_waits_for_the_backoff(db, order_sim):
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        d._set_backoff(acct)  # as after a 429: the account is paused (backoff base 2 s in fast_settings or more)
+        iid = add_intent(db, acct)
+        d.dispatch_account(acct)
+        time.sleep(0.3)
+        assert intent(db, iid).status == "queued" and placed_at_sim(order_sim, name) == []
+    finally:
+        d.stop()
+        ctx.close()

@@ -56,7 +56,7 @@ class OrderDispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._busy: dict[int, Future] = {}  # account_id -> its running drain task
+        self._busy: dict[int, Future | None] = {}  # account_id -> its drain task (None: reserved for an exit POST)
         self._inflight: set[int] = set()  # intent ids between 'sent' and the recorded outcome
         self._backoff: dict[int, tuple[float, int]] = {}  # account_id -> (monotonic until, consecutive failures)
         self.stats = {"placed": 0, "rejected": 0, "unknown": 0, "requeued": 0, "denied": 0, "loops": 0}
@@ -79,19 +79,51 @@ class OrderDispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    def dispatch_account(self, account_id: int) -> None:
-        """Start draining one account now, on a pool thread, without waiting for the loop's next pass (the risk
-        manager calls this right after committing exits: it skips the loop's wake-up hop and its queue read).
-        If the account is already being drained, that worker picks the new intents up in priority order; if the
-        account is paused after a 429/connect failure, or the dispatcher is stopped, the loop decides as usual."""
+    def _reserved_or_paused(self, account_id: int) -> bool:
+        return account_id in self._busy or self._backoff.get(account_id, (0.0, 0))[0] > time.monotonic()
+
+    # ---- the risk manager's exit hand-off: claim in its transaction, POST on its thread -------------------------
+    def claim_next_in(self, s, account_id: int) -> IntentView | None:
+        """Inside the CALLER's write transaction (the one that wrote exit intents): reserve the account for this
+        process and claim its most urgent queued intent (queued -> claimed -> sent, same CAS and events as the
+        drain), so the tick -> exit path needs no second transaction and no thread hop before the POST. Returns
+        None (nothing reserved) when the account is being drained, paused, denied, or the dispatcher is stopped.
+        After commit call ``send_claimed``; if the transaction rolls back call ``release_claim``."""
         with self._lock:
-            if (self._stop.is_set() or not self.is_alive() or account_id in self._busy
-                    or self._backoff.get(account_id, (0.0, 0))[0] > time.monotonic()):
-                fut = None
-            else:
-                fut = self._busy[account_id] = self._pool.submit(self._drain_account, account_id)
-        if fut is None:
-            self._wake.set()
+            if self._stop.is_set() or not self.is_alive() or self._reserved_or_paused(account_id):
+                return None
+            self._busy[account_id] = None  # reserved: the loop and dispatch_account leave this account alone
+        try:
+            nxt = None if self._denial_reason(s, account_id) else next_queued_view(s, account_id)
+            if nxt is None or not claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT], COMPONENT,
+                                             "placeorder sent", claimed_by=self.worker_id):
+                self.release_claim(account_id)
+                return None
+        except BaseException:
+            self.release_claim(account_id)
+            raise
+        with self._lock:
+            self._inflight.add(nxt.id)
+        return replace(nxt, status=Status.SENT.value)
+
+    def release_claim(self, account_id: int, view: IntentView | None = None) -> None:
+        """The claiming transaction did not commit: nothing was claimed; give the account back to the loop."""
+        with self._lock:
+            self._busy.pop(account_id, None)
+            if view is not None:
+                self._inflight.discard(view.id)
+        self._wake.set()
+
+    def send_claimed(self, view: IntentView) -> None:
+        """After ``claim_next_in`` committed: a pool thread POSTs that intent at once (placeorder exactly once,
+        outcomes as in the drain), then sends the rest of the account's queue in order. Not on the caller's
+        thread: the caller is the market-data thread, and one slow broker must not hold up other runs' exits."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._busy[view.account_id] = self._pool.submit(self._drain_account, view.account_id, None, view)
+                return
+        # stopping: the intent stays 'sent' with nothing posted; the reconciler settles it, never resends it
+        self.release_claim(view.account_id, view)
 
     def is_alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
@@ -141,14 +173,18 @@ class OrderDispatcher:
                 started.append(fut)
         return started
 
-    def _drain_account(self, account_id: int) -> None:
+    def _drain_account(self, account_id: int, placed: tuple[IntentView, str] | None = None,
+                       first: IntentView | None = None) -> None:
         """Send this account's queued intents one after another. The 'placed' outcome of a POST is committed in
         the SAME transaction that claims the account's next intent and marks it 'sent' (one write transaction
-        per order instead of two), so it is always committed before that next POST."""
-        placed: tuple[IntentView, str] | None = None  # answered with an order id, outcome not yet committed
+        per order instead of two), so it is always committed before that next POST. ``first``: an intent
+        already claimed and committed 'sent' by ``claim_next_in`` (and marked in flight): POST it first."""
         try:
             while not self._stop.is_set():
-                iv, placed = self._record_and_claim_next(account_id, placed), None
+                if first is not None:
+                    iv, first = first, None
+                else:
+                    iv, placed = self._record_and_claim_next(account_id, placed), None
                 if iv is None:
                     break
                 with self._lock:
@@ -164,6 +200,9 @@ class OrderDispatcher:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"account {account_id}: dispatch error {exc!r}")
             self._set_backoff(account_id)
         finally:
+            if first is not None:  # stopped before posting it: stays 'sent', the reconciler settles it
+                with self._lock:
+                    self._inflight.discard(first.id)
             if placed is not None:  # stopping: commit the last outcome on its own
                 try:
                     self._record_placed(*placed)

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +36,9 @@ from db.order_fsm import Status
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, run_pnl
+
+if TYPE_CHECKING:
+    from services.dispatcher import OrderDispatcher
 
 log = logging.getLogger("services.risk")
 CONSUMER = "risk"
@@ -107,11 +111,12 @@ def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | N
 
 class RiskManager:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
-                 dispatch_account: Callable[[int], None] | None = None):
-        """``on_exit_enqueued`` wakes the dispatcher; ``dispatch_account(account_id)``, when given, starts
-        sending one account's exits at once (the tick -> exit hot path)."""
+                 dispatcher: OrderDispatcher | None = None):
+        """``on_exit_enqueued`` wakes the dispatcher. With ``dispatcher`` (the service's own), ``exit_run`` claims
+        the run's first exit (BUY first) in the transaction that writes the exits and POSTs it on the calling
+        thread; the dispatcher sends the remaining legs in order (the tick -> exit hot path)."""
         self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
-        self.dispatch_account = dispatch_account
+        self.dispatcher = dispatcher
         self.cfg = ctx.settings.service
         self._runs: dict[int, RunState] = {}
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
@@ -202,41 +207,58 @@ class RiskManager:
         """Move the run to 'exiting' and queue one exit per entered leg. Idempotent: [] if already exiting."""
         st = self._runs.get(run_id)
         value = st.pnl if value is None and st else value
-        with self.ctx.db.write() as s:  # Core statements: this is the tick -> exit hot path
-            tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
-            res = s.execute(update(StrategyRun)
-                            .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
-                            .values(status="exiting", exit_reason=reason[:64], exit_requested_at=utcnow(), **tsl))
-            if res.rowcount != 1:
-                return []
-            account_id, tag = s.execute(select(StrategyRun.account_id, Strategy.name)
-                                        .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                                        .where(StrategyRun.id == run_id)).one()
-            legs = s.execute(select(Execution.id, Execution.leg_no, Execution.action, Execution.symbol,
-                                    Execution.exchange, Execution.quantity, Execution.product)
-                             .where(Execution.run_id == run_id, Execution.status == "entered")
-                             .order_by(Execution.leg_no, Execution.id)).all()
-            fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
-            ids = [s.execute(insert(OrderIntent.__table__).values(**f).returning(OrderIntent.id)).scalar_one()
-                   for f in fields]
-            for ex, intent_id in zip(legs, ids, strict=True):
-                s.execute(update(Execution).where(Execution.id == ex.id)
-                          .values(status="exiting", exit_intent_id=intent_id, updated_at=utcnow()))
-            self._cancel_queued_entries(s, run_id)
-            s.execute(insert(RiskEvent.__table__).values(
-                run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
-                action="exit", ts_ist=ist_now_str(), ts_utc=utcnow(),
-                exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
-                message=f"{tag}: {reason} exit of {len(ids)} leg(s)"))
+        claimed, account_id = None, None
+        try:
+            with self.ctx.db.write() as s:  # Core statements: this is the tick -> exit hot path
+                written = self._write_exits(s, run_id, reason, threshold, value, st)
+                if written is None:
+                    return []
+                ids, _fields, account_id, _tag = written
+                if ids and self.dispatcher is not None:
+                    claimed = self.dispatcher.claim_next_in(s, account_id)
+        except BaseException:
+            if claimed is not None:
+                self.dispatcher.release_claim(account_id, claimed)
+            raise
         if st:
             st.exiting, st.dirty = True, False
         self.stats["exits"] += 1
-        if ids and self.dispatch_account is not None:
-            self.dispatch_account(account_id)
+        if claimed is not None:
+            self.dispatcher.send_claimed(claimed)
         else:
             self.on_exit_enqueued()
         log.warning("run %s exiting (%s, value %s, threshold %s): intents %s", run_id, reason, value, threshold, ids)
         return ids
+
+    def _write_exits(self, s, run_id: int, reason: str, threshold, value, st):
+        """In the caller's transaction: run -> 'exiting' (CAS), one exit intent per entered leg, queued entries
+        cancelled, the risk event. Returns None if the run was not live (already exiting: idempotent)."""
+        tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
+        res = s.execute(update(StrategyRun)
+                        .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
+                        .values(status="exiting", exit_reason=reason[:64], exit_requested_at=utcnow(), **tsl))
+        if res.rowcount != 1:
+            return None
+        account_id, tag = s.execute(select(StrategyRun.account_id, Strategy.name)
+                                    .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                                    .where(StrategyRun.id == run_id)).one()
+        legs = s.execute(select(Execution.id, Execution.leg_no, Execution.action, Execution.symbol,
+                                Execution.exchange, Execution.quantity, Execution.product)
+                         .where(Execution.run_id == run_id, Execution.status == "entered")
+                         .order_by(Execution.leg_no, Execution.id)).all()
+        fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
+        ids = [s.execute(insert(OrderIntent.__table__).values(**f).returning(OrderIntent.id)).scalar_one()
+               for f in fields]
+        for ex, intent_id in zip(legs, ids, strict=True):
+            s.execute(update(Execution).where(Execution.id == ex.id)
+                      .values(status="exiting", exit_intent_id=intent_id, updated_at=utcnow()))
+        self._cancel_queued_entries(s, run_id)
+        s.execute(insert(RiskEvent.__table__).values(
+            run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
+            action="exit", ts_ist=ist_now_str(), ts_utc=utcnow(),
+            exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
+            message=f"{tag}: {reason} exit of {len(ids)} leg(s)"))
+        return ids, fields, account_id, tag
 
     @staticmethod
     def _cancel_queued_entries(s, run_id: int) -> None:

@@ -140,7 +140,7 @@ class ServiceRunner:
         self.positions = pos_cls(self.ctx, self.md) if pos_cls else None
         risk_cls = _optional("services.risk", "RiskManager")
         self.risk = risk_cls(self.ctx, self.md, on_exit_enqueued=self.dispatcher.wake,
-                              dispatch_account=self.dispatcher.dispatch_account) if risk_cls else None
+                              dispatcher=self.dispatcher) if risk_cls else None
         chain_cls = _optional("services.option_chain", "OptionChainSessions")
         self.chains = chain_cls(self.ctx, self.md) if chain_cls else None
         self.on_runs_changed(set())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from sqlalchemy import select
 
@@ -167,36 +168,78 @@ def test_fan_out_when_4_legs_on_4_accounts_then_parallel_across_accounts_in_orde
         assert set(s.scalars(select(OrderIntent.status))) == {"placed"}
 
 
-def test_dispatch_account_when_called_then_that_account_drains_without_the_poll_loop(db, order_sim):
-    """The risk manager's hand-off: dispatch_account(acct) sends that account's queue at once, in priority order
-    (BUY exits before SELL exits). The loop here polls every 1,000 s and nothing else wakes it first."""
+
+def _exit_like_intents(db, d, acct):
+    """What the risk manager does: write intents and claim the most urgent one in the same transaction."""
+    with db.write() as s:
+        for action, prio in (("SELL", 1), ("BUY", 0)):
+            s.add(OrderIntent(client_order_id=uuid.uuid4().hex, account_id=acct, symbol="SBIN", exchange="NSE",
+                              action=action, requested_qty=1, product="MIS", pricetype="MARKET",
+                              strategy_tag="AlgoMirror", priority=prio, purpose="exit"))
+        s.flush()
+        return d.claim_next_in(s, acct)
+
+
+def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_and_all_sent_in_order(db, order_sim):
+    """The risk manager's hand-off: the first exit is claimed in the transaction that writes it, a pool thread
+    POSTs it and drains the rest. The loop polls every 1,000 s here, so only the hand-off can send anything."""
     ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
     d = OrderDispatcher(ctx)
     d.start()
     try:
-        sell = add_intent(db, acct, action="SELL", priority=1)
-        buy = add_intent(db, acct, action="BUY", priority=0)
-        d.dispatch_account(acct)
-        assert wait_for(lambda: intent(db, sell).status == "placed", 10)
-        assert intent(db, buy).status == "placed"
+        view = _exit_like_intents(db, d, acct)
+        assert view is not None and view.action == "BUY" and view.status == "sent"
+        row = intent(db, view.id)
+        assert row.status == "sent" and [e[1] for e in events(db, view.id)] == ["claimed", "sent"]
+        assert acct in d.busy_accounts() and view.id in d.inflight_ids()  # reconciler and loop keep off
+        d.send_claimed(view)
+        assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
+        assert wait_for(lambda: acct not in d.busy_accounts() and not d.inflight_ids(), 5)
     finally:
         d.stop()
         ctx.close()
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 
-def test_dispatch_account_when_account_is_paused_after_429_then_it_waits_for_the_backoff(db, order_sim):
+def test_claim_next_in_when_account_paused_or_being_drained_then_nothing_claimed(db, order_sim):
     ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
     d = OrderDispatcher(ctx)
     d.start()
     try:
-        d._set_backoff(acct)  # as after a 429: the account is paused (backoff base 2 s in fast_settings or more)
-        iid = add_intent(db, acct)
-        d.dispatch_account(acct)
-        time.sleep(0.3)
-        assert intent(db, iid).status == "queued" and placed_at_sim(order_sim, name) == []
+        d._set_backoff(acct)  # as after a 429: the account is paused
+        assert _exit_like_intents(db, d, acct) is None
+        d._backoff.clear()
+        d._busy[acct] = None  # a drain (or another hand-off) owns the account
+        assert _exit_like_intents(db, d, acct) is None
+        d._busy.clear()
     finally:
         d.stop()
         ctx.close()
+    with db.read() as s:
+        assert {r.status for r in s.scalars(select(OrderIntent).where(OrderIntent.account_id == acct))} == {"queued"}
+    assert placed_at_sim(order_sim, name) == []
+
+
+def test_claim_next_in_when_transaction_rolls_back_then_released_to_the_loop_and_sent_once(db, order_sim):
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    iid = add_intent(db, acct)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        view = None
+        try:
+            with db.write() as s:
+                view = d.claim_next_in(s, acct)
+                assert view is not None and view.id == iid
+                raise RuntimeError("the exit transaction failed")
+        except RuntimeError:
+            d.release_claim(acct, view)  # wakes the loop: the intent is still queued, so it sends it
+        assert wait_for(lambda: intent(db, iid).status == "placed", 10)
+    finally:
+        d.stop()
+        ctx.close()
+    assert [e[1] for e in events(db, iid)] == ["claimed", "sent", "placed"]  # the rolled-back claim left nothing
+    assert len(placed_at_sim(order_sim, name)) == 1

@@ -82,17 +82,17 @@ class OrderDispatcher:
     def _reserved_or_paused(self, account_id: int) -> bool:
         return account_id in self._busy or self._backoff.get(account_id, (0.0, 0))[0] > time.monotonic()
 
-    # ---- the risk manager's exit hand-off: claim in its transaction, POST on its thread -------------------------
+    # ---- the risk manager's exit hand-off: claim in its transaction, POST on a pool thread --------------------
     def claim_next_in(self, s, account_id: int) -> IntentView | None:
         """Inside the CALLER's write transaction (the one that wrote exit intents): reserve the account for this
         process and claim its most urgent queued intent (queued -> claimed -> sent, same CAS and events as the
-        drain), so the tick -> exit path needs no second transaction and no thread hop before the POST. Returns
+        drain), so the tick -> exit path needs no second transaction and no pass of the dispatcher loop. Returns
         None (nothing reserved) when the account is being drained, paused, denied, or the dispatcher is stopped.
         After commit call ``send_claimed``; if the transaction rolls back call ``release_claim``."""
         with self._lock:
             if self._stop.is_set() or not self.is_alive() or self._reserved_or_paused(account_id):
                 return None
-            self._busy[account_id] = None  # reserved: the loop and dispatch_account leave this account alone
+            self._busy[account_id] = None  # reserved: the loop leaves this account alone
         try:
             nxt = None if self._denial_reason(s, account_id) else next_queued_view(s, account_id)
             if nxt is None or not claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT], COMPONENT,
@@ -163,10 +163,9 @@ class OrderDispatcher:
                 select(OrderIntent.account_id).where(OrderIntent.status == Status.QUEUED.value)
                 .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id))))
         started = []
-        now = time.monotonic()
         with self._lock:
             for acct in accounts:
-                if acct in self._busy or self._backoff.get(acct, (0.0, 0))[0] > now:
+                if self._reserved_or_paused(acct):
                     continue
                 fut = self._pool.submit(self._drain_account, acct)
                 self._busy[acct] = fut

@@ -113,8 +113,8 @@ class RiskManager:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
                  dispatcher: OrderDispatcher | None = None):
         """``on_exit_enqueued`` wakes the dispatcher. With ``dispatcher`` (the service's own), ``exit_run`` claims
-        the run's first exit (BUY first) in the transaction that writes the exits and POSTs it on the calling
-        thread; the dispatcher sends the remaining legs in order (the tick -> exit hot path)."""
+        the run's first exit (BUY first) in the transaction that writes the exits and hands it to a dispatcher
+        worker, which POSTs it and then the remaining legs in order (the tick -> exit hot path)."""
         self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
         self.dispatcher = dispatcher
         self.cfg = ctx.settings.service
@@ -213,7 +213,7 @@ class RiskManager:
                 written = self._write_exits(s, run_id, reason, threshold, value, st)
                 if written is None:
                     return []
-                ids, _fields, account_id, _tag = written
+                ids, account_id = written
                 if ids and self.dispatcher is not None:
                     claimed = self.dispatcher.claim_next_in(s, account_id)
         except BaseException:
@@ -232,7 +232,8 @@ class RiskManager:
 
     def _write_exits(self, s, run_id: int, reason: str, threshold, value, st):
         """In the caller's transaction: run -> 'exiting' (CAS), one exit intent per entered leg, queued entries
-        cancelled, the risk event. Returns None if the run was not live (already exiting: idempotent)."""
+        cancelled, the risk event. Returns (intent ids, account id), or None if the run was not live (already
+        exiting: idempotent)."""
         tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
         res = s.execute(update(StrategyRun)
                         .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
@@ -258,7 +259,7 @@ class RiskManager:
             action="exit", ts_ist=ist_now_str(), ts_utc=utcnow(),
             exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
             message=f"{tag}: {reason} exit of {len(ids)} leg(s)"))
-        return ids, fields, account_id, tag
+        return ids, account_id
 
     @staticmethod
     def _cancel_queued_entries(s, run_id: int) -> None:

@@ -88,7 +88,8 @@ def _writer_in_other_process(path, timeout_ms, out):
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_commits(tmp_path):
+def _held_by_another_process(tmp_path):
+    """A table t, and a spawned process holding a write transaction (so the write gate) until ``release``."""
     import multiprocessing as mp
     path = tmp_path / "g.db"
     eng = make_engine(path)
@@ -99,6 +100,11 @@ def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_com
     holder = ctx.Process(target=_hold_write, args=(str(path), held, release))
     holder.start()
     assert held.wait(30)
+    return path, eng, ctx, release, out, holder
+
+
+def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_commits(tmp_path):
+    path, eng, ctx, release, out, holder = _held_by_another_process(tmp_path)
     waiter = ctx.Process(target=_writer_in_other_process, args=(str(path), 20000, out))
     waiter.start()
     waiter.join(0.5)
@@ -112,16 +118,7 @@ def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_com
 
 
 def test_write_gate_when_held_past_the_busy_timeout_then_clear_locked_error_and_nothing_written(tmp_path):
-    import multiprocessing as mp
-    path = tmp_path / "g.db"
-    eng = make_engine(path)
-    with write_session(eng) as s:
-        s.execute(text("CREATE TABLE t(a)"))
-    ctx = mp.get_context("spawn")
-    held, release, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    holder = ctx.Process(target=_hold_write, args=(str(path), held, release))
-    holder.start()
-    assert held.wait(30)
+    path, eng, ctx, release, out, holder = _held_by_another_process(tmp_path)
     try:
         waiter = ctx.Process(target=_writer_in_other_process, args=(str(path), 300, out))
         waiter.start()

@@ -14,10 +14,12 @@ idempotent: it reads the intent's current status and brings its execution (and t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from sqlalchemy import select
 
 from db.models import Execution, OrderIntent, StrategyRun, utcnow
+from db.rawsql import raw_cursor
 
 FAILED_STATUSES = {"rejected", "cancelled", "denied"}
 
@@ -112,20 +114,46 @@ def _run_status(current: str, statuses: list[str]) -> str:
     return current
 
 
+SWEEP_SQL = ("SELECT r.id, r.status, e.id, e.status, e.entry_price, e.exit_price, e.entry_intent_id, e.exit_intent_id, "
+             "ei.status, ei.broker_avg_price, xi.status, xi.broker_avg_price "
+             "FROM strategy_runs r LEFT JOIN executions e ON e.run_id = r.id "
+             "LEFT JOIN order_intents ei ON ei.id = e.entry_intent_id "
+             "LEFT JOIN order_intents xi ON xi.id = e.exit_intent_id "
+             "WHERE r.status IN ('entering', 'active', 'exiting')")
+
+
 def sweep(s) -> Outcome:
     """Repair pass (start-up and every poll cycle): re-derive executions of unfinished runs from their intents,
-    so nothing depends on in-memory state surviving a crash."""
+    so nothing depends on in-memory state surviving a crash.
+
+    One plain SELECT reads every unfinished run, its executions and their intents; ``_apply_entry`` /
+    ``_apply_exit`` / ``_run_status`` are dry-run on copies of those rows, and only the intents and runs they
+    would change go through ``apply_intent_outcome`` / ``refresh_run`` (the ORM). A poll cycle where nothing is
+    out of line therefore costs one query, not two ORM loads per execution (this runs every second beside the
+    market-data thread)."""
     out = Outcome()
-    runs = list(s.scalars(select(StrategyRun.id).where(StrategyRun.status.in_(("entering", "active", "exiting")))))
-    if not runs:
-        return out
-    rows = s.execute(select(Execution.entry_intent_id, Execution.exit_intent_id).where(
-        Execution.run_id.in_(runs), Execution.status.in_(("pending", "exiting", "entered")))).all()
-    for entry_id, exit_id in rows:
-        for iid in (entry_id, exit_id):
-            if iid is not None:  # failed exits were reported when they happened; only runs here
-                out.run_ids |= apply_intent_outcome(s, iid).run_ids
-    for rid in runs:
-        if refresh_run(s, rid):
-            out.run_ids.add(rid)
+    runs: dict[int, tuple[str, list[str]]] = {}
+    todo: list[tuple[int, int]] = []
+    for (run_id, run_status, ex_id, ex_status, entry_price, exit_price, entry_id, exit_id,
+         entry_status, entry_avg, exit_status, exit_avg) in raw_cursor(s).execute(SWEEP_SQL):
+        statuses = runs.setdefault(run_id, (run_status, []))[1]
+        if ex_id is None:
+            continue
+        statuses.append(ex_status)
+        if ex_status not in ("pending", "exiting", "entered"):
+            continue
+        row = dict(status=ex_status, entry_price=entry_price, exit_price=exit_price, entry_intent_id=entry_id,
+                   exit_intent_id=exit_id)
+        if entry_id is not None and _apply_entry(SimpleNamespace(**row), SimpleNamespace(
+                id=entry_id, status=entry_status, broker_avg_price=entry_avg)):
+            todo.append((run_id, entry_id))
+        if exit_id is not None and _apply_exit(SimpleNamespace(**row), SimpleNamespace(
+                id=exit_id, status=exit_status, broker_avg_price=exit_avg)):
+            todo.append((run_id, exit_id))
+    for _, intent_id in todo:
+        out.run_ids |= apply_intent_outcome(s, intent_id).run_ids
+    touched = {run_id for run_id, _ in todo}
+    for run_id, (status, statuses) in runs.items():
+        if (run_id in touched or _run_status(status, statuses) != status) and refresh_run(s, run_id):
+            out.run_ids.add(run_id)
     return out

@@ -7,14 +7,19 @@ same intent therefore cannot both claim it; the loser sees rowcount 0 and moves 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
-from db.models import OrderEvent, OrderIntent, utcnow
+from db.models import OrderIntent, utcnow
 from db.order_fsm import Status, apply
+from db.rawsql import raw_cursor, sql_ts, update_rows
 
 TIME_FIELD = {Status.CLAIMED: "claimed_at", Status.SENT: "sent_at"}
 
@@ -52,24 +57,44 @@ class IntentView:
         return cls(**{f: getattr(i, f) for f in cls.__dataclass_fields__})
 
 
+# These functions are the hot path of every order (dispatcher claim / outcome, risk exits): plain sqlite3 statements
+# in the caller's transaction (db/rawsql.py). An OrderIntent already loaded in the session gets the new values,
+# as an ORM UPDATE would do.
+INTENT = OrderIntent.__table__
+VIEW_FIELDS = tuple(IntentView.__dataclass_fields__)
+_DATETIME_VIEW_FIELDS = ("created_at", "sent_at")
+INSERT_EVENT_SQL = ("INSERT INTO order_events (intent_id, from_status, to_status, source, reason, payload, ts_utc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)")
+NEXT_QUEUED_SQL = (f"SELECT {', '.join(VIEW_FIELDS)} FROM order_intents WHERE account_id = ? AND status = 'queued' "
+                   "ORDER BY priority, created_at, id LIMIT 1")
+
+
+def _cas(s: Session, cur: sqlite3.Cursor, intent_id: int, frm: str, values: dict) -> bool:
+    if update_rows(cur, INTENT, values, "id = ? AND status = ?", (intent_id, frm)) != 1:
+        return False
+    obj = s.identity_map.get(identity_key(OrderIntent, intent_id))
+    if obj is not None:  # keep an already loaded object in line with the row (ORM 'evaluate' sync)
+        for k, v in values.items():
+            set_committed_value(obj, k, v)
+    return True
+
+
 def transition(s: Session, intent_id: int, frm: Status | str, to: Status | str, source: str,
                reason: str = "", payload: object = None, **fields) -> bool:
     """CAS the intent from ``frm`` to ``to`` (FSM-checked). Returns False if the row was not in ``frm``."""
     to = apply(frm, to)
+    frm = Status(frm).value
     now = utcnow()
     values = {"status": to.value, "updated_at": now, **fields}
     if reason:
         values["status_reason"] = reason[:512]
     if to in TIME_FIELD:
         values[TIME_FIELD[to]] = now
-    res = s.execute(update(OrderIntent)
-                    .where(OrderIntent.id == intent_id, OrderIntent.status == Status(frm).value)
-                    .values(**values))
-    if res.rowcount != 1:
+    cur = raw_cursor(s)
+    if not _cas(s, cur, intent_id, frm, values):
         return False
-    s.execute(insert(OrderEvent.__table__).values(
-        intent_id=intent_id, from_status=Status(frm).value, to_status=to.value, source=source, reason=reason[:512],
-        payload=json.dumps(payload, default=str)[:4000] if payload else "", ts_utc=now))
+    cur.execute(INSERT_EVENT_SQL, (intent_id, frm, to.value, source, reason[:512],
+                                   json.dumps(payload, default=str)[:4000] if payload else "", sql_ts(now)))
     return True
 
 
@@ -85,27 +110,26 @@ def claim_path(s: Session, intent_id: int, path: list[Status], source: str, reas
     for st in path[1:]:
         if Status(st) in TIME_FIELD:
             values[TIME_FIELD[Status(st)]] = now
-    res = s.execute(update(OrderIntent)
-                    .where(OrderIntent.id == intent_id, OrderIntent.status == Status(path[0]).value)
-                    .values(**values))
-    if res.rowcount != 1:
+    cur = raw_cursor(s)
+    if not _cas(s, cur, intent_id, Status(path[0]).value, values):
         return False
-    s.execute(insert(OrderEvent.__table__), [
-        dict(intent_id=intent_id, from_status=Status(frm).value, to_status=Status(to).value, source=source,
-             reason=reason[:512] if to == path[-1] else "", payload="", ts_utc=now)
+    stamp = sql_ts(now)
+    cur.executemany(INSERT_EVENT_SQL, [
+        (intent_id, Status(frm).value, Status(to).value, source, reason[:512] if to == path[-1] else "", "", stamp)
         for frm, to in zip(path, path[1:], strict=False)])
     return True
 
 
-VIEW_COLUMNS = [getattr(OrderIntent, f) for f in IntentView.__dataclass_fields__]
-
-
 def next_queued_view(s: Session, account_id: int) -> IntentView | None:
-    """The account's most urgent queued intent (priority, then FIFO), read with one Core SELECT."""
-    row = s.execute(select(*VIEW_COLUMNS).where(
-        OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED.value)
-        .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id).limit(1)).first()
-    return IntentView(**row._mapping) if row else None
+    """The account's most urgent queued intent (priority, then FIFO)."""
+    row = raw_cursor(s).execute(NEXT_QUEUED_SQL, (account_id,)).fetchone()
+    if row is None:
+        return None
+    view = dict(zip(VIEW_FIELDS, row, strict=True))
+    for k in _DATETIME_VIEW_FIELDS:
+        if isinstance(view[k], str):
+            view[k] = datetime.fromisoformat(view[k])
+    return IntentView(**view)
 
 
 def requeue_orphan_claims(s: Session, reason: str = "claimed by a process that stopped before sending") -> int:

@@ -26,7 +26,6 @@ from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRejected, RateLimited,
@@ -34,12 +33,16 @@ from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRej
 from db.accounts import set_status_in
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import IntentView, claim_path, next_queued_view, transition
-from db.models import Account, OrderIntent
 from db.order_fsm import Status
+from db.rawsql import raw_cursor
 from services.common import ServiceContext, service_log
 
 log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"
+QUEUED_ACCOUNTS_SQL = ("SELECT account_id FROM order_intents WHERE status = 'queued' "
+                       "ORDER BY priority, created_at, id")
+
+
 def _write(db):
     # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once.
     return db.write()
@@ -158,10 +161,8 @@ class OrderDispatcher:
         wait(futures, timeout=timeout)
 
     def _schedule(self) -> list[Future]:
-        with self.ctx.db.read() as s:
-            accounts = list(dict.fromkeys(s.scalars(
-                select(OrderIntent.account_id).where(OrderIntent.status == Status.QUEUED.value)
-                .order_by(OrderIntent.priority, OrderIntent.created_at, OrderIntent.id))))
+        with self.ctx.db.read() as s:  # every dispatch_poll_s: a plain SELECT (the index on status)
+            accounts = list(dict.fromkeys(a for (a,) in raw_cursor(s).execute(QUEUED_ACCOUNTS_SQL)))
         started = []
         with self._lock:
             for acct in accounts:
@@ -265,18 +266,19 @@ class OrderDispatcher:
             return view
 
     def _denial_reason(self, s, account_id: int) -> str:
-        acct = s.execute(select(Account.name, Account.is_active, Account.status)
-                         .where(Account.id == account_id)).first()
+        acct = raw_cursor(s).execute("SELECT name, is_active, status FROM accounts WHERE id = ?",
+                                     (account_id,)).fetchone()
         if acct is None:
             return f"account {account_id} no longer exists"
-        if not acct.is_active:
-            return f"account '{acct.name}' is deactivated"
-        if acct.status == "invalid_key":
-            return f"account '{acct.name}' has an invalid API key; update it in Accounts"
+        name, is_active, status = acct
+        if not is_active:
+            return f"account '{name}' is deactivated"
+        if status == "invalid_key":
+            return f"account '{name}' has an invalid API key; update it in Accounts"
         try:
             self.ctx.client(account_id)
         except Exception as exc:  # key cannot be decrypted, bad URL: nothing can be sent
-            return f"account '{acct.name}' cannot be used: {type(exc).__name__}"
+            return f"account '{name}' cannot be used: {type(exc).__name__}"
         return ""
 
     def _send(self, iv: IntentView) -> tuple[bool, tuple[IntentView, str] | None]:

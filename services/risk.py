@@ -25,14 +25,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.intents import new_client_order_id, transition
 from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
 from db.order_fsm import Status
+from db.rawsql import insert_row, raw_cursor, update_rows
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, run_pnl
@@ -101,6 +102,31 @@ def exit_intent_fields(account_id: int, run_id: int, tag: str, ex, qty: int | No
                 pricetype="MARKET", product=ex.product)
 
 
+class ExitLeg(NamedTuple):
+    id: int
+    leg_no: int
+    action: str
+    symbol: str
+    exchange: str
+    quantity: int
+    product: str
+
+
+RUNS, EXECUTIONS = StrategyRun.__table__, Execution.__table__
+RUN_TAG_SQL = ("SELECT r.account_id, s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
+               "WHERE r.id = ?")
+ENTERED_LEGS_SQL = (f"SELECT {', '.join(ExitLeg._fields)} FROM executions WHERE run_id = ? AND status = 'entered' "
+                    "ORDER BY leg_no, id")
+
+
+LIVE_RUNS_SQL = ("SELECT r.id, r.account_id, r.max_loss, r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.pnl, "
+                 "s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
+                 "WHERE r.status IN ('entering', 'active') ORDER BY r.id")
+LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.action, e.quantity, e.product, e.status, "
+                 "e.entry_price, e.exit_price FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
+                 "WHERE r.status IN ('entering', 'active') ORDER BY e.run_id, e.leg_no, e.id")
+
+
 def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
     intent = OrderIntent(**exit_intent_fields(run.account_id, run.id, tag, ex, qty))
     s.add(intent)
@@ -142,22 +168,22 @@ class RiskManager:
         self._maybe_heartbeat()
 
     def _load_runs(self) -> dict[int, RunState]:
+        """Every live run with its legs: two plain SELECTs (this runs every second, beside the feed thread)."""
         with self.ctx.db.read() as s:
-            rows = s.execute(select(StrategyRun, Strategy.name).join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                             .where(StrategyRun.status.in_(LIVE_RUN))).all()
-            ids = [r.id for r, _ in rows]
-            execs = s.scalars(select(Execution).where(Execution.run_id.in_(ids))).all() if ids else []
+            cur = raw_cursor(s)
+            rows = cur.execute(LIVE_RUNS_SQL).fetchall()
+            execs = cur.execute(LIVE_LEGS_SQL).fetchall() if rows else []
         legs: dict[int, list[Leg]] = {}
-        for ex in execs:
-            legs.setdefault(ex.run_id, []).append(Leg.of(ex))
+        for run_id, *fields in execs:
+            legs.setdefault(run_id, []).append(Leg(*fields))
         out = {}
-        for r, name in rows:
-            run_legs = legs.get(r.id, [])
+        for run_id, account_id, max_loss, max_profit, trailing_sl, peak, stop, pnl, name in rows:
+            run_legs = legs.get(run_id, [])
             if not any(leg.status == "entered" for leg in run_legs):
                 continue
-            out[r.id] = RunState(r.id, r.account_id, name, r.max_loss, r.max_profit, r.trailing_sl, run_legs,
-                                 peak=r.tsl_peak, stop=r.tsl_stop, pnl=r.pnl,
-                                 keys={leg.key for leg in run_legs if leg.status in ACTIVE_LEG})
+            out[run_id] = RunState(run_id, account_id, name, max_loss, max_profit, trailing_sl, run_legs,
+                                   peak=peak, stop=stop, pnl=pnl,
+                                   keys={leg.key for leg in run_legs if leg.status in ACTIVE_LEG})
         return out
 
     def _sync_subscriptions(self, keys: set) -> None:
@@ -233,44 +259,37 @@ class RiskManager:
     def _write_exits(self, s, run_id: int, reason: str, threshold, value, st):
         """In the caller's transaction: run -> 'exiting' (CAS), one exit intent per entered leg, queued entries
         cancelled, the risk event. Returns (intent ids, account id), or None if the run was not live (already
-        exiting: idempotent)."""
+        exiting: idempotent). Plain sqlite3 statements (db/rawsql.py): this is the tick -> exit hot path."""
+        now = utcnow()
+        cur = raw_cursor(s)
         tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
-        res = s.execute(update(StrategyRun)
-                        .where(StrategyRun.id == run_id, StrategyRun.status.in_(LIVE_RUN))
-                        .values(status="exiting", exit_reason=reason[:64], exit_requested_at=utcnow(), **tsl))
-        if res.rowcount != 1:
+        if update_rows(cur, RUNS, dict(status="exiting", exit_reason=reason[:64], exit_requested_at=now, **tsl),
+                       "id = ? AND status IN ('entering', 'active')", (run_id,)) != 1:
             return None
-        account_id, tag = s.execute(select(StrategyRun.account_id, Strategy.name)
-                                    .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                                    .where(StrategyRun.id == run_id)).one()
-        legs = s.execute(select(Execution.id, Execution.leg_no, Execution.action, Execution.symbol,
-                                Execution.exchange, Execution.quantity, Execution.product)
-                         .where(Execution.run_id == run_id, Execution.status == "entered")
-                         .order_by(Execution.leg_no, Execution.id)).all()
+        account_id, tag = cur.execute(RUN_TAG_SQL, (run_id,)).fetchone()
+        legs = [ExitLeg(*row) for row in cur.execute(ENTERED_LEGS_SQL, (run_id,)).fetchall()]
         fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
-        ids = [s.execute(insert(OrderIntent.__table__).values(**f).returning(OrderIntent.id)).scalar_one()
-               for f in fields]
+        ids = [insert_row(cur, OrderIntent.__table__, f, now) for f in fields]
         for ex, intent_id in zip(legs, ids, strict=True):
-            s.execute(update(Execution).where(Execution.id == ex.id)
-                      .values(status="exiting", exit_intent_id=intent_id, updated_at=utcnow()))
-        self._cancel_queued_entries(s, run_id)
-        s.execute(insert(RiskEvent.__table__).values(
+            update_rows(cur, EXECUTIONS, dict(status="exiting", exit_intent_id=intent_id, updated_at=now),
+                        "id = ?", (ex.id,))
+        self._cancel_queued_entries(s, cur, run_id)
+        insert_row(cur, RiskEvent.__table__, dict(
             run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
-            action="exit", ts_ist=ist_now_str(), ts_utc=utcnow(),
+            action="exit", ts_ist=ist_now_str(), ts_utc=now,
             exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
-            message=f"{tag}: {reason} exit of {len(ids)} leg(s)"))
+            message=f"{tag}: {reason} exit of {len(ids)} leg(s)"), now)
         return ids, account_id
 
     @staticmethod
-    def _cancel_queued_entries(s, run_id: int) -> None:
+    def _cancel_queued_entries(s, cur, run_id: int) -> None:
         """Entries not yet sent are withdrawn so they cannot open a position after the exit."""
-        rows = s.execute(select(OrderIntent.id, OrderIntent.execution_id).where(
-            OrderIntent.run_id == run_id, OrderIntent.purpose == "entry",
-            OrderIntent.status == Status.QUEUED.value)).all()
+        rows = cur.execute("SELECT id, execution_id FROM order_intents WHERE run_id = ? AND purpose = 'entry' "
+                           "AND status = 'queued'", (run_id,)).fetchall()
         for intent_id, ex_id in rows:
             if transition(s, intent_id, Status.QUEUED, Status.CANCELLED, "risk", "run is exiting"):
-                s.execute(update(Execution).where(Execution.id == ex_id, Execution.status == "pending")
-                          .values(status="failed"))
+                update_rows(cur, EXECUTIONS, dict(status="failed", updated_at=utcnow()),
+                            "id = ? AND status = 'pending'", (ex_id,))
 
     # ---- periodic sweep --------------------------------------------------------------------------------------
     def sweep(self) -> None:

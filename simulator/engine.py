@@ -70,30 +70,44 @@ class Sim:
         self.paths[key] = asyncio.get_running_loop().create_task(self.run_path(key, prices, interval_ms))
 
     # ----- tick loop -----------------------------------------------------
-    async def tick_loop(self) -> None:
+    # Each instrument moves and ticks once per period (1 / tick_hz), but not all at the same instant: the period
+    # is cut into slices and every instrument has its own slice (a stable hash of its key). A real feed streams
+    # ticks continuously; one burst of every subscribed symbol per period would make the last tick of the
+    # burst wait for all the others (in this process and in every client).
+    MAX_SLICE_S = 0.0025
+
+    def slices(self) -> int:
         period = 1.0 / max(0.01, self.cfg.tick_hz)
+        return max(1, min(20, round(period / self.MAX_SLICE_S)))
+
+    async def tick_loop(self) -> None:
+        n = self.slices()
+        sub = 1.0 / max(0.01, self.cfg.tick_hz) / n
         loop = asyncio.get_running_loop()
-        nxt = loop.time()
+        nxt, i = loop.time(), 0
         while True:
-            nxt += period
+            nxt += sub
             try:
-                self.step()
+                self.step(i, n)
             except Exception:  # keep ticking whatever happens
                 log.exception("tick step failed")
+            i = (i + 1) % n
             delay = nxt - loop.time()
             if delay < -1.0:
                 nxt = loop.time()
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
 
-    def step(self) -> None:
-        moved = self.market.step()
-        if not moved:
+    def step(self, part: int = 0, parts: int = 1) -> None:
+        """Move the spots of slice ``part`` of ``parts`` and push the subscribed instruments of that slice."""
+        if self.market.frozen:
             return
+        self.market.step(part, parts)
         if self.broker.pending:
             self.broker.check_all()
         if self.hub is not None and self.hub.subscribed:
-            self.hub.publish(list(self.hub.subscribed))
+            slot = self.market.slot
+            self.hub.publish([k for k in self.hub.subscribed if slot(k, parts) == part])
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self.tick_loop())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import zlib
 
 from .instruments import STOCKS, UNDERLYINGS, Instrument, SymbolMaster
 from .timeutil import IST, epoch_ms, now_ist, today_ist
@@ -76,6 +77,7 @@ class Market:
         spots = {k: round_tick(v * (1 + rng.uniform(-0.01, 0.01))) for k, v in bases.items()}
         self.master = SymbolMaster(spots, today or today_ist())
         self.frozen = False
+        self._slots: dict[tuple[str, str], int] = {}
         self.zero_counts: dict[tuple[str, str], int] = {}
         self.states: dict[tuple[str, str], State] = {}
         self.walk: dict[tuple[str, str], float] = {}  # unrounded spot of walking instruments
@@ -127,12 +129,24 @@ class Market:
         return st
 
     # ----- movement ------------------------------------------------------
-    def step(self) -> list[tuple[str, str]]:
-        """One random-walk step of every spot; returns the moved spot keys."""
+    def slot(self, key: tuple[str, str], parts: int) -> int:
+        """The stable slice (0..parts-1) of the tick period in which ``key`` moves and ticks."""
+        if parts == 1:
+            return 0
+        h = self._slots.get(key)
+        if h is None:
+            h = self._slots[key] = zlib.crc32(f"{key[0]}:{key[1]}".encode())
+        return h % parts
+
+    def step(self, part: int = 0, parts: int = 1) -> list[tuple[str, str]]:
+        """One random-walk step of every spot in slice ``part`` of ``parts`` (all of them by default); returns
+        the moved spot keys."""
         if self.frozen:
             return []
         moved = []
         for key, val in self.walk.items():
+            if parts > 1 and self.slot(key, parts) != part:
+                continue
             itype = self.master.items[key].itype
             rng = self.rngs[key]
             val *= math.exp(rng.gauss(0.0, STEP_SD[itype]))

@@ -207,3 +207,38 @@ def _heartbeat(db, component):
     with db.read() as s:
         hb = s.scalar(select(ServiceHeartbeat).where(ServiceHeartbeat.component == component))
         return json.loads(hb.details_json) if hb else None
+
+
+def test_read_ahead_socket_when_a_backlog_of_frames_is_waiting_then_one_system_call_reads_them_all():
+    import socket
+
+    import websocket
+    from websocket import ABNF
+
+    from services.market_data import ReadAheadSocket
+
+    class Counting:
+        def __init__(self, sock):
+            self.sock, self.calls = sock, 0
+
+        def recv(self, n):
+            self.calls += 1
+            return self.sock.recv(n)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    server, client = socket.socketpair()
+    try:
+        msgs = [json.dumps({"type": "market_data", "n": i, "pad": "x" * (i % 300)}) for i in range(200)]
+        server.sendall(b"".join(ABNF(1, 0, 0, 0, ABNF.OPCODE_TEXT, 0, m.encode()).format() for m in msgs))
+        counting = Counting(client)
+        ws = websocket.WebSocket(skip_utf8_validation=True)
+        ws.sock, ws.connected = ReadAheadSocket(counting), True
+        assert [ws.recv() for _ in msgs] == msgs  # frames intact and in order
+        assert counting.calls == 1  # the whole backlog (< 256 KiB) in one system call, not two per frame
+        server.sendall(ABNF(1, 0, 0, 0, ABNF.OPCODE_TEXT, 0, b"later").format())
+        assert ws.recv() == "later" and counting.calls == 2  # an empty buffer reads from the socket again
+    finally:
+        server.close()
+        client.close()

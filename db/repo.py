@@ -176,10 +176,12 @@ def pnl_accounts(db: Database, since: datetime, bucket_s: int) -> pd.DataFrame:
 
 
 def pnl_latest(db: Database) -> pd.DataFrame:
-    """Latest per-account snapshot (run_id NULL)."""
+    """Latest per-account snapshot (run_id NULL): one index seek per account (ix_pnl_acct_run_ts), not a scan of
+    the day's snapshots (this runs on every refresh of the Dashboard tiles)."""
     return _df(db, "SELECT p.account_id, a.name AS account, p.ts_utc, p.realized, p.unrealized, p.total "
-                   "FROM pnl_snapshots p JOIN (SELECT MAX(id) AS id FROM pnl_snapshots WHERE run_id IS NULL "
-                   "GROUP BY account_id) m ON m.id = p.id JOIN accounts a ON a.id = p.account_id ORDER BY a.name",
+                   "FROM accounts a JOIN pnl_snapshots p ON p.id = (SELECT id FROM pnl_snapshots "
+                   "WHERE account_id = a.id AND run_id IS NULL ORDER BY ts_utc DESC, id DESC LIMIT 1) "
+                   "ORDER BY a.name",
                columns=["account_id", "account", "ts_utc", "realized", "unrealized", "total"])
 
 

@@ -1,4 +1,4 @@
-"""Dashboard: P&L today (total + per account), per-strategy bars, margin, risk distance gauges."""
+"""Dashboard: P&L today (total + per account), per-strategy bars, margin, risk distance of active runs."""
 import pandas as pd
 import streamlit as st
 
@@ -12,6 +12,7 @@ db, settings, health = init_page("Dashboard", ":material/monitoring:")
 REFRESH = settings.ui.refresh_s
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="dashboard.auto")
 DB_PATH = str(db.path)
+RISK_ROWS = 20
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -53,15 +54,11 @@ def runs_and_margin():
     if active.empty:
         st.caption("No active strategy runs.")
         return
-    cols = st.columns(3)
-    for i, r in enumerate(active.head(9).itertuples(index=False)):
-        fig = charts.risk_gauge(f"#{r.id} {r.strategy} · {r.account}", float(r.pnl),
-                                None if pd.isna(r.max_loss) else float(r.max_loss),
-                                None if pd.isna(r.max_profit) else float(r.max_profit),
-                                None if pd.isna(r.tsl_stop) else float(r.tsl_stop))
-        cols[i % 3].plotly_chart(fig, key=f"dashboard.gauge.{r.id}", width="stretch")
-    if len(active) > 9:
-        st.caption(f"{len(active) - 9} more active runs: see Risk Monitor.")
+    shown = active.head(RISK_ROWS).assign(label=lambda d: [f"#{r.id} {r.strategy} · {r.account}"
+                                                           for r in d.itertuples(index=False)])
+    st.plotly_chart(charts.risk_distance(shown), key="dashboard.risk_distance", width="stretch")
+    if len(active) > RISK_ROWS:
+        st.caption(f"{len(active) - RISK_ROWS} more active runs: see Risk Monitor.")
 
 
 live_tiles()

@@ -4,10 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from ui.format import to_ist
 
-THEME = dict(template="plotly_dark", paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+# The dark template is plotly's process default (set here) rather than a template= argument: plotly applies its
+# default without re-validating the whole template, which halves the cost of every figure (33 -> 18 ms).
+pio.templates.default = "plotly_dark"
+THEME = dict(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
              font=dict(size=12), margin=dict(l=10, r=10, t=40, b=10), height=340,
              # legend on the right above the plot, so it never overlaps the title on the left
              legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
@@ -56,19 +60,50 @@ def margin_bars(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def risk_gauge(title: str, pnl: float, max_loss: float | None, max_profit: float | None,
-               tsl_stop: float | None = None) -> go.Figure:
-    """P&L needle between -max_loss and +max_profit; the trailing stop is the threshold line."""
-    lo = -(max_loss or max(abs(pnl) * 2, 1000.0))
-    hi = max_profit or max(abs(pnl) * 2, 1000.0)
-    gauge = dict(axis=dict(range=[lo, hi]), bar=dict(color=GREEN if pnl >= 0 else RED),
-                 steps=[dict(range=[lo, 0], color="rgba(231,76,60,0.15)"), dict(range=[0, hi],
-                                                                               color="rgba(46,204,113,0.15)")])
-    if tsl_stop is not None and not pd.isna(tsl_stop):
-        gauge["threshold"] = dict(line=dict(color=AMBER, width=3), thickness=0.8, value=tsl_stop)
-    fig = go.Figure(go.Indicator(mode="gauge+number", value=pnl, title=dict(text=title, font=dict(size=13)),
-                                 number=dict(prefix="₹", valueformat=",.0f"), gauge=gauge))
-    fig.update_layout(**{**THEME, "height": 220, "margin": dict(l=20, r=20, t=50, b=10)})
+def _limits(pnl: float, max_loss, max_profit) -> tuple[float, float]:
+    """(-max_loss, max_profit) of a run; a missing limit becomes twice the current P&L (at least 1,000)."""
+    fallback = max(abs(pnl) * 2, 1000.0)
+    lo = -(max_loss if max_loss and not pd.isna(max_loss) else fallback)
+    hi = max_profit if max_profit and not pd.isna(max_profit) else fallback
+    return lo, hi
+
+
+def limit_pct(value: float, lo: float, hi: float) -> float:
+    """A P&L as % of the distance to its limit: -100 = at max loss, +100 = at max profit (clipped to +-120)."""
+    pct = value / -lo * 100.0 if value < 0 else value / hi * 100.0
+    return max(-120.0, min(120.0, pct))
+
+
+def risk_distance(df: pd.DataFrame) -> go.Figure:
+    """One row per run: where its P&L sits between max loss (-100 %) and max profit (+100 %), with the trailing
+    stop as an amber tick. df: label, pnl, max_loss, max_profit, tsl_stop. One figure for any number of runs
+    (a gauge per run cost a figure each: ~40 ms apiece on a small VM)."""
+    fig = _fig("Risk distance: P&L as % of the way to its limit", height=90 + 34 * max(1, len(df)),
+               xaxis=dict(range=[-125, 125], ticksuffix=" %", zeroline=True), yaxis=dict(autorange="reversed"),
+               barmode="overlay", showlegend=False)
+    if df.empty:
+        fig.add_annotation(text="No active strategy runs", showarrow=False)
+        return fig
+    labels, pct, stops, stop_labels, text, colors = [], [], [], [], [], []
+    for r in df.itertuples(index=False):
+        lo, hi = _limits(float(r.pnl), r.max_loss, r.max_profit)
+        labels.append(r.label)
+        pct.append(limit_pct(float(r.pnl), lo, hi))
+        text.append(f"₹{r.pnl:,.0f}  (limits ₹{lo:,.0f} / ₹{hi:,.0f})")
+        colors.append(GREEN if r.pnl >= 0 else RED)
+        if r.tsl_stop is not None and not pd.isna(r.tsl_stop):
+            stops.append(limit_pct(float(r.tsl_stop), lo, hi))
+            stop_labels.append(r.label)
+    n = len(labels)
+    fig.add_trace(go.Bar(y=labels, x=[100.0] * n, base=[-100.0] * n, orientation="h", hoverinfo="skip",
+                         marker_color="rgba(231,76,60,0.15)", width=0.6))
+    fig.add_trace(go.Bar(y=labels, x=[100.0] * n, base=[0.0] * n, orientation="h", hoverinfo="skip",
+                         marker_color="rgba(46,204,113,0.15)", width=0.6))
+    fig.add_trace(go.Scatter(y=labels, x=pct, mode="markers", name="P&L", text=text, hoverinfo="text+y",
+                             marker=dict(symbol="diamond", size=13, color=colors)))
+    if stops:
+        fig.add_trace(go.Scatter(y=stop_labels, x=stops, mode="markers", name="Trailing stop", hoverinfo="x+y",
+                                 marker=dict(symbol="line-ns-open", size=22, color=AMBER, line=dict(width=3))))
     return fig
 
 

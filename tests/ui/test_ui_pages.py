@@ -1,6 +1,7 @@
 """AppTest smoke and behaviour tests for every page, against a real SQLite file seeded by builders."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -223,6 +224,10 @@ def test_dashboard_when_large_day_then_renders_every_account_downsampled(db):
     labels = [m.label for m in at.metric]
     assert labels[:3] == ["NIFTY", "BANKNIFTY", "SENSEX"]  # the watchlist tiles come first
     assert labels[3:5] == ["Total P&L", "acct0"]
+    charts = at.get("plotly_chart")  # P&L lines, strategy bars, margin, and ONE risk-distance chart for 3 runs
+    assert len(charts) == 4
+    risk = json.loads(charts[3].proto.spec)
+    assert [t.get("name") for t in risk["data"]][2:] == ["P&L", "Trailing stop"] and len(risk["data"][2]["y"]) == 3
     from datetime import timedelta
 
     from db import repo

@@ -159,3 +159,32 @@ def test_service_state_when_dispatcher_stopped_then_up_but_orders_disabled(db):
         s.add(ServiceHeartbeat(component="dispatcher", status="stopped", last_beat=utcnow()))
     st = repo.service_state(db, 10)
     assert st["up"] is True and st["orders_ok"] is False and st["stale"] == ["dispatcher"]
+
+
+def test_pnl_latest_when_several_snapshots_then_the_newest_per_account_and_run_rows_ignored(db):
+    a, c, idle = b.seed_account(db, "alpha"), b.seed_account(db, "charlie"), b.seed_account(db, "idle")
+    b.seed_pnl(db, [a, c], 50)
+    b.seed_pnl(db, [a], 5, run_id=None, start=utcnow() + timedelta(seconds=30))  # a newer tail for alpha only
+    b.seed_pnl(db, [c], 3, run_id=b.seed_run(db, c), start=utcnow() + timedelta(seconds=60))  # run rows: not it
+    df = repo.pnl_latest(db)
+    assert list(df["account"]) == ["alpha", "charlie"]  # idle has no snapshot: not listed
+    expect_a = 1000 * math.sin(4 / 500) + a * 10  # last point of alpha's newer 5-point series
+    expect_c = 1000 * math.sin(49 / 500) + c * 10  # last account-level point of charlie
+    assert df["total"].tolist() == pytest.approx([expect_a, expect_c])
+
+
+def test_risk_distance_when_runs_then_pnl_and_stop_as_percent_of_the_way_to_their_limits():
+    from ui.charts import risk_distance
+
+    df = pd.DataFrame({"label": ["#1", "#2", "#3"], "pnl": [-250.0, 600.0, -5000.0],
+                       "max_loss": [1000.0, 2000.0, 1000.0], "max_profit": [2000.0, None, 2000.0],
+                       "tsl_stop": [None, 300.0, None]})
+    fig = risk_distance(df)
+    pnl = next(t for t in fig.data if t.name == "P&L")
+    stop = next(t for t in fig.data if t.name == "Trailing stop")
+    # -250 of a 1,000 max loss = -25 %; +600 with no max profit: limit = 2 x |pnl| = 1,200 -> 50 %;
+    # -5,000 against 1,000 is past the limit: clipped to -120 %
+    assert list(pnl.x) == [-25.0, 50.0, -120.0] and list(pnl.y) == ["#1", "#2", "#3"]
+    assert list(stop.x) == [25.0] and list(stop.y) == ["#2"]  # 300 of 1,200
+    assert "₹-250" in pnl.text[0]
+    assert risk_distance(df.iloc[0:0]).layout.annotations[0].text == "No active strategy runs"

@@ -5,10 +5,13 @@ Every bench prints a human-readable report and, last, one machine-readable line
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -109,6 +112,37 @@ def queue_strategy(db: Database, account_ids: list[int], legs: list[dict], name:
     """Like db.strategies.execute_strategy: one transaction writes a run + executions + queued entry intents
     per account. Returns the intent ids."""
     return [i for _, ids in queue_runs(db, account_ids, legs, name) for i in ids]
+
+
+@contextlib.contextmanager
+def service_process(db: Database, ready_timeout: float = 60.0):
+    """The service as its own process (``python -m services``, default settings, the deployment shape), started
+    on ``db``; yields once its dispatcher heartbeat and the symbol master are in the database; SIGTERM on exit.
+    Its output goes to service.out beside the temp DB."""
+    from db.models import Instrument, ServiceHeartbeat
+    from sqlalchemy import func
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP__")}
+    env["PYTHONPATH"] = str(ROOT)
+    log = open(db.path.with_name("service.out"), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "services", "--db", str(db.path), "--log-file",
+                             str(db.path.with_name("service.log"))], cwd=str(ROOT), env=env, stdout=log, stderr=log)
+    try:
+        def ready():
+            with db.read() as s:
+                hb = s.get(ServiceHeartbeat, "dispatcher")
+                n = s.scalar(select(func.count()).select_from(Instrument))
+            return hb is not None and n
+        if not wait_until(ready, ready_timeout, 0.1):
+            raise RuntimeError("the service did not start (see service.out beside the temp DB)")
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def machine() -> dict:

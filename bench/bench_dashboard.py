@@ -13,7 +13,9 @@ A "cold-cache" run clears st.cache_data first, so the 225,000-row chart query ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import random
 import sys
 import time
@@ -81,30 +83,27 @@ def seed(db, now_utc: datetime) -> dict:
     return dict(accounts=10, intents=2000, snapshots=22_500 * 10 + 3_600 * 20, runs=20)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
-    a = ap.parse_args()
-    db = temp_db("dash")
-    ist_today = (datetime.utcnow() + timedelta(hours=5, minutes=30)).date()
-    fake_now = datetime(ist_today.year, ist_today.month, ist_today.day, 10, 0, 0)  # 15:30 IST
-    t = time.perf_counter()
-    counts = seed(db, fake_now)
-    print(f"seeded {counts} in {time.perf_counter() - t:.1f} s ({db.path})")
-    os.environ["APP__DB__PATH"] = str(db.path)
-    os.environ["APP__SECRETS__KEY_FILE"] = str(db.path.with_name("algomirror.key"))
+def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dict:
+    """In THIS (fresh) process: optionally ui.preload.preload() (what `python -m ui.serve` does before the server
+    starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
+    os.environ["APP__DB__PATH"] = db_path
+    os.environ["APP__SECRETS__KEY_FILE"] = str(Path(db_path).with_name("algomirror.key"))
     os.chdir(ROOT)
 
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     import db.repo as repo
-    repo.utcnow = lambda: fake_now + (datetime.utcnow() - _t0)  # "now" = 15:30 IST today, ticking
     _t0 = datetime.utcnow()
+    repo.utcnow = lambda: fake_now + (datetime.utcnow() - _t0)  # "now" = 15:30 IST today, ticking
+    preload_s = 0.0
+    if preloaded:
+        from ui.preload import preload
+        preload_s = preload()
 
     times, errors = [], []
     at = AppTest.from_file(str(ROOT / "pages" / "dashboard.py"), default_timeout=120)
-    for _ in range(a.runs):
+    for _ in range(runs):
         t = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t)
@@ -116,18 +115,57 @@ def main() -> int:
     cold_cache = time.perf_counter() - t
     if at.exception:
         errors.append("; ".join(str(e.message)[:300] for e in at.exception))
-    caption = [c.value for c in at.caption]
-    print(f"AppTest.run() of pages/dashboard.py: first {times[0] * 1000:.0f} ms; warm "
-          f"{', '.join(f'{x * 1000:.0f}' for x in times[1:])} ms; after st.cache_data.clear() "
-          f"{cold_cache * 1000:.0f} ms")
-    print(f"chart caption: {caption[:1]}")
-    warm = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
-    worst = max(times + [cold_cache])
+    return dict(preload_s=preload_s, times=times, cold_cache=cold_cache, errors=errors,
+                caption=[c.value for c in at.caption][:1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--measure", help=argparse.SUPPRESS)  # child mode: DB path
+    ap.add_argument("--preloaded", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fake-now", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.measure:
+        print("MEASURED " + json.dumps(measure(a.measure, a.runs, a.preloaded,
+                                               datetime.fromisoformat(a.fake_now))), flush=True)
+        return 0
+    db = temp_db("dash")
+    ist_today = (datetime.utcnow() + timedelta(hours=5, minutes=30)).date()
+    fake_now = datetime(ist_today.year, ist_today.month, ist_today.day, 10, 0, 0)  # 15:30 IST
+    t = time.perf_counter()
+    counts = seed(db, fake_now)
+    print(f"seeded {counts} in {time.perf_counter() - t:.1f} s ({db.path})")
+    out = {}
+    for mode in ("fresh", "preloaded"):  # each in a new Python process: first runs are what a new server pays
+        cmd = [sys.executable, __file__, "--measure", str(db.path), "--runs", str(a.runs),
+               "--fake-now", fake_now.isoformat()] + (["--preloaded"] if mode == "preloaded" else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("MEASURED ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{mode} measurement failed: {proc.stderr[-2000:]}")
+        out[mode] = json.loads(line[0][len("MEASURED "):])
+    errors = out["fresh"]["errors"] + out["preloaded"]["errors"]
+    for mode, label in (("fresh", "new process, nothing preloaded"),
+                        ("preloaded", "new process after ui.preload (python -m ui.serve)")):
+        m = out[mode]
+        extra = f" (preload took {m['preload_s'] * 1000:.0f} ms before the server starts)" if m["preload_s"] else ""
+        print(f"AppTest.run() of pages/dashboard.py, {label}: first {m['times'][0] * 1000:.0f} ms; warm "
+              f"{', '.join(f'{x * 1000:.0f}' for x in m['times'][1:])} ms; after st.cache_data.clear() "
+              f"{m['cold_cache'] * 1000:.0f} ms{extra}")
+    print(f"chart caption: {out['fresh']['caption']}")
+    pre, fresh = out["preloaded"], out["fresh"]
+    warm_all = sorted(fresh["times"][1:] + pre["times"][1:])
+    warm = warm_all[len(warm_all) // 2]
+    worst = max(pre["times"] + [pre["cold_cache"], fresh["cold_cache"]] + fresh["times"][1:])
     if errors:
         print(f"PAGE ERRORS (reported, not fixed here): {errors[0]}")
-    print(f"target <= 1 s: {'met' if worst <= 1.0 else 'MISSED'} (worst {worst * 1000:.0f} ms)")
-    result("dashboard", first_ms=times[0] * 1000, warm_ms=warm * 1000, cold_cache_ms=cold_cache * 1000,
-           errors=len(errors), error=errors[0] if errors else "")
+    print(f"target <= 1 s (every run of the served app: preloaded first run, warm runs, cache cleared): "
+          f"{'met' if worst <= 1.0 else 'MISSED'} (worst {worst * 1000:.0f} ms); first run of an unwarmed process "
+          f"{fresh['times'][0] * 1000:.0f} ms")
+    result("dashboard", first_ms=pre["times"][0] * 1000, first_unwarmed_ms=fresh["times"][0] * 1000,
+           warm_ms=warm * 1000, cold_cache_ms=max(pre["cold_cache"], fresh["cold_cache"]) * 1000,
+           worst_ms=worst * 1000, errors=len(errors), error=errors[0] if errors else "")
     return 0
 
 

@@ -12,22 +12,16 @@ account; OpenAlgo allows 10/s).
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fmt_stats, main_guard, result, sim_account, stats, temp_db, wait_until  # noqa: E402
-
-from sqlalchemy import func, select  # noqa: E402
+from _common import fmt_stats, main_guard, result, service_process, sim_account, stats, temp_db  # noqa: E402
 
 from db.commands import OrderRequest, enqueue_order  # noqa: E402
-from db.models import Instrument, ServiceHeartbeat  # noqa: E402
 from simulator.testing import SimProcess  # noqa: E402
 
 
@@ -39,20 +33,7 @@ def main() -> int:
     lat = []
     with SimProcess(seed=4) as sim:
         acct, name = sim_account(db, sim, prefix="enq", is_primary=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APP__")}
-        env["PYTHONPATH"] = str(ROOT)
-        log = open(db.path.with_name("service.out"), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "services", "--db", str(db.path), "--log-file",
-                                 str(db.path.with_name("service.log"))], cwd=str(ROOT), env=env, stdout=log,
-                                stderr=log)
-        try:
-            def ready():
-                with db.read() as s:
-                    hb = s.get(ServiceHeartbeat, "dispatcher")
-                    n = s.scalar(select(func.count()).select_from(Instrument))
-                return hb is not None and n
-            if not wait_until(ready, 60, 0.1):
-                raise RuntimeError("the service did not start (see service.out beside the temp DB)")
+        with service_process(db):
             time.sleep(1.0)
             rng = random.Random(7)
             tags = []
@@ -70,13 +51,6 @@ def main() -> int:
                 if o is None:
                     raise RuntimeError(f"order {tag} never reached the simulator")
                 lat.append(o["received_at_ms"] - t0 * 1000.0)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
     st = stats(lat)
     print(f"enqueue (UI row committed) -> placeorder received by the sim: {fmt_stats(lat)}")
     print(f"targets p50 <= 150 ms: {'met' if st['median'] <= 150 else 'MISSED'}; "

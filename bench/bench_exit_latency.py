@@ -1,18 +1,21 @@
 """Tick -> first exit order at the broker, when a tick breaches a run's max loss (target: p99 <= 20 ms).
 
-    .venv/bin/python bench/bench_exit_latency.py [--trials 50] [--tick-hz 20]
+    .venv/bin/python bench/bench_exit_latency.py [--trials 100] [--tick-hz 20]
 
-Set-up: the simulator (random walk at --tick-hz) and the whole service (services.runner.ServiceRunner, default
-settings, in this process, talking to the simulator over loopback REST + WebSocket). 49 strategy runs hold one
-NIFTY option each (limits far away, so the risk manager evaluates them on every tick) and each trial adds a fresh
-50th run: BUY 1 SBIN (NSE, MIS) entered at the current price, max loss 5 % of it. 50 open positions + 3 watchlist
-indices stream 53 symbols x 20 Hz = about 1,060 ticks/s into the service (measured below).
+Set-up: the simulator (random walk at --tick-hz) and the service as its own process (`python -m services`,
+default settings: the deployment shape; this process only plays the trader and the stopwatch). 49 strategy runs
+hold one NIFTY option each (limits far away, so the risk manager evaluates them on every tick) and each trial adds
+a fresh 50th run: BUY 1 SBIN (NSE, MIS) entered 1 rupee above the current price, max loss 5 % of it. 50 open
+positions + 3 watchlist indices stream 53 symbols x 20 Hz = about 1,060 ticks/s into the service (measured below
+from the simulator's counters).
 
-Per trial (a fresh run each time): wait until the risk manager has evaluated the new run on a live tick, then
-t0 = time.time() just before POST /_sim/price sets SBIN 10 % lower (the simulator pushes that tick at once),
-and t1 = `received_at_ms` of the first SELL SBIN placeorder of the account in the simulator's order log (the
-time the simulator's handler created the order). Latency = t1 - t0 (same host, same clock). t0 includes the
-control POST itself (~1 ms), so the figure is slightly pessimistic. The price is then set back.
+Per trial (a fresh run each time): wait until the service's risk manager has evaluated the new run on a live
+tick (its P&L, -1 rupee at entry, is persisted), then t0 = time.time() just before POST /_sim/price sets SBIN
+10 % lower (the simulator pushes that tick at once), and t1 = `received_at_ms` of the first SELL SBIN placeorder
+of the account in the simulator's order log (the time the simulator's handler created the order). Latency =
+t1 - t0 (same host, same clock). t0 includes the control POST itself (~1 ms), so the figure is slightly
+pessimistic. The breakdown uses the exit intent's created_at / sent_at written by the service. The price is then
+set back.
 """
 from __future__ import annotations
 
@@ -24,12 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    fmt_stats, main_guard, make_run, quiet, result, settings_for, sim_account, stats, temp_db, wait_until)
+    fmt_stats, main_guard, make_run, result, service_process, sim_account, stats, temp_db, wait_until)
 
 from sqlalchemy import select  # noqa: E402
 
-from db.models import OrderIntent  # noqa: E402
-from services.runner import ServiceRunner  # noqa: E402
+from db.models import OrderIntent, StrategyRun  # noqa: E402
 from simulator.testing import SimProcess  # noqa: E402
 
 TARGET = ("SBIN", "NSE")
@@ -48,87 +50,75 @@ def option_symbols(sim, key: str, n: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=50)
+    ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--tick-hz", type=float, default=20.0)
     ap.add_argument("--positions", type=int, default=50)
     a = ap.parse_args()
-    quiet()
     db = temp_db("exit")
-    settings = settings_for(db)  # defaults: dispatch poll 50 ms, flush 1 s, risk sweep 5 s, ...
+    lat, created, sent = [], [], []
     with SimProcess(seed=3, tick_hz=a.tick_hz) as sim:
         acct, name = sim_account(db, sim, prefix="exit", is_primary=True)
         key = sim.create_account("probe")
         for sym in option_symbols(sim, key, a.positions - 1):
             make_run(db, acct, [dict(symbol=sym, exchange="NFO", action="BUY", qty=65, entry=100.0)],
                      max_loss=1e12, name="background")
-        runner = ServiceRunner(settings, db=db)
-        runner.start()
-        lat, rates, seen, created, sent = [], [], [], [], []
-        breach_seen: list[float] = []
-        try:
-            md, risk = runner.md, runner.risk
 
-            def spy(symbol, exchange, data):  # when the breaching tick reaches the listeners
-                if (symbol, exchange) == TARGET and not breach_seen and data.get("ltp", 1e9) < armed[0]:
-                    breach_seen.append(time.time())
-            armed = [0.0]
-            md._listeners.insert(0, spy)
-            if not wait_until(lambda: md.status()["connected"] and len(md._wire) >= a.positions + 2, 30, 0.1):
-                raise RuntimeError(f"feed not subscribed: {md.status()}")
+        def ltp() -> float:
+            return sim.api("quotes", {"apikey": key, "symbol": TARGET[0], "exchange": TARGET[1]}).json()["data"]["ltp"]
+
+        def ticks_sent() -> int:
+            return sim.stats()["ticks_sent"]
+
+        with service_process(db):
+            if not wait_until(lambda: ticks_sent() > 0, 30, 0.2):
+                raise RuntimeError("the service never subscribed to the feed")
+            time.sleep(2.0)  # the risk manager loads the background runs and subscribes their symbols
+            n0, c0 = time.monotonic(), ticks_sent()
+            time.sleep(2.0)
+            ticks_s = (ticks_sent() - c0) / (time.monotonic() - n0)
             for i in range(a.trials):
-                px = wait_until(lambda: md.last_price(*TARGET), 10)
-                entry = px[0] if px else 960.0
+                entry = round(ltp() + 1.0, 2)
                 run_id, _ = make_run(db, acct, [dict(symbol=TARGET[0], exchange=TARGET[1], action="BUY", qty=1,
                                                      entry=entry, product="MIS")], max_loss=0.05 * entry,
                                      name="target")
-                ok = wait_until(lambda r=run_id: (st := risk.run_state(r)) is not None and st.pnl is not None, 10)
-                if not ok:
-                    raise RuntimeError(f"trial {i}: the risk manager did not pick up run {run_id}")
-                n0, c0 = time.monotonic(), md.counters["ticks"]
-                time.sleep(0.2)  # let a few ticks flow; also measures the tick rate
-                rates.append((md.counters["ticks"] - c0) / (time.monotonic() - n0))
-                breach_seen.clear()
-                armed[0] = entry * 0.95
+
+                def evaluated(r=run_id):
+                    with db.read() as s:
+                        return s.scalar(select(StrategyRun.pnl).where(StrategyRun.id == r)) != 0.0
+                if not wait_until(evaluated, 10, 0.05):
+                    raise RuntimeError(f"trial {i}: the risk manager did not evaluate run {run_id}")
+                time.sleep(0.1)
                 t0 = time.time()
                 sim.set_price(*TARGET, round(entry * 0.9, 1))
 
                 def exit_done(run_id=run_id):
                     with db.read() as s:
-                        return s.scalar(select(OrderIntent.status).where(
+                        return s.scalar(select(OrderIntent).where(
                             OrderIntent.run_id == run_id, OrderIntent.purpose == "exit",
-                            OrderIntent.status.notin_(("queued", "claimed", "sent"))))
-                if not wait_until(exit_done, 10, 0.01):
+                            OrderIntent.status.notin_(("queued", "claimed", "sent"))).limit(1))
+                row = wait_until(exit_done, 10, 0.02)
+                if not row:
                     raise RuntimeError(f"trial {i}: no exit order recorded within 10 s")
                 got = [o for o in sim.orders() if o.get("account") == name and o.get("symbol") == TARGET[0]
                        and o.get("action") == "SELL" and o.get("received_at_ms", 0) >= t0 * 1000.0]
                 if not got:
                     raise RuntimeError("the simulator's order log has no received_at_ms for the exit order")
                 lat.append(min(o["received_at_ms"] for o in got) - t0 * 1000.0)
-                armed[0] = 0.0
-                with db.read() as s:
-                    row = s.scalar(select(OrderIntent).where(OrderIntent.run_id == run_id,
-                                                             OrderIntent.purpose == "exit").limit(1))
                 utc = lambda d: d.replace(tzinfo=timezone.utc).timestamp()  # noqa: E731
-                if breach_seen:
-                    seen.append((breach_seen[0] - t0) * 1000.0)
                 created.append((utc(row.created_at) - t0) * 1000.0)
                 sent.append((utc(row.sent_at) - t0) * 1000.0)
                 sim.set_price(*TARGET, entry)
                 time.sleep(0.05)
-            ticks_s = sorted(rates)[len(rates) // 2]
-        finally:
-            runner.stop()
     st = stats(lat)
-    print(f"ticks flowing into the service: median {ticks_s:.0f} ticks/s "
+    print(f"ticks flowing into the service: {ticks_s:.0f} ticks/s "
           f"({a.positions} positions + watchlist, sim tick-hz {a.tick_hz:g})")
     print(f"tick -> first exit placeorder at the sim: {fmt_stats(lat)}")
     print("breakdown (ms after t0):")
-    print(f"  breaching tick reaches the listeners : {fmt_stats(seen)}")
     print(f"  exit intent row created (risk)       : {fmt_stats(created)}")
     print(f"  exit intent committed 'sent'         : {fmt_stats(sent)}")
     print(f"target p99 <= 20 ms: {'met' if st['p99'] <= 20 else 'MISSED'}")
     result("exit_latency", median_ms=st["median"], p99_ms=st["p99"], max_ms=st["max"], trials=st["n"],
-           ticks_per_s=ticks_s, tick_seen_p50=stats(seen)["median"], tick_seen_p99=stats(seen)["p99"],
+           ticks_per_s=ticks_s, created_p50=stats(created)["median"], created_p99=stats(created)["p99"],
            sent_p50=stats(sent)["median"], sent_p99=stats(sent)["p99"])
     return 0
 

@@ -162,7 +162,7 @@ def test_service_state_when_dispatcher_stopped_then_up_but_orders_disabled(db):
 
 
 def test_pnl_latest_when_several_snapshots_then_the_newest_per_account_and_run_rows_ignored(db):
-    a, c, idle = b.seed_account(db, "alpha"), b.seed_account(db, "charlie"), b.seed_account(db, "idle")
+    a, c, _idle = b.seed_account(db, "alpha"), b.seed_account(db, "charlie"), b.seed_account(db, "idle")
     b.seed_pnl(db, [a, c], 50)
     b.seed_pnl(db, [a], 5, run_id=None, start=utcnow() + timedelta(seconds=30))  # a newer tail for alpha only
     b.seed_pnl(db, [c], 3, run_id=b.seed_run(db, c), start=utcnow() + timedelta(seconds=60))  # run rows: not it

@@ -14,7 +14,8 @@ from broker.client import OpenAlgoClient
 from config import Settings
 from db import Database
 from db.accounts import api_key_for, list_accounts
-from db.models import ServiceHeartbeat, ServiceLog, utcnow
+from db.models import ServiceLog, utcnow
+from db.rawsql import raw_cursor, sql_ts
 
 IST = timezone(timedelta(hours=5, minutes=30))
 log = logging.getLogger("services")
@@ -62,14 +63,17 @@ class ServiceContext:
             self._clients.clear()
 
 
+HEARTBEAT_SQL = ("INSERT INTO service_heartbeat (component, pid, status, last_beat, details_json) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (component) DO UPDATE SET pid = excluded.pid, "
+                 "status = excluded.status, last_beat = excluded.last_beat, details_json = excluded.details_json")
+
+
 def heartbeat(db: Database, component: str, status: str = "ok", details: dict | None = None) -> None:
+    """Upsert the component's service_heartbeat row: one plain statement (several components beat every few
+    seconds, and each write holds the process's writer lock that a risk exit may be waiting for)."""
+    details_json = json.dumps(details or {}, default=str)
     with db.write() as s:
-        row = s.get(ServiceHeartbeat, component)
-        if row is None:
-            row = ServiceHeartbeat(component=component)
-            s.add(row)
-        row.pid, row.status, row.last_beat = os.getpid(), status, utcnow()
-        row.details_json = json.dumps(details or {}, default=str)
+        raw_cursor(s).execute(HEARTBEAT_SQL, (component, os.getpid(), status, sql_ts(utcnow()), details_json))
 
 
 def service_log(db: Database, component: str, level: str, message: str, keep: int = 2000) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from aiohttp import web
 
@@ -77,8 +78,9 @@ class Control:
             ltp = float(d["ltp"])
         except (KeyError, TypeError, ValueError):
             return bad("ltp (number) is required")
-        self.sim.set_price(key, ltp)
-        return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp)
+        applied_at_ms = time.time() * 1000.0  # the tick is queued to subscribers right after (same clock as
+        self.sim.set_price(key, ltp)           # the order log's received_at_ms)
+        return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp, applied_at_ms=applied_at_ms)
 
     async def path(self, request):
         d = await body_of(request)

@@ -159,3 +159,12 @@ def test_accounts_file_reset_and_control_errors(tmp_path):
         assert r.status_code == 400
         r = httpx.post(f"{s.rest_url}/_sim/price", json={"symbol": "X", "exchange": "NSE", "ltp": 1})
         assert r.status_code == 404
+
+
+def test_price_change_when_applied_then_reply_has_the_time_it_took_effect(fsim, key):
+    before = time.time() * 1000.0
+    reply = fsim.price_change("SBIN", "NSE", 815.04)
+    after = time.time() * 1000.0
+    assert reply["ltp"] == 815.05  # rounded to the tick size
+    assert before <= reply["applied_at_ms"] <= after  # same clock as the order log's received_at_ms
+    assert fsim.api("quotes", {"apikey": key, "symbol": "SBIN", "exchange": "NSE"}).json()["data"]["ltp"] == 815.05

@@ -25,9 +25,10 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
     b = r["bench"]
     ok = lambda c: "met" if c else "MISSED"  # noqa: E731
     if b == "exit_latency":
-        return [("tick -> first exit order at broker (50 pos, ~1k ticks/s)",
+        return [("tick -> first exit order at broker (50 pos, ~1k ticks/s; service process)",
                  f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['trials']}, "
-                 f"{r['ticks_per_s']:.0f} ticks/s)", "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
+                 f"{r['ticks_per_s']:.0f} ticks/s); from the bench's control POST: p99 {r['from_post_p99']:.1f} ms",
+                 "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
     if b == "ingest":
         return [("tick ingest, one core (on_message + positions + risk)",
                  f"{r['ticks_per_s']:,.0f} ticks/s ({r['us_per_tick']:.1f} us/tick); with flush thread "
@@ -45,10 +46,10 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
                  "p50 <= 150, p99 <= 500 ms", ok(r["median_ms"] <= 150 and r["p99_ms"] <= 500))]
     if b == "dashboard":
         err = f"; PAGE ERROR: {r['error'][:80]}" if r.get("errors") else ""
-        worst = max(r["first_ms"], r["warm_ms"], r["cold_cache_ms"])
         return [("Dashboard page script time (10 accts, full day)",
-                 f"first {r['first_ms']:.0f} ms, warm {r['warm_ms']:.0f} ms, cache cleared "
-                 f"{r['cold_cache_ms']:.0f} ms{err}", "<= 1 s", ok(worst <= 1000 and not r.get("errors")))]
+                 f"first {r['first_ms']:.0f} ms (ui.serve preload; {r['first_unwarmed_ms']:.0f} ms unwarmed), "
+                 f"warm {r['warm_ms']:.0f} ms, cache cleared {r['cold_cache_ms']:.0f} ms, worst {r['worst_ms']:.0f} ms"
+                 f"{err}", "<= 1 s", ok(r["worst_ms"] <= 1000 and not r.get("errors")))]
     if b == "memory":
         return [("service RSS, 100 subs, 1 M ticks",
                  f"{r['rss_start_mb']:.1f} -> {r['rss_100k_mb']:.1f} (100k) -> {r['rss_end_mb']:.1f} MiB",

@@ -52,11 +52,16 @@ def _defaults(table: Table) -> tuple[dict, tuple[str, ...]]:
     return scalars, tuple(stamps)
 
 
-@lru_cache(maxsize=256)
-def _insert_sql(table: Table, columns: tuple[str, ...]) -> str:
+def _check_columns(table: Table, columns: tuple[str, ...]) -> None:
+    """Column names go into the SQL text, so only the table's own columns are accepted."""
     bad = [c for c in columns if c not in table.c]
     if bad:
         raise ValueError(f"not {table.name} columns: {bad}")
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: Table, columns: tuple[str, ...]) -> str:
+    _check_columns(table, columns)
     return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
@@ -72,9 +77,7 @@ def insert_row(cur: sqlite3.Cursor, table: Table, values: dict, now: datetime) -
 
 @lru_cache(maxsize=256)
 def _update_sql(table: Table, columns: tuple[str, ...], where: str) -> str:
-    bad = [c for c in columns if c not in table.c]
-    if bad:
-        raise ValueError(f"not {table.name} columns: {bad}")
+    _check_columns(table, columns)
     return f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {where}"
 
 

@@ -58,9 +58,6 @@ class ReadAheadSocket:
         self._pos = end
         return self._buf[pos:end]
 
-    def pending(self) -> int:
-        return len(self._buf) - self._pos
-
     def __getattr__(self, name):
         return getattr(self._sock, name)
 

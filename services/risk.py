@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("services.risk")
 CONSUMER = "risk"
 LIVE_RUN = ("entering", "active")
+LIVE_IN = f"IN ({', '.join(repr(x) for x in LIVE_RUN)})"  # the same statuses in SQL
 FAILED_EXIT = ("rejected", "cancelled", "denied")
 
 
@@ -120,13 +121,13 @@ ENTERED_LEGS_SQL = (f"SELECT {', '.join(ExitLeg._fields)} FROM executions WHERE 
 
 
 PERSIST_SQL = ("UPDATE strategy_runs SET pnl = ?, tsl_peak = ?, tsl_stop = ? "
-               "WHERE id = ? AND status IN ('entering', 'active')")
+               f"WHERE id = ? AND status {LIVE_IN}")
 LIVE_RUNS_SQL = ("SELECT r.id, r.account_id, r.max_loss, r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.pnl, "
                  "s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
-                 "WHERE r.status IN ('entering', 'active') ORDER BY r.id")
+                 f"WHERE r.status {LIVE_IN} ORDER BY r.id")
 LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.action, e.quantity, e.product, e.status, "
                  "e.entry_price, e.exit_price FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
-                 "WHERE r.status IN ('entering', 'active') ORDER BY e.run_id, e.leg_no, e.id")
+                 f"WHERE r.status {LIVE_IN} ORDER BY e.run_id, e.leg_no, e.id")
 
 
 def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
@@ -237,7 +238,7 @@ class RiskManager:
         value = st.pnl if value is None and st else value
         claimed, account_id = None, None
         try:
-            with self.ctx.db.write() as s:  # Core statements: this is the tick -> exit hot path
+            with self.ctx.db.write() as s:  # one transaction: the exits, and the first one claimed 'sent'
                 written = self._write_exits(s, run_id, reason, threshold, value, st)
                 if written is None:
                     return []
@@ -266,7 +267,7 @@ class RiskManager:
         cur = raw_cursor(s)
         tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
         if update_rows(cur, RUNS, dict(status="exiting", exit_reason=reason[:64], exit_requested_at=now, **tsl),
-                       "id = ? AND status IN ('entering', 'active')", (run_id,)) != 1:
+                       f"id = ? AND status {LIVE_IN}", (run_id,)) != 1:
             return None
         account_id, tag = cur.execute(RUN_TAG_SQL, (run_id,)).fetchone()
         legs = [ExitLeg(*row) for row in cur.execute(ENTERED_LEGS_SQL, (run_id,)).fetchall()]

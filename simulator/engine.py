@@ -76,13 +76,15 @@ class Sim:
     # burst wait for all the others (in this process and in every client).
     MAX_SLICE_S = 0.0025
 
+    def period(self) -> float:
+        return 1.0 / max(0.01, self.cfg.tick_hz)
+
     def slices(self) -> int:
-        period = 1.0 / max(0.01, self.cfg.tick_hz)
-        return max(1, min(20, round(period / self.MAX_SLICE_S)))
+        return max(1, min(20, round(self.period() / self.MAX_SLICE_S)))
 
     async def tick_loop(self) -> None:
         n = self.slices()
-        sub = 1.0 / max(0.01, self.cfg.tick_hz) / n
+        sub = self.period() / n
         loop = asyncio.get_running_loop()
         nxt, i = loop.time(), 0
         while True:

@@ -145,7 +145,7 @@ class Market:
             return []
         moved = []
         for key, val in self.walk.items():
-            if parts > 1 and self.slot(key, parts) != part:
+            if self.slot(key, parts) != part:
                 continue
             itype = self.master.items[key].itype
             rng = self.rngs[key]

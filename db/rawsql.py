@@ -86,3 +86,23 @@ def update_rows(cur: sqlite3.Cursor, table: Table, values: dict, where: str, par
     built from data); returns the number of rows changed."""
     cur.execute(_update_sql(table, tuple(values), where), [*(sql_value(v) for v in values.values()), *params])
     return cur.rowcount
+
+
+def insert_many(cur: sqlite3.Cursor, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT rows that give every column in ``columns`` (no defaults applied: the caller gives them)."""
+    if rows:
+        cur.executemany(_insert_sql(table, columns), [[sql_value(v) for v in r] for r in rows])
+
+
+def update_many(cur: sqlite3.Cursor, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """``UPDATE table SET <columns> WHERE id = ?`` once per row; each row is the column values, then the id."""
+    if rows:
+        cur.executemany(_update_sql(table, columns, "id = ?"), [[sql_value(v) for v in r] for r in rows])
+
+
+def select_in(cur: sqlite3.Cursor, sql: str, params: tuple, keys: list, chunk: int = 500):
+    """Rows of ``sql`` (fixed text ending in ``IN``, placeholders for ``params`` before it) for ``keys``, in chunks
+    that stay far below SQLite's limit on bound variables."""
+    for i in range(0, len(keys), chunk):
+        part = keys[i:i + chunk]
+        yield from cur.execute(f"{sql} ({', '.join('?' * len(part))})", (*params, *part))

@@ -6,15 +6,16 @@ messages and log after commit, because a nested BEGIN IMMEDIATE on another conne
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Callable
-
-from sqlalchemy import select
 
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import transition
 from db.models import BrokerOrder, OrderIntent, utcnow
+from db.rawsql import insert_many, raw_cursor, select_in, update_many
 from db.order_fsm import Status, can_transition, status_from_broker
 
 log = logging.getLogger("services.orderbook")
@@ -30,8 +31,10 @@ def _f(v, default: float = 0.0) -> float:
         return default
 
 
+@lru_cache(maxsize=8192)
 def parse_ts(raw: str) -> datetime | None:
-    """Broker timestamps are naive IST strings in a broker-specific format -> naive UTC (None if unparseable)."""
+    """Broker timestamps are naive IST strings in a broker-specific format -> naive UTC (None if unparseable).
+    Memoised: every poll sees the day's orders again, and strptime costs tens of microseconds per try."""
     raw = (raw or "").strip()
     for fmt in TS_FORMATS:
         try:
@@ -80,32 +83,62 @@ def parse_book(rows: list[dict]) -> list[BookOrder]:
     return [b for b in (BookOrder.parse(r) for r in rows if isinstance(r, dict)) if b is not None]
 
 
+BOOK_FIELDS = ("intent_id", "external", "symbol", "exchange", "action", "quantity", "price", "trigger_price",
+               "pricetype", "product", "order_status", "filled_qty", "avg_price", "strategy_tag", "broker_timestamp")
+_INSERT_COLS = ("account_id", "broker_order_id", *BOOK_FIELDS, "updated_at")
+_UPDATE_COLS = (*BOOK_FIELDS, "updated_at")
+INFLIGHT = (Status.CLAIMED.value, Status.SENT.value, Status.UNKNOWN.value)
+
+
+@dataclass
+class BookChanges:
+    """What an orderbook changes in broker_orders: rows to insert, rows to update, orders newly adopted."""
+    inserts: list[tuple] = field(default_factory=list)
+    updates: list[tuple] = field(default_factory=list)
+    adopted: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.updates)
+
+
+def book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[BookOrder], now: datetime) -> BookChanges:
+    """Compare the account's orderbook with its broker_orders rows (plain SQL, reads only). An order with no
+    intent while nothing of ours is in flight for the account is adopted as external (sticky once adopted).
+    Rows whose content is unchanged are left alone, so a poll of an unchanged book writes nothing."""
+    book = {o.orderid: o for o in orders}  # a repeated order id: the last row wins
+    oids = list(book)
+    by_oid = dict(select_in(cur, "SELECT broker_order_id, id FROM order_intents WHERE account_id = ? AND "
+                                 "broker_order_id IN", (account_id,), oids))
+    inflight = cur.execute("SELECT 1 FROM order_intents WHERE account_id = ? AND status IN (?, ?, ?) LIMIT 1",
+                           (account_id, *INFLIGHT)).fetchone()
+    existing = {r[0]: (r[1], r[2:]) for r in select_in(
+        cur, f"SELECT broker_order_id, id, {', '.join(BOOK_FIELDS)} FROM broker_orders WHERE account_id = ? AND "
+             "broker_order_id IN", (account_id,), oids)}
+    out = BookChanges()
+    for oid, o in book.items():
+        row_id, old = existing.get(oid, (None, None))
+        intent_id = by_oid.get(oid)
+        was_external = bool(old[1]) if old else False
+        external = intent_id is None and (was_external or inflight is None)
+        out.adopted += int(external and not was_external)
+        new = (intent_id, int(external), o.symbol, o.exchange, o.action, o.quantity, o.price, o.trigger_price,
+               o.pricetype, o.product, o.order_status, o.filled_qty, o.avg_price, (o.strategy or "")[:64],
+               o.timestamp[:32])
+        if old is None:
+            out.inserts.append((account_id, oid, *new, now))
+        elif new != tuple(old):
+            out.updates.append((*new, now, row_id))
+    return out
+
+
 def upsert_orders(s, account_id: int, orders: list[BookOrder]) -> int:
-    """Upsert the account's orderbook into broker_orders, linking each to its intent. Orders with no intent while
-    nothing of ours is in flight for the account are adopted as external. Returns the number newly adopted."""
-    by_oid = dict(s.execute(select(OrderIntent.broker_order_id, OrderIntent.id).where(
-        OrderIntent.account_id == account_id, OrderIntent.broker_order_id.in_([o.orderid for o in orders]))).all())
-    inflight = s.scalar(select(OrderIntent.id).where(
-        OrderIntent.account_id == account_id,
-        OrderIntent.status.in_((Status.CLAIMED.value, Status.SENT.value, Status.UNKNOWN.value))).limit(1))
-    existing = {b.broker_order_id: b for b in s.scalars(select(BrokerOrder).where(
-        BrokerOrder.account_id == account_id, BrokerOrder.broker_order_id.in_([o.orderid for o in orders])))}
-    adopted = 0
-    now = utcnow()
-    for o in orders:
-        row = existing.get(o.orderid)
-        if row is None:
-            row = BrokerOrder(account_id=account_id, broker_order_id=o.orderid)
-            s.add(row)
-        intent_id = by_oid.get(o.orderid)
-        external = intent_id is None and (bool(row.external) or inflight is None)  # sticky once adopted
-        adopted += int(external and not row.external)
-        row.intent_id, row.external = intent_id, external
-        row.symbol, row.exchange, row.action, row.quantity = o.symbol, o.exchange, o.action, o.quantity
-        row.price, row.trigger_price, row.pricetype, row.product = o.price, o.trigger_price, o.pricetype, o.product
-        row.order_status, row.filled_qty, row.avg_price = o.order_status, o.filled_qty, o.avg_price
-        row.strategy_tag, row.broker_timestamp, row.updated_at = (o.strategy or "")[:64], o.timestamp[:32], now
-    return adopted
+    """Bring the account's broker_orders in line with its orderbook (only changed rows are written), linking each
+    order to its intent. Returns the number of orders newly adopted as external."""
+    cur = raw_cursor(s)
+    changes = book_changes(cur, account_id, orders, utcnow())
+    insert_many(cur, BrokerOrder.__table__, _INSERT_COLS, changes.inserts)
+    update_many(cur, BrokerOrder.__table__, _UPDATE_COLS, changes.updates)
+    return changes.adopted
 
 
 def target_status(bo: BookOrder) -> Status | None:
@@ -113,6 +146,18 @@ def target_status(bo: BookOrder) -> Status | None:
     if target == Status.PLACED and 0 < bo.filled_qty < bo.quantity:
         return Status.PARTIALLY_FILLED
     return target
+
+
+def behind_book(status: str, broker_status: str, filled_qty: int, avg_price: float | None, bo: BookOrder) -> bool:
+    """Would ``apply_book_status`` change (or warn about) an intent in this state? A read-only pre-check."""
+    target = target_status(bo)
+    if target is None or target.value != status:
+        return True
+    if broker_status != bo.order_status[:32] or filled_qty != bo.filled_qty:
+        return True
+    if bo.avg_price:
+        return avg_price != bo.avg_price
+    return target == Status.FILLED and avg_price is None  # the average comes from the tradebook
 
 
 def apply_book_status(s, intent: OrderIntent, bo: BookOrder, source: str,

@@ -25,10 +25,11 @@ from sqlalchemy import or_, select
 from broker.errors import BrokerError
 from db.crypto import SecretError
 from db.executions import Outcome, sweep
+from db.rawsql import raw_cursor
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status
 from services.common import ServiceContext, service_log
-from services.orderbook import BookOrder, apply_book_status, parse_book, upsert_orders
+from services.orderbook import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.poller")
 COMPONENT = "poller"
@@ -90,16 +91,32 @@ class OrderPoller:
             return None
 
     def _apply(self, account_id: int, book: list[BookOrder], result: dict) -> Outcome:
+        """Plan on a read snapshot; take the write lock only when the book changes something. A busy day's
+        book (thousands of orders) is seen again every second, and nearly all of it is unchanged: holding the
+        writer lock to rewrite it would stall every other writer (a risk exit among them) for that long."""
         by_id = {o.orderid: o for o in book}
+        with self.ctx.db.read() as s:
+            cur = raw_cursor(s)
+            changed = bool(book_changes(cur, account_id, book, utcnow()))
+            rows = cur.execute(
+                "SELECT id, broker_order_id, status, broker_status, broker_filled_qty, broker_avg_price "
+                "FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND "
+                f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))",
+                (account_id, *FOLLOWED, Status.FILLED.value)).fetchall()
+        todo = [r for r in rows if r[1] in by_id and behind_book(*r[2:], by_id[r[1]])]
+        if not changed and not todo:
+            return Outcome()
+        need_avg = [oid for _, oid, _, _, _, avg in todo
+                    if not avg and by_id[oid].order_status == "complete" and not by_id[oid].avg_price]
+        avgs = fetch_avg_prices(self.ctx.client(account_id), need_avg) if need_avg else {}
         outcome, warnings = Outcome(), []
-        avgs = self._missing_avgs(account_id, by_id)
         with self.ctx.db.write() as s:
             upsert_orders(s, account_id, book)
-            intents = list(s.scalars(select(OrderIntent).where(
-                OrderIntent.account_id == account_id, OrderIntent.broker_order_id.in_(list(by_id)),
-                or_(OrderIntent.status.in_(FOLLOWED),
-                    (OrderIntent.status == Status.FILLED.value) & OrderIntent.broker_avg_price.is_(None)))))
-            for intent in intents:
+            for intent in s.scalars(select(OrderIntent).where(OrderIntent.id.in_([r[0] for r in todo]))):
+                if intent.broker_order_id not in by_id or not (
+                        intent.status in FOLLOWED
+                        or (intent.status == Status.FILLED.value and intent.broker_avg_price is None)):
+                    continue  # changed since the snapshot; the next poll looks again
                 before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
                 out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
                 if warn:
@@ -109,14 +126,6 @@ class OrderPoller:
                 outcome.merge(out)
         self._report(warnings, outcome)
         return outcome
-
-    def _missing_avgs(self, account_id: int, by_id: dict[str, BookOrder]) -> dict[str, float]:
-        with self.ctx.db.read() as s:
-            need = [oid for oid, avg in s.execute(select(OrderIntent.broker_order_id, OrderIntent.broker_avg_price)
-                    .where(OrderIntent.account_id == account_id, OrderIntent.status.in_(FOLLOWED + ("filled",)),
-                           OrderIntent.broker_order_id.in_(list(by_id))))
-                    if not avg and by_id[oid].order_status == "complete" and not by_id[oid].avg_price]
-        return fetch_avg_prices(self.ctx.client(account_id), need) if need else {}
 
     def _report(self, warnings: list[str], outcome: Outcome) -> None:
         for w in warnings:

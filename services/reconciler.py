@@ -28,9 +28,10 @@ from db.accounts import list_accounts
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import requeue_orphan_claims, transition
 from db.models import BrokerOrder, OrderIntent, utcnow
+from db.rawsql import raw_cursor
 from db.order_fsm import Status
 from services.common import ServiceContext, service_log
-from services.orderbook import BookOrder, apply_book_status, parse_book, upsert_orders
+from services.orderbook import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.reconciler")
 COMPONENT = "reconciler"
@@ -88,6 +89,10 @@ class Reconciler:
     def _reconcile_account(self, account_id: int, ids: list[int], book: list[BookOrder], result: dict) -> None:
         messages: list[tuple[str, str]] = []
         outcome = Outcome()
+        if not ids:  # nothing to settle: take the write lock only if the book changed something
+            with self.ctx.db.read() as s:
+                if not book_changes(raw_cursor(s), account_id, book, utcnow()):
+                    return
         with self.ctx.db.write() as s:
             result["adopted"] += upsert_orders(s, account_id, book)
             taken = self._linked_ids(s, account_id)

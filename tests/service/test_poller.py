@@ -1,11 +1,12 @@
 """Poller against the real simulator: fills drive executions and runs; pacing; invalid transitions survive."""
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 from sqlalchemy import select
 
-from db.models import Execution, OrderIntent, ServiceLog, StrategyRun
+from db.models import BrokerOrder, Execution, OrderIntent, ServiceLog, StrategyRun
 from services.dispatcher import OrderDispatcher
 from services.poller import OrderPoller
 from tests.service.fixtures_orders import (  # noqa: F401
@@ -134,3 +135,37 @@ def test_restart_when_placed_intent_from_previous_process_then_new_poller_settle
     OrderPoller(octx).run_once()  # a fresh process: nothing in memory
     run, (ex,) = run_and_execs(db, run_id)
     assert intent(db, iid).status == "filled" and ex.entry_price == 1600.0 and run.status == "active"
+
+
+def test_poll_when_the_book_is_unchanged_then_nothing_is_written(db, octx, order_sim):
+    watcher = sqlite3.connect(db.path)  # PRAGMA data_version moves when another connection commits a change
+
+    def _data_version(_db) -> int:
+        return watcher.execute("PRAGMA data_version").fetchone()[0]
+    acct, _ = sim_account(db, order_sim)
+    resting = add_intent(db, acct, pricetype="LIMIT", price=1.0, qty=2)  # rests open
+    other = add_intent(db, acct, pricetype="LIMIT", price=2.0, qty=1)
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    with db.read() as s:
+        rows = {b.intent_id: (b.order_status, b.quantity, b.price, b.external, b.updated_at)
+                for b in s.scalars(select(BrokerOrder).where(BrokerOrder.account_id == acct))}
+    assert [rows[i][:4] for i in (resting, other)] == [("open", 2, 1.0, False), ("open", 1, 2.0, False)]
+    before = _data_version(db)
+    poller._last_poll.clear()
+    poller.run_once()
+    assert octx.client(acct).calls["orderbook"] == 2
+    assert _data_version(db) == before  # no commit changed the file: the write lock was not even needed
+
+    octx.client(acct).cancelorder(intent(db, other).broker_order_id)  # one order changes at the broker
+    poller._last_poll.clear()
+    poller.run_once()
+    assert _data_version(db) != before
+    with db.read() as s:
+        after = {b.intent_id: (b.order_status, b.updated_at)
+                 for b in s.scalars(select(BrokerOrder).where(BrokerOrder.account_id == acct))}
+    assert after[resting] == (rows[resting][0], rows[resting][4])  # untouched, updated_at included
+    assert after[other][0] == "cancelled" and after[other][1] > rows[other][4]
+    assert intent(db, other).status == "cancelled" and intent(db, resting).status == "placed"
+    watcher.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import logging
 import os
 import platform
@@ -41,11 +42,12 @@ def quiet() -> None:
 
 
 def pct(xs: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
+    """Nearest-rank percentile (q in 0..100): the smallest value with at least q% of the samples at or below it
+    (p99 of 100 samples is the 99th smallest, not the largest)."""
     if not xs:
         return float("nan")
     s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(round(q / 100.0 * len(s), 9)) - 1))
     return s[k]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .broker import AN, Account, Broker, leverage
+from .broker import AN, ROWS, Account, Broker, PreEncoded, leverage, with_rows
 from .fills import COMPLETE, OPEN, REJECTED, TRIGGER_PENDING
 from .timeutil import ist_stamp
 
@@ -10,8 +10,25 @@ START_STAMP = ist_stamp()
 
 
 def orderbook(acct: Account) -> dict:
+    """The orderbook response as a dict (the reference encoding of ``orderbook_json``)."""
     orders = list(acct.orders.values())[::-1]
-    stats = {
+    return {"data": {"orders": [o.book_row() for o in orders], "statistics": _book_stats(orders)},
+            "status": "success", **AN}
+
+
+def orderbook_json(acct: Account) -> PreEncoded:
+    """The orderbook response, encoded from each order's cached encoding."""
+    orders = list(acct.orders.values())[::-1]
+    return with_rows({"data": {"orders": ROWS, "statistics": _book_stats(orders)}, "status": "success", **AN},
+                     [o.book_json() for o in orders])
+
+
+def tradebook_json(acct: Account) -> PreEncoded:
+    return with_rows({"data": ROWS, "status": "success", **AN}, [t.row_json() for t in acct.trades[::-1]])
+
+
+def _book_stats(orders: list) -> dict:
+    return {
         "total_buy_orders": sum(o.action == "BUY" for o in orders),
         "total_completed_orders": sum(o.status == COMPLETE for o in orders),
         "total_open_orders": sum(o.status == OPEN for o in orders),
@@ -19,8 +36,6 @@ def orderbook(acct: Account) -> dict:
         "total_sell_orders": sum(o.action == "SELL" for o in orders),
         "total_trigger_pending_orders": sum(o.status == TRIGGER_PENDING for o in orders),
     }
-    return {"data": {"orders": [o.book_row() for o in orders], "statistics": stats},
-            "status": "success", **AN}
 
 
 def tradebook(acct: Account) -> dict:

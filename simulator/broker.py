@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import time
@@ -27,6 +28,22 @@ EQUITY = ("NSE", "BSE")
 DERIV = ("NFO", "BFO", "MCX", "CDS", "BCD", "NCDEX", "DELTAIN")
 LOT_EXCH = ("NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "DELTAIN")
 AN = {"mode": "analyze"}
+
+
+class PreEncoded(str):
+    """A response body already encoded exactly as the REST layer would encode it (sorted keys, compact)."""
+
+
+def compact_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def with_rows(envelope: dict, rows: list[str]) -> PreEncoded:
+    """``envelope`` encoded with its one ``ROWS`` placeholder replaced by the JSON array of the encoded ``rows``."""
+    return PreEncoded(compact_json(envelope).replace(f'"{ROWS}"', "[" + ",".join(rows) + "]", 1))
+
+
+ROWS = "@@rows@@"
 
 
 def err(msg: str, code: int = 400, **extra) -> tuple[int, dict]:
@@ -65,6 +82,7 @@ class Order:
     # epoch ms (time.time()) when the sim's handler created the order: benchmarks measure latency to the broker.
     # Only in the /_sim/orders log, never in OpenAlgo responses.
     received_at_ms: float = field(default_factory=lambda: time.time() * 1000.0)
+    _book_json: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -87,6 +105,16 @@ class Order:
         d = self._common()
         d.update(pricetype=self.pricetype, rejection_reason=self.rejection_reason)
         return dict(sorted(d.items()))
+
+    def book_json(self) -> str:
+        """``book_row()`` encoded as the orderbook response encodes it, re-encoded only when the order changed:
+        the poller asks for the whole day's book every second, and nearly all of it is unchanged."""
+        state = (self.action, self.average_price, self.exchange, self.filled_quantity, self.status, self.orderid,
+                 self.price, self.product, self.quantity, self.strategy, self.symbol, self.timestamp,
+                 self.trigger_price, self.pricetype, self.rejection_reason)
+        if self._book_json is None or self._book_json[0] != state:
+            self._book_json = (state, compact_json(self.book_row()))
+        return self._book_json[1]
 
     def status_row(self) -> dict:
         d = self._common()
@@ -111,6 +139,13 @@ class Trade:
     strategy: str
     timestamp: str
     tradeid: str
+    _row_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def row_json(self) -> str:
+        """``row()`` encoded once: a trade never changes."""
+        if self._row_json is None:
+            self._row_json = compact_json(self.row())
+        return self._row_json
 
     def row(self) -> dict:
         return {"action": self.action, "average_price": self.price, "exchange": self.exchange,

@@ -9,6 +9,7 @@ import logging
 
 from aiohttp import web
 
+from .broker import PreEncoded
 from .engine import Sim
 from .guards import mask
 
@@ -26,7 +27,9 @@ def endpoint(name: str, schema: dict, family: str, sort_keys: bool = True):
 
 
 def jresp(body, status: int = 200, sort_keys: bool = True) -> web.Response:
-    if sort_keys:
+    if isinstance(body, PreEncoded):
+        text = str(body)
+    elif sort_keys:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     else:
         text = json.dumps(body, ensure_ascii=False)

@@ -100,12 +100,12 @@ def openposition(sim, acct, d):
 
 @endpoint("orderbook", S.APIKEY_ONLY, "B")
 def orderbook(sim, acct, d):
-    return 200, av.orderbook(acct)
+    return 200, av.orderbook_json(acct)
 
 
 @endpoint("tradebook", S.APIKEY_ONLY, "B")
 def tradebook(sim, acct, d):
-    return 200, av.tradebook(acct)
+    return 200, av.tradebook_json(acct)
 
 
 @endpoint("positionbook", S.APIKEY_ONLY, "B")

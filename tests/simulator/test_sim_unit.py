@@ -216,3 +216,31 @@ def test_tick_loop_slices_when_a_full_period_runs_then_each_subscribed_key_ticks
     published.clear()
     sim.step(0, parts)
     assert published == []
+
+
+def test_orderbook_and_tradebook_encoding_when_cached_per_row_then_byte_identical_and_follows_changes():
+    from simulator import accountviews as av
+    from simulator.broker import compact_json
+    m = Market(seed=2)
+    m.frozen = True
+    b = Broker(m)
+    a = b.add_account("u", capital=1_000_000)
+    m.set_price(("NSE", "SBIN"), 1000)
+    base = dict(strategy="s", symbol="SBIN", exchange="NSE", product="MIS", trigger_price=0.0)
+    b.place(a, dict(base, action="BUY", quantity=3, pricetype="MARKET", price=0.0))
+    _, placed = b.place(a, dict(base, action="BUY", quantity=2, pricetype="LIMIT", price=900.0))  # rests open
+    resting = placed["orderid"]
+
+    def same() -> bool:
+        return (av.orderbook_json(a) == compact_json(av.orderbook(a))
+                and av.tradebook_json(a) == compact_json(av.tradebook(a)))
+
+    assert same() and same()  # the second call is served from the per-row cache
+    assert b.modify(a, dict(orderid=resting, quantity=4, price=950.0, trigger_price=0.0))[0] == 200
+    assert '"quantity":4' in av.orderbook_json(a) and same()
+    m.set_price(("NSE", "SBIN"), 949)  # crosses the limit: filled, a trade appears
+    b.on_prices([("NSE", "SBIN")])
+    assert a.orders[resting].status == "complete" and len(a.trades) == 2 and same()
+    assert b.cancel(a, resting)[0] == 400 and same()
+    empty = b.add_account("v", capital=1)
+    assert av.orderbook_json(empty) == compact_json(av.orderbook(empty)) and '"orders":[]' in av.orderbook_json(empty)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -72,6 +73,10 @@ async def serve(cfg: Config) -> None:
         await web.TCPSite(runner, cfg.host, port, backlog=1024).start()
         runners.append(runner)
     sim.start()
+    # Latency: the symbol master, option chains and history built at start-up are long-lived; out of the
+    # collector's reach, a full collection no longer walks them (7-11 ms of the event loop each, measured).
+    gc.collect()
+    gc.freeze()
     log.info("simulator ready: rest http://%s:%d ws ws://%s:%d seed=%d instruments=%d",
              cfg.host, cfg.port, cfg.host, cfg.ws_port, cfg.seed, len(sim.market.master.items))
     stop = asyncio.Event()

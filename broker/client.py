@@ -1,4 +1,4 @@
-"""OpenAlgo REST v1 client (httpx).
+"""OpenAlgo REST v1 client (httpx; placeorder to an http:// gateway over http.client, see broker/orderconn.py).
 
 - connect/read timeouts (default 3 s / 10 s);
 - per-account token buckets: one for order calls, one for reads (the poller adds its own 1 req/s pacing);
@@ -18,6 +18,7 @@ import httpx
 
 from broker.errors import (AuthError, BrokerError, ConfigError, OrderNotFound, OrderOutcomeUnknown, OrderRejected,
                            RateLimited, TemporaryBrokerError)
+from broker.orderconn import MaybeSent, NotSent, OrderConnections
 from broker.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -46,25 +47,34 @@ class OpenAlgoClient:
         self.read_bucket = TokenBucket(read_rate, sleep=sleep)
         self.http = httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
                                  limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+        # placeorder on a plain-HTTP gateway (OpenAlgo on this machine or the LAN): the leaner http.client path
+        self.orders = (OrderConnections(self.base, connect_timeout, read_timeout)
+                       if host_url.startswith("http://") else None)
         self.calls: dict[str, int] = {}
 
     def close(self) -> None:
         self.http.close()
+        if self.orders is not None:
+            self.orders.close()
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAlgoClient({self.name})"
 
     # ---- transport -------------------------------------------------------------------------------------------
-    def _post_once(self, endpoint: str, payload: dict) -> dict:
+    def _post_once(self, endpoint: str, payload: dict, lean: bool = False) -> dict:
+        """One POST. ``lean``: through ``self.orders`` (raises NotSent / MaybeSent), else httpx (its errors)."""
         self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
         bucket = self.order_bucket if endpoint in ORDER_ENDPOINTS else self.read_bucket
         bucket.acquire()
-        resp = self.http.post(self.base + endpoint, json={"apikey": self._key, **payload})
+        if lean:
+            code, raw = self.orders.post(endpoint, json.dumps({"apikey": self._key, **payload}).encode())
+        else:
+            resp = self.http.post(self.base + endpoint, json={"apikey": self._key, **payload})
+            code, raw = resp.status_code, resp.content
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
-            body = {"message": resp.text[:200]}
-        code = resp.status_code
+            body = {"message": raw.decode("utf-8", "replace")[:200]}
         if code == 429:
             bucket.block_for(1.0)
             raise RateLimited(f"rate limited by the server ({_message(body)})", code)
@@ -103,9 +113,13 @@ class OpenAlgoClient:
                        pricetype=pricetype, product=product, price=price, trigger_price=trigger_price,
                        disclosed_quantity=disclosed_quantity)
         try:
-            body = self._post_once("placeorder", payload)
+            body = self._post_once("placeorder", payload, lean=self.orders is not None)
+        except NotSent as exc:  # never connected: nothing was sent
+            raise TemporaryBrokerError(f"placeorder: cannot connect ({exc})") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never connected: nothing was sent
             raise TemporaryBrokerError(f"placeorder: cannot connect ({type(exc).__name__})") from None
+        except MaybeSent as exc:
+            raise OrderOutcomeUnknown(f"placeorder: no answer ({exc}); outcome unknown") from None
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise OrderOutcomeUnknown(f"placeorder: no answer ({type(exc).__name__}); outcome unknown") from None
         except RateLimited:

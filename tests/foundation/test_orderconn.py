@@ -1,0 +1,109 @@
+"""broker/orderconn.py: placeorder over http.client keeps what can be known about a failure (never connected:
+nothing sent; anything later: outcome unknown), reuses kept-alive connections, and reconnects cleanly when the
+server has closed an idle one. A scripted socket server plays the gateway; the simulator covers the rest."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from broker.client import OpenAlgoClient
+from broker.errors import OrderOutcomeUnknown, TemporaryBrokerError
+from simulator.testing import free_port
+
+ORDER = dict(strategy="t", symbol="SBIN", exchange="NSE", action="BUY", quantity=1)
+
+
+class ScriptedGateway:
+    """Accepts connections; for each request, does what ``script`` says next: 'answer' (keep-alive reply),
+    'answer_then_close' (reply, then close the idle connection) or 'close' (read the request, never answer)."""
+
+    def __init__(self, script: list[str]):
+        self.script, self.requests = list(script), []
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        buf = b""
+        with conn:
+            while self.script:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                length = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(
+                    b"content-length")][0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                self.requests.append(json.loads(rest[:length]))
+                buf = rest[length:]
+                step = self.script.pop(0)
+                if step == "close":
+                    return
+                body = json.dumps({"orderid": f"OID{len(self.requests)}", "status": "success"}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                if step == "answer_then_close":
+                    return
+
+    def close(self):
+        self.srv.close()
+
+
+@pytest.fixture
+def gateway():
+    made = []
+
+    def make(script):
+        g = ScriptedGateway(script)
+        made.append(g)
+        return g, OpenAlgoClient(f"http://127.0.0.1:{g.port}", "k" * 32, read_timeout=2.0, connect_timeout=1.0)
+    yield make
+    for g in made:
+        g.close()
+
+
+def test_placeorder_when_connections_kept_alive_then_one_connection_serves_several_orders(gateway):
+    g, client = gateway(["answer", "answer", "answer"])
+    assert [client.placeorder(**ORDER) for _ in range(3)] == ["OID1", "OID2", "OID3"]
+    assert client.orders.opened == 1 and len(g.requests) == 3
+    assert g.requests[0]["apikey"] == "k" * 32 and g.requests[0]["symbol"] == "SBIN"
+
+
+def test_placeorder_when_server_closed_the_idle_connection_then_reconnects_and_places_once(gateway):
+    g, client = gateway(["answer_then_close", "answer"])
+    assert client.placeorder(**ORDER) == "OID1"
+    threading.Event().wait(0.05)  # the server's FIN arrives on the idle connection
+    assert client.placeorder(**ORDER) == "OID2"  # not 'unknown': the dead connection was never written to
+    assert client.orders.opened == 2 and len(g.requests) == 2
+
+
+def test_placeorder_when_request_read_but_never_answered_then_outcome_unknown_not_retried(gateway):
+    g, client = gateway(["close", "answer"])
+    with pytest.raises(OrderOutcomeUnknown, match="outcome unknown"):
+        client.placeorder(**ORDER)
+    assert len(g.requests) == 1  # it reached the server once and was not sent again
+
+
+def test_placeorder_when_nothing_listens_then_not_sent_error_and_key_not_in_message():
+    client = OpenAlgoClient(f"http://127.0.0.1:{free_port()}", "secretkey" * 4, connect_timeout=1.0)
+    with pytest.raises(TemporaryBrokerError, match="cannot connect") as err:
+        client.placeorder(**ORDER)
+    assert not isinstance(err.value, OrderOutcomeUnknown) and "secretkey" not in str(err.value)
+
+
+def test_https_gateway_when_client_built_then_orders_go_through_httpx():
+    assert OpenAlgoClient("https://example.invalid", "k" * 32).orders is None

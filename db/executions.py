@@ -132,6 +132,25 @@ def sweep(s) -> Outcome:
     out of line therefore costs one query, not two ORM loads per execution (this runs every second beside the
     market-data thread)."""
     out = Outcome()
+    runs, todo = _sweep_plan(s)
+    for _, intent_id in todo:
+        out.run_ids |= apply_intent_outcome(s, intent_id).run_ids
+    touched = {run_id for run_id, _ in todo}
+    for run_id, (status, statuses) in runs.items():
+        if (run_id in touched or _run_status(status, statuses) != status) and refresh_run(s, run_id):
+            out.run_ids.add(run_id)
+    return out
+
+
+def sweep_needed(s) -> bool:
+    """Would ``sweep`` change anything? Read-only (a read session will do), so a poll cycle where everything is in
+    line does not take the write lock at all."""
+    runs, todo = _sweep_plan(s)
+    return bool(todo) or any(_run_status(status, statuses) != status for status, statuses in runs.values())
+
+
+def _sweep_plan(s) -> tuple[dict[int, tuple[str, list[str]]], list[tuple[int, int]]]:
+    """(run id -> (run status, execution statuses), [(run id, intent id) whose outcome is not yet applied])."""
     runs: dict[int, tuple[str, list[str]]] = {}
     todo: list[tuple[int, int]] = []
     for (run_id, run_status, ex_id, ex_status, entry_price, exit_price, entry_id, exit_id,
@@ -150,10 +169,4 @@ def sweep(s) -> Outcome:
         if exit_id is not None and _apply_exit(SimpleNamespace(**row), SimpleNamespace(
                 id=exit_id, status=exit_status, broker_avg_price=exit_avg)):
             todo.append((run_id, exit_id))
-    for _, intent_id in todo:
-        out.run_ids |= apply_intent_outcome(s, intent_id).run_ids
-    touched = {run_id for run_id, _ in todo}
-    for run_id, (status, statuses) in runs.items():
-        if (run_id in touched or _run_status(status, statuses) != status) and refresh_run(s, run_id):
-            out.run_ids.add(run_id)
-    return out
+    return runs, todo

@@ -24,7 +24,7 @@ from sqlalchemy import or_, select
 
 from broker.errors import BrokerError
 from db.crypto import SecretError
-from db.executions import Outcome, sweep
+from db.executions import Outcome, sweep, sweep_needed
 from db.rawsql import raw_cursor
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status
@@ -61,8 +61,11 @@ class OrderPoller:
                 result["errors"] += 1
                 continue
             outcome.merge(self._apply(account_id, book, result))
-        with self.ctx.db.write() as s:
-            outcome.merge(sweep(s))
+        with self.ctx.db.read() as s:
+            repair = sweep_needed(s)
+        if repair:  # re-checked under the write lock by sweep itself
+            with self.ctx.db.write() as s:
+                outcome.merge(sweep(s))
         if outcome.run_ids and self.on_fill:
             try:
                 self.on_fill(outcome.run_ids)

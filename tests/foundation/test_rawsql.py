@@ -5,7 +5,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from db.executions import sweep
+from db.executions import sweep, sweep_needed
 from db.intents import claim_path, new_client_order_id, transition
 from db.models import Execution, OrderEvent, OrderIntent, RiskEvent, StrategyRun, utcnow
 from db.order_fsm import Status
@@ -88,6 +88,8 @@ def _run_with_filled_entry(db, avg):
 
 def test_sweep_when_an_execution_lags_its_filled_entry_then_repaired_and_run_active(seeded_db):
     run_id = _run_with_filled_entry(seeded_db, 812.5)
+    with seeded_db.read() as s:
+        assert sweep_needed(s)  # the poller's read-only check: this one needs the write lock
     with seeded_db.write() as s:
         out = sweep(s)
     assert out.run_ids == {run_id}
@@ -96,6 +98,8 @@ def test_sweep_when_an_execution_lags_its_filled_entry_then_repaired_and_run_act
         assert (ex.status, ex.entry_price, s.get(StrategyRun, run_id).status) == ("entered", 812.5, "active")
     with seeded_db.write() as s:  # now consistent: a second pass changes nothing
         assert sweep(s).run_ids == set()
+    with seeded_db.read() as s:
+        assert not sweep_needed(s)
 
 
 def test_sweep_when_everything_is_consistent_then_nothing_reported(seeded_db):
@@ -103,3 +107,5 @@ def test_sweep_when_everything_is_consistent_then_nothing_reported(seeded_db):
     queue_runs(seeded_db, [acct], [dict(symbol="SBIN", action="BUY", qty=1)], "sweep")  # entering, queued entry
     with seeded_db.write() as s:
         assert sweep(s).run_ids == set()
+    with seeded_db.read() as s:
+        assert not sweep_needed(s)

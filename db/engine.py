@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 _lock = threading.RLock()
 _engines: dict[tuple[str, int], Engine] = {}
 _writer_locks: dict[int, threading.RLock] = {}
+_checkpoint_opts: dict[int, dict] = {}
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default: the commit that takes the WAL past this many pages checkpoints it
 _gates: dict[int, "WriteGate"] = {}
 
 
@@ -45,6 +47,16 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
+    opts = _checkpoint_opts[id(engine)] = {"autocheckpoint": AUTOCHECKPOINT_PAGES}
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):
+        # who checkpoints the WAL (see own_checkpoints); applied lazily, once per connection and change
+        want = opts["autocheckpoint"]
+        if record.info.get("autocheckpoint") != want:
+            dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={int(want)}")
+            record.info["autocheckpoint"] = want
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # pysqlite's own transaction handling is off (isolation_level=None); we emit BEGIN ourselves.
@@ -55,6 +67,24 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
     with _lock:
         _gates[id(engine.pool)] = WriteGate(str(path), busy_timeout_ms / 1000)
     return engine
+
+
+def own_checkpoints(engine: Engine) -> None:
+    """From now on this process checkpoints the WAL itself, with ``checkpoint()`` on a timer: its connections stop
+    doing it inside a commit. SQLite's automatic checkpoint runs in whichever commit takes the WAL past 1,000
+    pages, copying those pages into the database file and syncing it (10-30 ms here): when that commit was a
+    risk exit, the exit waited for it. The service calls this; other processes keep the automatic checkpoint."""
+    _checkpoint_opts[id(engine)]["autocheckpoint"] = 0
+
+
+def checkpoint(engine: Engine) -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of its own: copies what it can without waiting for
+    readers or writers (neither waits for it either). Returns SQLite's (busy, WAL frames, frames checkpointed)."""
+    raw = engine.raw_connection()
+    try:
+        return tuple(raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+    finally:
+        raw.close()
 
 
 def get_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:

@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
+from db.engine import checkpoint, own_checkpoints
 from db.models import ControlCommand, utcnow
 from services.account_sync import AccountSync
 from services.common import ServiceContext, heartbeat, service_log
@@ -96,6 +97,7 @@ class ServiceRunner:
 
     # ---- start-up ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        own_checkpoints(self.ctx.db.engine)  # WAL checkpoints on a timer job, never inside a risk exit's commit
         self._load_instruments()
         self.reconciler.startup()
         self._start_market_components()
@@ -151,7 +153,8 @@ class ServiceRunner:
                 ("account_sync", self.account_sync.run_once, min(sv.funds_refresh_s, 1.0)),
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
-                ("heartbeat", self.beat, sv.heartbeat_s)]
+                ("heartbeat", self.beat, sv.heartbeat_s),
+                ("wal_checkpoint", lambda: checkpoint(self.ctx.db.engine), 1.0)]
         if self.positions:  # flush() also writes the P&L snapshot every pnl_snapshot_s
             jobs += [("positions_flush", self.positions.flush, sv.flush_interval_s),
                      ("positions_subs", self.positions.refresh_subscriptions, 1.0)]

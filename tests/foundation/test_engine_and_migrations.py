@@ -147,3 +147,32 @@ def test_write_gate_nested_write_on_the_same_thread_does_not_release_the_outer_g
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # now free
     finally:
         os.close(other)
+
+
+def test_own_checkpoints_when_the_service_takes_them_over_then_commits_stop_checkpointing_and_the_timer_job_does(
+        tmp_path):
+    from db import Database
+    from db.engine import checkpoint, own_checkpoints
+    from db.models import ServiceLog
+    db, other = Database(tmp_path / "svc.db"), Database(tmp_path / "ui.db")
+
+    def autocheckpoint(d) -> int:
+        with d.read() as s:
+            return s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+
+    assert autocheckpoint(db) == autocheckpoint(other) == 1000  # SQLite's default until a process takes over
+    own_checkpoints(db.engine)
+    assert autocheckpoint(db) == 0 and autocheckpoint(other) == 1000  # pooled connections follow; others do not
+    def write_lots(d) -> tuple[int, int]:
+        """(database file size before, after) one commit that takes the WAL well past 1,000 pages"""
+        before = d.path.stat().st_size
+        with d.write() as s:
+            s.add_all(ServiceLog(component="t", level="INFO", message="x" * 500) for _ in range(8000))
+        return before, d.path.stat().st_size
+
+    before, after = write_lots(other)
+    assert after > before  # default: that commit checkpointed, copying the pages into the database file
+    before, after = write_lots(db)
+    assert after == before  # taken over: the commit left the pages in the WAL
+    busy, frames, done = checkpoint(db.engine)
+    assert busy == 0 and frames > 1000 and done == frames and db.path.stat().st_size > after

@@ -75,6 +75,7 @@ def test_service_when_strategy_executed_then_entered_and_manual_exit_command_exi
         assert hb is not None and hb.status in ("ok", "starting")
     finally:
         assert stop_service(proc) == 0
+    assert "job wal_checkpoint failed" not in (tmp_path / "svc.log").read_text()  # the service's own checkpoints
 
 
 def test_cancel_command_when_intent_queued_or_resting_then_cancelled(db, order_sim, tmp_path):

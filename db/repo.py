@@ -192,6 +192,13 @@ def pnl_run(db: Database, run_id: int, bucket_s: int = 10) -> pd.DataFrame:
     return _df(db, sql, {"r": int(run_id), "b": max(1, int(bucket_s))}, ["ts_utc", "total", "tsl_peak", "tsl_stop"])
 
 
+def pnl_first(db: Database, since: datetime) -> datetime | None:
+    """The earliest account P&L snapshot since ``since`` (naive UTC): one index seek per account."""
+    raw = _scalar(db, "SELECT MIN((SELECT ts_utc FROM pnl_snapshots WHERE account_id = a.id AND run_id IS NULL "
+                      "AND ts_utc >= :since ORDER BY ts_utc LIMIT 1)) FROM accounts a", {"since": _ts(since)})
+    return datetime.fromisoformat(raw) if raw else None
+
+
 def bucket_for(since: datetime, max_points: int = 720) -> int:
     """Bucket width (s) so that a series since ``since`` has at most ``max_points`` points (min 10 s)."""
     span = max(1.0, (utcnow() - since).total_seconds())

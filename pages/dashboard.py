@@ -32,7 +32,9 @@ def live_tiles():
 @st.fragment(run_every=max(REFRESH, 10.0) if auto else None)
 def pnl_chart():
     since = repo.today_start_utc()
-    bucket = repo.bucket_for(since)
+    # buckets sized to the span of today's data, not to the hours since midnight: a session that began a few
+    # minutes ago is drawn in 10 s buckets
+    bucket = repo.bucket_for(repo.pnl_first(db, since) or since)
     # the cache key changes once per bucket, so a fresh point appears at most one bucket late
     df = pnl_series(DB_PATH, since.isoformat(), bucket)
     st.plotly_chart(charts.pnl_lines(df), key="dashboard.pnl_chart", width="stretch")

@@ -126,6 +126,11 @@ class MarketDataManager:
                     held.discard((consumer, int(mode)))
                     if not held:
                         del self._holds[key]
+                        # nobody keeps it subscribed: its price stops being maintained, so forget it. A later
+                        # subscriber (a new position) must wait for a fresh tick or REST quote, never act on a
+                        # price left over from, say, an option chain closed minutes ago.
+                        self._prices.pop(key, None)
+                        self._data.pop(key, None)
             self._sync_wire()
 
     def desired(self) -> dict[Key, int]:

@@ -242,3 +242,18 @@ def test_read_ahead_socket_when_a_backlog_of_frames_is_waiting_then_one_system_c
     finally:
         server.close()
         client.close()
+
+
+def test_unsubscribe_when_last_holder_leaves_then_its_price_is_forgotten_until_a_fresh_tick(md):
+    md.subscribe("chain", [("NIFTYCE", "NFO")], 3)
+    md.subscribe("positions", [("SBIN", "NSE")], 1)
+    md.subscribe("chain", [("SBIN", "NSE")], 3)
+    tick(md, "NIFTYCE", 151.8)
+    tick(md, "SBIN", 801.5, "NSE")
+    md.unsubscribe("chain", [("NIFTYCE", "NFO"), ("SBIN", "NSE")], 3)
+    assert md.last_price("NIFTYCE", "NFO") is None and md.last_data("NIFTYCE", "NFO") is None
+    assert md.last_price("SBIN", "NSE")[0] == 801.5  # still held by positions: still maintained
+    md.subscribe("positions", [("NIFTYCE", "NFO")], 1)  # a new position in the old chain symbol
+    assert md.last_price("NIFTYCE", "NFO") is None  # the chain's last price is not reused
+    tick(md, "NIFTYCE", 160.0)
+    assert md.last_price("NIFTYCE", "NFO")[0] == 160.0

@@ -124,6 +124,22 @@ def test_bucket_for_when_long_span_then_at_most_720_points():
     assert repo.bucket_for(utcnow() - timedelta(seconds=30)) == 10
 
 
+def test_pnl_first_when_snapshots_today_then_earliest_of_any_account_and_none_before(db):
+    from db.accounts import add_account
+    from db.models import PnlSnapshot
+    now = utcnow()
+    a, b = (add_account(db, n, "http://127.0.0.1:9", "ws://127.0.0.1:9", f"{'k' * 30}{n}") for n in ("aa", "bb"))
+    assert repo.pnl_first(db, now - timedelta(hours=1)) is None
+    with db.write() as s:
+        s.add_all([PnlSnapshot(account_id=a, ts_utc=now - timedelta(minutes=3)),
+                   PnlSnapshot(account_id=b, ts_utc=now - timedelta(minutes=5)),
+                   PnlSnapshot(account_id=b, run_id=None, ts_utc=now - timedelta(hours=3)),  # before `since`
+                   PnlSnapshot(account_id=a, ts_utc=now - timedelta(minutes=1))])
+    first = repo.pnl_first(db, now - timedelta(hours=1))
+    assert first == now - timedelta(minutes=5)
+    assert repo.bucket_for(first) == 10  # five minutes of data: 10 s buckets, whatever the time of day
+
+
 def test_chain_session_when_heartbeat_after_expiry_then_requested_again(db):
     from tests.builders import seed_instruments
     sid = chain_sessions.open_session(db, "NIFTY", "NSE_INDEX", seed_instruments(db))

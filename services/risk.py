@@ -256,8 +256,20 @@ class RiskManager:
             self.dispatcher.send_claimed(claimed)
         else:
             self.on_exit_enqueued()
-        log.warning("run %s exiting (%s, value %s, threshold %s): intents %s", run_id, reason, value, threshold, ids)
+        log.warning("run %s exiting (%s, value %s, threshold %s): intents %s; legs %s", run_id, reason, value,
+                    threshold, ids, self._legs_priced(st))
         return ids
+
+    def _legs_priced(self, st: RunState | None) -> str:
+        """'SYMBOL SIDE qty @entry ltp x (age s)' per leg: the prices an exit was decided on, for the log."""
+        if st is None:
+            return "-"
+        now, out = self.md.clock(), []
+        for leg in st.legs:
+            p = self.md.last_price(leg.symbol, leg.exchange)
+            seen = f"ltp {p[0]} ({now - p[1]:.1f} s old)" if p else "no price"
+            out.append(f"{leg.symbol} {leg.action} {leg.quantity} @{leg.entry_price} {seen}")
+        return "; ".join(out)
 
     def _write_exits(self, s, run_id: int, reason: str, threshold, value, st):
         """In the caller's transaction: run -> 'exiting' (CAS), one exit intent per entered leg, queued entries

@@ -49,7 +49,7 @@ def _short_straddle(db, acct, **limits):
     return make_run(db, acct, legs, **limits)
 
 
-def test_exit_when_tick_breaches_max_loss_then_buy_exits_first_exactly_once(db, ctx, md):
+def test_exit_when_tick_breaches_max_loss_then_buy_exits_first_exactly_once(db, ctx, md, caplog):
     acct = account(db)
     run_id, ex_ids = _short_straddle(db, acct, max_loss=1000)
     risk, wakes = _risk(ctx, md)
@@ -78,6 +78,8 @@ def test_exit_when_tick_breaches_max_loss_then_buy_exits_first_exactly_once(db, 
     assert sorted(json.loads(events[0].exit_order_ids)) == sorted(i.client_order_id for i in intents)
     assert events[0].ts_ist.endswith("IST")
     assert wakes.n == 1
+    logged = [r.getMessage() for r in caplog.records if "exiting (max_loss" in r.getMessage()]
+    assert len(logged) == 1 and f"{CE} SELL 65 @100.0 ltp 116.0 (" in logged[0]  # the prices it acted on
 
 
 def test_no_exit_when_loss_is_inside_limit(db, ctx, md):

@@ -36,6 +36,7 @@ COMPONENT = "poller"
 RECENT_S = 30.0
 MIN_GAP_S = 1.0  # <= 1 orderbook request per second per account
 FOLLOWED = (Status.PLACED.value, Status.PARTIALLY_FILLED.value, Status.CANCELLED.value)
+FOLLOWED_SQL = f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))"
 PENDING = (Status.SENT.value, Status.UNKNOWN.value, Status.PLACED.value, Status.PARTIALLY_FILLED.value)
 
 
@@ -103,8 +104,7 @@ class OrderPoller:
             changed = bool(book_changes(cur, account_id, book, utcnow()))
             rows = cur.execute(
                 "SELECT id, broker_order_id, status, broker_status, broker_filled_qty, broker_avg_price "
-                "FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND "
-                f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))",
+                f"FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND {FOLLOWED_SQL}",
                 (account_id, *FOLLOWED, Status.FILLED.value)).fetchall()
         todo = [r for r in rows if r[1] in by_id and behind_book(*r[2:], by_id[r[1]])]
         if not changed and not todo:
@@ -116,9 +116,7 @@ class OrderPoller:
         with self.ctx.db.write() as s:
             upsert_orders(s, account_id, book)
             for intent in s.scalars(select(OrderIntent).where(OrderIntent.id.in_([r[0] for r in todo]))):
-                if intent.broker_order_id not in by_id or not (
-                        intent.status in FOLLOWED
-                        or (intent.status == Status.FILLED.value and intent.broker_avg_price is None)):
+                if intent.broker_order_id not in by_id or not _followed(intent.status, intent.broker_avg_price):
                     continue  # changed since the snapshot; the next poll looks again
                 before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
                 out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
@@ -138,6 +136,11 @@ class OrderPoller:
         for iid in outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {iid} rejected/cancelled by the broker; "
                                                           "execution left 'exiting' for the risk manager's retry")
+
+
+def _followed(status: str, avg_price: float | None) -> bool:
+    """The intents a poll brings in line with the book (FOLLOWED_SQL says the same in SQL)."""
+    return status in FOLLOWED or (status == Status.FILLED.value and avg_price is None)
 
 
 def fetch_avg_prices(client, orderids: list[str]) -> dict[str, float]:

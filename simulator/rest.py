@@ -9,7 +9,7 @@ import logging
 
 from aiohttp import web
 
-from .broker import PreEncoded
+from .broker import PreEncoded, compact_json
 from .engine import Sim
 from .guards import mask
 
@@ -30,7 +30,7 @@ def jresp(body, status: int = 200, sort_keys: bool = True) -> web.Response:
     if isinstance(body, PreEncoded):
         text = str(body)
     elif sort_keys:
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = compact_json(body)
     else:
         text = json.dumps(body, ensure_ascii=False)
     return web.Response(text=text + "\n", status=status, content_type="application/json")

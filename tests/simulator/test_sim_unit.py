@@ -128,12 +128,18 @@ def test_position_netting_and_realized_pnl():
     assert F.reducing_qty(5, -8) == 5 and F.reducing_qty(5, 3) == 0
 
 
-def test_broker_margin_and_reduce_blocks_nothing():
+def _frozen_broker(capital: float):
+    """A broker on a frozen market with one account and SBIN at 1000."""
     m = Market(seed=2)
     m.frozen = True
     b = Broker(m)
-    a = b.add_account("u", capital=100000)
+    a = b.add_account("u", capital=capital)
     m.set_price(("NSE", "SBIN"), 1000)
+    return m, b, a
+
+
+def test_broker_margin_and_reduce_blocks_nothing():
+    m, b, a = _frozen_broker(100000)
     base = dict(strategy="s", symbol="SBIN", exchange="NSE", pricetype="MARKET", product="MIS",
                 price=0.0, trigger_price=0.0)
     code, _ = b.place(a, dict(base, action="BUY", quantity=100))
@@ -221,11 +227,7 @@ def test_tick_loop_slices_when_a_full_period_runs_then_each_subscribed_key_ticks
 def test_orderbook_and_tradebook_encoding_when_cached_per_row_then_byte_identical_and_follows_changes():
     from simulator import accountviews as av
     from simulator.broker import compact_json
-    m = Market(seed=2)
-    m.frozen = True
-    b = Broker(m)
-    a = b.add_account("u", capital=1_000_000)
-    m.set_price(("NSE", "SBIN"), 1000)
+    m, b, a = _frozen_broker(1_000_000)
     base = dict(strategy="s", symbol="SBIN", exchange="NSE", product="MIS", trigger_price=0.0)
     b.place(a, dict(base, action="BUY", quantity=3, pricetype="MARKET", price=0.0))
     _, placed = b.place(a, dict(base, action="BUY", quantity=2, pricetype="LIMIT", price=900.0))  # rests open

@@ -93,7 +93,7 @@ class Control:
 
     async def freeze(self, request):
         d = await body_of(request)
-        self.sim.market.frozen = bool(d.get("frozen", True))
+        self.sim.freeze(bool(d.get("frozen", True)))
         return ok(frozen=self.sim.market.frozen)
 
     async def fault(self, request):

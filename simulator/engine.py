@@ -53,6 +53,15 @@ class Sim:
     def set_price(self, key: tuple[str, str], ltp: float) -> None:
         self.prices_changed(self.market.set_price(key, ltp))
 
+    def freeze(self, frozen: bool) -> None:
+        """Stop (or restart) the random walk. On freezing, every subscribed instrument ticks once more: a derivative
+        re-prices when its underlying moves but ticks only in its own slice of the period, so without this a
+        subscriber could hold, for as long as the freeze lasts, a price the market no longer quotes or fills at."""
+        was = self.market.frozen
+        self.market.frozen = frozen
+        if frozen and not was and self.hub is not None and self.hub.subscribed:
+            self.hub.publish(list(self.hub.subscribed))
+
     async def run_path(self, key: tuple[str, str], prices: list[float], interval_ms: float) -> None:
         try:
             for i, px in enumerate(prices):

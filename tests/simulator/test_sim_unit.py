@@ -224,6 +224,45 @@ def test_tick_loop_slices_when_a_full_period_runs_then_each_subscribed_key_ticks
     assert published == []
 
 
+def test_freeze_when_an_underlying_moved_after_its_options_ticked_then_subscribers_get_the_prices_it_freezes_at():
+    """Found in the browser e2e: an option re-prices when NIFTY moves but ticks in its own slice of the period, so
+    freezing right after a NIFTY move left subscribers with an option price ~3 s (the freeze) old and ~5 points off
+    the price orders then filled at; the risk manager valued the run on it and exited a flat position."""
+    from simulator.engine import Config, Sim
+
+    sim = Sim(Config(tick_hz=20))
+    m = sim.market
+    parts = sim.slices()
+    nifty = ("NSE_INDEX", "NIFTY")
+    options = [k for k in m.master.derived[nifty] if m.master.items[k].itype in ("CE", "PE")]
+    before = [k for k in options if m.slot(k, parts) < m.slot(nifty, parts)]  # tick before NIFTY moves
+    assert len(before) > 10
+    last: dict = {}
+    calls = []
+
+    class Hub:
+        subscribed = {k: {} for k in before[:40]}
+
+        def publish(self, keys):
+            calls.append(len(keys))
+            last.update((k, m.tick_data(k, 1)["ltp"]) for k in keys)
+
+    sim.hub = Hub()
+    for _ in range(3):
+        for part in range(parts):
+            sim.step(part, parts)
+    stale = [k for k in Hub.subscribed if last[k] != m.quote(k)["ltp"]]
+    assert stale  # the moment the e2e froze in: NIFTY moved after these options' last tick
+    sim.freeze(True)
+    assert {k: last[k] for k in Hub.subscribed} == {k: m.quote(k)["ltp"] for k in Hub.subscribed}
+    n = len(calls)
+    sim.freeze(True)  # already frozen: no second burst
+    sim.step(0, parts)
+    assert len(calls) == n and m.frozen
+    sim.freeze(False)
+    assert not m.frozen
+
+
 def test_orderbook_and_tradebook_encoding_when_cached_per_row_then_byte_identical_and_follows_changes():
     from simulator import accountviews as av
     from simulator.broker import compact_json

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert
 from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
 from services.common import ServiceContext
 from services.market_data import MarketDataManager
-from services.pnl import ACTIVE_LEG, Leg, run_pnl
+from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, run_pnl, utc_epoch
 
 CONSUMER = "positions"
 UNDERLYINGS = "underlyings"
@@ -152,18 +152,16 @@ class PositionMonitor:
         legs: dict[int, list[Leg]] = {}
         cols = (Execution.id, Execution.run_id, Execution.leg_no, Execution.symbol, Execution.exchange,
                 Execution.action, Execution.quantity, Execution.product, Execution.status, Execution.entry_price,
-                Execution.exit_price)
+                Execution.exit_price, Execution.updated_at)
+        clock_now, wall_now = self.md.clock(), time.time()
         for ex in s.execute(select(*cols).where(Execution.run_id.in_([r.id for r in runs]))):
-            legs.setdefault(ex.run_id, []).append(Leg.of(ex))
+            seen = fill_seen_at(ex.status, utc_epoch(ex.updated_at), clock_now, wall_now)
+            legs.setdefault(ex.run_id, []).append(Leg.of(ex, seen))
         out = []
         for run in runs:
-            pnl = run_pnl(legs.get(run.id, []), self._price)
+            pnl = run_pnl(legs.get(run.id, []), self.md.last_price)
             realized, unrealized = pnl if pnl is not None else (0.0, run.pnl)
             out.append(dict(ts_utc=now, account_id=run.account_id, run_id=run.id, realized=realized,
                             unrealized=unrealized, total=realized + unrealized, tsl_peak=run.tsl_peak,
                             tsl_stop=run.tsl_stop))
         return out
-
-    def _price(self, symbol: str, exchange: str) -> float | None:
-        p = self.md.last_price(symbol, exchange)
-        return p[0] if p else None

@@ -2,6 +2,8 @@
 
 P&L of a run (rupees) = sum over entered legs of (ltp - entry_price) x qty x (+1 BUY / -1 SELL)
                         + realized P&L of exited legs.
+    (a leg whose last tick is older than its own entry fill is valued at the fill price until a newer tick
+    arrives: the fill is the newer trade; services/pnl.py)
 
 Rules, checked in this order on every tick of a symbol the run holds (and on every sweep):
     max loss:    exit when pnl <= -max_loss
@@ -36,7 +38,7 @@ from db.order_fsm import Status
 from db.rawsql import insert_row, raw_cursor, update_rows
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.market_data import MarketDataManager
-from services.pnl import ACTIVE_LEG, Leg, run_pnl
+from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
 
 if TYPE_CHECKING:
     from services.dispatcher import OrderDispatcher
@@ -126,7 +128,9 @@ LIVE_RUNS_SQL = ("SELECT r.id, r.account_id, r.max_loss, r.max_profit, r.trailin
                  "s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
                  f"WHERE r.status {LIVE_IN} ORDER BY r.id")
 LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.action, e.quantity, e.product, e.status, "
-                 "e.entry_price, e.exit_price FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
+                 "e.entry_price, e.exit_price, CASE WHEN e.status = 'entered' "
+                 "THEN (julianday(e.updated_at) - 2440587.5) * 86400.0 END "
+                 "FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
                  f"WHERE r.status {LIVE_IN} ORDER BY e.run_id, e.leg_no, e.id")
 
 
@@ -177,8 +181,11 @@ class RiskManager:
             rows = cur.execute(LIVE_RUNS_SQL).fetchall()
             execs = cur.execute(LIVE_LEGS_SQL).fetchall() if rows else []
         legs: dict[int, list[Leg]] = {}
-        for run_id, *fields in execs:
-            legs.setdefault(run_id, []).append(Leg(*fields))
+        clock_now, wall_now = self.md.clock(), time.time()
+        for run_id, *fields, filled_epoch in execs:
+            leg = Leg(*fields)
+            leg.fill_seen = fill_seen_at(leg.status, filled_epoch, clock_now, wall_now)
+            legs.setdefault(run_id, []).append(leg)
         out = {}
         for run_id, account_id, max_loss, max_profit, trailing_sl, peak, stop, pnl, name in rows:
             run_legs = legs.get(run_id, [])
@@ -197,10 +204,6 @@ class RiskManager:
             self.md.unsubscribe(CONSUMER, sorted(held - keys), 1)
 
     # ---- evaluation ------------------------------------------------------------------------------------------
-    def _price(self, symbol: str, exchange: str) -> float | None:
-        p = self.md.last_price(symbol, exchange)
-        return p[0] if p else None
-
     def _on_tick(self, symbol: str, exchange: str, data: dict) -> None:
         runs = self._by_key.get((symbol, exchange))
         if runs:
@@ -212,7 +215,7 @@ class RiskManager:
         with self._lock:
             if run.exiting:
                 return None
-            pnl = run_pnl(run.legs, self._price)
+            pnl = run_pnl(run.legs, self.md.last_price)
             if pnl is None:
                 return None
             self.stats["evaluations"] += 1
@@ -268,6 +271,8 @@ class RiskManager:
         for leg in st.legs:
             p = self.md.last_price(leg.symbol, leg.exchange)
             seen = f"ltp {p[0]} ({now - p[1]:.1f} s old)" if p else "no price"
+            if p and leg.status == "entered" and leg_price(leg, p) != p[0]:
+                seen += ", older than the fill: valued at the fill"
             out.append(f"{leg.symbol} {leg.action} {leg.quantity} @{leg.entry_price} {seen}")
         return "; ".join(out)
 

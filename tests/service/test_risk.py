@@ -82,6 +82,40 @@ def test_exit_when_tick_breaches_max_loss_then_buy_exits_first_exactly_once(db, 
     assert len(logged) == 1 and f"{CE} SELL 65 @100.0 ltp 116.0 (" in logged[0]  # the prices it acted on
 
 
+def test_leg_price_when_last_tick_is_older_than_the_fill_then_fill_price_until_a_newer_tick():
+    from services.pnl import Leg, fill_seen_at, leg_price, run_pnl
+
+    leg = Leg(1, 1, CE, "NFO", "SELL", 65, "NRML", "entered", 142.65, None, fill_seen=50.0)
+    assert leg_price(leg, (147.5, 47.1)) == 142.65  # the print before our fill: stale
+    assert leg_price(leg, (147.5, 50.0)) == 147.5 and leg_price(leg, (150.0, 51.0)) == 150.0
+    assert leg_price(leg, None) is None  # the fill alone never values a leg
+    assert run_pnl([leg], lambda *_: (147.5, 47.1)) == (0.0, 0.0)
+    assert run_pnl([leg], lambda *_: (147.5, 50.5)) == (0.0, -(147.5 - 142.65) * 65)
+    # an 'entered' row's updated_at (wall) mapped onto the monotonic clock; other statuses never hold ticks back
+    assert fill_seen_at("entered", 1_000.0, clock_now=200.0, wall_now=1_003.0) == 197.0
+    assert fill_seen_at("entered", 1_010.0, clock_now=200.0, wall_now=1_003.0) == 200.0  # wall clock stepped back
+    assert fill_seen_at("exiting", 1_000.0, 200.0, 1_003.0) == fill_seen_at("entered", None, 200.0) == float("-inf")
+
+
+def test_no_exit_when_the_only_loss_is_a_print_from_before_the_entry_fill(db, ctx, md, caplog):
+    """The browser e2e's spurious exit: the wing's last tick, seconds older than the fill and 4 points away from it,
+    valued a just-entered run at -578 against a -500 limit. A tick newer than the fill counts as before."""
+    tick(md, CE, 104.0)  # the market before we trade; we then fill at 100 (SELL CE) and 20 (BUY HEDGE)
+    tick(md, HEDGE, 20.0)
+    run_id, _ = make_run(db, account(db), [dict(symbol=CE, action="SELL", qty=65, entry=100.0),
+                                           dict(symbol=HEDGE, action="BUY", qty=65, entry=20.0)], max_loss=200)
+    risk, _ = _risk(ctx, md)
+    risk.reload()
+    risk.sweep()
+    assert not _exit_intents(db, run_id)
+    assert risk.run_state(run_id).pnl == 0.0  # -260 on the stale print
+    tick(md, HEDGE, 20.0)  # a newer tick of the other leg: CE stays at its fill
+    assert not _exit_intents(db, run_id)
+    tick(md, CE, 104.0)  # the same price, now printed after our fill: a real loss of 260 > 200
+    assert [i.symbol for i in _exit_intents(db, run_id)] == [CE, HEDGE]
+    assert _events(db, run_id)[0].value == -260.0
+
+
 def test_no_exit_when_loss_is_inside_limit(db, ctx, md):
     run_id, _ = _short_straddle(db, account(db), max_loss=1000)
     risk, _ = _risk(ctx, md)

@@ -148,16 +148,25 @@ def target_status(bo: BookOrder) -> Status | None:
     return target
 
 
+def book_fields(bo: BookOrder, avg: float | None = None) -> dict:
+    """The broker_* columns of an intent as its broker order states them (``avg``: the tradebook's average, used
+    when the orderbook gives none). Shared by ``apply_book_status`` and its read-only pre-check ``behind_book``."""
+    fields = dict(broker_status=bo.order_status[:32], broker_filled_qty=bo.filled_qty)
+    avg = bo.avg_price or avg
+    if avg:
+        fields["broker_avg_price"] = avg
+    return fields
+
+
 def behind_book(status: str, broker_status: str, filled_qty: int, avg_price: float | None, bo: BookOrder) -> bool:
     """Would ``apply_book_status`` change (or warn about) an intent in this state? A read-only pre-check."""
     target = target_status(bo)
     if target is None or target.value != status:
         return True
-    if broker_status != bo.order_status[:32] or filled_qty != bo.filled_qty:
+    have = dict(broker_status=broker_status, broker_filled_qty=filled_qty, broker_avg_price=avg_price)
+    if any(have[k] != v for k, v in book_fields(bo).items()):
         return True
-    if bo.avg_price:
-        return avg_price != bo.avg_price
-    return target == Status.FILLED and avg_price is None  # the average comes from the tradebook
+    return target == Status.FILLED and avg_price is None  # a fill with no average yet: the tradebook may have it
 
 
 def apply_book_status(s, intent: OrderIntent, bo: BookOrder, source: str,
@@ -166,12 +175,10 @@ def apply_book_status(s, intent: OrderIntent, bo: BookOrder, source: str,
     target = target_status(bo)
     if target is None:
         return Outcome(), f"intent {intent.id}: unrecognised broker status '{bo.order_status}' ({bo.orderid})"
-    fields = dict(broker_status=bo.order_status[:32], broker_filled_qty=bo.filled_qty)
-    avg = bo.avg_price or None
-    if avg is None and target == Status.FILLED and avg_lookup is not None:
+    avg = None
+    if not bo.avg_price and target == Status.FILLED and avg_lookup is not None:
         avg = avg_lookup(bo.orderid)
-    if avg:
-        fields["broker_avg_price"] = avg
+    fields = book_fields(bo, avg)
     if not intent.broker_order_id:
         fields["broker_order_id"] = bo.orderid
     current = Status(intent.status)

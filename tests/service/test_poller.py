@@ -169,3 +169,40 @@ def test_poll_when_the_book_is_unchanged_then_nothing_is_written(db, octx, order
     assert after[other][0] == "cancelled" and after[other][1] > rows[other][4]
     assert intent(db, other).status == "cancelled" and intent(db, resting).status == "placed"
     watcher.close()
+
+
+def test_behind_book_when_the_book_changes_step_by_step_then_it_agrees_with_what_apply_book_status_writes(db):
+    """``behind_book`` (the poller's read-only pre-check) must say True exactly when ``apply_book_status`` would
+    change the intent or warn; a False that should be True would leave an intent behind its broker order."""
+    from db.accounts import add_account
+    from services.orderbook import BookOrder, apply_book_status, behind_book
+
+    acct = add_account(db, "agree", "http://127.0.0.1:1", "ws://127.0.0.1:1", "k" * 32)
+    iid = add_intent(db, acct, qty=10, status="placed", broker_order_id="B1")
+
+    def bo(status, filled=0, avg=0.0):
+        return BookOrder("B1", "SBIN", "NSE", "BUY", 10, 0.0, 0.0, "MARKET", "MIS", status, filled, avg, None,
+                         "", None)
+
+    def row():
+        with db.read() as s:
+            i = s.get(OrderIntent, iid)
+            return i.status, i.broker_status, i.broker_filled_qty, i.broker_avg_price
+
+    steps = [bo("open"), bo("open"), bo("open", 4, 800.5), bo("open", 4, 800.5), bo("open", 7, 800.75),
+             bo("complete", 10, 801.0), bo("complete", 10, 801.0), bo("complete", 10, 801.05),
+             bo("rejected", 10, 801.05)]  # the last: complete -> rejected is not a valid transition (a warning)
+    seen = []
+    for book in steps:
+        before = row()
+        predicted = behind_book(*before, book)
+        with db.write() as s:
+            _, warning = apply_book_status(s, s.get(OrderIntent, iid), book, "test")
+        seen.append((predicted, row() != before or bool(warning)))
+    assert [p for p, _ in seen] == [a for _, a in seen], seen
+    assert [a for _, a in seen] == [True, False, True, False, True, True, False, True, True]
+    assert row() == ("filled", "complete", 10, 801.05)
+    # a fill the orderbook gives no average for: the pre-check stays True until the tradebook's average is in
+    fill_no_avg = bo("complete", 10, 0.0)
+    assert behind_book("filled", "complete", 10, None, fill_no_avg)
+    assert not behind_book("filled", "complete", 10, 801.0, fill_no_avg)

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -31,11 +32,13 @@ class ServiceContext:
     db: Database
     settings: Settings
     _clients: dict[int, OpenAlgoClient] = field(default_factory=dict)
+    _retired: list[tuple[float, OpenAlgoClient]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, account_id: int) -> OpenAlgoClient:
         """One client (and so one set of token buckets) per account, shared by all components."""
         with self._lock:
+            due = self._take_retired(time.monotonic())
             c = self._clients.get(account_id)
             if c is None:
                 acct = next((a for a in list_accounts(self.db) if a.id == account_id), None)
@@ -47,20 +50,44 @@ class ServiceContext:
                                    order_rate=b.order_rate_per_s, read_rate=b.read_rate_per_s,
                                    retries=b.read_retries, backoff_base=b.backoff_base_s, backoff_max=b.backoff_max_s)
                 self._clients[account_id] = c
-            return c
+        for old in due:
+            old.close()
+        return c
+
+    def retire_after_s(self) -> float:
+        """Longer than any one call on a client can take: every read attempt timing out, with the longest backoff
+        between them. A dropped client is closed only after this."""
+        b = self.settings.broker
+        return (b.connect_timeout_s + b.read_timeout_s) * (b.read_retries + 1) + b.backoff_max_s * b.read_retries
 
     def drop_client(self, account_id: int) -> None:
-        """Forget a cached client (the account's key or URL changed)."""
+        """Forget a cached client (the account's key or URL changed): later calls get a new one. It is not closed
+        now: a component may be in the middle of a call on it (a sync's read, an order's POST), and closing it
+        would fail that call half way; it is closed once no call can still be running on it."""
+        now = time.monotonic()
         with self._lock:
             c = self._clients.pop(account_id, None)
-        if c:
-            c.close()
+            if c:
+                self._retired.append((now + self.retire_after_s(), c))
+            due = self._take_retired(now)
+        for old in due:
+            old.close()
+
+    def _take_retired(self, now: float) -> list[OpenAlgoClient]:
+        """Under the lock: the retired clients whose grace has passed, removed from the list."""
+        if not self._retired or self._retired[0][0] > now:
+            return []
+        due = [c for t, c in self._retired if t <= now]
+        self._retired = [(t, c) for t, c in self._retired if t > now]
+        return due
 
     def close(self) -> None:
         with self._lock:
-            for c in self._clients.values():
-                c.close()
+            clients = [*self._clients.values(), *(c for _, c in self._retired)]
             self._clients.clear()
+            self._retired.clear()
+        for c in clients:
+            c.close()
 
 
 HEARTBEAT_SQL = ("INSERT INTO service_heartbeat (component, pid, status, last_beat, details_json) "

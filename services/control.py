@@ -12,7 +12,6 @@ Each handler returns a short result string or raises; the runner stores either o
 """
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts
@@ -65,12 +64,9 @@ class ControlHandlers:
         raise RuntimeError(f"intent is '{status}'; it cannot be cancelled now")
 
     def do_reload_accounts(self, p: dict) -> str:
-        ctx, dispatcher = self.runner.ctx, self.runner.dispatcher
+        ctx = self.runner.ctx
         for acct in list_accounts(ctx.db):
-            deadline = time.monotonic() + 5.0  # never close a client under an order being sent
-            while acct.id in dispatcher.busy_accounts() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            ctx.drop_client(acct.id)
+            ctx.drop_client(acct.id)  # calls already running finish on the old client (closed later)
         md = self.runner.md
         reload = getattr(md, "reload_accounts", None) if md is not None else None
         if reload:

@@ -72,6 +72,6 @@ class ControlHandlers:
         if reload:
             reload()
         if not self.runner.instruments_loaded:  # the first account was added after start: load the master now
-            loaded = self.runner.ensure_instruments()
-            return "broker clients reloaded; symbol master " + ("loaded" if loaded else "not loaded (no primary)")
+            self.runner.load_instruments_soon()
+            return "broker clients reloaded; symbol master loading"
         return "broker clients reloaded"

@@ -120,8 +120,8 @@ class ServiceRunner:
             return False
         try:
             n = load(self.ctx, primary.id)
-            log.info("symbol master: %s instruments from account %s", n, primary.name)
             self.instruments_loaded = n > 0
+            log.info("symbol master: %s instruments from account %s", n, primary.name)
         except Exception as exc:  # the service must still reconcile and place orders
             service_log(self.ctx.db, "runner", "ERROR", f"loading instruments failed: {type(exc).__name__}: {exc}")
         return self.instruments_loaded
@@ -129,6 +129,12 @@ class ServiceRunner:
     def ensure_instruments(self) -> bool:
         """Load the symbol master if start-up could not (e.g. the first account was added after start)."""
         return self.instruments_loaded or self._load_instruments()
+
+    def load_instruments_soon(self) -> None:
+        """ensure_instruments as a one-off job of its own: a broker's master can take seconds to download, and
+        the control job must stay free for the commands behind it (a manual exit among them)."""
+        self.scheduler.add_job(self._guard("load_instruments", self.ensure_instruments), id="load_instruments",
+                               name="load_instruments", replace_existing=True)
 
     def _start_market_components(self) -> None:
         md_cls = _optional("services.market_data", "MarketDataManager")

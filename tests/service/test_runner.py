@@ -116,9 +116,13 @@ def test_first_account_when_added_after_start_then_reload_loads_symbol_master_an
         acct, name = sim_account(db, order_sim)
         cmd = enqueue_control(db, "reload_accounts", {})
         assert wait_for(lambda: command(db, cmd).status == "done", 20), (tmp_path / "svc.log").read_text()[-3000:]
-        assert "symbol master loaded" in command(db, cmd).result
-        with db.read() as s:
-            assert s.scalar(select(func.count()).select_from(Instrument).where(Instrument.exchange == "NFO")) > 0
+        assert "symbol master loading" in command(db, cmd).result  # in a job of its own: control stays free
+
+        def n_options():
+            with db.read() as s:
+                return s.scalar(select(func.count()).select_from(Instrument).where(Instrument.exchange == "NFO"))
+        assert wait_for(lambda: n_options() > 0, 20)
+        assert wait_for(lambda: "symbol master: " in (tmp_path / "svc.log").read_text(), 20)  # the job finished
         assert wait_for(lambda: json.loads(beat(db, "market_data").details_json or "{}").get("account") == name, 10)
         again = enqueue_control(db, "reload_accounts", {})
         assert wait_for(lambda: command(db, again).status == "done", 10)

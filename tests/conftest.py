@@ -32,7 +32,10 @@ _REAL_MAIN = sys.modules.get("__main__")
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Streamlit's AppTest leaves sys.modules['__main__'] pointing at the page script it ran. A later
-    multiprocessing 'spawn' child would then re-run that page as its __main__ (and die), so restore it."""
+    multiprocessing 'spawn' child would then re-run that page as its __main__ (and die), so restore it, before
+    each test as well as after."""
+    if _REAL_MAIN is not None:
+        sys.modules["__main__"] = _REAL_MAIN
     yield
     if _REAL_MAIN is not None:
         sys.modules["__main__"] = _REAL_MAIN

@@ -70,6 +70,44 @@ def _service_writer(path, key_file, seconds, out):
     out.put(("service", n, errors, placed))
 
 
+def _reporting(fn, name, path, key_file, seconds, out):
+    """Run a writer; whatever ends it early (an error outside its loop, at start-up) is reported, not swallowed."""
+    try:
+        fn(path, key_file, seconds, out)
+    except BaseException:  # noqa: BLE001 - the parent must hear of it either way
+        out.put(("crashed", name, traceback.format_exc()[-2000:]))
+        raise
+
+
+def _collect(out, procs: dict, timeout: float) -> dict:
+    """One result per writer. A writer that exits without one (killed, or died at start-up) fails the test at
+    once with its exit code, instead of a silent wait for the timeout."""
+    import queue
+    results, deadline = {}, time.monotonic() + timeout
+
+    def take(r) -> None:
+        if r[0] == "crashed":
+            results[r[1]] = ("crashed", r[2])
+        else:
+            results[r[0]] = r
+
+    while len(results) < len(procs):
+        try:
+            take(out.get(timeout=0.5))
+            continue
+        except queue.Empty:
+            pass
+        gone = {n: p.exitcode for n, p in procs.items() if n not in results and p.exitcode is not None}
+        if gone:
+            try:
+                take(out.get(timeout=2.0))  # its last message may still be in the pipe
+                continue
+            except queue.Empty:
+                raise AssertionError(f"writer process(es) exited without a result: exit codes {gone}") from None
+        assert time.monotonic() < deadline, f"no result from {set(procs) - set(results)} in {timeout:g} s"
+    return results
+
+
 def test_concurrent_ui_and_service_writes_when_run_together_then_no_database_is_locked(seeded_db, tmp_path):
     from db.models import OptionChainSession, OrderIntent
     from tests.builders import make_account
@@ -79,12 +117,15 @@ def test_concurrent_ui_and_service_writes_when_run_together_then_no_database_is_
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     args = (str(tmp_path / "algomirror.db"), str(tmp_path / "algomirror.key"), DURATION, out)
-    procs = [ctx.Process(target=_ui_writer, args=args), ctx.Process(target=_service_writer, args=args)]
-    for p in procs:
+    procs = {"ui": ctx.Process(target=_reporting, args=(_ui_writer, "ui", *args)),
+             "service": ctx.Process(target=_reporting, args=(_service_writer, "service", *args))}
+    for p in procs.values():
         p.start()
-    results = {r[0]: r for r in (out.get(timeout=DURATION + 120) for _ in procs)}
-    for p in procs:
+    results = _collect(out, procs, DURATION + 120)
+    for p in procs.values():
         p.join(30)
+    crashed = {name: r[1] for name, r in results.items() if r[0] == "crashed"}
+    assert not crashed, crashed
     ui, svc = results["ui"], results["service"]
     all_errors = ui[2] + svc[2]
     assert not [e for e in all_errors if "locked" in e.lower()], all_errors[:3]

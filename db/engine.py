@@ -180,19 +180,26 @@ def write_gate(engine: Engine) -> WriteGate:
 
 
 @contextlib.contextmanager
-def write_session(engine: Engine):
-    """A short write transaction (BEGIN IMMEDIATE ... COMMIT); rolls back on error.
-    Order: the process's writer lock (threads), then the cross-process write gate, then BEGIN IMMEDIATE.
-    Never open a second write_session inside one on the same thread."""
+def gated(engine: Engine):
+    """What every write transaction is taken under: the process's writer lock (threads), then the cross-process
+    write gate. BEGIN IMMEDIATE comes after, inside."""
     with writer_lock(engine):
         gate = write_gate(engine)
         gate.acquire()
         try:
-            with Session(engine, expire_on_commit=False) as s:
-                with s.begin():
-                    yield s
+            yield
         finally:
             gate.release()
+
+
+@contextlib.contextmanager
+def write_session(engine: Engine):
+    """A short write transaction (BEGIN IMMEDIATE ... COMMIT) under ``gated``; rolls back on error.
+    Never open a second write_session inside one on the same thread."""
+    with gated(engine):
+        with Session(engine, expire_on_commit=False) as s:
+            with s.begin():
+                yield s
 
 
 @contextlib.contextmanager

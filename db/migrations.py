@@ -1,4 +1,4 @@
-"""Versioned schema migration, run at start by both processes (idempotent, serialized by BEGIN IMMEDIATE).
+"""Versioned schema migration, run at start by both processes (idempotent; an up-to-date database is only read).
 
 Version 1 creates every table from db/models.py. A later change appends a function to MIGRATIONS; each
 runs once, in order, inside one write transaction, and records its number in schema_version.
@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
+from db.engine import gated
 from db.models import Base, SchemaVersion
 
 
@@ -28,8 +29,17 @@ def current_version(conn: Connection) -> int:
 
 
 def migrate(engine: Engine) -> int:
-    """Bring the database to LATEST; returns the version. Safe when two processes start at once."""
-    with engine.begin() as conn:  # BEGIN IMMEDIATE: the second process waits, then sees the new version
+    """Bring the database to LATEST; returns the version. Safe when two processes start at once.
+
+    An up-to-date database (every start but the first) is only read: no write transaction. Otherwise the
+    migration runs under the same write gate as every other writer. Found in CI: a UI process starting while the
+    service wrote back to back waited in SQLite's coarse busy handler for a gap, never found one within
+    busy_timeout, and died at start with "database is locked" (the gate exists to prevent exactly that)."""
+    with engine.execution_options(algomirror_readonly=True).connect() as conn:
+        version = current_version(conn)
+    if version >= LATEST:
+        return version
+    with gated(engine), engine.begin() as conn:  # BEGIN IMMEDIATE: the second process waits, then sees the new version
         version = current_version(conn)
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             step(conn)

@@ -131,6 +131,29 @@ def test_write_gate_when_held_past_the_busy_timeout_then_clear_locked_error_and_
         assert [r[0] for r in s.execute(text("SELECT a FROM t"))] == [99]
 
 
+def test_database_open_when_another_process_writes_then_up_to_date_opens_without_writing_and_migration_is_gated(
+        tmp_path, monkeypatch):
+    """Found in CI: the UI's writer process died at start with "database is locked" while the service's writer
+    wrote back to back: migrate() took BEGIN IMMEDIATE outside the write gate, on SQLite's coarse busy handler."""
+    import sqlite3
+
+    import db.migrations as m
+    Database(tmp_path / "g.db", key_file=tmp_path / "k")  # the first start migrates
+    path, eng, ctx, release, out, holder = _held_by_another_process(tmp_path)  # holds the gate and the write lock
+    try:
+        d = Database(path, busy_timeout_ms=300, key_file=tmp_path / "k")  # up to date: opens, writes nothing
+        with d.read() as s:
+            assert s.scalar(text("SELECT max(version) FROM schema_version")) == LATEST
+        monkeypatch.setattr(m, "MIGRATIONS", [*m.MIGRATIONS, lambda conn: None])  # a newer release's step
+        monkeypatch.setattr(m, "LATEST", LATEST + 1)
+        with pytest.raises(sqlite3.OperationalError, match="write gate"):  # waits in line like any writer
+            m.migrate(make_engine(path, busy_timeout_ms=300))
+    finally:
+        release.set()
+        holder.join(10)
+    assert m.migrate(make_engine(path)) == LATEST + 1  # once the writer is done, it runs
+
+
 def test_write_gate_nested_write_on_the_same_thread_does_not_release_the_outer_gate(tmp_path):
     from db.engine import write_gate
     eng = make_engine(tmp_path / "n.db")

@@ -11,7 +11,6 @@ price (None), as before: the fill alone never values a leg.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,13 +50,12 @@ class Leg:
         return (self.symbol, self.exchange)
 
 
-def fill_seen_at(status: str, updated_epoch: float | None, clock_now: float, wall_now: float | None = None) -> float:
+def fill_seen_at(status: str, updated_epoch: float | None, clock_now: float, wall_now: float) -> float:
     """A leg's ``fill_seen`` on the market-data clock (monotonic) from its row: an 'entered' execution's updated_at
     is when its entry fill was recorded (UTC epoch seconds here). Capped at now, so a wall clock stepped back after
     the fill can never make the ticks that follow look older than the fill."""
     if status != "entered" or updated_epoch is None:
         return float("-inf")
-    wall_now = time.time() if wall_now is None else wall_now
     return min(clock_now, clock_now - (wall_now - updated_epoch))
 
 

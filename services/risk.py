@@ -128,8 +128,7 @@ LIVE_RUNS_SQL = ("SELECT r.id, r.account_id, r.max_loss, r.max_profit, r.trailin
                  "s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
                  f"WHERE r.status {LIVE_IN} ORDER BY r.id")
 LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.action, e.quantity, e.product, e.status, "
-                 "e.entry_price, e.exit_price, CASE WHEN e.status = 'entered' "
-                 "THEN (julianday(e.updated_at) - 2440587.5) * 86400.0 END "
+                 "e.entry_price, e.exit_price, (julianday(e.updated_at) - 2440587.5) * 86400.0 "
                  "FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
                  f"WHERE r.status {LIVE_IN} ORDER BY e.run_id, e.leg_no, e.id")
 
@@ -271,7 +270,7 @@ class RiskManager:
         for leg in st.legs:
             p = self.md.last_price(leg.symbol, leg.exchange)
             seen = f"ltp {p[0]} ({now - p[1]:.1f} s old)" if p else "no price"
-            if p and leg.status == "entered" and leg_price(leg, p) != p[0]:
+            if p and leg_price(leg, p) != p[0]:
                 seen += ", older than the fill: valued at the fill"
             out.append(f"{leg.symbol} {leg.action} {leg.quantity} @{leg.entry_price} {seen}")
         return "; ".join(out)

@@ -94,7 +94,7 @@ def test_leg_price_when_last_tick_is_older_than_the_fill_then_fill_price_until_a
     # an 'entered' row's updated_at (wall) mapped onto the monotonic clock; other statuses never hold ticks back
     assert fill_seen_at("entered", 1_000.0, clock_now=200.0, wall_now=1_003.0) == 197.0
     assert fill_seen_at("entered", 1_010.0, clock_now=200.0, wall_now=1_003.0) == 200.0  # wall clock stepped back
-    assert fill_seen_at("exiting", 1_000.0, 200.0, 1_003.0) == fill_seen_at("entered", None, 200.0) == float("-inf")
+    assert fill_seen_at("exiting", 1_000.0, 200.0, 1_003.0) == fill_seen_at("entered", None, 200.0, 1_003.0) == float("-inf")
 
 
 def test_no_exit_when_the_only_loss_is_a_print_from_before_the_entry_fill(db, ctx, md, caplog):

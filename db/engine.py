@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import os
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from db.errors import DbLocked, classify
 
 _lock = threading.RLock()
 _engines: dict[tuple[str, int], Engine] = {}
@@ -27,8 +28,9 @@ AUTOCHECKPOINT_PAGES = 1000  # SQLite's default: the commit that takes the WAL p
 _gates: dict[int, "WriteGate"] = {}
 
 
-def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
-    """Create a new engine for the SQLite file at ``path`` (parent folder created)."""
+def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0) -> Engine:
+    """Create a new engine for the SQLite file at ``path`` (parent folder created). ``max_pages`` > 0 caps the
+    file's size (``PRAGMA max_page_count``): a write that would grow it further fails as disk full."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -45,6 +47,8 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if max_pages:
+            cur.execute(f"PRAGMA max_page_count={int(max_pages)}")
         cur.close()
 
     opts = _checkpoint_opts[id(engine)] = {"autocheckpoint": AUTOCHECKPOINT_PAGES}
@@ -87,12 +91,12 @@ def checkpoint(engine: Engine) -> tuple[int, int, int]:
         raw.close()
 
 
-def get_engine(path: str | Path, busy_timeout_ms: int = 5000) -> Engine:
+def get_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0) -> Engine:
     """Process-wide cached engine per database path (pages and service loops share one pool)."""
-    key = (str(Path(path).resolve()), busy_timeout_ms)
+    key = (str(Path(path).resolve()), busy_timeout_ms, max_pages)
     with _lock:
         if key not in _engines:
-            _engines[key] = make_engine(path, busy_timeout_ms)
+            _engines[key] = make_engine(path, busy_timeout_ms, max_pages)
         return _engines[key]
 
 
@@ -141,7 +145,7 @@ class WriteGate:
             self._depth = 0
         return self._fds
 
-    def _take(self, fd: int, deadline: float | None, cap: float) -> float | None:
+    def _take(self, fd: int, deadline: float | None, cap: float, wait_s: float) -> float | None:
         delay = 20e-6
         while True:
             try:
@@ -149,21 +153,22 @@ class WriteGate:
                 return deadline
             except BlockingIOError:
                 now = time.monotonic()
-                deadline = deadline or now + self.wait_s
+                deadline = deadline or now + wait_s
                 if now >= deadline:
-                    raise sqlite3.OperationalError(
-                        f"database is locked: another process kept the write gate for over {self.wait_s:g} s") from None
+                    raise DbLocked(f"database is locked: another process kept the write gate for over "
+                                   f"{wait_s:g} s") from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, cap)
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float | None = None) -> None:
         if self._depth:
             self._depth += 1
             return
+        wait_s = self.wait_s if wait_s is None else wait_s
         turn, gate = self._files()
-        deadline = self._take(turn, None, 1e-3)
+        deadline = self._take(turn, None, 1e-3, wait_s)
         try:
-            self._take(gate, deadline, 2e-4)  # the next writer in line: poll finely
+            self._take(gate, deadline, 2e-4, wait_s)  # the next writer in line: poll finely
         finally:
             fcntl.flock(turn, fcntl.LOCK_UN)
         self._depth = 1
@@ -180,23 +185,44 @@ def write_gate(engine: Engine) -> WriteGate:
 
 
 @contextlib.contextmanager
-def gated(engine: Engine):
+def gated(engine: Engine, wait_s: float | None = None):
     """What every write transaction is taken under: the process's writer lock (threads), then the cross-process
-    write gate. BEGIN IMMEDIATE comes after, inside."""
-    with writer_lock(engine):
-        gate = write_gate(engine)
-        gate.acquire()
+    write gate. BEGIN IMMEDIATE comes after, inside. Both waits give up after ``wait_s`` (default: the
+    busy_timeout) with DbLocked: a thread must never queue without bound behind writers that are themselves
+    stuck at the gate (seen: the market-data thread waited ~55 s on this lock and evaluated no tick meanwhile)."""
+    gate = write_gate(engine)
+    wait = gate.wait_s if wait_s is None else wait_s
+    lock = writer_lock(engine)
+    if not lock.acquire(timeout=wait):
+        raise DbLocked(f"database is locked: other writers of this process held the writer lock for over {wait:g} s")
+    try:
+        gate.acquire(wait)
         try:
             yield
         finally:
             gate.release()
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
-def write_session(engine: Engine):
+def translated():
+    """Database faults leave as the db.errors ladder (DbLocked, DbFull, DbUnavailable), whichever layer raised
+    them (raw cursor, ORM, gate); anything else passes through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        err = classify(exc)
+        if err is None or err is exc:
+            raise
+        raise err from exc
+
+
+@contextlib.contextmanager
+def write_session(engine: Engine, wait_s: float | None = None):
     """A short write transaction (BEGIN IMMEDIATE ... COMMIT) under ``gated``; rolls back on error.
     Never open a second write_session inside one on the same thread."""
-    with gated(engine):
+    with translated(), gated(engine, wait_s):
         with Session(engine, expire_on_commit=False) as s:
             with s.begin():
                 yield s
@@ -205,5 +231,5 @@ def write_session(engine: Engine):
 @contextlib.contextmanager
 def read_session(engine: Engine):
     """A read-only session: deferred BEGIN, never takes the write lock."""
-    with Session(engine.execution_options(algomirror_readonly=True), expire_on_commit=False) as s:
+    with translated(), Session(engine.execution_options(algomirror_readonly=True), expire_on_commit=False) as s:
         yield s

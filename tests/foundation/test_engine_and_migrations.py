@@ -126,7 +126,7 @@ def test_write_gate_when_held_past_the_busy_timeout_then_clear_locked_error_and_
     finally:
         release.set()
         holder.join(10)
-    assert msg.startswith("OperationalError: database is locked") and "write gate" in msg
+    assert msg.startswith("DbLocked: database busy: nothing was written") and "write gate" in msg
     with read_session(eng) as s:
         assert [r[0] for r in s.execute(text("SELECT a FROM t"))] == [99]
 

@@ -21,6 +21,8 @@ def _s(default, help_text: str, minimum=None):
 class DbSettings:
     path: str = _s(str(ROOT / "data" / "algomirror.db"), "SQLite database file shared by the service and the UI")
     busy_timeout_ms: int = _s(5000, "SQLite busy_timeout in milliseconds (>= 5000)", 5000)
+    max_pages: int = _s(0, "Cap on the database file in 4 KiB pages (0 = none); a write past it fails as 'disk full'",
+                        0)
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,20 @@ class UiSettings:
 
 
 @dataclass(frozen=True)
+class AlertsSettings:
+    urls: str = _s("", "Alert targets as apprise URLs, comma separated (tgram://, discord://, mailto://, json://...); "
+                       "empty = alerts go to the log and Service Health only")
+    throttle_s: float = _s(60.0, "The same alert (kind and subject) is sent at most once per this many seconds", 0.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
 
     @property
     def key_file(self) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts
+from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent
@@ -37,7 +38,10 @@ class ControlHandlers:
     def do_exit_run(self, p: dict) -> str:
         if self.runner.risk is None:
             raise RuntimeError("risk manager not running")
-        ids = self.runner.risk.exit_run(int(p["run_id"]), "manual")
+        try:
+            ids = self.runner.risk.exit_run(int(p["run_id"]), "manual")
+        except DbError as exc:
+            raise RuntimeError(f"exit could not be written ({exc}); the service keeps retrying it") from exc
         return f"{len(ids)} exit order(s) queued" if ids else "run is not active (already exiting or finished)"
 
     def do_refresh_account(self, p: dict) -> str:

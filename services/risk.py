@@ -18,6 +18,14 @@ There is ONE exit path, ``exit_run``: a compare-and-set on strategy_runs.status 
 plus one exit intent per entered leg (BUY exits first), in one BEGIN IMMEDIATE transaction. A run therefore
 exits at most once however many triggers race. ``sweep`` retries exit orders that ended rejected/cancelled/
 denied up to ``exit_retries`` times, then flags the leg loudly (risk_event 'exit_failed' + service_log ERROR).
+
+A breach never goes silent. Once a breach is decided it is latched as a *pending exit* (keyed by run id, not on
+the RunState, which ``reload`` replaces every second) until its exit transaction has committed. A write that
+fails for any reason (lock timeout, disk full, I/O error, a bug) leaves it pending: the retry thread tries again
+with backoff until it commits, and the watch thread raises an alert (ERROR log + Notifier) as soon as an attempt
+fails with anything but a lock wait, or when the exit is still unwritten ``ALARM_AFTER_S`` after the breach.
+The market-data thread makes the first attempt itself (the fast path) but waits at most ``FEED_WAIT_S`` for the
+write lock, so a locked database never stops ticks being evaluated for long; the retry thread takes over.
 """
 from __future__ import annotations
 
@@ -30,12 +38,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
+from db.errors import DbLocked, classify
 from db.intents import new_client_order_id, transition
 from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
 from db.order_fsm import Status
 from db.rawsql import insert_row, raw_cursor, update_rows
+from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
@@ -48,6 +57,10 @@ CONSUMER = "risk"
 LIVE_RUN = ("entering", "active")
 LIVE_IN = f"IN ({', '.join(repr(x) for x in LIVE_RUN)})"  # the same statuses in SQL
 FAILED_EXIT = ("rejected", "cancelled", "denied")
+FEED_WAIT_S = 0.5  # the tick thread's own exit attempt waits this long for the write lock, then hands over
+ALARM_AFTER_S = 1.0  # a breach whose exit has not committed after this long is alarmed (the limit: 2 s)
+REALARM_S = 30.0  # ... and alarmed again this often while it stays unwritten
+RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # between attempts of an exit that did not commit
 
 
 @dataclass
@@ -63,8 +76,23 @@ class RunState:
     stop: float | None = None
     pnl: float | None = None
     dirty: bool = False
-    exiting: bool = False
     keys: set = field(default_factory=set)
+
+
+@dataclass
+class PendingExit:
+    """A decided exit that has not committed yet (see the module docstring)."""
+    run_id: int
+    reason: str
+    threshold: float | None
+    value: float | None
+    since: float  # monotonic time of the decision
+    since_ist: str
+    attempts: int = 0
+    busy: bool = False  # an attempt is running on some thread
+    next_try: float = 0.0
+    error: str = ""
+    alarmed_at: float | None = None
 
 
 def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
@@ -83,12 +111,13 @@ def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
 
 
 def carry_state(st: RunState, old: RunState) -> None:
-    """A reloaded run keeps its in-memory state; the peak only ratchets up."""
+    """A reloaded run keeps its in-memory P&L state; the peak only ratchets up. (Whether an exit is in flight is
+    not run state: it lives in RiskManager._pending, which a reload does not replace.)"""
     peaks = [p for p in (st.peak, old.peak) if p is not None]
     st.peak = max(peaks) if peaks else None
     if st.peak is not None and st.trailing_sl:
         st.stop = st.peak - st.trailing_sl
-    st.pnl, st.exiting, st.dirty = old.pnl, old.exiting, old.dirty
+    st.pnl, st.dirty = old.pnl, old.dirty
 
 
 def exit_priority(action: str, leg_no: int) -> int:
@@ -143,19 +172,44 @@ def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | N
 
 class RiskManager:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
-                 dispatcher: OrderDispatcher | None = None):
+                 dispatcher: OrderDispatcher | None = None, notifier: Notifier | None = None):
         """``on_exit_enqueued`` wakes the dispatcher. With ``dispatcher`` (the service's own), ``exit_run`` claims
         the run's first exit (BUY first) in the transaction that writes the exits and hands it to a dispatcher
-        worker, which POSTs it and then the remaining legs in order (the tick -> exit hot path)."""
+        worker, which POSTs it and then the remaining legs in order (the tick -> exit hot path). ``notifier``
+        carries the alarms of exits that could not be written; ``start()`` runs the retry and watch threads
+        (without them, ``sweep`` retries)."""
         self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
-        self.dispatcher = dispatcher
+        self.dispatcher, self.notifier = dispatcher, notifier
         self.cfg = ctx.settings.service
         self._runs: dict[int, RunState] = {}
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
         self._lock = threading.RLock()
+        self._pending: dict[int, PendingExit] = {}  # decided exits not yet committed
+        self._written: set[int] = set()  # exits committed that the last reload may not have seen yet
+        self._retry_wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._last_persist = self._last_beat = float("-inf")
-        self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0)
+        self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0, exit_write_failures=0)
         md.add_listener(self._on_tick)
+
+    def start(self) -> None:
+        self._stop.clear()
+        for name, target in (("risk-exit-retry", self._retry_loop), ("risk-watch", self._watch_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._retry_wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def pending_exits(self) -> list[PendingExit]:
+        with self._lock:
+            return list(self._pending.values())
 
     # ---- loading ---------------------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -169,8 +223,13 @@ class RiskManager:
                 for key in st.keys:
                     by_key.setdefault(key, []).append(st)
             self._runs, self._by_key = fresh, by_key
+            # a committed exit leaves this set once a reload no longer loads the run as live
+            self._written &= set(fresh)
         self._sync_subscriptions(set(by_key))
-        self._maybe_persist()
+        try:
+            self._maybe_persist()
+        except Exception as exc:  # noqa: BLE001 - P&L persistence is display only; it must not stop the reload
+            log.warning("risk: persisting run P&L failed: %s", exc)
         self._maybe_heartbeat()
 
     def _load_runs(self) -> dict[int, RunState]:
@@ -207,12 +266,13 @@ class RiskManager:
         runs = self._by_key.get((symbol, exchange))
         if runs:
             for run in runs:
-                self.evaluate(run)
+                self.evaluate(run, wait_s=FEED_WAIT_S)
 
-    def evaluate(self, run: RunState) -> tuple[str, float, float] | None:
-        """Recompute the run's P&L from the latest prices and exit on a breach. Returns the breach, if any."""
+    def evaluate(self, run: RunState, wait_s: float | None = None) -> tuple[str, float, float] | None:
+        """Recompute the run's P&L from the latest prices and exit on a breach. Returns the breach, if any.
+        ``wait_s`` bounds this thread's wait for the write lock; an exit not written then is retried elsewhere."""
         with self._lock:
-            if run.exiting:
+            if run.run_id in self._pending or run.run_id in self._written:
                 return None
             pnl = run_pnl(run.legs, self.md.last_price)
             if pnl is None:
@@ -221,12 +281,9 @@ class RiskManager:
             breach = check_limits(run, pnl[0] + pnl[1])
             if breach is None:
                 return None
-            run.exiting = True
-        try:
-            self.exit_run(run.run_id, *breach)
-        except SQLAlchemyError:
-            run.exiting = False  # the next tick or sweep tries again
-            log.exception("exit of run %s failed to write", run.run_id)
+            pending = self._pending[run.run_id] = PendingExit(run.run_id, *breach, since=time.monotonic(),
+                                                               since_ist=ist_now_str())
+        self._attempt(pending, wait_s)
         return breach
 
     def run_state(self, run_id: int) -> RunState | None:
@@ -235,32 +292,136 @@ class RiskManager:
     # ---- the one exit path -----------------------------------------------------------------------------------
     def exit_run(self, run_id: int, reason: str, threshold: float | None = None,
                  value: float | None = None) -> list[int]:
-        """Move the run to 'exiting' and queue one exit per entered leg. Idempotent: [] if already exiting."""
-        st = self._runs.get(run_id)
-        value = st.pnl if value is None and st else value
-        claimed, account_id = None, None
+        """Move the run to 'exiting' and queue one exit per entered leg. Idempotent: [] if already exiting (or an
+        exit of it is being written right now). Raises a db.errors.DbError if the exit could not be written: it
+        then stays pending and is retried until it is."""
+        with self._lock:
+            pending = self._pending.get(run_id)
+            if pending is None:
+                st = self._runs.get(run_id)
+                value = st.pnl if value is None and st else value
+                pending = self._pending[run_id] = PendingExit(run_id, reason, threshold, value,
+                                                              since=time.monotonic(), since_ist=ist_now_str())
+        return self._attempt(pending, raise_errors=True) or []
+
+    def _attempt(self, p: PendingExit, wait_s: float | None = None, raise_errors: bool = False) -> list[int] | None:
+        """One try at writing a pending exit. On success it is no longer pending; on any failure it stays pending
+        for the retry thread (and is alarmed). Returns the exit intent ids, or None if not written now."""
+        with self._lock:
+            if p.busy or self._pending.get(p.run_id) is not p:
+                return None
+            p.busy, p.attempts = True, p.attempts + 1
         try:
-            with self.ctx.db.write() as s:  # one transaction: the exits, and the first one claimed 'sent'
-                written = self._write_exits(s, run_id, reason, threshold, value, st)
-                if written is None:
-                    return []
-                ids, account_id = written
-                if ids and self.dispatcher is not None:
-                    claimed = self.dispatcher.claim_next_in(s, account_id)
+            ids, account_id, claimed = self._write_exit(p, wait_s)
+        except Exception as exc:
+            with self._lock:
+                p.busy = False
+                p.error = str(classify(exc) or f"{type(exc).__name__}: {exc}")
+                p.next_try = time.monotonic() + RETRY_BACKOFF_S[min(p.attempts, len(RETRY_BACKOFF_S)) - 1]
+            self._not_written(p, exc)
+            if raise_errors:
+                raise
+            return None
+        with self._lock:
+            self._pending.pop(p.run_id, None)
+            self._written.add(p.run_id)
+        try:
+            self._after_written(p, ids, account_id, claimed)
+        except Exception:  # the exit is committed; the dispatcher's loop sends whatever was not handed over
+            log.exception("run %s: after its exit was written", p.run_id)
+            self.on_exit_enqueued()
+        return ids
+
+    def _write_exit(self, p: PendingExit, wait_s: float | None):
+        """The exit transaction: the run's exits, and its first one claimed 'sent' for the dispatcher."""
+        st = self._runs.get(p.run_id)
+        claimed, account_id, ids = None, None, []
+        try:
+            with self.ctx.db.write(wait_s) as s:
+                written = self._write_exits(s, p.run_id, p.reason, p.threshold, p.value, st)
+                if written is not None:
+                    ids, account_id = written
+                    if ids and self.dispatcher is not None:
+                        claimed = self.dispatcher.claim_next_in(s, account_id)
         except BaseException:
             if claimed is not None:
                 self.dispatcher.release_claim(account_id, claimed)
             raise
+        return ids, account_id, claimed
+
+    def _after_written(self, p: PendingExit, ids: list[int], account_id, claimed) -> None:
+        st = self._runs.get(p.run_id)
+        if not ids and account_id is None:  # the run was no longer live: exited by another trigger
+            return
         if st:
-            st.exiting, st.dirty = True, False
+            st.dirty = False
         self.stats["exits"] += 1
         if claimed is not None:
             self.dispatcher.send_claimed(claimed)
         else:
             self.on_exit_enqueued()
-        log.warning("run %s exiting (%s, value %s, threshold %s): intents %s; legs %s", run_id, reason, value,
-                    threshold, ids, self._legs_priced(st))
-        return ids
+        log.warning("run %s exiting (%s, value %s, threshold %s): intents %s; legs %s", p.run_id, p.reason, p.value,
+                    p.threshold, ids, self._legs_priced(st))
+        if p.attempts > 1 or p.alarmed_at is not None:
+            msg = (f"run {p.run_id}: {p.reason} exit written after {p.attempts} attempts, "
+                   f"{time.monotonic() - p.since:.1f} s after the breach at {p.since_ist}")
+            log.warning("%s", msg)
+            if self.notifier is not None and p.alarmed_at is not None:
+                self.notifier.alert("exit_written", msg, subject=f"run {p.run_id}")
+
+    # ---- exits that did not commit: retry until written, alarm loudly --------------------------------------
+    def _not_written(self, p: PendingExit, exc: BaseException) -> None:
+        self.stats["exit_write_failures"] += 1
+        err = classify(exc)
+        if p.attempts == 1 and err is None:  # not a database fault: a bug; keep its traceback
+            log.error("run %s: writing its %s exit failed", p.run_id, p.reason, exc_info=exc)
+        else:
+            log.log(logging.WARNING if isinstance(err, DbLocked) and p.alarmed_at is None else logging.ERROR,
+                    "run %s: %s exit not written (attempt %d): %s; retrying", p.run_id, p.reason, p.attempts,
+                    p.error)
+        # waiting for the lock is alarmed by the watch thread if it lasts; any other fault at once
+        if not isinstance(err, DbLocked):
+            self._alarm(p)
+        self._retry_wake.set()
+
+    def _alarm(self, p: PendingExit) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if p.alarmed_at is not None and now - p.alarmed_at < REALARM_S:
+                return
+            p.alarmed_at = now
+        msg = (f"EXIT NOT WRITTEN: run {p.run_id} breached {p.reason} at {p.since_ist} (P&L {p.value}, threshold "
+               f"{p.threshold}); its exit is still not written after {now - p.since:.1f} s and {p.attempts} "
+               f"attempt(s): {p.error or 'waiting for the database write lock'}. Retrying until written; the "
+               f"position is open meanwhile")
+        log.error("%s", msg)
+        if self.notifier is not None:
+            self.notifier.alert("exit_not_written", msg, subject=f"run {p.run_id}")
+
+    def retry_pending(self, force: bool = False) -> int:
+        """Try every pending exit whose backoff has passed (``force``: all of them). Returns how many were tried."""
+        now = time.monotonic()
+        due = [p for p in self.pending_exits() if not p.busy and (force or p.next_try <= now)]
+        for p in due:
+            self._attempt(p)
+        return len(due)
+
+    def _retry_loop(self) -> None:
+        while not self._stop.is_set():
+            self._retry_wake.wait(0.1)
+            self._retry_wake.clear()
+            try:
+                self.retry_pending()
+            except Exception:  # noqa: BLE001 - this loop must outlive any one failure
+                log.exception("risk: exit retry loop")
+
+    def _watch_loop(self) -> None:
+        """Alarms only, never the database: it must speak while the database is the problem."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for p in self.pending_exits():
+                if now - p.since >= ALARM_AFTER_S:
+                    self._alarm(p)
 
     def _legs_priced(self, st: RunState | None) -> str:
         """'SYMBOL SIDE qty @entry ltp x (age s)' per leg: the prices an exit was decided on, for the log."""
@@ -312,12 +473,27 @@ class RiskManager:
 
     # ---- periodic sweep --------------------------------------------------------------------------------------
     def sweep(self) -> None:
-        """Every risk_sweep_s: refresh stale prices by REST, evaluate every run, repair failed exits."""
+        """Every risk_sweep_s: reload the live runs from the database, refresh stale prices by REST, evaluate every
+        run (whatever happened to in-memory state), retry pending exits, repair failed exit orders."""
+        try:
+            self.reload()
+        except Exception as exc:  # noqa: BLE001 - evaluate what is loaded rather than nothing
+            log.error("risk sweep: reloading runs failed: %s", exc)
         self._refresh_stale_prices()
         for run in list(self._runs.values()):
             self.evaluate(run)
-        self._repair_exits()
-        self._maybe_persist(force=True)
+        self.retry_pending()
+        try:
+            self._repair_exits()
+        except Exception as exc:
+            log.exception("risk sweep: repairing failed exits")
+            if self.notifier is not None:
+                self.notifier.alert("exit_not_written", f"failed or late-filled exit orders could not be re-sent: "
+                                    f"{classify(exc) or exc}; retried on the next sweep", subject="repair")
+        try:
+            self._maybe_persist(force=True)
+        except Exception as exc:  # noqa: BLE001 - display only
+            log.warning("risk: persisting run P&L failed: %s", exc)
         self._maybe_heartbeat()
 
     def _refresh_stale_prices(self) -> None:
@@ -405,7 +581,8 @@ class RiskManager:
             return
         self._last_persist = now
         with self._lock:
-            dirty = [(r.run_id, r.pnl, r.peak, r.stop) for r in self._runs.values() if r.dirty and not r.exiting]
+            dirty = [(r.run_id, r.pnl, r.peak, r.stop) for r in self._runs.values()
+                     if r.dirty and r.run_id not in self._pending and r.run_id not in self._written]
             for r in self._runs.values():
                 r.dirty = False
         if not dirty:
@@ -418,4 +595,12 @@ class RiskManager:
         if now - self._last_beat < self.cfg.heartbeat_s:
             return
         self._last_beat = now
-        heartbeat(self.ctx.db, "risk", "ok", dict(runs=len(self._runs), **self.stats))
+        pending = self.pending_exits()
+        blocked = [p for p in pending if p.alarmed_at is not None]
+        details = dict(runs=len(self._runs), pending_exits=len(pending), **self.stats)
+        if blocked:
+            details["error"] = f"{len(blocked)} exit(s) not written: {blocked[0].error}"
+        try:
+            heartbeat(self.ctx.db, "risk", "error" if blocked else "ok", details)
+        except Exception as exc:  # noqa: BLE001 - the database may be the very problem; alarms do not need it
+            log.warning("risk heartbeat not written: %s", exc)

@@ -27,6 +27,7 @@ from db.accounts import list_accounts
 from db.engine import checkpoint, own_checkpoints
 from db.models import ControlCommand, utcnow
 from services.account_sync import AccountSync
+from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, service_log
 from services.control import ControlHandlers
 from services.dispatcher import OrderDispatcher
@@ -82,6 +83,7 @@ class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
         self.settings = settings
         self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
+        self.notifier = Notifier(self.ctx.db, settings.alerts)
         self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed)
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
         self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
@@ -98,6 +100,7 @@ class ServiceRunner:
     # ---- start-up ----------------------------------------------------------------------------------------------
     def start(self) -> None:
         own_checkpoints(self.ctx.db.engine)  # WAL checkpoints on a timer job, never inside a risk exit's commit
+        self.notifier.start()
         self._load_instruments()
         self.reconciler.startup()
         self._start_market_components()
@@ -148,7 +151,9 @@ class ServiceRunner:
         self.positions = pos_cls(self.ctx, self.md) if pos_cls else None
         risk_cls = _optional("services.risk", "RiskManager")
         self.risk = risk_cls(self.ctx, self.md, on_exit_enqueued=self.dispatcher.wake,
-                              dispatcher=self.dispatcher) if risk_cls else None
+                              dispatcher=self.dispatcher, notifier=self.notifier) if risk_cls else None
+        if self.risk:
+            self.risk.start()
         chain_cls = _optional("services.option_chain", "OptionChainSessions")
         self.chains = chain_cls(self.ctx, self.md) if chain_cls else None
         self.on_runs_changed(set())
@@ -231,6 +236,8 @@ class ServiceRunner:
         log.info("AlgoMirror service stopping")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.risk:
+            self._quietly(self.risk.stop)
         self.dispatcher.stop()
         self.poller.close()
         if self.positions:
@@ -240,6 +247,7 @@ class ServiceRunner:
         self.ctx.close()
         for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
             self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))
+        self._quietly(self.notifier.stop)
 
     @staticmethod
     def _quietly(fn) -> None:

@@ -5,6 +5,8 @@ pages._common.init_page(), which draws the service-health badge in the sidebar a
 """
 import streamlit as st
 
+from db.errors import DbError
+
 st.set_page_config(page_title="AlgoMirror", page_icon=":material/monitor_heart:", layout="wide")
 
 PAGES = {
@@ -25,4 +27,7 @@ PAGES = {
 }
 
 st.sidebar.markdown("### :material/monitor_heart: AlgoMirror")
-st.navigation(PAGES).run()
+try:
+    st.navigation(PAGES).run()
+except DbError as exc:  # a page's read or write met a database fault: say what happened, not a traceback
+    st.error(str(exc))

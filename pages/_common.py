@@ -11,12 +11,20 @@ import streamlit as st
 from config import load_settings
 from db import Database
 from db import repo
+from db.accounts import AccountError
+from db.commands import CommandError
+from db.errors import DbError
 from ui.widgets import health_badge, service_banner
 
 
+# What a form shows as its message (never a traceback): bad input, and a database that could not take the write
+# ("disk full: nothing was written", "database busy: nothing was written, try again").
+USER_ERRORS = (CommandError, AccountError, DbError)
+
+
 @st.cache_resource(show_spinner=False)
-def _database(path: str, busy_timeout_ms: int, key_file: str, fernet_key: str) -> Database:
-    return Database(path, busy_timeout_ms, key_file, fernet_key)
+def _database(path: str, busy_timeout_ms: int, key_file: str, fernet_key: str, max_pages: int) -> Database:
+    return Database(path, busy_timeout_ms, key_file, fernet_key, max_pages)
 
 
 def get_settings():
@@ -26,7 +34,7 @@ def get_settings():
 def get_db(settings=None) -> Database:
     """One Database per process and DB path (the path is part of the key, so tests can switch files)."""
     s = settings or get_settings()
-    return _database(s.db.path, s.db.busy_timeout_ms, str(s.key_file), s.secrets.fernet_key)
+    return _database(s.db.path, s.db.busy_timeout_ms, str(s.key_file), s.secrets.fernet_key, s.db.max_pages)
 
 
 def init_page(title: str, icon: str = ""):

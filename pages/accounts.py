@@ -5,10 +5,10 @@ import streamlit as st
 from broker.client import OpenAlgoClient
 from broker.errors import AuthError, BrokerError
 from db import repo
-from db.accounts import AccountError, add_account, api_key_for, delete_account, set_status, update_account
+from db.accounts import add_account, api_key_for, delete_account, set_status, update_account
 from db.commands import enqueue_control
 from db.crypto import SecretError
-from pages._common import init_page
+from pages._common import USER_ERRORS, init_page
 from ui.format import table
 
 db, settings, health = init_page("Accounts", ":material/person:")
@@ -70,7 +70,7 @@ with tab_add:
                 notify_service()
                 flash(f"Account '{name.strip()}' added (id {new_id}). Use 'Test connection' to check it.")
                 st.rerun()
-            except AccountError as exc:
+            except USER_ERRORS as exc:
                 st.error(str(exc))
 
 with tab_edit:
@@ -112,7 +112,7 @@ with tab_edit:
                     notify_service()
                     flash(f"Account '{names[acct_id]}' saved.")
                     st.rerun()
-                except AccountError as exc:
+                except USER_ERRORS as exc:
                     st.error(str(exc))
         with st.expander("Delete account"):
             sure = st.checkbox(f"Yes, delete '{names[acct_id]}'", key="accounts.delete.confirm")
@@ -122,5 +122,5 @@ with tab_edit:
                     notify_service()
                     flash(f"Account '{names[acct_id]}' deleted.")
                     st.rerun()
-                except AccountError as exc:
+                except USER_ERRORS as exc:
                     st.error(str(exc))

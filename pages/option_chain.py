@@ -4,9 +4,8 @@ from streamlit.errors import StreamlitAPIException
 
 from db import chain as chain_sessions
 from db import repo
-from db.commands import CommandError
 from db.models import utcnow
-from pages._common import init_page
+from pages._common import USER_ERRORS, init_page
 from ui.chain_grid import build_grid, parse_depth
 from ui.format import ist_str, rupees
 
@@ -33,7 +32,7 @@ def keep_session_alive(force: bool = False) -> dict | None:
     """One chain session per (underlying, expiry) per browser tab; heartbeat at most every 20 s."""
     try:
         return _keep_session_alive(force)
-    except CommandError as exc:  # e.g. the symbol master was refreshed and this expiry is gone
+    except USER_ERRORS as exc:  # e.g. the symbol master was refreshed and this expiry is gone
         st.error(str(exc))
         return None
 

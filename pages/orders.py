@@ -2,8 +2,8 @@
 import streamlit as st
 
 from db import repo
-from db.commands import CommandError, enqueue_control
-from pages._common import init_page
+from db.commands import enqueue_control
+from pages._common import USER_ERRORS, init_page
 from ui.format import table
 from ui.widgets import account_picker
 
@@ -18,7 +18,7 @@ if st.sidebar.button("Refresh from broker", key="orders.refresh", disabled=not n
         for a in targets:
             enqueue_control(db, "refresh_account", {"account_id": int(a)})
         st.sidebar.success(f"Refresh requested for {len(targets)} account(s).")
-    except CommandError as exc:
+    except USER_ERRORS as exc:
         st.sidebar.error(str(exc))
 
 
@@ -36,8 +36,11 @@ def books():
         with st.expander("Cancel a queued intent"):
             intent_id = st.number_input("Intent id", min_value=1, step=1, key="orders.cancel_id")
             if st.button("Request cancel", key="orders.cancel"):
-                enqueue_control(db, "cancel_intent", {"intent_id": int(intent_id)})
-                st.success(f"Cancel requested for intent {int(intent_id)}.")
+                try:
+                    enqueue_control(db, "cancel_intent", {"intent_id": int(intent_id)})
+                    st.success(f"Cancel requested for intent {int(intent_id)}.")
+                except USER_ERRORS as exc:
+                    st.error(str(exc))
     with tabs[1]:
         table(repo.broker_orders(db, acct), key="orders.broker_orders", height=420,
               empty="No broker orders reported yet.")

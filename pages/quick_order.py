@@ -2,9 +2,9 @@
 import streamlit as st
 
 from db import repo
-from db.commands import DERIVATIVE_EXCHANGES, CommandError, OrderRequest, enqueue_order, validate_order
+from db.commands import DERIVATIVE_EXCHANGES, OrderRequest, enqueue_order, validate_order
 from db.intents import new_client_order_id
-from pages._common import init_page
+from pages._common import USER_ERRORS, init_page
 from ui.format import rupees
 from ui.widgets import status_chip
 
@@ -73,7 +73,7 @@ if preview:
         with db.read() as s:
             fields = validate_order(s, req)
         ss["quick.pending"] = dict(req=req.__dict__, fields=fields, coid=ss["quick.coid"])
-    except CommandError as exc:
+    except USER_ERRORS as exc:
         ss.pop("quick.pending", None)
         st.error(str(exc))
 
@@ -94,7 +94,7 @@ if pending:
     if submit:
         try:
             intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"])
-        except CommandError as exc:
+        except USER_ERRORS as exc:
             st.error(str(exc))
         else:
             # Record the outcome before any other Streamlit call: a second click re-runs with the same id.

@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from db import repo
-from db.commands import CommandError, enqueue_control
-from pages._common import init_page
+from db.commands import enqueue_control
+from pages._common import USER_ERRORS, init_page
 from ui import charts
 from ui.format import rupees, table
 
@@ -61,7 +61,7 @@ with st.container(border=True):
         try:
             cmd = enqueue_control(db, "exit_run", {"run_id": int(run_id)})
             st.success(f"Exit requested (command #{cmd}); the risk manager will place the exit orders.")
-        except CommandError as exc:
+        except USER_ERRORS as exc:
             st.error(str(exc))
     if not health["up"]:
         st.caption("The service is down: the exit will run when it restarts.")

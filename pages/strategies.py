@@ -6,7 +6,7 @@ from db import repo
 from db.commands import CommandError
 from db.models import utcnow
 from db.strategies import LegSpec, execute_strategy, save_strategy
-from pages._common import init_page
+from pages._common import USER_ERRORS, init_page
 from ui import charts
 from ui.bs import implied_vol, years_to_expiry
 from ui.format import table
@@ -82,13 +82,13 @@ def payoff_panel(specs: list[LegSpec]):
 b1, b2 = st.columns(2)
 try:
     specs = leg_specs(legs_df)
-except CommandError as exc:
+except USER_ERRORS as exc:
     st.error(str(exc))
     specs = []
 if b1.toggle("Show payoff", value=True, key="strategies.show_payoff") and specs:
     try:
         payoff_panel(specs)
-    except CommandError as exc:
+    except USER_ERRORS as exc:
         st.warning(f"Payoff unavailable: {exc}")
 if b2.button("Save strategy", key="strategies.save", type="primary"):
     try:
@@ -96,7 +96,7 @@ if b2.button("Save strategy", key="strategies.save", type="primary"):
                             max_loss=max_loss, max_profit=max_profit, trailing_sl=trailing)
         ss["strategies.exec_id"] = sid  # preselect it below
         st.success(f"Saved strategy '{name.strip()}' (id {sid}).")
-    except CommandError as exc:
+    except USER_ERRORS as exc:
         st.error(str(exc))
 
 st.divider()
@@ -120,7 +120,7 @@ else:
             group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen])
             ss["strategies.last_runs"] = run_ids
             st.success(f"Queued {len(run_ids)} run(s) (group {group_id[:8]}).")
-        except CommandError as exc:
+        except USER_ERRORS as exc:
             st.error(str(exc))
 
 

@@ -308,3 +308,40 @@ def test_strategies_when_bad_name_then_error_and_nothing_saved(seeded):
     at.button(key="strategies.save").click().run()
     assert any("Strategy name must be" in e for e in errors(at))
     assert count(seeded["db"], Strategy) == 1  # only the seeded one
+
+
+def _disk_full(db, monkeypatch):
+    """The page's database is capped at its current size (APP__DB__MAX_PAGES, read by pages._common) and then
+    filled from a connection without the cap, so the page's next write meets SQLITE_FULL. The triggers make
+    the form's INSERT need new pages, as every write on a really full disk does (see
+    tests/reliability/test_exit_write_faults_e2e.py)."""
+    import sqlite3
+    with db.read() as s:
+        pages = s.connection().exec_driver_sql("PRAGMA page_count").scalar()
+    monkeypatch.setenv("APP__DB__MAX_PAGES", str(pages))
+    con = sqlite3.connect(db.path, isolation_level=None)
+    con.execute("CREATE TABLE test_padding (b BLOB)")
+    con.execute("INSERT INTO test_padding VALUES (zeroblob(400000))")
+    for table in ("order_intents", "control_commands"):
+        con.execute(f"CREATE TRIGGER test_full_{table} AFTER INSERT ON {table} BEGIN "
+                    "INSERT INTO test_padding VALUES (zeroblob(200000)); END")
+    con.close()
+
+
+def test_forms_when_disk_full_then_clear_message_no_traceback_and_nothing_written(seeded, monkeypatch):
+    db = seeded["db"]
+    at = _order_page()
+    at.button(key="quick.preview").click().run()
+    intents, commands = count(db, OrderIntent), count(db, ControlCommand)
+    _disk_full(db, monkeypatch)
+    at.button(key="quick.submit").click().run()
+    assert not at.exception, at.exception
+    assert any("disk full: nothing was written" in e for e in errors(at)), errors(at)
+    at = page("orders").run()
+    at.button(key="orders.refresh").click().run()
+    assert not at.exception, at.exception
+    assert any("disk full: nothing was written" in e.value for e in at.sidebar.error), [e.value for e in at.error]
+    at.button(key="orders.cancel").click().run()
+    assert not at.exception, at.exception
+    assert any("disk full: nothing was written" in e for e in errors(at)), errors(at)
+    assert (count(db, OrderIntent), count(db, ControlCommand)) == (intents, commands)

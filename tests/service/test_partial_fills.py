@@ -111,3 +111,38 @@ def test_risk_when_entry_partially_filled_then_run_valued_and_exited_on_the_fill
         exits = list(s.scalars(select(OrderIntent).where(OrderIntent.run_id == run_id,
                                                          OrderIntent.purpose == "exit")))
     assert [(x.action, x.requested_qty) for x in exits] == [("SELL", 50)]
+
+
+def test_entry_remainder_when_it_fills_after_the_leg_exited_then_the_sweep_exits_the_extra_units(db, ctx, md):
+    """The remainder filled (20 more) before its cancel landed: the leg's first exit covered 50, one more exit
+    closes the 20 and the run stays 'exiting' until it fills."""
+    run_id, iid = _entry_run(db, account(db))
+    _book(db, iid, "open", 50, 800.0)
+    with db.write() as s:
+        run, ex = s.get(StrategyRun, run_id), s.scalar(select(Execution).where(Execution.run_id == run_id))
+        run.status = "exiting"
+        x = OrderIntent(client_order_id="x1", account_id=run.account_id, run_id=run_id, execution_id=ex.id,
+                        purpose="exit", source="risk", symbol="SBIN", exchange="NSE", action="SELL",
+                        requested_qty=50, status="placed", broker_order_id="X1")
+        s.add(x)
+        s.flush()
+        ex.status, ex.exit_intent_id = "exiting", x.id
+        xid = x.id
+    _book(db, xid, "complete", 50, 790.0)
+    _book(db, iid, "cancelled", 70, 801.0)
+    assert _state(db, run_id) == ("exiting", "exited", 50, 800.0)  # 20 units the exit did not cover
+    RiskManager(ctx, md, lambda: None).sweep()
+    with db.read() as s:
+        exits = list(s.scalars(select(OrderIntent).where(OrderIntent.run_id == run_id, OrderIntent.purpose == "exit")
+                               .order_by(OrderIntent.id)))
+    assert [(x.requested_qty, x.status) for x in exits] == [(50, "filled"), (20, "queued")]
+    assert _state(db, run_id) == ("exiting", "exiting", 70, 801.0)
+    RiskManager(ctx, md, lambda: None).sweep()  # the exit is live: nothing more is written
+    with db.read() as s:
+        assert s.scalar(select(OrderIntent.id).where(OrderIntent.run_id == run_id, OrderIntent.purpose == "exit")
+                        .order_by(OrderIntent.id.desc())) == exits[1].id
+    with db.write() as s:
+        i = s.get(OrderIntent, exits[1].id)
+        i.status, i.broker_order_id = "placed", "X2"
+    _book(db, exits[1].id, "complete", 20, 789.0)
+    assert _state(db, run_id)[:3] == ("exited", "exited", 70)

@@ -55,6 +55,8 @@ class ServiceSettings:
     pnl_snapshot_s: float = _s(1.0, "P&L snapshot interval for charts", 0.2)
     risk_sweep_s: float = _s(5.0, "Risk sweep interval (REST fallback when a price is older than this)", 0.1)
     exit_retries: int = _s(3, "Retries of a failed exit order before flagging it loudly", 0)
+    exit_partial_timeout_s: float = _s(10.0, "An exit partially filled for this long is flagged, its remainder "
+                                             "cancelled and re-sent (one retry)", 0.5)
     reconcile_interval_s: float = _s(5.0, "Reconciler interval for sent/unknown intents", 0.1)
     reconcile_max_checks: int = _s(6, "Checks before an unmatched in-flight intent is settled rejected", 1)
     reconcile_window_s: float = _s(120.0, "Time window for matching an unknown intent to a broker order", 1.0)

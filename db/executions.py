@@ -3,13 +3,22 @@
 Call ``apply_intent_outcome(s, intent_id)`` in the same transaction that moved an intent to a new status. It is
 idempotent: it reads the intent's current status and brings its execution (and that execution's run) in line.
 
-    entry filled    -> execution 'entered' (entry_price = fill average)
-    entry rejected / cancelled / denied -> execution 'failed'
+    entry filled, or partially filled -> execution 'entered' with quantity = the units filled so far and
+                    entry_price = their average; later fills of the same entry raise both while it is 'entered'
+    entry cancelled with a fill (the remainder cancelled) -> stays / becomes 'entered' with the filled units
+    entry rejected / cancelled / denied with nothing filled -> execution 'failed'
     exit filled     -> execution 'exited' (exit_price)
     exit rejected / cancelled / denied -> execution stays 'exiting' (the risk manager retries); reported to caller
 
     run 'entering' -> 'active' once no execution is 'pending' ('failed' if every entry failed)
     run 'exiting' -> 'exited' once every execution is 'exited' or 'failed' ('active' too, if at least one exited)
+                     and no leg can still grow: an entry still working at the broker, or an entry that filled more
+                     than its execution holds (a remainder that filled after the exit was written), keeps the run
+                     'exiting' for the risk manager (it cancels the one and exits the other)
+
+``Execution.quantity`` is the quantity the leg holds at the broker: the requested quantity until the entry fills,
+then the filled units. The requested quantity stays on the entry intent (``requested_qty``). Everything that values
+or closes a leg (risk, positions, the exit order) reads ``quantity`` and so works on what was really filled.
 """
 from __future__ import annotations
 
@@ -22,6 +31,22 @@ from db.models import Execution, OrderIntent, StrategyRun, utcnow
 from db.rawsql import raw_cursor
 
 FAILED_STATUSES = {"rejected", "cancelled", "denied"}
+HOLDING_ENTRY = {"filled", "partially_filled", "cancelled"}  # an entry in these states holds what it filled
+WORKING = ("placed", "partially_filled")  # resting at the broker: more of it can still fill
+
+
+def filled_units(status: str, broker_filled_qty: int | None, requested_qty: int) -> int:
+    """Units an intent has filled: the broker's filled quantity, or all of it for a fill the book gave no
+    quantity for."""
+    return broker_filled_qty or (requested_qty if status == "filled" else 0)
+
+
+def leg_unsettled(ex_status: str, ex_qty: int, entry_status: str | None, entry_filled: int) -> bool:
+    """Can this leg still change at the broker without a new order of ours? Its entry is still working, or filled
+    more than the execution holds (the risk manager exits the difference)."""
+    if ex_status not in ("entered", "exiting", "exited") or entry_status is None:
+        return False
+    return entry_status in WORKING or entry_filled > ex_qty
 
 
 @dataclass
@@ -60,13 +85,17 @@ def apply_intent_outcome(s, intent_id: int) -> Outcome:
 
 
 def _apply_entry(ex: Execution, intent: OrderIntent) -> bool:
+    filled = filled_units(intent.status, intent.broker_filled_qty, intent.requested_qty)
+    if ex.status == "entered" and intent.status in HOLDING_ENTRY and filled > ex.quantity:
+        ex.quantity, ex.entry_price = filled, intent.broker_avg_price or ex.entry_price  # more of it filled
+        return True
     if ex.status != "pending":
         if ex.status == "entered" and ex.entry_price is None and intent.broker_avg_price:
             ex.entry_price = intent.broker_avg_price
             return True
         return False
-    if intent.status == "filled":
-        ex.status, ex.entry_price = "entered", intent.broker_avg_price
+    if intent.status in HOLDING_ENTRY and filled > 0:
+        ex.status, ex.quantity, ex.entry_price = "entered", filled, intent.broker_avg_price
         return True
     if intent.status in FAILED_STATUSES:
         ex.status = "failed"
@@ -91,8 +120,14 @@ def refresh_run(s, run_id: int) -> bool:
     run = s.get(StrategyRun, run_id)
     if run is None:
         return False
-    statuses = list(s.scalars(select(Execution.status).where(Execution.run_id == run_id)))
-    new = _run_status(run.status, statuses)
+    rows = s.execute(select(Execution.status, Execution.quantity, OrderIntent.status, OrderIntent.broker_filled_qty,
+                            OrderIntent.requested_qty)
+                     .outerjoin(OrderIntent, OrderIntent.id == Execution.entry_intent_id)
+                     .where(Execution.run_id == run_id)).all()
+    statuses = [r[0] for r in rows]
+    unsettled = any(leg_unsettled(st, qty, ei, filled_units(ei, filled, req) if ei else 0)
+                    for st, qty, ei, filled, req in rows)
+    new = _run_status(run.status, statuses, unsettled)
     if new == run.status:
         return False
     run.status = new
@@ -101,21 +136,23 @@ def refresh_run(s, run_id: int) -> bool:
     return True
 
 
-def _run_status(current: str, statuses: list[str]) -> str:
+def _run_status(current: str, statuses: list[str], unsettled: bool = False) -> str:
+    """``unsettled``: some leg can still grow at the broker (``leg_unsettled``): the run cannot be 'exited'."""
     if not statuses:
         return current
     if current == "entering" and "pending" not in statuses:
         if all(x == "failed" for x in statuses):
             return "failed"
         current = "active"
-    done = all(x in ("exited", "failed") for x in statuses)
+    done = all(x in ("exited", "failed") for x in statuses) and not unsettled
     if (current == "exiting" and done) or (current == "active" and done and "exited" in statuses):
         return "exited"
     return current
 
 
-SWEEP_SQL = ("SELECT r.id, r.status, e.id, e.status, e.entry_price, e.exit_price, e.entry_intent_id, e.exit_intent_id, "
-             "ei.status, ei.broker_avg_price, xi.status, xi.broker_avg_price "
+SWEEP_SQL = ("SELECT r.id, r.status, e.id, e.status, e.quantity, e.entry_price, e.exit_price, e.entry_intent_id, "
+             "e.exit_intent_id, ei.status, ei.broker_avg_price, ei.broker_filled_qty, ei.requested_qty, "
+             "xi.status, xi.broker_avg_price "
              "FROM strategy_runs r LEFT JOIN executions e ON e.run_id = r.id "
              "LEFT JOIN order_intents ei ON ei.id = e.entry_intent_id "
              "LEFT JOIN order_intents xi ON xi.id = e.exit_intent_id "
@@ -136,8 +173,8 @@ def sweep(s) -> Outcome:
     for _, intent_id in todo:
         out.run_ids |= apply_intent_outcome(s, intent_id).run_ids
     touched = {run_id for run_id, _ in todo}
-    for run_id, (status, statuses) in runs.items():
-        if (run_id in touched or _run_status(status, statuses) != status) and refresh_run(s, run_id):
+    for run_id, (status, statuses, unsettled) in runs.items():
+        if (run_id in touched or _run_status(status, statuses, unsettled) != status) and refresh_run(s, run_id):
             out.run_ids.add(run_id)
     return out
 
@@ -146,27 +183,32 @@ def sweep_needed(s) -> bool:
     """Would ``sweep`` change anything? Read-only (a read session will do), so a poll cycle where everything is in
     line does not take the write lock at all."""
     runs, todo = _sweep_plan(s)
-    return bool(todo) or any(_run_status(status, statuses) != status for status, statuses in runs.values())
+    return bool(todo) or any(_run_status(status, statuses, unsettled) != status
+                             for status, statuses, unsettled in runs.values())
 
 
-def _sweep_plan(s) -> tuple[dict[int, tuple[str, list[str]]], list[tuple[int, int]]]:
-    """(run id -> (run status, execution statuses), [(run id, intent id) whose outcome is not yet applied])."""
-    runs: dict[int, tuple[str, list[str]]] = {}
+def _sweep_plan(s) -> tuple[dict[int, tuple[str, list[str], bool]], list[tuple[int, int]]]:
+    """(run id -> (run status, execution statuses, a leg unsettled), [(run id, intent id) whose outcome is not
+    yet applied])."""
+    runs: dict[int, list] = {}
     todo: list[tuple[int, int]] = []
-    for (run_id, run_status, ex_id, ex_status, entry_price, exit_price, entry_id, exit_id,
-         entry_status, entry_avg, exit_status, exit_avg) in raw_cursor(s).execute(SWEEP_SQL):
-        statuses = runs.setdefault(run_id, (run_status, []))[1]
+    for (run_id, run_status, ex_id, ex_status, qty, entry_price, exit_price, entry_id, exit_id,
+         entry_status, entry_avg, entry_filled, entry_req, exit_status, exit_avg) in raw_cursor(s).execute(SWEEP_SQL):
+        plan = runs.setdefault(run_id, [run_status, [], False])
         if ex_id is None:
             continue
-        statuses.append(ex_status)
+        plan[1].append(ex_status)
+        filled = filled_units(entry_status, entry_filled, entry_req) if entry_status else 0
+        plan[2] = plan[2] or leg_unsettled(ex_status, qty, entry_status, filled)
         if ex_status not in ("pending", "exiting", "entered"):
             continue
-        row = dict(status=ex_status, entry_price=entry_price, exit_price=exit_price, entry_intent_id=entry_id,
-                   exit_intent_id=exit_id)
+        row = dict(status=ex_status, quantity=qty, entry_price=entry_price, exit_price=exit_price,
+                   entry_intent_id=entry_id, exit_intent_id=exit_id)
         if entry_id is not None and _apply_entry(SimpleNamespace(**row), SimpleNamespace(
-                id=entry_id, status=entry_status, broker_avg_price=entry_avg)):
+                id=entry_id, status=entry_status, broker_avg_price=entry_avg, broker_filled_qty=entry_filled,
+                requested_qty=entry_req)):
             todo.append((run_id, entry_id))
         if exit_id is not None and _apply_exit(SimpleNamespace(**row), SimpleNamespace(
                 id=exit_id, status=exit_status, broker_avg_price=exit_avg)):
             todo.append((run_id, exit_id))
-    return runs, todo
+    return {run_id: tuple(plan) for run_id, plan in runs.items()}, todo

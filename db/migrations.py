@@ -9,14 +9,20 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from db.engine import gated
-from db.models import Base, SchemaVersion
+from db.models import Base, OrderIntent, SchemaVersion
 
 
 def _v1(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
-MIGRATIONS = [_v1]
+def _v2(conn: Connection) -> None:
+    """The one-live-exit-per-leg index also covers a partially filled exit (it can still fill)."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS uq_one_inflight_exit")
+    next(i for i in OrderIntent.__table__.indexes if i.name == "uq_one_inflight_exit").create(conn)
+
+
+MIGRATIONS = [_v1, _v2]
 LATEST = len(MIGRATIONS)
 
 

@@ -144,9 +144,11 @@ class OrderIntent(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     __table_args__ = (
         UniqueConstraint("account_id", "broker_order_id", name="uq_intent_broker_order"),
-        # One exit in flight per strategy leg: a second exit for the same position cannot be written.
+        # One live exit per strategy leg: a second exit for the same position cannot be written while the first
+        # can still fill (a partially filled exit included: its remainder is cancelled before it is re-sent).
         Index("uq_one_inflight_exit", "execution_id", unique=True,
-              sqlite_where=text("purpose='exit' AND status IN ('queued','claimed','sent','unknown','placed')")),
+              sqlite_where=text("purpose='exit' AND status IN "
+                                "('queued','claimed','sent','unknown','placed','partially_filled')")),
     )
 
 

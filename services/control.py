@@ -20,6 +20,7 @@ from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent
 from db.order_fsm import Status
+from services.cancels import CANCELLABLE, send_cancel
 
 if TYPE_CHECKING:
     from services.runner import ServiceRunner
@@ -62,8 +63,8 @@ class ControlHandlers:
                     raise RuntimeError("intent was picked up for sending; try again")
                 apply_intent_outcome(s, iid)
                 return "cancelled before sending"
-        if status in (Status.PLACED.value, Status.PARTIALLY_FILLED.value) and oid:
-            ctx.client(acct).cancelorder(oid, tag)
+        if status in CANCELLABLE and oid:
+            send_cancel(ctx, acct, oid, tag)
             return f"cancel sent for broker order {oid}"
         raise RuntimeError(f"intent is '{status}'; it cannot be cancelled now")
 

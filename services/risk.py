@@ -26,6 +26,13 @@ with backoff until it commits, and the watch thread raises an alert (ERROR log +
 fails with anything but a lock wait, or when the exit is still unwritten ``ALARM_AFTER_S`` after the breach.
 The market-data thread makes the first attempt itself (the fast path) but waits at most ``FEED_WAIT_S`` for the
 write lock, so a locked database never stops ticks being evaluated for long; the retry thread takes over.
+
+Partial fills: a leg's ``quantity`` is what its entry filled (db/executions.py), so a partly filled entry is
+valued and exited on the filled units. The sweep cancels (cancelorder) the remainder of an entry still working at
+the broker once its run exits, and exits whatever of it filled after the exit was written. An exit partially
+filled for ``exit_partial_timeout_s`` is flagged (risk_event 'exit_partial' + service_log ERROR) and its remainder
+cancelled; the cancelled exit is then retried for what is left, like any failed exit. A new exit is only ever
+written once the previous one is terminal: one live exit per leg.
 """
 from __future__ import annotations
 
@@ -45,9 +52,11 @@ from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun, 
 from db.order_fsm import Status
 from db.rawsql import insert_row, raw_cursor, update_rows
 from services.alerts import Notifier
+from services.cancels import CancelSender
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
+from services.risk_partial import GROWN_SQL, cancel_remainders, exit_late_remainders
 
 if TYPE_CHECKING:
     from services.dispatcher import OrderDispatcher
@@ -518,21 +527,36 @@ class RiskManager:
 
     def _repair_exits(self) -> None:
         """Exits that failed get a new order (up to exit_retries); legs that filled after the run started
-        exiting get their exit too."""
+        exiting get their exit too (a late entry, or the late remainder of a partly filled one). Before that,
+        remainders still working at the broker are cancelled (``_cancel_remainders``)."""
+        self._cancel_remainders()
         with self.ctx.db.read() as s:
             failed = s.scalar(select(Execution.id).join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
                               .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT)).limit(1))
             late = s.scalar(select(Execution.id).join(StrategyRun, StrategyRun.id == Execution.run_id)
                             .where(Execution.status == "entered", StrategyRun.status == "exiting").limit(1))
-        if failed is None and late is None:
+            grown = raw_cursor(s).execute(GROWN_SQL).fetchone()
+        if failed is None and late is None and grown is None:
             return
         alerts: list[str] = []
         with self.ctx.db.write() as s:
-            queued = self._retry_failed(s, alerts) + self._exit_late_fills(s)
+            queued = self._retry_failed(s, alerts) + self._exit_late_fills(s) + exit_late_remainders(s)
         for msg in alerts:
             service_log(self.ctx.db, "risk", "ERROR", msg)
         if queued:
             self.on_exit_enqueued()
+
+    @property
+    def _cancels(self) -> CancelSender:
+        sender = self.__dict__.get("_cancel_sender")
+        if sender is None:
+            sender = self.__dict__["_cancel_sender"] = CancelSender(self.ctx, max(2.0, self.cfg.risk_sweep_s))
+        return sender
+
+    def _cancel_remainders(self) -> None:
+        """Remainders still working at the broker that must not fill on their own are cancelled
+        (services/risk_partial.py); a cancelled exit is then re-sent for what is left by ``_retry_failed``."""
+        cancel_remainders(self.ctx, self._cancels)
 
     def _retry_failed(self, s, alerts: list[str]) -> int:
         rows = s.execute(select(Execution, OrderIntent, StrategyRun, Strategy.name)

@@ -7,6 +7,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
+from math import floor
 
 from .fills import (
     CANCELLED,
@@ -17,6 +18,7 @@ from .fills import (
     Position,
     initial_fill,
     later_fill,
+    limit_ok,
     reducing_qty,
 )
 from .instruments import Instrument
@@ -79,6 +81,10 @@ class Order:
     updated: str = field(default_factory=ist_stamp)
     triggered: bool = False
     blocked: float = 0.0
+    # A /_sim/partial rule taken at placement: the first fill is only part of the quantity, the rest fills at
+    # ``rest_at`` (time.monotonic) or never (None). Only in the simulator, never in OpenAlgo responses.
+    partial: dict | None = field(default=None, repr=False, compare=False)
+    rest_at: float | None = field(default=None, repr=False, compare=False)
     # epoch ms (time.time()) when the sim's handler created the order: benchmarks measure latency to the broker.
     # Only in the /_sim/orders log, never in OpenAlgo responses.
     received_at_ms: float = field(default_factory=lambda: time.time() * 1000.0)
@@ -189,6 +195,7 @@ class Broker:
         self.ids: set[str] = set()
         self.rng = random.Random()
         self.listeners: list = []  # callables(order) on status change
+        self.partials: dict[tuple[str, str], dict] = {}  # (exchange, symbol) -> partial-fill rule (/_sim/partial)
 
     # ----- accounts ------------------------------------------------------
     def add_account(self, name: str, capital: float | None = None, apikey: str | None = None) -> Account:
@@ -207,6 +214,7 @@ class Broker:
             a.orders.clear(), a.trades.clear(), a.positions.clear()
         self.log.clear()
         self.pending.clear()
+        self.partials.clear()
 
     # ----- helpers -------------------------------------------------------
     def new_orderid(self) -> str:
@@ -303,6 +311,8 @@ class Broker:
                   p["trigger_price"], p.get("strategy", ""), blocked=need)
         acct.orders[o.orderid] = o
         self.log.append(o)
+        if o.pricetype in ("MARKET", "LIMIT"):
+            o.partial = self._take_partial(o.key)
         bid, ask = self.market.bid_ask(inst, st)
         status, px = initial_fill(o.action, o.pricetype, o.price, o.trigger_price, st.ltp, bid, ask)
         self._settle(acct, o, status, px)
@@ -324,14 +334,76 @@ class Broker:
         self._notify(o)
         return err(msg, orderid=o.orderid)
 
+    # ----- partial fills (a simulator option: the OpenAlgo sandbox never fills partly, real brokers do) -----
+    def set_partial(self, key: tuple[str, str], rule: dict) -> dict:
+        """Orders placed on ``key`` from now on fill part first (``fill_qty`` units, or ``fill_ratio`` of the
+        quantity rounded down to whole lots) and the rest ``rest_after_s`` seconds later, or never (None: the
+        remainder rests open until cancelled). ``count``: how many orders the rule applies to (None = all)."""
+        qty, ratio = rule.get("fill_qty"), rule.get("fill_ratio")
+        if (qty is None) == (ratio is None):
+            raise ValueError("exactly one of fill_qty or fill_ratio is required")
+        if qty is not None and (not isinstance(qty, int) or isinstance(qty, bool) or qty < 1):
+            raise ValueError("fill_qty must be a positive integer")
+        if ratio is not None and not (isinstance(ratio, (int, float)) and 0 < ratio < 1):
+            raise ValueError("fill_ratio must be a number between 0 and 1 (exclusive)")
+        rest = rule.get("rest_after_s")
+        if rest is not None and (not isinstance(rest, (int, float)) or rest < 0):
+            raise ValueError("rest_after_s must be a number >= 0, or null for never")
+        count = rule.get("count")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer, or null for every order")
+        self.partials[key] = dict(fill_qty=qty, fill_ratio=ratio, rest_after_s=rest, count=count)
+        return dict(self.partials[key])
+
+    def _take_partial(self, key: tuple[str, str]) -> dict | None:
+        rule = self.partials.get(key)
+        if rule is None:
+            return None
+        if rule["count"] is not None:
+            rule["count"] -= 1
+            if rule["count"] <= 0:
+                del self.partials[key]
+        return dict(rule)
+
+    def _part_qty(self, o: Order) -> int:
+        """Units of the first fill under the order's partial rule: whole lots, at least one, less than all."""
+        inst = self.market.get(o.exchange, o.symbol)
+        lot = inst.lotsize if inst is not None and o.exchange in LOT_EXCH else 1
+        rule = o.partial
+        want = rule["fill_qty"] if rule["fill_qty"] is not None else floor(o.quantity * rule["fill_ratio"])
+        part = max(lot, (int(want) // lot) * lot)
+        return part if part < o.quantity else 0  # nothing to hold back: the order fills whole
+
+    def _rest_price(self, o: Order) -> float | None:
+        """Price the remainder of a partly filled order fills at, once due (None: not now)."""
+        inst = self.market.get(o.exchange, o.symbol)
+        st = self.market.state(o.key)
+        if o.pricetype == "MARKET":
+            bid, ask = self.market.bid_ask(inst, st)
+            px = ask if o.action == "BUY" else bid
+            return px if px > 0 else st.ltp
+        return st.ltp if limit_ok(o.action == "BUY", o.price, st.ltp) else None
+
+    def rests_due(self) -> bool:
+        now = time.monotonic()
+        return any(o.rest_at is not None and o.rest_at <= now and o.status == OPEN
+                   for lst in self.pending.values() for _, o in lst)
+
     def _settle(self, acct: Account, o: Order, status: str, px: float | None) -> None:
+        if status == COMPLETE and o.partial is not None and o.filled_quantity == 0:
+            part = self._part_qty(o)
+            if part:
+                self._fill(acct, o, px, part)
+                rest = o.partial["rest_after_s"]
+                o.rest_at = None if rest is None else time.monotonic() + float(rest)
+                status = OPEN
         if status == OPEN and o.pricetype == "SL":
             o.triggered = True
-        changed = status != o.status
+        changed = status != o.status or (status == OPEN and o.filled_quantity > 0)
         o.status = status
         o.updated = ist_stamp()
         if status == COMPLETE:
-            self._fill(acct, o, px)
+            self._fill(acct, o, px, o.quantity - o.filled_quantity)
         elif status in (OPEN, TRIGGER_PENDING):
             lst = self.pending.setdefault(o.key, [])
             if all(x[1] is not o for x in lst):
@@ -339,15 +411,17 @@ class Broker:
         if changed or status != OPEN:
             self._notify(o)
 
-    def _fill(self, acct: Account, o: Order, px: float) -> None:
-        o.blocked = 0.0
-        o.filled_quantity = o.quantity
-        o.average_price = px
-        signed = o.quantity * (1 if o.action == "BUY" else -1)
+    def _fill(self, acct: Account, o: Order, px: float, qty: int) -> None:
+        """Fill ``qty`` more units at ``px``: average_price is the average of everything filled so far."""
+        done = o.filled_quantity
+        o.blocked = o.blocked * (o.quantity - done - qty) / (o.quantity - done) if o.quantity > done else 0.0
+        o.average_price = (o.average_price * done + px * qty) / (done + qty)
+        o.filled_quantity = done + qty
+        signed = qty * (1 if o.action == "BUY" else -1)
         pos = acct.position(o.symbol, o.exchange, o.product)
         pos.apply(signed, px)
         now = now_ist()
-        acct.trades.append(Trade(o.orderid, o.symbol, o.exchange, o.action, o.quantity, px, o.product,
+        acct.trades.append(Trade(o.orderid, o.symbol, o.exchange, o.action, qty, px, o.product,
                                  o.strategy, ist_stamp(now),
                                  f"TRADE-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"))
 
@@ -367,6 +441,14 @@ class Broker:
             keep = []
             for acct, o in lst:
                 if o.status not in (OPEN, TRIGGER_PENDING):
+                    continue
+                if o.filled_quantity:  # partly filled: the remainder fills only when its rule says so
+                    px = self._rest_price(o) if o.rest_at is not None and o.rest_at <= time.monotonic() else None
+                    if px is None:
+                        keep.append((acct, o))
+                        continue
+                    fills += 1
+                    self._settle(acct, o, COMPLETE, px)
                     continue
                 status, px = later_fill(o.action, o.pricetype, o.status, o.price, o.trigger_price,
                                         ltp, o.triggered)

@@ -1,4 +1,4 @@
-"""Control endpoints under /_sim/ (not OpenAlgo): accounts, prices, faults, inspection."""
+"""Control endpoints under /_sim/ (not OpenAlgo): accounts, prices, faults, partial fills, inspection."""
 
 from __future__ import annotations
 
@@ -111,9 +111,21 @@ class Control:
             self.sim.market.zero_counts[key] = int(d.get("count", 1))
         return ok(kind=kind, fault={k: v for k, v in f.items() if k not in ("until", "apikey")})
 
+    async def partial(self, request):
+        """Partial fills for one symbol: ``fill_qty`` N or ``fill_ratio`` r now, the rest after ``rest_after_s``
+        seconds or never (null); ``count`` orders (null = every order until cleared by /_sim/fault/clear)."""
+        d = await body_of(request)
+        key = self._key(d)
+        try:
+            rule = self.sim.broker.set_partial(key, d)
+        except ValueError as e:
+            return bad(str(e))
+        return ok(symbol=key[1], exchange=key[0], partial=rule)
+
     async def clear(self, request):
         self.sim.faults.clear()
         self.sim.market.zero_counts.clear()
+        self.sim.broker.partials.clear()
         return ok(message="faults cleared")
 
     async def list_faults(self, request):
@@ -145,6 +157,7 @@ def setup_control(app: web.Application, sim: Sim) -> None:
     r.add_post("/_sim/freeze", c.freeze)
     r.add_post("/_sim/fault", c.fault)
     r.add_post("/_sim/fault/clear", c.clear)
+    r.add_post("/_sim/partial", c.partial)
     r.add_get("/_sim/faults", c.list_faults)
     r.add_get("/_sim/orders", c.orders)
     r.add_get("/_sim/stats", c.stats)

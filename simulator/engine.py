@@ -112,6 +112,8 @@ class Sim:
     def step(self, part: int = 0, parts: int = 1) -> None:
         """Move the spots of slice ``part`` of ``parts`` and push the subscribed instruments of that slice."""
         if self.market.frozen:
+            if self.broker.rests_due():  # a partly filled order's remainder is due on time, not on a price move
+                self.broker.check_all()
             return
         self.market.step(part, parts)
         if self.broker.pending:

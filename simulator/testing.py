@@ -165,6 +165,15 @@ class SimProcess:
     def fault(self, kind: str, **kw) -> dict:
         return self._post("/_sim/fault", {"kind": kind, **kw})
 
+    def partial(self, symbol: str, exchange: str, *, fill_qty: int | None = None, fill_ratio: float | None = None,
+                rest_after_s: float | None = None, count: int | None = None) -> dict:
+        """Orders on this symbol fill part now (``fill_qty`` units or ``fill_ratio`` of the quantity) and the rest
+        after ``rest_after_s`` seconds, or never (None); for the next ``count`` orders (None = all). Cleared by
+        ``clear_faults``."""
+        body = {"symbol": symbol, "exchange": exchange, "rest_after_s": rest_after_s, "count": count}
+        body.update({"fill_qty": fill_qty} if fill_qty is not None else {"fill_ratio": fill_ratio})
+        return self._post("/_sim/partial", body)["partial"]
+
     def clear_faults(self) -> None:
         self._post("/_sim/fault/clear", {})
 

@@ -167,23 +167,32 @@ CONTROL_TARGETS = {"exit_run": ("run_id", StrategyRun), "refresh_account": ("acc
                    "cancel_intent": ("intent_id", OrderIntent)}
 
 
-def enqueue_control(db: Database, kind: str, payload: dict) -> int:
-    """Validate and write one control command. Only the validated field is stored (nothing else reaches the
-    service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
+def control_payload(kind: str, payload) -> dict:
+    """The clean payload of a control command, or CommandError: a known kind, and its id field (if it has one)
+    a JSON integer > 0. Strict on purpose: 2.9, "2" and true are refused, not read as run 2 or run 1. Used by
+    enqueue_control and again by the service before it carries a command out (rows can be written by hand)."""
     if kind not in CONTROL_KINDS:
         raise CommandError(f"Unknown control command '{str(kind)[:40]}'")
     if not isinstance(payload, dict):
         raise CommandError("Control command payload must be a mapping")
-    clean: dict = {}
+    if kind not in CONTROL_TARGETS:
+        return {}
+    key = CONTROL_TARGETS[kind][0]
+    value = payload.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CommandError(f"'{kind}' needs a whole-number '{key}' (got {value!r:.20})")
+    return {key: int(value)}
+
+
+def enqueue_control(db: Database, kind: str, payload: dict) -> int:
+    """Validate and write one control command. Only the validated field is stored (nothing else reaches the
+    service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
+    clean = control_payload(kind, payload)
     with db.write() as s:
         if kind in CONTROL_TARGETS:
             key, model = CONTROL_TARGETS[kind]
-            value = payload.get(key)
-            if isinstance(value, bool) or not str(value).isdigit():
-                raise CommandError(f"'{kind}' needs a whole-number '{key}' (got '{str(value)[:20]}')")
-            if s.get(model, int(value)) is None:
-                raise CommandError(f"'{kind}': no {key.removesuffix('_id')} with id {int(value)}")
-            clean[key] = int(value)
+            if s.get(model, clean[key]) is None:
+                raise CommandError(f"'{kind}': no {key.removesuffix('_id')} with id {clean[key]}")
         cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
         s.add(cmd)
         s.flush()

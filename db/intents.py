@@ -7,16 +7,18 @@ same intent therefore cannot both claim it; the loser sees rowcount 0 and moves 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import DateTime, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from db.commands import ACTIONS, EXCHANGES, PRICETYPES, PRODUCTS
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status, apply
 from db.rawsql import raw_cursor, sql_ts, update_rows
@@ -120,16 +122,105 @@ def claim_path(s: Session, intent_id: int, path: list[Status], source: str, reas
     return True
 
 
-def next_queued_view(s: Session, account_id: int) -> IntentView | None:
-    """The account's most urgent queued intent (priority, then FIFO)."""
-    row = raw_cursor(s).execute(NEXT_QUEUED_SQL, (account_id,)).fetchone()
-    if row is None:
-        return None
+class UnreadableIntent(ValueError):
+    """A queued row whose fields cannot build an IntentView (written by hand, by a script, by a bad migration).
+    ``reason`` says which field and value; the row must be denied, never retried."""
+
+    def __init__(self, intent_id: int, reason: str):
+        super().__init__(reason)
+        self.intent_id, self.reason = intent_id, reason
+
+
+_ID_VIEW_FIELDS = ("account_id", "run_id", "execution_id")  # run_id / execution_id may be NULL
+
+
+def _timestamp(value) -> datetime | None:
+    """A stored DATETIME as the ORM reads it (datetime.fromisoformat); ValueError if the ORM could not."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return datetime.fromisoformat(value)
+
+
+def _shown(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 24 else r[:21] + "..."
+
+
+def _view_of_row(row: tuple) -> IntentView:
     view = dict(zip(VIEW_FIELDS, row, strict=True))
+    for k in _ID_VIEW_FIELDS:
+        v = view[k]
+        if not (isinstance(v, int) or (v is None and k != "account_id")):
+            raise UnreadableIntent(view["id"], f"unreadable intent row: {k} {_shown(v)} is not an id")
     for k in _DATETIME_VIEW_FIELDS:
-        if isinstance(view[k], str):
-            view[k] = datetime.fromisoformat(view[k])
+        try:
+            view[k] = _timestamp(view[k])
+        except ValueError:
+            raise UnreadableIntent(view["id"], f"unreadable intent row: {k} {_shown(view[k])} is not a "
+                                               "timestamp") from None
+    if view["created_at"] is None:
+        raise UnreadableIntent(view["id"], "unreadable intent row: created_at is empty")
     return IntentView(**view)
+
+
+def next_queued_view(s: Session, account_id: int) -> IntentView | None:
+    """The account's most urgent queued intent (priority, then FIFO). Raises UnreadableIntent for a row that
+    cannot be read: the caller denies it (``deny_unsendable``) and asks again, so it never blocks the rows
+    behind it."""
+    row = raw_cursor(s).execute(NEXT_QUEUED_SQL, (account_id,)).fetchone()
+    return None if row is None else _view_of_row(row)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def intent_problem(v: IntentView) -> str:
+    """Why this intent must not be sent ('' when it may), checked right before every placeorder: rows reach the
+    queue from the UI, the risk manager, strategies and anyone with the database file, so the dispatcher does
+    not count on the broker to refuse nonsense. The enqueue-side rules (lot size, tick size, symbol master)
+    are db.commands.validate_order's; these are the ones no order can break."""
+    q, price, trigger = v.requested_qty, v.limit_price, v.trigger_price
+    if not isinstance(q, int) or isinstance(q, bool) or q <= 0:
+        return f"invalid intent: quantity {_shown(q)} (must be a whole number > 0)"
+    for what, p in (("price", price), ("trigger price", trigger)):
+        if not _number(p) or p < 0:
+            return f"invalid intent: {what} {_shown(p)} (must be a finite number >= 0)"
+    for what, value, allowed in (("action", v.action, ACTIONS), ("exchange", v.exchange, EXCHANGES),
+                                 ("product", v.product, PRODUCTS), ("price type", v.pricetype, PRICETYPES)):
+        if not isinstance(value, str) or value not in allowed:
+            return f"invalid intent: {what} {_shown(value)} (must be one of {', '.join(sorted(allowed))})"
+    if v.pricetype in ("LIMIT", "SL") and price <= 0:
+        return f"invalid intent: {v.pricetype} order with price {price} (must be > 0)"
+    if v.pricetype in ("SL", "SL-M") and trigger <= 0:
+        return f"invalid intent: {v.pricetype} order with trigger price {trigger} (must be > 0)"
+    if not isinstance(v.symbol, str) or not v.symbol.strip():
+        return f"invalid intent: symbol {_shown(v.symbol)} is empty"
+    return ""
+
+
+DATETIME_COLUMNS = tuple(c.name for c in INTENT.columns if isinstance(c.type, DateTime))
+
+
+def deny_unsendable(s: Session, intent_id: int, reason: str, source: str) -> bool:
+    """queued -> denied (never sent) for a row that is unreadable or invalid, with the reason and an order_events
+    row. Stored timestamps the ORM cannot load are replaced (NULL, or now where the column is NOT NULL) and the
+    original values kept in the event's payload: otherwise every later reader of the denied row (execution
+    bookkeeping, the risk manager's exit retry, the UI) would fail on it in turn. False if it was not queued."""
+    row = raw_cursor(s).execute(f"SELECT {', '.join(DATETIME_COLUMNS)} FROM order_intents WHERE id = ?",
+                                (intent_id,)).fetchone()
+    bad = {}
+    for col, value in zip(DATETIME_COLUMNS, row or (), strict=False):
+        try:
+            if _timestamp(value) is None and not INTENT.c[col].nullable:
+                raise ValueError(value)
+        except ValueError:
+            bad[col] = value
+    fixes = {col: None if INTENT.c[col].nullable else utcnow() for col in bad}
+    return transition(s, intent_id, Status.QUEUED, Status.DENIED, source, reason,
+                      payload={"unreadable": bad} if bad else None, **fixes)
 
 
 def requeue_orphan_claims(s: Session, reason: str = "claimed by a process that stopped before sending") -> int:

@@ -16,7 +16,7 @@ from config import Settings
 from db import Database
 from db.accounts import api_key_for, list_accounts
 from db.models import ServiceLog, utcnow
-from db.rawsql import raw_cursor, sql_ts
+from db.rawsql import insert_row, raw_cursor, sql_ts
 
 IST = timezone(timedelta(hours=5, minutes=30))
 log = logging.getLogger("services")
@@ -101,6 +101,14 @@ def heartbeat(db: Database, component: str, status: str = "ok", details: dict | 
     details_json = json.dumps(details or {}, default=str)
     with db.write() as s:
         raw_cursor(s).execute(HEARTBEAT_SQL, (component, os.getpid(), status, sql_ts(utcnow()), details_json))
+
+
+def service_log_in(s, component: str, level: str, message: str) -> None:
+    """``service_log`` inside the caller's write transaction: the entry exists exactly when that transaction
+    commits (old entries are trimmed by the next ``service_log``)."""
+    getattr(log, level.lower(), log.info)("%s: %s", component, message)
+    insert_row(raw_cursor(s), ServiceLog.__table__,
+               dict(component=component[:32], level=level.upper()[:8], message=message[:1024]), utcnow())
 
 
 def service_log(db: Database, component: str, level: str, message: str, keep: int = 2000) -> None:

@@ -8,13 +8,16 @@
                                          re-reads its failover list (primary, then backups) on every reconnect
                                          and, if it has no account yet, tries at once; the symbol master is
                                          loaded if start-up could not (no primary account then)
-Each handler returns a short result string or raises; the runner stores either on the command row.
+Each handler returns a short result string or raises; the runner stores either on the command row. The payload
+is validated again here (db.commands.control_payload), as the UI's enqueue_control does: a row written into
+control_commands by anything else is carried out only if it passes, so {"run_id": 2.9} fails, never exits run 2.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts
+from db.commands import control_payload
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
@@ -31,10 +34,11 @@ class ControlHandlers:
         self.runner = runner
 
     def handle(self, kind: str, payload: dict) -> str:
+        clean = control_payload(kind, payload)  # CommandError: the command is marked failed, nothing done
         fn = getattr(self, f"do_{kind}", None)
         if fn is None:
             raise ValueError(f"unknown control command '{kind}'")
-        return fn(payload)
+        return fn(clean)
 
     def do_exit_run(self, p: dict) -> str:
         if self.runner.risk is None:

@@ -13,6 +13,10 @@ outcomes, or 'placed' when the account has nothing more to send, get a transacti
 Accounts are served in parallel (one worker at a time per account, from a thread pool); within an account the
 intents go strictly one after another in (priority, created_at) order. New work is noticed within
 ``dispatch_poll_s`` (50 ms) or at once after ``wake()``.
+
+A queued row that cannot be read (db.intents.UnreadableIntent) or would send nonsense (db.intents.intent_problem)
+is denied with the reason in the transaction that found it, logged once in that same transaction, and the
+account's next row is taken in the same pass: one bad row never holds up the rows behind it (a max-loss exit).
 """
 from __future__ import annotations
 
@@ -32,10 +36,11 @@ from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRej
                            TemporaryBrokerError)
 from db.accounts import set_status_in
 from db.executions import Outcome, apply_intent_outcome
-from db.intents import IntentView, claim_path, next_queued_view, transition
+from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
+                        next_queued_view, transition)
 from db.order_fsm import Status
 from db.rawsql import raw_cursor
-from services.common import ServiceContext, service_log
+from services.common import ServiceContext, service_log, service_log_in
 
 log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"
@@ -62,7 +67,10 @@ class OrderDispatcher:
         self._busy: dict[int, Future | None] = {}  # account_id -> its drain task (None: reserved for an exit POST)
         self._inflight: set[int] = set()  # intent ids between 'sent' and the recorded outcome
         self._backoff: dict[int, tuple[float, int]] = {}  # account_id -> (monotonic until, consecutive failures)
-        self.stats = {"placed": 0, "rejected": 0, "unknown": 0, "requeued": 0, "denied": 0, "loops": 0}
+        self._changed_runs: set[int] = set()  # runs touched by denials in a caller's transaction (claim_next_in)
+        self._errors: dict[object, str] = {}  # last error logged per account ("loop" for the loop): logged once
+        self.stats = {"placed": 0, "rejected": 0, "unknown": 0, "requeued": 0, "denied": 0, "loops": 0,
+                      "errors": 0}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,7 +105,11 @@ class OrderDispatcher:
                 return None
             self._busy[account_id] = None  # reserved: the loop leaves this account alone
         try:
-            nxt = None if self._denial_reason(s, account_id) else next_queued_view(s, account_id)
+            nxt, refused = None, Outcome()
+            if not self._denial_reason(s, account_id):  # unreadable/invalid rows ahead are denied in s too
+                nxt, refused = self._next_sendable(s, account_id)
+            with self._lock:  # on_change runs after the caller's commit, on a dispatcher thread
+                self._changed_runs |= refused.run_ids
             if nxt is None or not claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT], COMPONENT,
                                              "placeorder sent", claimed_by=self.worker_id):
                 self.release_claim(account_id)
@@ -149,9 +161,12 @@ class OrderDispatcher:
                 break
             try:
                 self._schedule()
+                self._flush_changed_runs()
                 self.stats["loops"] += 1
-            except Exception:  # never let the loop die; the DB may be briefly locked
-                log.exception("dispatcher loop error")
+                self._errors.pop("loop", None)
+            except Exception as exc:  # never let the loop die; the DB may be briefly locked
+                if self._first_time("loop", exc):
+                    log.exception("dispatcher loop error")
                 time.sleep(min(1.0, poll * 10))
 
     # ---- scheduling ------------------------------------------------------------------------------------------
@@ -195,9 +210,11 @@ class OrderDispatcher:
                         self._inflight.discard(iv.id)
                 if not go_on:
                     break
+            self._errors.pop(account_id, None)
         except Exception as exc:
-            log.exception("dispatch worker for account %s failed", account_id)
-            service_log(self.ctx.db, COMPONENT, "ERROR", f"account {account_id}: dispatch error {exc!r}")
+            if self._first_time(account_id, exc):  # the same error again on every pass is not news
+                log.exception("dispatch worker for account %s failed", account_id)
+                service_log(self.ctx.db, COMPONENT, "ERROR", f"account {account_id}: dispatch error {exc!r}")
             self._set_backoff(account_id)
         finally:
             if first is not None:  # stopped before posting it: stays 'sent', the reconciler settles it
@@ -213,8 +230,23 @@ class OrderDispatcher:
                         self._inflight.discard(placed[0].id)
             with self._lock:
                 self._busy.pop(account_id, None)
+            self._flush_changed_runs()
             self._wake.set()  # anything queued meanwhile is picked up at once
 
+    def _first_time(self, key: object, exc: Exception) -> bool:
+        """True if ``exc`` is not the error last logged for ``key`` (an account, or the loop)."""
+        self.stats["errors"] += 1
+        text = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            if self._errors.get(key) == text:
+                return False
+            self._errors[key] = text
+        return True
+
+    def _flush_changed_runs(self) -> None:
+        with self._lock:
+            runs, self._changed_runs = self._changed_runs, set()
+        self._runs_changed(runs)
 
     # ---- one intent ------------------------------------------------------------------------------------------
     def _record_and_claim_next(self, account_id: int, placed: tuple[IntentView, str] | None) -> IntentView | None:
@@ -223,14 +255,14 @@ class OrderDispatcher:
         step. It commits before the POST of that next intent. Returns the intent to send, or None when the
         account has nothing left to send. Core statements only: this is the hot path of every order."""
         while True:
-            prev_ok, view, denied, denial, outcome = False, None, None, "", Outcome()
+            prev_ok, view, denied, denial, outcome, refused = False, None, None, "", Outcome(), Outcome()
             try:
                 with _write(self.ctx.db) as s:
                     if placed is not None:
                         # 'placed' changes no execution or run state (fills do), so no bookkeeping here
                         prev_ok = transition(s, placed[0].id, Status.SENT, Status.PLACED, COMPONENT,
                                              f"broker order {placed[1]}", broker_order_id=placed[1])
-                    nxt = next_queued_view(s, account_id)
+                    nxt, refused = self._next_sendable(s, account_id)
                     if nxt is not None:
                         denial = self._denial_reason(s, nxt.account_id)
                         if denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.DENIED],
@@ -256,6 +288,7 @@ class OrderDispatcher:
                     self._inflight.discard(placed[0].id)
                 self._after_record(placed[0], Status.PLACED, f"broker order {placed[1]}", prev_ok, Outcome())
                 placed = None
+            self._runs_changed(refused.run_ids)
             if denied is not None:
                 self.stats["denied"] += 1
                 service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {denied} denied: {denial}")
@@ -264,6 +297,31 @@ class OrderDispatcher:
             if view is None and nxt is not None:
                 continue  # another process claimed that one first: look again
             return view
+
+    def _next_sendable(self, s, account_id: int) -> tuple[IntentView | None, Outcome]:
+        """In the caller's write transaction: the account's next queued intent that can be sent. Rows ahead of it
+        that cannot be read or are invalid are denied here (queued -> denied: never sent, nothing to claim), with
+        the execution bookkeeping and one log entry each, written in this same transaction, so a row is
+        reported exactly when its denial commits. Returns (intent or None, the bookkeeping of those denials;
+        their exit failures are already in the log entry)."""
+        refused = Outcome()
+        while True:
+            try:
+                nxt = next_queued_view(s, account_id)
+                problem = "" if nxt is None else intent_problem(nxt)
+                bad_id = None if nxt is None else nxt.id
+            except UnreadableIntent as exc:
+                nxt, problem, bad_id = None, exc.reason, exc.intent_id
+            if not problem:
+                return nxt, refused
+            if not deny_unsendable(s, bad_id, problem, COMPONENT):  # cannot happen under BEGIN IMMEDIATE
+                raise RuntimeError(f"intent {bad_id} left 'queued' while it was being denied")
+            out = apply_intent_outcome(s, bad_id)
+            self.stats["denied"] += 1
+            exit_note = "; execution left 'exiting' for the risk manager to retry" if out.failed_exits else ""
+            service_log_in(s, COMPONENT, "ERROR" if out.failed_exits else "WARNING",
+                           f"intent {bad_id} denied: {problem}{exit_note}")
+            refused.run_ids |= out.run_ids
 
     def _denial_reason(self, s, account_id: int) -> str:
         acct = raw_cursor(s).execute("SELECT name, is_active, status FROM accounts WHERE id = ?",
@@ -346,12 +404,16 @@ class OrderDispatcher:
         self._after(outcome, iv.id)
 
     def _after(self, outcome: Outcome, intent_id: int) -> None:
+        """After the commit: a failed exit is reported (ERROR), changed runs go to ``on_change``."""
         if outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {intent_id} failed; execution left "
                                                           "'exiting' for the risk manager to retry")
-        if outcome.run_ids and self.on_change:
+        self._runs_changed(outcome.run_ids)
+
+    def _runs_changed(self, run_ids: set[int]) -> None:
+        if run_ids and self.on_change:
             try:
-                self.on_change(outcome.run_ids)
+                self.on_change(run_ids)
             except Exception:
                 log.exception("on_change callback failed")
 

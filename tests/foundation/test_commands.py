@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from db.commands import CommandError, OrderRequest, enqueue_order
+from db.commands import CommandError, OrderRequest, control_payload, enqueue_order
 from db.intents import new_client_order_id
 from db.models import OrderIntent
 from tests.builders import make_account, symbol_date
@@ -109,3 +109,16 @@ def test_enqueue_when_qty_above_freeze_then_split_into_lot_multiple_slices_once(
     assert [r.requested_qty for r in rows] == [1755, 1755, 390]
     assert [r.client_order_id for r in rows] == [cid, f"{cid}.2", f"{cid}.3"]
     assert again == (first[0], False) and first == (rows[0].id, True)
+
+
+@pytest.mark.parametrize("kind, key", [("exit_run", "run_id"), ("refresh_account", "account_id"),
+                                       ("cancel_intent", "intent_id")])
+@pytest.mark.parametrize("value", [2.9, 2.0, "2", True, False, None, 0, -2, [2], {"id": 2}])
+def test_control_payload_when_id_is_not_a_positive_json_integer_then_refused(kind, key, value):
+    with pytest.raises(CommandError, match=f"whole-number '{key}'"):
+        control_payload(kind, {key: value})
+
+
+def test_control_payload_when_valid_then_only_the_id_field_is_kept():
+    assert control_payload("exit_run", {"run_id": 2, "reason": "x"}) == {"run_id": 2}
+    assert control_payload("reload_accounts", {"anything": 1}) == {}

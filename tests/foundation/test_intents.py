@@ -1,10 +1,14 @@
+import json
+
 import pytest
 from sqlalchemy import select
 
 from db.commands import OrderRequest, enqueue_order
-from db.intents import claim_path, next_queued_view, transition
+from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
+                        next_queued_view, transition)
 from db.models import OrderEvent, OrderIntent
 from db.order_fsm import InvalidTransition, Status
+from db.rawsql import raw_cursor
 from tests.builders import make_account
 
 Q, C, SENT, D = Status.QUEUED, Status.CLAIMED, Status.SENT, Status.DENIED
@@ -54,3 +58,67 @@ def test_claim_path_when_a_step_is_not_allowed_then_nothing_changes(two_intents)
         assert claim_path(s, a, [Q, C, D], "dispatcher", "account deactivated")
         assert not transition(s, a, Q, C, "dispatcher")
     assert events(db, a) == [("queued", "claimed"), ("claimed", "denied")]
+
+
+def _spoil(db, iid, col, value):
+    with db.write() as s:
+        raw_cursor(s).execute(f"UPDATE order_intents SET {col} = ? WHERE id = ?", (value, iid))
+
+
+def test_next_queued_when_created_at_unparseable_then_unreadable_intent_names_the_row_and_field(two_intents):
+    db, acct, a, b = two_intents
+    _spoil(db, b, "created_at", "garbage")
+    with db.read() as s:
+        with pytest.raises(UnreadableIntent) as err:
+            next_queued_view(s, acct)
+    assert err.value.intent_id == b
+    assert err.value.reason == "unreadable intent row: created_at 'garbage' is not a timestamp"
+
+
+def test_deny_unsendable_when_row_unreadable_then_denied_readable_and_original_kept_in_the_event(two_intents):
+    db, acct, a, b = two_intents
+    _spoil(db, b, "created_at", "garbage")
+    _spoil(db, b, "claimed_at", 7)
+    with db.write() as s:
+        assert deny_unsendable(s, b, "unreadable intent row: created_at 'garbage' is not a timestamp", "dispatcher")
+        assert not deny_unsendable(s, b, "again", "dispatcher")  # once: it is no longer queued
+        assert next_queued_view(s, acct).id == a  # the row behind it
+    with db.read() as s:
+        row = s.get(OrderIntent, b)  # loads through the ORM again
+        event = s.scalar(select(OrderEvent).where(OrderEvent.intent_id == b))
+    assert row.status == "denied" and row.created_at is not None and row.claimed_at is None
+    assert (event.from_status, event.to_status) == ("queued", "denied")
+    assert json.loads(event.payload) == {"unreadable": {"created_at": "garbage", "claimed_at": 7}}
+
+
+def _view(**over) -> IntentView:
+    base = dict(id=1, client_order_id="c", account_id=1, run_id=None, execution_id=None, purpose="manual",
+                source="ui", strategy_tag="t", symbol="SBIN", exchange="NSE", action="BUY", requested_qty=1,
+                pricetype="MARKET", product="MIS", limit_price=0.0, trigger_price=0.0, status="queued",
+                broker_order_id=None, created_at=None, sent_at=None)
+    return IntentView(**{**base, **over})
+
+
+@pytest.mark.parametrize("over", [
+    {}, dict(pricetype="LIMIT", limit_price=101.5), dict(pricetype="SL", limit_price=100, trigger_price=99),
+    dict(pricetype="SL-M", trigger_price=99), dict(exchange="NFO", product="NRML", action="SELL", requested_qty=65),
+    dict(limit_price=5.0),  # MARKET with a leftover price: the broker ignores it, not nonsense
+])
+def test_intent_problem_when_intent_sane_then_empty(over):
+    assert intent_problem(_view(**over)) == ""
+
+
+@pytest.mark.parametrize("over, fragment", [
+    (dict(requested_qty=0), "quantity 0 (must be a whole number > 0)"),
+    (dict(requested_qty=2.5), "quantity 2.5"), (dict(requested_qty="2"), "quantity '2'"),
+    (dict(requested_qty=True), "quantity True"),
+    (dict(limit_price=float("nan")), "price nan"), (dict(trigger_price=float("inf")), "trigger price inf"),
+    (dict(limit_price=None), "price None"), (dict(limit_price=-0.05), "price -0.05"),
+    (dict(pricetype="LIMIT"), "LIMIT order with price 0.0"), (dict(pricetype="SL", limit_price=10), "trigger"),
+    (dict(action="SHORT"), "action 'SHORT'"), (dict(exchange="NASDAQ"), "exchange 'NASDAQ'"),
+    (dict(product="BO"), "product 'BO'"), (dict(pricetype="ICEBERG"), "price type 'ICEBERG'"),
+    (dict(symbol=""), "symbol ''"),
+])
+def test_intent_problem_when_intent_is_nonsense_then_reason(over, fragment):
+    reason = intent_problem(_view(**over))
+    assert reason.startswith("invalid intent: ") and fragment in reason

@@ -1,20 +1,26 @@
 """Dispatcher against the real simulator: exactly-once placement, error ladder, latency, fan-out."""
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 import uuid
 
+import pytest
 from sqlalchemy import select
 
 from db.accounts import update_account
 from db.commands import OrderRequest, enqueue_order
-from db.models import Account, OrderIntent, ServiceLog
+from db.models import Account, Execution, OrderEvent, OrderIntent, ServiceLog, StrategyRun
+from db.rawsql import raw_cursor
 from services.common import ServiceContext
 from services.dispatcher import OrderDispatcher
 from services.reconciler import Reconciler
 from tests.builders import seed_instruments
+from tests.service.fixtures_md import make_run
 from tests.service.fixtures_orders import (  # noqa: F401
-    add_intent, events, fast_settings, intent, octx, order_sim, placed_at_sim, sim_account, wait_for)
+    add_intent, events, fast_settings, intent, make_strategy_run, octx, order_sim, placed_at_sim, sim_account,
+    wait_for)
 
 
 def test_dispatch_when_queued_then_placed_with_broker_id(db, octx, order_sim):
@@ -243,3 +249,150 @@ def test_claim_next_in_when_transaction_rolls_back_then_released_to_the_loop_and
         ctx.close()
     assert [e[1] for e in events(db, iid)] == ["claimed", "sent", "placed"]  # the rolled-back claim left nothing
     assert len(placed_at_sim(order_sim, name)) == 1
+
+
+# ---- rows that must never be sent: unreadable (poison) or invalid ---------------------------------------------
+def _spoil(db, intent_id: int, **columns) -> None:
+    """Write column values the ORM would refuse (a hand edit, a script): raw sqlite3, no validation."""
+    with db.write() as s:
+        for col, value in columns.items():
+            raw_cursor(s).execute(f"UPDATE order_intents SET {col} = ? WHERE id = ?", (value, intent_id))
+
+
+def _log_rows(db, fragment: str) -> list[tuple[str, str]]:
+    with db.read() as s:
+        return [(r.level, r.message) for r in s.scalars(select(ServiceLog).where(ServiceLog.message.contains(fragment)))]
+
+
+def test_poison_row_when_created_at_unparseable_then_denied_once_and_rows_behind_sent_in_the_same_pass(
+        db, octx, order_sim):
+    acct, name = sim_account(db, order_sim)
+    other, other_name = sim_account(db, order_sim)
+    poison = add_intent(db, acct, priority=0)  # sorts first: it would block everything behind it
+    _spoil(db, poison, created_at="garbage")
+    behind = [add_intent(db, acct, symbol=sym) for sym in ("SBIN", "INFY")]
+    elsewhere = add_intent(db, other)
+    d = OrderDispatcher(octx)
+    d.run_once()  # ONE pass
+    row = intent(db, poison)  # the ORM can read the denied row (its timestamp was replaced)
+    assert row.status == "denied"
+    assert row.status_reason == "unreadable intent row: created_at 'garbage' is not a timestamp"
+    assert events(db, poison) == [("queued", "denied", "dispatcher")]
+    assert [intent(db, i).status for i in behind] == ["placed", "placed"]
+    assert [o["symbol"] for o in placed_at_sim(order_sim, name)] == ["SBIN", "INFY"]
+    assert intent(db, elsewhere).status == "placed" and len(placed_at_sim(order_sim, other_name)) == 1
+    for _ in range(5):  # later passes: nothing more about it
+        d.run_once()
+    assert _log_rows(db, f"intent {poison} ") == [("WARNING", f"intent {poison} denied: unreadable intent row: "
+                                                              "created_at 'garbage' is not a timestamp")]
+    with db.read() as s:
+        payload = s.scalar(select(OrderEvent.payload).where(OrderEvent.intent_id == poison))
+    assert json.loads(payload) == {"unreadable": {"created_at": "garbage"}}  # the original value is kept
+
+
+def test_poison_row_when_it_is_a_strategy_entry_then_execution_and_run_failed(db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    run_id, (entry,) = make_strategy_run(db, acct, [dict(symbol="SBIN", action="BUY", qty=1)])
+    _spoil(db, entry, created_at=12345, sent_at="not a time")  # not text at all, and a second bad column
+    changed: list[set[int]] = []
+    OrderDispatcher(octx, on_change=changed.append).run_once()
+    row = intent(db, entry)
+    assert row.status == "denied" and "created_at 12345 is not a timestamp" in row.status_reason
+    assert row.sent_at is None  # unreadable and nullable: cleared
+    with db.read() as s:
+        assert s.scalar(select(Execution.status).where(Execution.entry_intent_id == entry)) == "failed"
+        assert s.get(StrategyRun, run_id).status == "failed"
+    assert {run_id} in changed  # the risk manager and positions re-read the run
+
+
+def test_poison_row_when_it_is_an_exit_then_denied_and_left_exiting_for_the_retry_logged_as_error(
+        db, octx, order_sim):
+    acct, _ = sim_account(db, order_sim)
+    run_id, (ex_id,) = make_run(db, acct, [dict(symbol="SBIN", exchange="NSE", action="BUY", qty=1, entry=1.0)],
+                                status="exiting")
+    with db.write() as s:
+        ex = s.get(Execution, ex_id)
+        exit_i = OrderIntent(client_order_id=uuid.uuid4().hex, account_id=acct, run_id=run_id, execution_id=ex_id,
+                             purpose="exit", source="risk", priority=0, symbol="SBIN", exchange="NSE",
+                             action="SELL", requested_qty=1, product="MIS")
+        s.add(exit_i)
+        s.flush()
+        ex.status, ex.exit_intent_id = "exiting", exit_i.id
+        exit_id = exit_i.id
+    _spoil(db, exit_id, created_at="garbage")
+    OrderDispatcher(octx).run_once()
+    assert intent(db, exit_id).status == "denied"
+    with db.read() as s:
+        assert s.get(Execution, ex_id).status == "exiting"  # FAILED_EXIT: the risk sweep sends a new exit
+    (level, msg), = _log_rows(db, f"intent {exit_id} ")
+    assert level == "ERROR" and "unreadable intent row" in msg and "risk manager to retry" in msg
+
+
+def test_poison_row_when_account_id_is_not_an_id_then_denied_and_the_scheduling_read_serves_the_others(
+        db, octx, order_sim):
+    """A row whose account_id is text (written with foreign keys off, as the sqlite3 shell does) still reaches
+    a drain through QUEUED_ACCOUNTS_SQL and is denied there; the real accounts are served in the same pass."""
+    acct, name = sim_account(db, order_sim)
+    poison, good = add_intent(db, acct, priority=0), add_intent(db, acct)
+    con = sqlite3.connect(db.path)  # foreign_keys is off on a plain connection
+    con.execute("UPDATE order_intents SET account_id = 'x' WHERE id = ?", (poison,))
+    con.commit()
+    con.close()
+    OrderDispatcher(octx).run_once()
+    row = intent(db, poison)
+    assert row.status == "denied" and row.status_reason == "unreadable intent row: account_id 'x' is not an id"
+    assert intent(db, good).status == "placed" and len(placed_at_sim(order_sim, name)) == 1
+
+
+def test_claim_next_in_when_a_poison_row_sorts_first_then_denied_in_that_transaction_and_the_exit_claimed(
+        db, order_sim):
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))  # only the hand-off sends
+    acct, name = sim_account(db, order_sim)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        poison = add_intent(db, acct, priority=-1)
+        _spoil(db, poison, created_at="garbage")
+        view = _exit_like_intents(db, d, acct)
+        assert view is not None and view.action == "BUY" and intent(db, view.id).status == "sent"
+        assert intent(db, poison).status == "denied"
+        d.send_claimed(view)
+        assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
+    finally:
+        d.stop()
+        ctx.close()
+    assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
+    assert len(_log_rows(db, f"intent {poison} denied: unreadable intent row")) == 1
+
+
+@pytest.mark.parametrize("fields, reason", [
+    (dict(requested_qty=0), "invalid intent: quantity 0 (must be a whole number > 0)"),
+    (dict(requested_qty=-3), "invalid intent: quantity -3 (must be a whole number > 0)"),
+    (dict(requested_qty=2.5), "invalid intent: quantity 2.5 (must be a whole number > 0)"),
+    (dict(requested_qty="ten"), "invalid intent: quantity 'ten' (must be a whole number > 0)"),
+    (dict(limit_price="1e999", pricetype="LIMIT"), "invalid intent: price inf (must be a finite number >= 0)"),
+    (dict(limit_price="cheap"), "invalid intent: price 'cheap' (must be a finite number >= 0)"),
+    (dict(trigger_price=-1.0), "invalid intent: trigger price -1.0 (must be a finite number >= 0)"),
+    (dict(pricetype="LIMIT", limit_price=0.0), "invalid intent: LIMIT order with price 0.0 (must be > 0)"),
+    (dict(pricetype="SL-M"), "invalid intent: SL-M order with trigger price 0.0 (must be > 0)"),
+    (dict(action="HOLD"), "invalid intent: action 'HOLD' (must be one of BUY, SELL)"),
+    (dict(action="buy"), "invalid intent: action 'buy' (must be one of BUY, SELL)"),
+    (dict(exchange="NSE_INDEX"), "invalid intent: exchange 'NSE_INDEX' (must be one of"),
+    (dict(product="BO"), "invalid intent: product 'BO' (must be one of CNC, MIS, NRML)"),
+    (dict(pricetype="STOP"), "invalid intent: price type 'STOP' (must be one of LIMIT, MARKET, SL, SL-M)"),
+    (dict(symbol="  "), "invalid intent: symbol '  ' is empty"),
+])
+def test_invalid_intent_when_dispatching_then_denied_with_reason_once_and_never_posted(
+        db, octx, order_sim, fields, reason):
+    acct, name = sim_account(db, order_sim)
+    bad, good = add_intent(db, acct, priority=0), add_intent(db, acct)
+    _spoil(db, bad, **fields)
+    d = OrderDispatcher(octx)
+    d.run_once()
+    d.run_once()
+    row = intent(db, bad)
+    assert row.status == "denied" and row.status_reason.startswith(reason)
+    assert events(db, bad) == [("queued", "denied", "dispatcher")]
+    assert len(_log_rows(db, f"intent {bad} denied: invalid intent")) == 1
+    assert intent(db, good).status == "placed"
+    assert octx.client(acct).calls["placeorder"] == 1 and len(placed_at_sim(order_sim, name)) == 1

@@ -179,6 +179,15 @@ def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | N
     return intent
 
 
+def _unfilled(failed: OrderIntent) -> int | None:
+    """What a failed exit left open (None: the leg's whole quantity). A row whose quantities are not numbers (a
+    poison row the dispatcher denied) must not stop the retry: the leg's own quantity is used then."""
+    try:
+        return max(0, int(failed.requested_qty) - int(failed.broker_filled_qty or 0)) or None
+    except (TypeError, ValueError):
+        return None
+
+
 class RiskManager:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
                  dispatcher: OrderDispatcher | None = None, notifier: Notifier | None = None):
@@ -538,10 +547,12 @@ class RiskManager:
             grown = raw_cursor(s).execute(GROWN_SQL).fetchone()
         if failed is None and late is None and grown is None:
             return
-        alerts: list[str] = []
+        alerts: list[tuple[str, str]] = []
         with self.ctx.db.write() as s:
             queued = self._retry_failed(s, alerts) + self._exit_late_fills(s) + exit_late_remainders(s)
-        for msg in alerts:
+        for subject, msg in alerts:
+            if self.notifier is not None:  # an exit that cannot be sent is an alert, not only a log line
+                self.notifier.alert("exit_failed", msg, subject=subject)
             service_log(self.ctx.db, "risk", "ERROR", msg)
         if queued:
             self.on_exit_enqueued()
@@ -558,7 +569,7 @@ class RiskManager:
         (services/risk_partial.py); a cancelled exit is then re-sent for what is left by ``_retry_failed``."""
         cancel_remainders(self.ctx, self._cancels)
 
-    def _retry_failed(self, s, alerts: list[str]) -> int:
+    def _retry_failed(self, s, alerts: list[tuple[str, str]]) -> int:
         rows = s.execute(select(Execution, OrderIntent, StrategyRun, Strategy.name)
                          .join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
                          .join(StrategyRun, StrategyRun.id == Execution.run_id)
@@ -568,13 +579,13 @@ class RiskManager:
         for ex, failed, run, tag in rows:
             if ex.exit_attempts < self.cfg.exit_retries:
                 ex.exit_attempts += 1
-                write_exit_intent(s, run, tag, ex, max(0, failed.requested_qty - failed.broker_filled_qty))
+                write_exit_intent(s, run, tag, ex, _unfilled(failed))
                 self.stats["retries"] += 1
                 queued += 1
             elif self._flag_exit_failed(s, ex, run, failed):
-                alerts.append(f"EXIT FAILED: run {run.id} ({tag}) leg {ex.leg_no} {ex.symbol}: exit order "
-                              f"{failed.status} after {ex.exit_attempts} retries ({failed.status_reason}); "
-                              f"position still open, act manually")
+                alerts.append((f"execution {ex.id}", f"EXIT FAILED: run {run.id} ({tag}) leg {ex.leg_no} {ex.symbol}: "
+                               f"exit order {failed.status} after {ex.exit_attempts} retries "
+                               f"({failed.status_reason}); position still open, act manually"))
         return queued
 
     def _flag_exit_failed(self, s, ex: Execution, run: StrategyRun, failed: OrderIntent) -> bool:

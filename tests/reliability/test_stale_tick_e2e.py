@@ -70,10 +70,10 @@ def test_paused_service_when_price_breached_and_recovered_meanwhile_then_no_exit
     run_id, _ = make_run(db, acct, [dict(symbol="SBIN", exchange="NSE", action="BUY", qty=10, entry=1000.0)],
                          max_loss=500)  # exits at <= 950
     log_path = tmp_path / "svc.log"
-    # No stall reconnect while the frozen market is quiet; a sweep slower than the pause, so the tick path (not a
-    # REST quote) decides at resume.
+    # No stall reconnect while the frozen market is quiet. The sweep (and its REST refresh of prices older than
+    # risk_sweep_s) stays out of the way during the test: the ticks read at resume decide, not a REST quote.
     proc = start_service(db.path, log_path, service_env(APP__SERVICE__WS_STALL_SECONDS="120",
-                                                        APP__SERVICE__RISK_SWEEP_S="10"))
+                                                        APP__SERVICE__RISK_SWEEP_S="60"))
     try:
         assert wait_for(lambda: _md(db).get("connected"), 30), (tmp_path / "svc.out").read_text()[-2000:]
         sim.set_price(*SBIN, 1001.0)
@@ -87,7 +87,7 @@ def test_paused_service_when_price_breached_and_recovered_meanwhile_then_no_exit
         sim.drive_path(*SBIN, path, interval_ms=200)
         assert wait_for(lambda: _sent(sim)[0] >= sent0 + len(path), 5)
         sent, dropped = _sent(sim)
-        assert sent == sent0 + len(path) and dropped == dropped0  # every frame went to the stopped client's socket
+        assert dropped == dropped0  # every frame was written to the stopped service's socket, none dropped
         time.sleep(max(0.0, STOPPED_S - (time.monotonic() - t_stop)))
         os.kill(proc.pid, signal.SIGCONT)
         assert wait_for(lambda: _ltp(db) == 1002.0, 10), _ltp(db)
@@ -98,7 +98,7 @@ def test_paused_service_when_price_breached_and_recovered_meanwhile_then_no_exit
         # 2. Control: the breach still holds at resume.
         os.kill(proc.pid, signal.SIGSTOP)
         sim.set_price(*SBIN, 940.0)
-        assert _sent(sim) == (sent + 1, dropped)
+        assert _sent(sim)[0] > sent and _sent(sim)[1] == dropped
         time.sleep(STOPPED_S)
         os.kill(proc.pid, signal.SIGCONT)
         assert wait_for(lambda: _exits(db, run_id), 10), "a breach held at resume did not exit"

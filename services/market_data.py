@@ -9,11 +9,19 @@
   everything. A data-stall watchdog closes the socket when no tick arrives for ``ws_stall_seconds``.
 - Tick path: one ``json.loads``, a dict write, the listeners. No DB, no locks. A tick whose ltp is 0, None or
   negative never overwrites a valid price and is not passed to listeners (counted as ``zero_ticks``).
+- Backlog: when several frames are ready at once (the service was paused, or fell behind), all of them are read
+  before anyone acts; the price store ends with the newest tick per symbol and the listeners see only that one,
+  once (``coalesced`` counts the ticks they never saw). A breach that a later frame of the backlog undid never
+  reaches the risk manager.
+- Tick time: ``last_price`` gives (ltp, market-data clock time). A tick whose feed ``timestamp`` is more than
+  ``LATE_TICK_S`` older than the moment we read it is dated by that timestamp (counted as ``late_ticks``), so a
+  backlog shows its real age; otherwise the receive time is used.
 """
 from __future__ import annotations
 
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +37,16 @@ Listener = Callable[[str, str, dict], None]
 AUTH_WAIT_S = 5.0
 RECV_POLL_S = 0.25
 READ_AHEAD = 256 * 1024
+BACKLOG_MAX = 10_000  # frames per backlog pass: listeners still run regularly if the feed outpaces us
+# A tick is dated by its feed ``timestamp`` only when that lags the receive time by more than this. Live ticks (a
+# small lag) keep the receive time, exactly as before: feeds stamp in whole seconds (exchange time) or on
+# another machine's clock, and a live tick dated up to a second early could look older than a fill recorded
+# just before it (services/pnl.py values a leg at its fill until a newer tick arrives). A lag above this is a
+# real backlog (a pause, a stall), and its age is what the risk manager and the logs must see.
+LATE_TICK_S = 2.0
+# A feed timestamp older than this is not a backlog (the connection would have been dropped long before) but a
+# wrong unit or clock (a local time sent as UTC is 5.5 h off): the receive time is used.
+MAX_FEED_LAG_S = 3600.0
 
 
 class ReadAheadSocket:
@@ -45,11 +63,14 @@ class ReadAheadSocket:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self._full = False  # the last system call filled the whole buffer: the kernel may hold more
 
     def recv(self, n: int) -> bytes:
         pos = self._pos
         if pos >= len(self._buf):
-            data = self._sock.recv(max(n, READ_AHEAD))
+            want = max(n, READ_AHEAD)
+            data = self._sock.recv(want)
+            self._full = len(data) == want
             if len(data) <= n:
                 return data
             self._buf, self._pos = data, n
@@ -57,6 +78,16 @@ class ReadAheadSocket:
         end = min(pos + n, len(self._buf))
         self._pos = end
         return self._buf[pos:end]
+
+    def pending(self) -> bool:
+        """More bytes are ready: left in the buffer, or (only after a read that filled it: a backlog bigger than
+        the buffer) waiting in the kernel. The live case costs one comparison, no system call."""
+        if self._pos < len(self._buf):
+            return True
+        if self._full:
+            self._full = False
+            return bool(select.select([self._sock], [], [], 0)[0])
+        return False
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -72,6 +103,19 @@ class FeedError(Exception):
 
 def _valid_ltp(v) -> bool:
     return v.__class__ in (float, int) and v > 0
+
+
+def tick_time(data: dict, now: float) -> float:
+    """When the tick was made, on the market-data clock (``now`` is the receive time on it). The feed's
+    ``timestamp`` (OpenAlgo: epoch ms from the broker adapter; seconds are accepted too) is used only for a lag
+    between LATE_TICK_S and MAX_FEED_LAG_S (see there). A timestamp ahead of our clock (skew) counts as now; the
+    result is never later than now. Not ``ltt``: the last trade of a quiet option can be minutes old while its
+    quote is current."""
+    ts = data.get("timestamp")
+    if ts.__class__ not in (int, float) or ts <= 0:
+        return now
+    lag = time.time() - (ts / 1000.0 if ts > 1e11 else ts)
+    return now - lag if LATE_TICK_S < lag < MAX_FEED_LAG_S else now
 
 
 class MarketDataManager:
@@ -93,7 +137,8 @@ class MarketDataManager:
         self._failures = 0
         self._last_tick = 0.0
         self._session_ticks = 0
-        self.counters = dict(ticks=0, zero_ticks=0, reconnects=0, failovers=0, stalls=0, errors=0)
+        self.counters = dict(ticks=0, zero_ticks=0, late_ticks=0, coalesced=0, reconnects=0, failovers=0, stalls=0,
+                             errors=0)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -176,40 +221,80 @@ class MarketDataManager:
         return self._data.get((symbol, exchange))
 
     def ingest_quote(self, symbol: str, exchange: str, data: dict) -> bool:
-        """A price from elsewhere (REST quotes): same protection and listeners as a tick, no watchdog effect."""
-        return self._ingest(symbol, exchange, data, self.clock())
+        """A price from elsewhere (REST quotes): same protection and listeners as a tick, no watchdog effect.
+        Dated when it was fetched (a quote is the current price)."""
+        key = (symbol, exchange)
+        if not self._store(key, data, self.clock()):
+            return False
+        self._notify(key, data)
+        return True
 
     def on_message(self, raw: str | bytes) -> None:
-        """Handle one WebSocket frame. The hot path: keep it lean."""
+        """Handle one WebSocket frame: store it and call the listeners. The hot path: keep it lean."""
+        tick = self._apply(raw)
+        if tick is not None:
+            key, data = tick
+            if self._store(key, data, tick_time(data, self._last_tick)):  # _apply set _last_tick: receive time
+                self._notify(key, data)
+
+    def on_backlog(self, frames: Iterable[str | bytes]) -> None:
+        """Frames that were ready together (a backlog), oldest first: each one counts, but only the newest valid
+        tick per (symbol, exchange) is stored and passed to the listeners, after all of them were read. The end
+        state of the price store is the one that applying them in order gives; nobody (the risk manager's tick
+        path, its sweep thread) ever sees an intermediate price the backlog itself already superseded."""
+        newest: dict[Key, dict] = {}
+        applied = 0
+        for raw in frames:
+            tick = self._apply(raw)
+            if tick is not None:
+                key, data = tick
+                if _valid_ltp(data.get("ltp")):
+                    newest[key] = data
+                    applied += 1
+                else:
+                    self.counters["zero_ticks"] += 1
+        self.counters["coalesced"] += applied - len(newest)
+        self.counters["ticks"] += applied - len(newest)  # _store counts the ones it stores
+        now = self._last_tick
+        stored = [(k, d) for k, d in newest.items() if self._store(k, d, tick_time(d, now))]
+        for key, data in stored:
+            self._notify(key, data)
+
+    def _apply(self, raw) -> tuple[Key, dict] | None:
+        """Parse one frame; a market_data frame feeds the watchdog and is returned as (key, data)."""
         try:
             msg = json.loads(raw)
         except ValueError:
             self.counters["errors"] += 1
-            return
+            return None
         if msg.get("type") == "market_data":
-            now = self.clock()
-            self._last_tick = now
+            self._last_tick = self.clock()
             self._session_ticks += 1
-            self._ingest(msg.get("symbol"), msg.get("exchange"), msg.get("data") or {}, now)
-        elif msg.get("status") == "error":
+            return (msg.get("symbol"), msg.get("exchange")), msg.get("data") or {}
+        if msg.get("status") == "error":
             self.counters["errors"] += 1
             log.warning("market data server error: %s %s", msg.get("code"), msg.get("message"))
+        return None
 
-    def _ingest(self, symbol, exchange, data: dict, now: float) -> bool:
+    def _store(self, key: Key, data: dict, t: float) -> bool:
         ltp = data.get("ltp")
         if not _valid_ltp(ltp):
             self.counters["zero_ticks"] += 1
             return False
         self.counters["ticks"] += 1
-        key = (symbol, exchange)
-        self._prices[key] = (ltp, now)
+        if t < self._last_tick:
+            self.counters["late_ticks"] += 1
+        self._prices[key] = (ltp, t)
         self._data[key] = data
+        return True
+
+    def _notify(self, key: Key, data: dict) -> None:
+        symbol, exchange = key
         for cb in self._listeners:
             try:
                 cb(symbol, exchange, data)
             except Exception:
                 log.exception("market data listener failed")
-        return True
 
     def status(self) -> dict:
         acct = self._account
@@ -302,18 +387,38 @@ class MarketDataManager:
 
     def _stream(self) -> None:
         ws, on_message, stall = self._ws, self.on_message, self.cfg.ws_stall_seconds
+        pending = ws.sock.pending
         while not self._stop.is_set():
             try:
                 raw = ws.recv()
             except websocket.WebSocketTimeoutException:
                 raw = None
-            if raw:
+            if raw and pending():  # more frames already read: a backlog, handled as one
+                raw = self._read_backlog(ws, raw, pending)
+            elif raw:
                 on_message(raw)
-            elif raw is not None or not ws.connected:
+            if not raw and (raw is not None or not ws.connected):
                 raise FeedError("connection closed by server")
             if self._wire and self.clock() - self._last_tick > stall:
                 self.counters["stalls"] += 1
                 raise FeedError(f"no tick for {stall:g}s (data stall)")
+
+    def _read_backlog(self, ws, first, pending):
+        """Read every frame that is ready (up to BACKLOG_MAX) and hand them to ``on_backlog`` together. Returns the
+        last ``recv`` result for the caller's connection checks: a frame, '' (closed) or None (timed out)."""
+        frames, raw = [first], first
+        try:
+            while len(frames) < BACKLOG_MAX and pending():
+                try:
+                    raw = ws.recv()
+                except websocket.WebSocketTimeoutException:
+                    raw = None
+                if not raw:
+                    break
+                frames.append(raw)
+        finally:  # a socket error mid-backlog still leaves the newest prices read so far in the store
+            self.on_backlog(frames)
+        return raw
 
     def _on_failure(self, acct, exc: FeedError) -> None:
         if self._stop.is_set():

@@ -283,6 +283,12 @@ class RiskManager:
     def _on_tick(self, symbol: str, exchange: str, data: dict) -> None:
         runs = self._by_key.get((symbol, exchange))
         if runs:
+            p = self.md.last_price(symbol, exchange)
+            if p is not None and self.md.clock() - p[1] > self.cfg.risk_sweep_s:
+                # A late tick (read from a backlog, dated by the feed) is not the price now: it does not trigger
+                # an exit on its own. The sweep (every risk_sweep_s) fetches a REST quote for a price this old and
+                # evaluates on that.
+                return
             for run in runs:
                 self.evaluate(run, wait_s=FEED_WAIT_S)
 

@@ -257,3 +257,79 @@ def test_unsubscribe_when_last_holder_leaves_then_its_price_is_forgotten_until_a
     assert md.last_price("NIFTYCE", "NFO") is None  # the chain's last price is not reused
     tick(md, "NIFTYCE", 160.0)
     assert md.last_price("NIFTYCE", "NFO")[0] == 160.0
+
+
+def _frame(symbol, ltp, exchange="NSE", **data) -> str:
+    return json.dumps({"type": "market_data", "symbol": symbol, "exchange": exchange, "mode": 1,
+                       "data": {"ltp": ltp, **data}})
+
+
+@pytest.mark.timeout(20)
+def test_backlog_in_one_read_when_breach_then_recovery_then_listener_sees_only_the_newest_tick(md):
+    """A paused service resumes with frames buffered: a breach of SBIN, then its recovery. Every frame is read
+    (counted) before anyone acts, and the listeners (the risk manager) see only the newest tick per symbol."""
+    import socket
+    import threading
+
+    import websocket
+    from websocket import ABNF
+
+    from services.market_data import ReadAheadSocket
+
+    server, client = socket.socketpair()
+    rec, errors = Recorder(), []
+    ltps: list[tuple[str, float]] = []
+    md.add_listener(rec)
+    md.add_listener(lambda s, e, d: ltps.append((s, d["ltp"])))
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    ws.sock, ws.connected = ReadAheadSocket(client), True
+    ws.settimeout(0.05)
+    md._ws = ws
+
+    def feed():
+        try:
+            md._stream()
+        except Exception as exc:  # noqa: BLE001 - the socket closed at the end of the test
+            errors.append(exc)
+
+    def send(*frames):
+        server.sendall(b"".join(ABNF(1, 0, 0, 0, ABNF.OPCODE_TEXT, 0, f.encode()).format() for f in frames))
+
+    try:
+        send(_frame("SBIN", 1000.0), _frame("RELIANCE", 1400.0), _frame("SBIN", 940.0),  # the breach ...
+             _frame("SBIN", 0), _frame("RELIANCE", 1401.0), _frame("SBIN", 1002.0))    # ... and the recovery
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        wait_for(lambda: len(ltps) >= 2)
+        time.sleep(0.2)
+        assert sorted(ltps) == [("RELIANCE", 1401.0), ("SBIN", 1002.0)]  # never 940, once per symbol
+        assert md.last_price("SBIN", "NSE")[0] == 1002.0 and md.last_price("RELIANCE", "NSE")[0] == 1401.0
+        st = md.status()
+        assert st["ticks"] == 5 and st["zero_ticks"] == 1 and st["coalesced"] == 3
+        send(_frame("SBIN", 1003.0))  # live again: a single frame reaches the listeners at once, on its own
+        wait_for(lambda: len(ltps) == 3, timeout=2)
+        assert ltps[-1] == ("SBIN", 1003.0) and md.status()["coalesced"] == 3
+    finally:
+        md._stop.set()
+        server.close()
+        t.join(5)
+        client.close()
+    assert not t.is_alive()
+
+
+def test_tick_age_when_the_feed_timestamp_lags_then_dated_by_it_else_by_receive_time(md):
+    now_ms = time.time() * 1000.0
+
+    def age(**data):
+        tick(md, "SBIN", 800.0, "NSE", **data)
+        return md.clock() - md.last_price("SBIN", "NSE")[1]
+
+    assert 9.9 < age(timestamp=int(now_ms - 10_000)) < 10.5  # a backlog: its real age, from the feed's epoch ms
+    assert 9.9 < age(timestamp=(now_ms - 10_000) / 1000.0) < 10.5  # epoch seconds are read too
+    assert md.status()["late_ticks"] == 2
+    # Live: a lag within LATE_TICK_S (whole-second feed stamps, skew) keeps the receive time, as does a timestamp
+    # ahead of our clock, none at all, or a value no backlog can have (a wrong unit or clock).
+    for data in (dict(timestamp=int(now_ms - 1_500)), dict(timestamp=int(now_ms + 60_000)), {},
+                 dict(timestamp=1), dict(timestamp=int(now_ms - 5.5 * 3600_000)), dict(timestamp="x")):
+        assert age(**data) < 0.1, data
+    assert md.status()["late_ticks"] == 2

@@ -273,3 +273,28 @@ def test_leg_filled_after_exit_started_gets_its_exit(db, ctx, md):
         ex.status, ex.entry_price = "entered", 95.0
     risk.sweep()
     assert sorted(i.symbol for i in _exit_intents(db, run_id)) == sorted([CE, PE])
+
+
+def test_late_tick_when_read_from_a_backlog_then_no_exit_on_its_own_and_its_real_age_is_logged(db, ctx, md, caplog):
+    """A breaching tick dated 30 s ago by the feed (read after a pause) is not the price now: the tick path does
+    not exit on it. The sweep asks REST for a fresh quote first; here REST is down, so it acts on the last price
+    it has, and the exit log line shows that price's real age."""
+    import time
+
+    import datetime as dt
+
+    run_id, _ = _short_straddle(db, account(db), max_loss=1000)
+    with db.write() as s:  # entered two minutes ago: a 30 s old tick is newer than the fills (services/pnl.py)
+        for ex in s.scalars(select(Execution).where(Execution.run_id == run_id)):
+            ex.updated_at = ex.updated_at - dt.timedelta(minutes=2)
+    risk, _ = _risk(ctx, md)
+    for sym in (CE, PE, HEDGE):
+        tick(md, sym, {CE: 100.0, PE: 100.0, HEDGE: 20.0}[sym])
+    risk.reload()
+    tick(md, CE, 116.0, timestamp=int((time.time() - 30) * 1000))  # -1040 against a 1000 limit, 30 s old
+    assert not _exit_intents(db, run_id)
+    risk.sweep()  # REST quotes fail (no broker at this address): the last known price decides
+    assert [i.symbol for i in _exit_intents(db, run_id)][:1] == [CE]
+    [line] = [r.getMessage() for r in caplog.records if "exiting (max_loss" in r.getMessage()]
+    age = float(line.split(f"{CE} SELL 65 @100.0 ltp 116.0 (")[1].split(" s old")[0])
+    assert 29.5 < age < 35, line

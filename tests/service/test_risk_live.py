@@ -60,3 +60,34 @@ def test_sweep_fetches_a_stale_price_by_rest_and_exits(db, fsim):
     assert risk.stats["rest_quotes"] == 1
     with db.read() as s:
         assert s.scalar(select(RiskEvent.value).where(RiskEvent.run_id == run_id)) == -500.0
+
+
+@pytest.mark.timeout(30)
+def test_late_breaching_tick_when_the_market_recovered_then_the_sweeps_rest_quote_decides_no_exit(db, fsim):
+    """A tick dated 30 s ago by the feed breaches the limit, but the market is back at the entry: the tick does not
+    exit on its own, and the sweep's fresh REST quote (it refreshes a price that old) keeps the run active."""
+    import datetime as dt
+    import json
+    import time
+
+    from db.models import Execution
+
+    acct = account(db, "live3", fsim.rest_url, fsim.ws_url, fsim.create_account("live3"), is_primary=True)
+    fsim.set_price("INFY", "NSE", 1500.0)
+    run_id, _ = make_run(db, acct, [dict(symbol="INFY", exchange="NSE", action="BUY", qty=10, entry=1500.0)],
+                         max_loss=500)
+    with db.write() as s:  # entered two minutes ago: the late tick is newer than the fill
+        s.scalar(select(Execution).where(Execution.run_id == run_id)).updated_at -= dt.timedelta(minutes=2)
+    ctx = make_ctx(db)
+    md = MarketDataManager(ctx)  # not started: the test feeds the frames
+    risk = RiskManager(ctx, md, lambda: None)
+    risk.reload()
+    md.on_message(json.dumps({"type": "market_data", "symbol": "INFY", "exchange": "NSE", "mode": 1, "data": {
+        "ltp": 1440.0, "timestamp": int((time.time() - 30) * 1000)}}))  # -600, 30 s old
+    assert not _exits(db, run_id)
+    risk.sweep()
+    assert risk.stats["rest_quotes"] == 1 and md.last_price("INFY", "NSE")[0] == 1500.0
+    assert not _exits(db, run_id) and risk.run_state(run_id).pnl == 0.0
+    md.on_message(json.dumps({"type": "market_data", "symbol": "INFY", "exchange": "NSE", "mode": 1, "data": {
+        "ltp": 1440.0, "timestamp": int(time.time() * 1000)}}))  # the same breach, live: exits at once
+    assert [i.action for i in _exits(db, run_id)] == ["SELL"]

@@ -9,6 +9,7 @@ import threading
 
 from config import ConfigError, load_settings
 from db import logmask
+from db.migrations import MigrationError
 from services.runner import AlreadyRunning, InstanceLock, run, settings_for
 
 
@@ -42,6 +43,9 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda signum, frame: stop.set())
     try:
         run(settings, stop)
+    except MigrationError as exc:  # the database stays as it was; the operator must act, so say what and exit
+        logging.getLogger("services").error("AlgoMirror service not started: %s", exc)
+        return 4
     finally:
         lock.release()
     logging.getLogger("services").info("AlgoMirror service stopped")

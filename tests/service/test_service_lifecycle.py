@@ -3,9 +3,13 @@ what a clean stop leaves behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.foundation.test_one_exit_index import build_v1_database
 
@@ -13,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def service_env(**extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    env = dict(os.environ, **{"PYTHONPATH": str(ROOT), **extra})
     env.pop("APP__DB__PATH", None)
     return env
 
@@ -33,3 +37,38 @@ def test_service_when_database_holds_two_live_exits_for_one_leg_then_refuses_to_
         assert "AlgoMirror service not started: cannot upgrade the database to schema version 2" in where
         assert "execution 7: intent 1 (account 1, partially_filled, broker order B1)" in where
     assert "Traceback" not in done.stderr
+
+
+COMPONENTS = ("risk", "market_data", "positions", "option_chain", "instruments")
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_service_when_a_component_cannot_be_imported_then_exits_non_zero_at_once_with_the_import_error(
+        tmp_path, component):
+    """A copy of the code whose services/<component>.py fails to import (a name its import line asks for does
+    not exist), started as the real ``python -m services``: it must exit with the ImportError, never trade on
+    without that component. The copy is the code under test, unchanged but for that one line."""
+    code = tmp_path / "code"
+    code.mkdir()
+    for part in ("config.py", "db", "broker", "services"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, code / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, code / part)
+    module = code / "services" / f"{component}.py"
+    source = module.read_text()
+    anchor = "from __future__ import annotations\n"
+    assert anchor in source
+    module.write_text(source.replace(anchor, anchor + "from db.models import NoSuchModel  # broken on purpose\n", 1))
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "services", "--db", str(tmp_path / "x.db")], cwd=str(code),
+                              env=service_env(PYTHONPATH=str(code)), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:  # the old behaviour: it kept running without the component
+        raise AssertionError(f"the service kept running without services.{component}: {exc.stderr!r}"[-3000:]) from None
+    assert done.returncode != 0
+    assert time.monotonic() - started < 20
+    assert "ImportError: cannot import name 'NoSuchModel' from 'db.models'" in done.stderr, done.stderr[-3000:]
+    assert f"services/{component}.py" in done.stderr  # the traceback points at the broken module
+    assert not (tmp_path / "x.db").exists()  # it stopped before opening the database

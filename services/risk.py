@@ -154,6 +154,7 @@ class RiskManager:
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
         self._lock = threading.RLock()
         self._last_persist = self._last_beat = float("-inf")
+        self._stopped = False
         self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0)
         md.add_listener(self._on_tick)
 
@@ -399,6 +400,11 @@ class RiskManager:
         return len(rows)
 
     # ---- persistence and health ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """The service is stopping (ticks and jobs have ended): the heartbeat row says 'stopped' from now on."""
+        self._stopped = True
+        heartbeat(self.ctx.db, "risk", "stopped", dict(runs=len(self._runs), **self.stats))
+
     def _maybe_persist(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_persist < self.cfg.flush_interval_s:
@@ -415,7 +421,7 @@ class RiskManager:
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self._last_beat < self.cfg.heartbeat_s:
+        if self._stopped or now - self._last_beat < self.cfg.heartbeat_s:
             return
         self._last_beat = now
         heartbeat(self.ctx.db, "risk", "ok", dict(runs=len(self._runs), **self.stats))

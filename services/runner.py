@@ -224,7 +224,9 @@ class ServiceRunner:
         if self.positions:
             self._quietly(self.positions.flush)
         if self.md:
-            self._quietly(self.md.stop)
+            self._quietly(self.md.stop)  # after the feed thread: no tick reaches the risk manager any more
+        if self.risk:
+            self._quietly(self.risk.stop)
         self.ctx.close()
         for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
             self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))

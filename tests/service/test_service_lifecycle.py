@@ -10,8 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from db.models import ServiceHeartbeat
 from tests.foundation.test_one_exit_index import build_v1_database
+from tests.harness import start_service, stop_service, wait_for
+from tests.service.fixtures_orders import FAST, order_sim, sim_account  # noqa: F401 (order_sim: fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +76,28 @@ def test_service_when_a_component_cannot_be_imported_then_exits_non_zero_at_once
     assert "ImportError: cannot import name 'NoSuchModel' from 'db.models'" in done.stderr, done.stderr[-3000:]
     assert f"services/{component}.py" in done.stderr  # the traceback points at the broken module
     assert not (tmp_path / "x.db").exists()  # it stopped before opening the database
+
+
+def fast_env() -> dict:
+    return service_env(**FAST, APP__SERVICE__POLLER_INTERVAL_S="1.0", APP__SERVICE__RISK_SWEEP_S="0.5",
+                       APP__SERVICE__FUNDS_REFRESH_S="1.0")
+
+
+def beats(db) -> dict[str, str]:
+    with db.read() as s:
+        return {b.component: b.status for b in s.scalars(select(ServiceHeartbeat))}
+
+
+def test_service_when_stopped_cleanly_then_every_heartbeat_row_says_stopped(db, order_sim, tmp_path):
+    sim_account(db, order_sim)  # a feed to connect to: market_data beats 'ok', not 'degraded'
+    proc = start_service(db.path, tmp_path / "svc.log", fast_env())
+    try:
+        running = wait_for(lambda: (b := beats(db)).get("risk") == b.get("market_data") == "ok"
+                           and b.get("dispatcher") == "ok" and b, 30)
+        assert running, (tmp_path / "svc.out").read_text()[-3000:]
+    finally:
+        assert stop_service(proc) == 0
+    after = beats(db)
+    assert {"runner", "dispatcher", "poller", "reconciler", "account_sync", "risk", "market_data"} <= set(after)
+    assert after == {c: "stopped" for c in after}
+

@@ -101,3 +101,31 @@ def test_service_when_stopped_cleanly_then_every_heartbeat_row_says_stopped(db, 
     assert {"runner", "dispatcher", "poller", "reconciler", "account_sync", "risk", "market_data"} <= set(after)
     assert after == {c: "stopped" for c in after}
 
+
+
+# The moment that hung the service: SIGTERM handled while the main thread, entering stop.wait(), holds the
+# event's internal lock. Reproduced exactly by taking that lock around the signal, in a service whose run() is
+# replaced by this probe (main() itself, its settings, lock and signal set-up are the real ones).
+SIGNAL_PROBE = """
+import os, signal, sys
+import services.__main__ as m
+
+def probe_run(settings, stop):
+    with stop._cond:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecodes: the handler runs here, with the lock held
+            pass
+    print("stop set" if stop.wait(10) else "stop NOT set", flush=True)
+
+m.run = probe_run
+sys.exit(m.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_when_handled_while_the_main_thread_enters_its_wait_then_the_service_still_stops(tmp_path):
+    try:
+        done = subprocess.run([sys.executable, "-c", SIGNAL_PROBE, "--db", str(tmp_path / "s.db")], cwd=str(ROOT),
+                              env=service_env(), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the SIGTERM handler deadlocked on the stop event's lock") from None
+    assert done.returncode == 0 and "stop set" in done.stdout, done.stderr[-3000:]

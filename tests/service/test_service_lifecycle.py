@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -101,6 +102,24 @@ def test_service_when_stopped_cleanly_then_every_heartbeat_row_says_stopped(db, 
     assert {"runner", "dispatcher", "poller", "reconciler", "account_sync", "risk", "market_data"} <= set(after)
     assert after == {c: "stopped" for c in after}
 
+
+def test_service_when_it_creates_the_database_and_log_then_every_file_it_makes_is_0600(tmp_path):
+    """Nothing exists before the service starts: every file below is the service's own creation."""
+    old_umask = os.umask(0o022)  # the common umask: default-mode files would come out 0644
+    try:
+        db_path, log_path = tmp_path / "fresh.db", tmp_path / "svc.log"
+        proc = start_service(db_path, log_path, fast_env())
+    finally:
+        os.umask(old_umask)
+    sidecars = [Path(f"{db_path}{suffix}") for suffix in ("-wal", "-shm", "-wturn", "-wgate", ".service.lock")]
+    try:
+        started = wait_for(lambda: "AlgoMirror service started" in (log_path.read_text() if log_path.exists()
+                                                                     else "") and all(p.exists() for p in sidecars), 30)
+        assert started, (tmp_path / "svc.out").read_text()[-3000:]
+        files = [db_path, log_path, *sidecars]
+        assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o600" for f in files}
+    finally:
+        assert stop_service(proc) == 0
 
 
 # The moment that hung the service: SIGTERM handled while the main thread, entering stop.wait(), holds the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import threading
@@ -26,13 +27,41 @@ _writer_locks: dict[int, threading.RLock] = {}
 _checkpoint_opts: dict[int, dict] = {}
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default: the commit that takes the WAL past this many pages checkpoints it
 _gates: dict[int, "WriteGate"] = {}
+log = logging.getLogger("db.engine")
+PRIVATE_MODE = 0o600  # owner read/write only: the database holds trading activity and encrypted keys
+# What SQLite and the write gate keep beside the database (the service lock is created 0600 by its owner).
+SIDE_FILES = ("-wal", "-shm", "-journal", "-wturn", "-wgate")
+
+
+def make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it, and tighten it and its side files when they exist
+    with looser modes (made by an older release, or by hand).
+
+    Why before: SQLite creates ``-wal`` and ``-shm`` with the mode of the database file, and creates the database
+    itself with 0644 (less the umask). Changing the process umask instead would also change every file the
+    libraries in the UI process create."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
+    for p in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
+        try:
+            mode = p.stat().st_mode & 0o777
+            if mode & 0o077:
+                p.chmod(PRIVATE_MODE)
+                log.warning("%s was open to group/other users (mode %o); set to %o", p, mode, PRIVATE_MODE)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # e.g. a file owned by another user: SQLite opens it as before
+            log.warning("could not restrict %s to mode %o: %s", p, PRIVATE_MODE, exc)
 
 
 def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0) -> Engine:
-    """Create a new engine for the SQLite file at ``path`` (parent folder created). ``max_pages`` > 0 caps the
-    file's size (``PRAGMA max_page_count``): a write that would grow it further fails as disk full."""
+    """Create a new engine for the SQLite file at ``path`` (parent folder created; the file is made 0600).
+    ``max_pages`` > 0 caps the file's size (``PRAGMA max_page_count``): a write past it fails as disk full."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    make_private(path)
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000, "isolation_level": None},

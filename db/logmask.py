@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 # OpenAlgo keys are 64 hex chars; also mask long opaque tokens and apikey=... / "api_key": "..." pairs.
@@ -42,6 +43,19 @@ class SecretMaskFilter(logging.Filter):
         return True
 
 
+class PrivateFileHandler(logging.FileHandler):
+    """A FileHandler whose file is created 0600, and tightened to 0600 when it exists with a looser mode: the log
+    records orders, positions and account names. Every (re)open goes through ``_open`` (delay=True, a rotating
+    subclass), so every file it writes gets the same mode."""
+
+    def _open(self):
+        fh = open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                  opener=lambda path, flags: os.open(path, flags, 0o600))
+        if os.fstat(fh.fileno()).st_mode & 0o077:
+            os.fchmod(fh.fileno(), 0o600)
+        return fh
+
+
 def install(level: int = logging.INFO, logfile: str | None = None) -> None:
     """Configure root logging with the mask filter on every handler (idempotent)."""
     root = logging.getLogger()
@@ -49,7 +63,7 @@ def install(level: int = logging.INFO, logfile: str | None = None) -> None:
     if not any(isinstance(f, SecretMaskFilter) for h in root.handlers for f in h.filters):
         handlers = [logging.StreamHandler()]
         if logfile:
-            handlers.append(logging.FileHandler(logfile))
+            handlers.append(PrivateFileHandler(logfile))
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         for h in handlers:
             h.setFormatter(fmt)

@@ -1,7 +1,8 @@
 """Versioned schema migration, run at start by both processes (idempotent; an up-to-date database is only read).
 
 Version 1 creates every table from db/models.py. A later change appends a function to MIGRATIONS; each
-runs once, in order, inside one write transaction, and records its number in schema_version.
+runs once, in order, inside one write transaction, and records its number in schema_version. A step that
+raises rolls the whole upgrade back: the database stays at its previous version, unchanged.
 """
 from __future__ import annotations
 
@@ -9,20 +10,43 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import Engine
 
 from db.engine import gated
-from db.models import Base, OrderIntent, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
+
+ONE_EXIT_INDEX = "uq_one_inflight_exit"
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be upgraded as it is; the message says which rows and what to do."""
 
 
 def _v1(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
-def _v2(conn: Connection) -> None:
-    """The one-live-exit-per-leg index also covers a partially filled exit (it can still fill)."""
-    conn.exec_driver_sql("DROP INDEX IF EXISTS uq_one_inflight_exit")
-    next(i for i in OrderIntent.__table__.indexes if i.name == "uq_one_inflight_exit").create(conn)
+def _v2_one_live_exit_per_leg(conn: Connection) -> None:
+    """Rebuild the one-exit-per-leg index from the FSM's live statuses (version 1 left out partially_filled).
+
+    Two live exits for one leg are the very fault the index prevents: both orders may be working at the broker.
+    Which one to keep is a question only the broker can answer, and rewriting either row (cancelling it, unlinking
+    it from its leg) would make the database disagree with the broker and lose the fill accounting. So such rows
+    stop the upgrade, naming them, instead of being "repaired" here."""
+    rows = conn.exec_driver_sql(
+        "SELECT execution_id, id, account_id, status, coalesce(broker_order_id, '') FROM order_intents "
+        f"WHERE execution_id IS NOT NULL AND {LIVE_EXIT_WHERE} AND execution_id IN ("
+        f"  SELECT execution_id FROM order_intents WHERE {LIVE_EXIT_WHERE} "
+        "  GROUP BY execution_id HAVING count(*) > 1) ORDER BY execution_id, id").all()
+    if rows:
+        listed = "; ".join(f"execution {ex}: intent {i} (account {acct}, {st}, broker order {oid or '-'})"
+                           for ex, i, acct, st, oid in rows)
+        raise MigrationError(
+            f"cannot upgrade the database to schema version 2: more than one live exit order for the same strategy "
+            f"leg ({listed}). Both may be working at the broker: check them there, and let them settle (filled or "
+            f"cancelled, e.g. with the previous release running) before starting this release. Nothing was changed.")
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ONE_EXIT_INDEX}")
+    next(i for i in OrderIntent.__table__.indexes if i.name == ONE_EXIT_INDEX).create(conn)
 
 
-MIGRATIONS = [_v1, _v2]
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg]
 LATEST = len(MIGRATIONS)
 
 

@@ -13,6 +13,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.order_fsm import LIVE, Status
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -110,6 +112,11 @@ class Execution(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
+# The WHERE of the one-exit-per-leg index, from the FSM (enum order, so the SQL text is stable across runs).
+LIVE_EXIT_WHERE = ("purpose='exit' AND status IN ("
+                   + ",".join(f"'{s.value}'" for s in Status if s in LIVE) + ")")
+
+
 class OrderIntent(Base):
     """An order we intend to place. Written before any network call; state machine in db/order_fsm.py."""
     __tablename__ = "order_intents"
@@ -145,10 +152,8 @@ class OrderIntent(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "broker_order_id", name="uq_intent_broker_order"),
         # One live exit per strategy leg: a second exit for the same position cannot be written while the first
-        # can still fill (a partially filled exit included: its remainder is cancelled before it is re-sent).
-        Index("uq_one_inflight_exit", "execution_id", unique=True,
-              sqlite_where=text("purpose='exit' AND status IN "
-                                "('queued','claimed','sent','unknown','placed','partially_filled')")),
+        # may still fill (partially_filled included: its remainder is still working at the broker).
+        Index("uq_one_inflight_exit", "execution_id", unique=True, sqlite_where=text(LIVE_EXIT_WHERE)),
     )
 
 

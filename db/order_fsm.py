@@ -45,6 +45,9 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset({
 TERMINAL = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.DENIED})
 INFLIGHT = frozenset({S.CLAIMED, S.SENT, S.UNKNOWN})  # outcome at the broker not yet known
 OPEN = frozenset({S.PLACED, S.PARTIALLY_FILLED})  # resting at the broker
+# Not terminal: the order may still be sent, rest at the broker, or fill. db/models.py builds the
+# one-exit-per-leg unique index from this set, so a status added here is covered there too.
+LIVE = frozenset(Status) - TERMINAL
 # Broker order_status (OpenAlgo canonical, lower case) -> intent status after placement.
 BROKER_STATUS_MAP = {
     "open": S.PLACED, "trigger pending": S.PLACED, "validation pending": S.PLACED, "pending": S.PLACED,

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
 import sys
 import threading
 
 from config import ConfigError, load_settings
 from db import logmask
+from db.migrations import MigrationError
 from services.runner import AlreadyRunning, InstanceLock, run, settings_for
 
 
@@ -18,6 +20,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-file", help="also write the (key-masked) log to this file")
     p.add_argument("--debug", action="store_true", help="debug logging")
     return p.parse_args(argv)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM / SIGINT set ``stop``, through a thread. A Python signal handler runs in the main thread between two
+    bytecodes, possibly inside ``stop.wait()`` while that holds the event's internal lock; a handler calling
+    ``stop.set()`` would then wait for that lock forever, and the service would run on (a SIGTERM just after
+    start did that). ``SimpleQueue.put`` is safe in a signal handler; the relay thread does the ``set()``."""
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def relay() -> None:
+        signals.get()
+        stop.set()
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: signals.put(signum))
 
 
 def main(argv=None) -> int:
@@ -38,10 +56,12 @@ def main(argv=None) -> int:
         print(f"AlgoMirror service: {exc}", file=sys.stderr)
         return 3
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
+    stop_on_signals(stop)
     try:
         run(settings, stop)
+    except MigrationError as exc:  # the database stays as it was; the operator must act, so say what and exit
+        logging.getLogger("services").error("AlgoMirror service not started: %s", exc)
+        return 4
     finally:
         lock.release()
     logging.getLogger("services").info("AlgoMirror service stopped")

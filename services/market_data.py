@@ -149,12 +149,17 @@ class MarketDataManager:
             self._threads.append(t)
 
     def stop(self) -> None:
+        """Stop the feed; the heartbeat row then says 'stopped' (written after the heartbeat thread has ended, so
+        its last 'ok' cannot land on top)."""
         self._stop.set()
         self._wake.set()
         self._close_ws()
+        started = bool(self._threads)
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
+        if started:
+            heartbeat(self.ctx.db, "market_data", "stopped", self.status())
 
     # ---- subscriptions ---------------------------------------------------------------------------------------
     def subscribe(self, consumer: str, instruments: Iterable[tuple[str, str]], mode: int) -> None:

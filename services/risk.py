@@ -208,6 +208,7 @@ class RiskManager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_persist = self._last_beat = float("-inf")
+        self._stopped = False
         self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0, exit_write_failures=0)
         md.add_listener(self._on_tick)
 
@@ -219,11 +220,22 @@ class RiskManager:
             self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """The service is stopping (ticks and jobs have ended): the retry and watch threads end, an exit still not
+        written is alarmed once more (it is lost with this process unless the breach is seen again after a
+        restart), and the heartbeat row says 'stopped' from now on."""
         self._stop.set()
         self._retry_wake.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        for p in self.pending_exits():
+            msg = (f"service stopping with the {p.reason} exit of run {p.run_id} (breach at {p.since_ist}) still "
+                   f"not written: {p.error or 'waiting for the database'}; the position is open")
+            log.error("%s", msg)
+            if self.notifier is not None:
+                self.notifier.alert("exit_not_written", msg, subject=f"run {p.run_id} stopping")
+        self._stopped = True
+        heartbeat(self.ctx.db, "risk", "stopped", dict(runs=len(self._runs), **self.stats))
 
     def pending_exits(self) -> list[PendingExit]:
         with self._lock:
@@ -633,7 +645,7 @@ class RiskManager:
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self._last_beat < self.cfg.heartbeat_s:
+        if self._stopped or now - self._last_beat < self.cfg.heartbeat_s:
             return
         self._last_beat = now
         pending = self.pending_exits()

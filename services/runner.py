@@ -8,7 +8,6 @@ cleanly: scheduler, threads, broker clients, then the lock.
 from __future__ import annotations
 
 import fcntl
-import importlib
 import json
 import logging
 import gc
@@ -31,8 +30,13 @@ from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, service_log
 from services.control import ControlHandlers
 from services.dispatcher import OrderDispatcher
+from services.instruments import load_instruments
+from services.market_data import MarketDataManager
+from services.option_chain import OptionChainSessions
 from services.poller import OrderPoller
+from services.positions import PositionMonitor
 from services.reconciler import Reconciler
+from services.risk import RiskManager
 
 log = logging.getLogger("services.runner")
 
@@ -70,15 +74,6 @@ class InstanceLock:
             self._fd = None
 
 
-def _optional(module: str, name: str):
-    """Components built by other parts of the project; the service still runs (degraded, logged) without one."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        log.error("component %s.%s unavailable: %s", module, name, exc)
-        return None
-
-
 class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
         self.settings = settings
@@ -88,6 +83,8 @@ class ServiceRunner:
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
         self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
         self.account_sync = AccountSync(self.ctx)
+        # Built in start(); still None for the reconciler's first pass (its on_change) and for a stop() after a
+        # start that failed before them.
         self.md = self.positions = self.risk = self.chains = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
@@ -117,12 +114,11 @@ class ServiceRunner:
 
     def _load_instruments(self) -> bool:
         """Symbol master from the primary account. True once loaded (False: no primary yet, or it failed)."""
-        load = _optional("services.instruments", "load_instruments")
         primary = next((a for a in list_accounts(self.ctx.db, active_only=True) if a.is_primary), None)
-        if load is None or primary is None:
+        if primary is None:
             return False
         try:
-            n = load(self.ctx, primary.id)
+            n = load_instruments(self.ctx, primary.id)
             self.instruments_loaded = n > 0
             log.info("symbol master: %s instruments from account %s", n, primary.name)
         except Exception as exc:  # the service must still reconcile and place orders
@@ -140,22 +136,15 @@ class ServiceRunner:
                                name="load_instruments", replace_existing=True)
 
     def _start_market_components(self) -> None:
-        md_cls = _optional("services.market_data", "MarketDataManager")
-        if md_cls is None:
-            return
-        self.md = md_cls(self.ctx)
+        self.md = MarketDataManager(self.ctx)
         self.md.start()
         # Always-on watchlist (indices): a new user sees live prices on the dashboard within seconds.
         self.md.subscribe("watchlist", parse_watchlist(self.settings.service.watchlist), 2)
-        pos_cls = _optional("services.positions", "PositionMonitor")
-        self.positions = pos_cls(self.ctx, self.md) if pos_cls else None
-        risk_cls = _optional("services.risk", "RiskManager")
-        self.risk = risk_cls(self.ctx, self.md, on_exit_enqueued=self.dispatcher.wake,
-                              dispatcher=self.dispatcher, notifier=self.notifier) if risk_cls else None
-        if self.risk:
-            self.risk.start()
-        chain_cls = _optional("services.option_chain", "OptionChainSessions")
-        self.chains = chain_cls(self.ctx, self.md) if chain_cls else None
+        self.positions = PositionMonitor(self.ctx, self.md)
+        self.risk = RiskManager(self.ctx, self.md, on_exit_enqueued=self.dispatcher.wake, dispatcher=self.dispatcher,
+                                notifier=self.notifier)
+        self.risk.start()
+        self.chains = OptionChainSessions(self.ctx, self.md)
         self.on_runs_changed(set())
 
     def _schedule_jobs(self) -> None:
@@ -165,15 +154,14 @@ class ServiceRunner:
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
                 ("heartbeat", self.beat, sv.heartbeat_s),
-                ("wal_checkpoint", lambda: checkpoint(self.ctx.db.engine), 1.0)]
-        if self.positions:  # flush() also writes the P&L snapshot every pnl_snapshot_s
-            jobs += [("positions_flush", self.positions.flush, sv.flush_interval_s),
-                     ("positions_subs", self.positions.refresh_subscriptions, 1.0)]
-        if self.risk:  # reload picks up fills made outside this process's callbacks (e.g. after a restart)
-            jobs += [("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0)]
-        if self.chains:
-            jobs += [("chain_process", self.chains.process, 1.0),
-                     ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
+                ("wal_checkpoint", lambda: checkpoint(self.ctx.db.engine), 1.0),
+                # flush() also writes the P&L snapshot every pnl_snapshot_s
+                ("positions_flush", self.positions.flush, sv.flush_interval_s),
+                ("positions_subs", self.positions.refresh_subscriptions, 1.0),
+                # reload picks up fills made outside this process's callbacks (e.g. after a restart)
+                ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
+                ("chain_process", self.chains.process, 1.0),
+                ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
         for name, fn, every in jobs:
             self.scheduler.add_job(self._guard(name, fn), "interval", seconds=every, id=name, name=name)
 
@@ -236,14 +224,14 @@ class ServiceRunner:
         log.info("AlgoMirror service stopping")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        if self.risk:
-            self._quietly(self.risk.stop)
         self.dispatcher.stop()
         self.poller.close()
         if self.positions:
             self._quietly(self.positions.flush)
         if self.md:
-            self._quietly(self.md.stop)
+            self._quietly(self.md.stop)  # after the feed thread: no tick reaches the risk manager any more
+        if self.risk:
+            self._quietly(self.risk.stop)
         self.ctx.close()
         for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
             self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
@@ -51,6 +51,31 @@ QUEUED_ACCOUNTS_SQL = ("SELECT account_id FROM order_intents WHERE status = 'que
 def _write(db):
     # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once.
     return db.write()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an exit write function wrote: ``value`` for its caller, and the accounts whose queued intents should
+    be sent now (their most urgent one is claimed in the same transaction)."""
+    value: object
+    accounts: tuple[int, ...] = ()
+
+
+class PlainExitWriter:
+    """The exit writer where no dispatcher runs in this process (component tests, tools): the transaction only;
+    ``wake`` tells whoever sends the orders."""
+
+    def __init__(self, db, wake: Callable[[], None]):
+        self.db, self.wake = db, wake
+
+    def submit_now(self, write_fn: Callable[[object], Written | None], wait_s: float | None = None):
+        with self.db.write(wait_s) as s:
+            written = write_fn(s)
+        if written is None:
+            return None
+        if written.accounts:
+            self.wake()
+        return written.value
 
 
 class OrderDispatcher:
@@ -93,7 +118,35 @@ class OrderDispatcher:
     def _reserved_or_paused(self, account_id: int) -> bool:
         return account_id in self._busy or self._backoff.get(account_id, (0.0, 0))[0] > time.monotonic()
 
-    # ---- the risk manager's exit hand-off: claim in its transaction, POST on a pool thread --------------------
+    # ---- the exit writer: every exit cause (breach, retry, late fill, manual) comes through here ---------------
+    def submit_now(self, write_fn: Callable[[object], Written | None], wait_s: float | None = None):
+        """Write exits now and send them at once. In ONE write transaction (waiting at most ``wait_s`` for the
+        write lock): ``write_fn(s)`` writes the exit intents the caller decided, then each account it names is
+        reserved and its most urgent queued intent claimed (queued -> claimed -> sent, the drain's own CAS). After
+        the commit a pool thread POSTs each claimed intent and goes on with that account's queue; an account being
+        drained or backing off keeps its exits in the queue for its worker. If the transaction fails nothing is
+        reserved and the error propagates (the caller retries). Returns ``Written.value``."""
+        claimed: list[IntentView] = []
+        try:
+            with self.ctx.db.write(wait_s) as s:
+                written = write_fn(s)
+                for account_id in written.accounts if written is not None else ():
+                    view = self.claim_next_in(s, account_id)
+                    if view is not None:
+                        claimed.append(view)
+        except BaseException:
+            for view in claimed:
+                self.release_claim(view.account_id, view)
+            raise
+        if written is None:
+            return None
+        for view in claimed:
+            self.send_claimed(view)
+        if len(claimed) < len(written.accounts):
+            self.wake()
+        return written.value
+
+    # ---- the exit hand-off: claim in the exit's transaction, POST on a pool thread ----------------------------
     def claim_next_in(self, s, account_id: int) -> IntentView | None:
         """Inside the CALLER's write transaction (the one that wrote exit intents): reserve the account for this
         process and claim its most urgent queued intent (queued -> claimed -> sent, same CAS and events as the

@@ -42,18 +42,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from db.errors import DbLocked, classify
-from db.intents import new_client_order_id, transition
-from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
-from db.order_fsm import Status
-from db.rawsql import insert_row, raw_cursor, update_rows
+from db.exits import LIVE_IN, write_exit_intent, write_run_exit
+from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun
+from db.rawsql import raw_cursor
 from services.alerts import Notifier
 from services.cancels import CancelSender
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
+from services.dispatcher import PlainExitWriter, Written
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
 from services.risk_partial import GROWN_SQL, cancel_remainders, exit_late_remainders
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("services.risk")
 CONSUMER = "risk"
-LIVE_RUN = ("entering", "active")
-LIVE_IN = f"IN ({', '.join(repr(x) for x in LIVE_RUN)})"  # the same statuses in SQL
 FAILED_EXIT = ("rejected", "cancelled", "denied")
 FEED_WAIT_S = 0.5  # the tick thread's own exit attempt waits this long for the write lock, then hands over
 ALARM_AFTER_S = 1.0  # a breach whose exit has not committed after this long is alarmed (the limit: 2 s)
@@ -129,35 +127,7 @@ def carry_state(st: RunState, old: RunState) -> None:
     st.pnl, st.dirty = old.pnl, old.dirty
 
 
-def exit_priority(action: str, leg_no: int) -> int:
-    """Exits that BUY (closing shorts) go first: margin is released in the right order."""
-    return (0 if action == "BUY" else 20) + leg_no
-
-
-def exit_intent_fields(account_id: int, run_id: int, tag: str, ex, qty: int | None = None) -> dict:
-    """The reduce-only MARKET order that closes one leg (opposite side, same qty); BUY exits sort first."""
-    action = "SELL" if ex.action == "BUY" else "BUY"
-    return dict(client_order_id=new_client_order_id(), account_id=account_id, run_id=run_id, execution_id=ex.id,
-                purpose="exit", source="risk", priority=exit_priority(action, ex.leg_no), strategy_tag=tag[:64],
-                symbol=ex.symbol, exchange=ex.exchange, action=action, requested_qty=qty or ex.quantity,
-                pricetype="MARKET", product=ex.product)
-
-
-class ExitLeg(NamedTuple):
-    id: int
-    leg_no: int
-    action: str
-    symbol: str
-    exchange: str
-    quantity: int
-    product: str
-
-
-RUNS, EXECUTIONS = StrategyRun.__table__, Execution.__table__
-RUN_TAG_SQL = ("SELECT r.account_id, s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
-               "WHERE r.id = ?")
-ENTERED_LEGS_SQL = (f"SELECT {', '.join(ExitLeg._fields)} FROM executions WHERE run_id = ? AND status = 'entered' "
-                    "ORDER BY leg_no, id")
+RUNS = StrategyRun.__table__
 
 
 PERSIST_SQL = ("UPDATE strategy_runs SET pnl = ?, tsl_peak = ?, tsl_stop = ? "
@@ -169,14 +139,6 @@ LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.actio
                  "e.entry_price, e.exit_price, (julianday(e.updated_at) - 2440587.5) * 86400.0 "
                  "FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
                  f"WHERE r.status {LIVE_IN} ORDER BY e.run_id, e.leg_no, e.id")
-
-
-def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | None = None) -> OrderIntent:
-    intent = OrderIntent(**exit_intent_fields(run.account_id, run.id, tag, ex, qty))
-    s.add(intent)
-    s.flush()
-    ex.status, ex.exit_intent_id = "exiting", intent.id
-    return intent
 
 
 def _unfilled(failed: OrderIntent) -> int | None:
@@ -191,13 +153,15 @@ def _unfilled(failed: OrderIntent) -> int | None:
 class RiskManager:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, on_exit_enqueued: Callable[[], None],
                  dispatcher: OrderDispatcher | None = None, notifier: Notifier | None = None):
-        """``on_exit_enqueued`` wakes the dispatcher. With ``dispatcher`` (the service's own), ``exit_run`` claims
-        the run's first exit (BUY first) in the transaction that writes the exits and hands it to a dispatcher
-        worker, which POSTs it and then the remaining legs in order (the tick -> exit hot path). ``notifier``
-        carries the alarms of exits that could not be written; ``start()`` runs the retry and watch threads
-        (without them, ``sweep`` retries)."""
+        """With ``dispatcher`` (the service's own) every exit is written by its ``submit_now``: the dispatcher owns
+        the transaction, claims the run's first exit (BUY first) in it and a worker POSTs it, then the remaining
+        legs in order (the tick -> exit hot path). Without one, exits are only written and ``on_exit_enqueued``
+        is called. ``notifier`` carries the alarms of exits that could not be written; ``start()`` runs the retry
+        and watch threads (without them, ``sweep`` retries)."""
         self.ctx, self.md, self.on_exit_enqueued = ctx, md, on_exit_enqueued
         self.dispatcher, self.notifier = dispatcher, notifier
+        # the one exit writer: every exit of this manager (breach, retry, late fill, manual) goes through it
+        self.exits = dispatcher if dispatcher is not None else PlainExitWriter(ctx.db, on_exit_enqueued)
         self.cfg = ctx.settings.service
         self._runs: dict[int, RunState] = {}
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
@@ -348,7 +312,7 @@ class RiskManager:
                 return None
             p.busy, p.attempts = True, p.attempts + 1
         try:
-            ids, account_id, claimed = self._write_exit(p, wait_s)
+            ids, account_id = self._write_exit(p, wait_s)
         except Exception as exc:
             with self._lock:
                 p.busy = False
@@ -362,40 +326,32 @@ class RiskManager:
             self._pending.pop(p.run_id, None)
             self._written.add(p.run_id)
         try:
-            self._after_written(p, ids, account_id, claimed)
-        except Exception:  # the exit is committed; the dispatcher's loop sends whatever was not handed over
+            self._after_written(p, ids, account_id)
+        except Exception:  # the exit is committed and handed to the dispatcher: only the report failed
             log.exception("run %s: after its exit was written", p.run_id)
-            self.on_exit_enqueued()
         return ids
 
     def _write_exit(self, p: PendingExit, wait_s: float | None):
-        """The exit transaction: the run's exits, and its first one claimed 'sent' for the dispatcher."""
+        """The run's exit, written by the one exit writer (the dispatcher's ``submit_now``: its transaction, its
+        claim of the first exit, its POST). Returns (intent ids, account id), or ([], None) if the run was not
+        live any more."""
         st = self._runs.get(p.run_id)
-        claimed, account_id, ids = None, None, []
-        try:
-            with self.ctx.db.write(wait_s) as s:
-                written = self._write_exits(s, p.run_id, p.reason, p.threshold, p.value, st)
-                if written is not None:
-                    ids, account_id = written
-                    if ids and self.dispatcher is not None:
-                        claimed = self.dispatcher.claim_next_in(s, account_id)
-        except BaseException:
-            if claimed is not None:
-                self.dispatcher.release_claim(account_id, claimed)
-            raise
-        return ids, account_id, claimed
+        tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
 
-    def _after_written(self, p: PendingExit, ids: list[int], account_id, claimed) -> None:
+        def write(s) -> Written:
+            done = write_run_exit(s, p.run_id, p.reason, p.threshold, p.value, ist_now_str(), tsl)
+            return Written(done, (done[1],) if done and done[0] else ())
+
+        done = self.exits.submit_now(write, wait_s)
+        return done if done is not None else ([], None)
+
+    def _after_written(self, p: PendingExit, ids: list[int], account_id) -> None:
         st = self._runs.get(p.run_id)
         if not ids and account_id is None:  # the run was no longer live: exited by another trigger
             return
         if st:
             st.dirty = False
         self.stats["exits"] += 1
-        if claimed is not None:
-            self.dispatcher.send_claimed(claimed)
-        else:
-            self.on_exit_enqueued()
         log.warning("run %s exiting (%s, value %s, threshold %s): intents %s; legs %s", p.run_id, p.reason, p.value,
                     p.threshold, ids, self._legs_priced(st))
         if p.attempts > 1 or p.alarmed_at is not None:
@@ -472,41 +428,6 @@ class RiskManager:
             out.append(f"{leg.symbol} {leg.action} {leg.quantity} @{leg.entry_price} {seen}")
         return "; ".join(out)
 
-    def _write_exits(self, s, run_id: int, reason: str, threshold, value, st):
-        """In the caller's transaction: run -> 'exiting' (CAS), one exit intent per entered leg, queued entries
-        cancelled, the risk event. Returns (intent ids, account id), or None if the run was not live (already
-        exiting: idempotent). Plain sqlite3 statements (db/rawsql.py): this is the tick -> exit hot path."""
-        now = utcnow()
-        cur = raw_cursor(s)
-        tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
-        if update_rows(cur, RUNS, dict(status="exiting", exit_reason=reason[:64], exit_requested_at=now, **tsl),
-                       f"id = ? AND status {LIVE_IN}", (run_id,)) != 1:
-            return None
-        account_id, tag = cur.execute(RUN_TAG_SQL, (run_id,)).fetchone()
-        legs = [ExitLeg(*row) for row in cur.execute(ENTERED_LEGS_SQL, (run_id,)).fetchall()]
-        fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
-        ids = [insert_row(cur, OrderIntent.__table__, f, now) for f in fields]
-        for ex, intent_id in zip(legs, ids, strict=True):
-            update_rows(cur, EXECUTIONS, dict(status="exiting", exit_intent_id=intent_id, updated_at=now),
-                        "id = ?", (ex.id,))
-        self._cancel_queued_entries(s, cur, run_id)
-        insert_row(cur, RiskEvent.__table__, dict(
-            run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
-            action="exit", ts_ist=ist_now_str(), ts_utc=now,
-            exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
-            message=f"{tag}: {reason} exit of {len(ids)} leg(s)"), now)
-        return ids, account_id
-
-    @staticmethod
-    def _cancel_queued_entries(s, cur, run_id: int) -> None:
-        """Entries not yet sent are withdrawn so they cannot open a position after the exit."""
-        rows = cur.execute("SELECT id, execution_id FROM order_intents WHERE run_id = ? AND purpose = 'entry' "
-                           "AND status = 'queued'", (run_id,)).fetchall()
-        for intent_id, ex_id in rows:
-            if transition(s, intent_id, Status.QUEUED, Status.CANCELLED, "risk", "run is exiting"):
-                update_rows(cur, EXECUTIONS, dict(status="failed", updated_at=utcnow()),
-                            "id = ? AND status = 'pending'", (ex_id,))
-
     # ---- periodic sweep --------------------------------------------------------------------------------------
     def sweep(self) -> None:
         """Every risk_sweep_s: reload the live runs from the database, refresh stale prices by REST, evaluate every
@@ -566,14 +487,17 @@ class RiskManager:
         if failed is None and late is None and grown is None:
             return
         alerts: list[tuple[str, str]] = []
-        with self.ctx.db.write() as s:
-            queued = self._retry_failed(s, alerts) + self._exit_late_fills(s) + exit_late_remainders(s)
+
+        def write(s) -> Written:
+            alerts.clear()  # a retried transaction starts its report afresh
+            accounts = self._retry_failed(s, alerts) + self._exit_late_fills(s) + exit_late_remainders(s)
+            return Written(None, tuple(dict.fromkeys(accounts)))
+
+        self.exits.submit_now(write)
         for subject, msg in alerts:
             if self.notifier is not None:  # an exit that cannot be sent is an alert, not only a log line
                 self.notifier.alert("exit_failed", msg, subject=subject)
             service_log(self.ctx.db, "risk", "ERROR", msg)
-        if queued:
-            self.on_exit_enqueued()
 
     @property
     def _cancels(self) -> CancelSender:
@@ -587,19 +511,21 @@ class RiskManager:
         (services/risk_partial.py); a cancelled exit is then re-sent for what is left by ``_retry_failed``."""
         cancel_remainders(self.ctx, self._cancels)
 
-    def _retry_failed(self, s, alerts: list[tuple[str, str]]) -> int:
+    def _retry_failed(self, s, alerts: list[tuple[str, str]]) -> list[int]:
+        """Failed exits get a new order (up to exit_retries), then are flagged. Returns the accounts of the new
+        orders."""
         rows = s.execute(select(Execution, OrderIntent, StrategyRun, Strategy.name)
                          .join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
                          .join(StrategyRun, StrategyRun.id == Execution.run_id)
                          .join(Strategy, Strategy.id == StrategyRun.strategy_id)
                          .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT))).all()
-        queued = 0
+        queued = []
         for ex, failed, run, tag in rows:
             if ex.exit_attempts < self.cfg.exit_retries:
                 ex.exit_attempts += 1
                 write_exit_intent(s, run, tag, ex, _unfilled(failed))
                 self.stats["retries"] += 1
-                queued += 1
+                queued.append(run.account_id)
             elif self._flag_exit_failed(s, ex, run, failed):
                 alerts.append((f"execution {ex.id}", f"EXIT FAILED: run {run.id} ({tag}) leg {ex.leg_no} {ex.symbol}: "
                                f"exit order {failed.status} after {ex.exit_attempts} retries "
@@ -618,14 +544,15 @@ class RiskManager:
         return True
 
     @staticmethod
-    def _exit_late_fills(s) -> int:
+    def _exit_late_fills(s) -> list[int]:
+        """Legs that filled after their run started exiting get their exit. Returns the accounts of the exits."""
         rows = s.execute(select(Execution, StrategyRun, Strategy.name)
                          .join(StrategyRun, StrategyRun.id == Execution.run_id)
                          .join(Strategy, Strategy.id == StrategyRun.strategy_id)
                          .where(Execution.status == "entered", StrategyRun.status == "exiting")).all()
         for ex, run, tag in rows:
             write_exit_intent(s, run, tag, ex)
-        return len(rows)
+        return [run.account_id for _, run, _ in rows]
 
     # ---- persistence and health ------------------------------------------------------------------------------
     def _maybe_persist(self, force: bool = False) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, select
 
 from db.executions import filled_units
 from db.models import Execution, OrderEvent, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
+from db.exits import write_exit_intent
 from db.rawsql import raw_cursor
 from services.cancels import CANCELLABLE, CancelSender
 from services.common import ServiceContext, ist_now_str, service_log
@@ -83,13 +84,11 @@ def flag_exit_partial(s, timeout_s: float, intent_id, account_id, oid, tag, run_
     return f"EXIT PARTIAL: run {run_id} ({tag}) {what}"
 
 
-def exit_late_remainders(s) -> int:
+def exit_late_remainders(s) -> list[int]:
     """In the caller's write transaction: an exited leg whose entry went on filling (the remainder filled before
     its cancel landed) now holds the entry's whole fill at its average price, and one exit closes the units the
-    first exit did not. Returns the exits written."""
-    from services.risk import write_exit_intent  # the one exit-intent writer
-
-    queued = 0
+    first exit did not. Returns the accounts of the exits written."""
+    queued = []
     for (ex_id,) in raw_cursor(s).execute(GROWN_SQL).fetchall():
         ex = s.get(Execution, ex_id)
         run = s.get(StrategyRun, ex.run_id)
@@ -102,5 +101,5 @@ def exit_late_remainders(s) -> int:
         write_exit_intent(s, run, tag, ex, extra)
         log.warning("run %s leg %s %s: the entry filled %s more after the exit; exiting them", run.id, ex.leg_no,
                     ex.symbol, extra)
-        queued += 1
+        queued.append(run.account_id)
     return queued

@@ -11,6 +11,7 @@ from db import Database
 from db.crypto import decrypt, encrypt
 from db.logmask import register_secret
 from db.models import Account, AuditLog, OrderIntent, StrategyRun, utcnow
+from db.rawsql import raw_cursor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
 
@@ -164,3 +165,10 @@ def set_status_in(s, account_id: int, status: str, message: str = "", broker: st
     if broker is not None:
         values["broker"] = broker[:64]
     s.execute(update(Account).where(Account.id == account_id).values(**values))
+
+
+def send_gate(s, account_id: int) -> tuple[str, bool, str] | None:
+    """(name, is_active, status) the dispatcher checks before sending an order for the account, inside its own
+    transaction (a plain statement: this runs once per order). None if the account no longer exists."""
+    row = raw_cursor(s).execute("SELECT name, is_active, status FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    return None if row is None else (row[0], bool(row[1]), row[2])

@@ -228,3 +228,13 @@ def requeue_orphan_claims(s: Session, reason: str = "claimed by a process that s
     before any network call), so they can safely go back to the queue."""
     ids = list(s.scalars(select(OrderIntent.id).where(OrderIntent.status == Status.CLAIMED.value)))
     return sum(transition(s, i, Status.CLAIMED, Status.QUEUED, "reconciler", reason, claimed_by="") for i in ids)
+
+
+QUEUED_ACCOUNTS_SQL = (f"SELECT account_id FROM order_intents WHERE status = '{Status.QUEUED}' "
+                       "ORDER BY priority, created_at, id")
+
+
+def queued_accounts(s: Session) -> list[int]:
+    """Accounts with queued intents, most urgent first (one plain SELECT on the status index: the dispatcher runs
+    it every dispatch_poll_s). Only ids are read, so a row that cannot be parsed does not make it raise."""
+    return list(dict.fromkeys(a for (a,) in raw_cursor(s).execute(QUEUED_ACCOUNTS_SQL)))

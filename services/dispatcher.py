@@ -34,18 +34,15 @@ from sqlalchemy.exc import IntegrityError
 
 from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRejected, RateLimited,
                            TemporaryBrokerError)
-from db.accounts import set_status_in
+from db.accounts import send_gate, set_status_in
 from db.executions import Outcome, apply_intent_outcome
-from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
-                        next_queued_view, transition)
+from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem, next_queued_view,
+                        queued_accounts, transition)
 from db.order_fsm import Status
-from db.rawsql import raw_cursor
 from services.common import ServiceContext, service_log, service_log_in
 
 log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"
-QUEUED_ACCOUNTS_SQL = ("SELECT account_id FROM order_intents WHERE status = 'queued' "
-                       "ORDER BY priority, created_at, id")
 
 
 def _write(db):
@@ -94,7 +91,8 @@ class OrderDispatcher:
         self._backoff: dict[int, tuple[float, int]] = {}  # account_id -> (monotonic until, consecutive failures)
         self._changed_runs: set[int] = set()  # runs touched by denials in a caller's transaction (claim_next_in)
         self._errors: dict[object, str] = {}  # last error logged per account ("loop" for the loop): logged once
-        self.stats = {"placed": 0, "rejected": 0, "unknown": 0, "requeued": 0, "denied": 0, "loops": 0,
+        self.stats = {**{str(st): 0 for st in (Status.PLACED, Status.REJECTED, Status.UNKNOWN, Status.DENIED)},
+                      "requeued": 0, "loops": 0,
                       "errors": 0}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -230,7 +228,7 @@ class OrderDispatcher:
 
     def _schedule(self) -> list[Future]:
         with self.ctx.db.read() as s:  # every dispatch_poll_s: a plain SELECT (the index on status)
-            accounts = list(dict.fromkeys(a for (a,) in raw_cursor(s).execute(QUEUED_ACCOUNTS_SQL)))
+            accounts = queued_accounts(s)
         started = []
         with self._lock:
             for acct in accounts:
@@ -377,8 +375,7 @@ class OrderDispatcher:
             refused.run_ids |= out.run_ids
 
     def _denial_reason(self, s, account_id: int) -> str:
-        acct = raw_cursor(s).execute("SELECT name, is_active, status FROM accounts WHERE id = ?",
-                                     (account_id,)).fetchone()
+        acct = send_gate(s, account_id)
         if acct is None:
             return f"account {account_id} no longer exists"
         name, is_active, status = acct
@@ -446,7 +443,7 @@ class OrderDispatcher:
         self._after_record(iv, to, reason, ok, outcome)
 
     def _after_record(self, iv: IntentView, to: Status, reason: str, ok: bool, outcome: Outcome) -> None:
-        self.stats[{"placed": "placed", "queued": "requeued"}.get(to.value, to.value)] += 1
+        self.stats["requeued" if to == Status.QUEUED else to.value] += 1
         if not ok:
             service_log(self.ctx.db, COMPONENT, "WARNING",
                         f"intent {iv.id}: outcome '{to.value}' ({reason}) arrived after it left 'sent'")

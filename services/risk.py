@@ -44,26 +44,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from db.errors import DbLocked, classify
-from db.exits import LIVE_IN, write_exit_intent, write_run_exit
-from db.models import Execution, OrderIntent, RiskEvent, Strategy, StrategyRun
-from db.rawsql import raw_cursor
+from db.exits import failed_exits, flag_once, late_fills, repairs_due, write_exit_intent, write_run_exit
+from db.models import OrderIntent
+from db.run_fsm import LegStatus
+from db.runs import live_runs, persist_pnl
 from services.alerts import Notifier
 from services.cancels import CancelSender
 from services.common import ServiceContext, heartbeat, ist_now_str, service_log
 from services.dispatcher import PlainExitWriter, Written
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
-from services.risk_partial import GROWN_SQL, cancel_remainders, exit_late_remainders
+from services.risk_partial import cancel_remainders, exit_late_remainders
 
 if TYPE_CHECKING:
     from services.dispatcher import OrderDispatcher
 
 log = logging.getLogger("services.risk")
 CONSUMER = "risk"
-FAILED_EXIT = ("rejected", "cancelled", "denied")
 FEED_WAIT_S = 0.5  # the tick thread's own exit attempt waits this long for the write lock, then hands over
 ALARM_AFTER_S = 1.0  # a breach whose exit has not committed after this long is alarmed (the limit: 2 s)
 REALARM_S = 30.0  # ... and alarmed again this often while it stays unwritten
@@ -125,20 +123,6 @@ def carry_state(st: RunState, old: RunState) -> None:
     if st.peak is not None and st.trailing_sl:
         st.stop = st.peak - st.trailing_sl
     st.pnl, st.dirty = old.pnl, old.dirty
-
-
-RUNS = StrategyRun.__table__
-
-
-PERSIST_SQL = ("UPDATE strategy_runs SET pnl = ?, tsl_peak = ?, tsl_stop = ? "
-               f"WHERE id = ? AND status {LIVE_IN}")
-LIVE_RUNS_SQL = ("SELECT r.id, r.account_id, r.max_loss, r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.pnl, "
-                 "s.name FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id "
-                 f"WHERE r.status {LIVE_IN} ORDER BY r.id")
-LIVE_LEGS_SQL = ("SELECT e.run_id, e.id, e.leg_no, e.symbol, e.exchange, e.action, e.quantity, e.product, e.status, "
-                 "e.entry_price, e.exit_price, (julianday(e.updated_at) - 2440587.5) * 86400.0 "
-                 "FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
-                 f"WHERE r.status {LIVE_IN} ORDER BY e.run_id, e.leg_no, e.id")
 
 
 def _unfilled(failed: OrderIntent) -> int | None:
@@ -229,9 +213,7 @@ class RiskManager:
     def _load_runs(self) -> dict[int, RunState]:
         """Every live run with its legs: two plain SELECTs (this runs every second, beside the feed thread)."""
         with self.ctx.db.read() as s:
-            cur = raw_cursor(s)
-            rows = cur.execute(LIVE_RUNS_SQL).fetchall()
-            execs = cur.execute(LIVE_LEGS_SQL).fetchall() if rows else []
+            rows, execs = live_runs(s)
         legs: dict[int, list[Leg]] = {}
         clock_now, wall_now = self.md.clock(), time.time()
         for run_id, *fields, filled_epoch in execs:
@@ -241,7 +223,7 @@ class RiskManager:
         out = {}
         for run_id, account_id, max_loss, max_profit, trailing_sl, peak, stop, pnl, name in rows:
             run_legs = legs.get(run_id, [])
-            if not any(leg.status == "entered" for leg in run_legs):
+            if not any(leg.status == LegStatus.ENTERED for leg in run_legs):
                 continue
             out[run_id] = RunState(run_id, account_id, name, max_loss, max_profit, trailing_sl, run_legs,
                                    peak=peak, stop=stop, pnl=pnl,
@@ -479,12 +461,8 @@ class RiskManager:
         remainders still working at the broker are cancelled (``_cancel_remainders``)."""
         self._cancel_remainders()
         with self.ctx.db.read() as s:
-            failed = s.scalar(select(Execution.id).join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
-                              .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT)).limit(1))
-            late = s.scalar(select(Execution.id).join(StrategyRun, StrategyRun.id == Execution.run_id)
-                            .where(Execution.status == "entered", StrategyRun.status == "exiting").limit(1))
-            grown = raw_cursor(s).execute(GROWN_SQL).fetchone()
-        if failed is None and late is None and grown is None:
+            due = repairs_due(s)
+        if not due:
             return
         alerts: list[tuple[str, str]] = []
 
@@ -514,13 +492,8 @@ class RiskManager:
     def _retry_failed(self, s, alerts: list[tuple[str, str]]) -> list[int]:
         """Failed exits get a new order (up to exit_retries), then are flagged. Returns the accounts of the new
         orders."""
-        rows = s.execute(select(Execution, OrderIntent, StrategyRun, Strategy.name)
-                         .join(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
-                         .join(StrategyRun, StrategyRun.id == Execution.run_id)
-                         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                         .where(Execution.status == "exiting", OrderIntent.status.in_(FAILED_EXIT))).all()
         queued = []
-        for ex, failed, run, tag in rows:
+        for ex, failed, run, tag in failed_exits(s):
             if ex.exit_attempts < self.cfg.exit_retries:
                 ex.exit_attempts += 1
                 write_exit_intent(s, run, tag, ex, _unfilled(failed))
@@ -532,24 +505,19 @@ class RiskManager:
                                f"({failed.status_reason}); position still open, act manually"))
         return queued
 
-    def _flag_exit_failed(self, s, ex: Execution, run: StrategyRun, failed: OrderIntent) -> bool:
+    def _flag_exit_failed(self, s, ex, run, failed) -> bool:
         prefix = f"execution {ex.id}:"
-        if s.scalar(select(RiskEvent.id).where(RiskEvent.run_id == run.id, RiskEvent.event_type == "exit_failed",
-                                               RiskEvent.message.startswith(prefix)).limit(1)):
+        if not flag_once(s, run.id, run.account_id, "exit_failed", prefix,
+                         f"{prefix} {ex.symbol} exit {failed.status}: {failed.status_reason}", action="alert",
+                         exit_order_ids=json.dumps([failed.client_order_id]), ts_ist=ist_now_str()):
             return False
-        s.add(RiskEvent(run_id=run.id, account_id=run.account_id, event_type="exit_failed", action="alert",
-                        exit_order_ids=json.dumps([failed.client_order_id]), ts_ist=ist_now_str(),
-                        message=f"{prefix} {ex.symbol} exit {failed.status}: {failed.status_reason}"[:512]))
         self.stats["exit_failed"] += 1
         return True
 
     @staticmethod
     def _exit_late_fills(s) -> list[int]:
         """Legs that filled after their run started exiting get their exit. Returns the accounts of the exits."""
-        rows = s.execute(select(Execution, StrategyRun, Strategy.name)
-                         .join(StrategyRun, StrategyRun.id == Execution.run_id)
-                         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                         .where(Execution.status == "entered", StrategyRun.status == "exiting")).all()
+        rows = late_fills(s)
         for ex, run, tag in rows:
             write_exit_intent(s, run, tag, ex)
         return [run.account_id for _, run, _ in rows]
@@ -568,7 +536,7 @@ class RiskManager:
         if not dirty:
             return
         with self.ctx.db.write() as s:  # one executemany: the writer lock is held for ~1 ms, not one ORM UPDATE per run
-            raw_cursor(s).executemany(PERSIST_SQL, [(pnl, peak, stop, run_id) for run_id, pnl, peak, stop in dirty])
+            persist_pnl(s, [(pnl, peak, stop, run_id) for run_id, pnl, peak, stop in dirty])
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()

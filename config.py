@@ -34,7 +34,7 @@ class SecretsSettings:
 @dataclass(frozen=True)
 class BrokerSettings:
     connect_timeout_s: float = _s(3.0, "HTTP connect timeout to OpenAlgo", 0.1)
-    read_timeout_s: float = _s(10.0, "HTTP read timeout to OpenAlgo (placeorder timeout => 'unknown')", 0.1)
+    read_timeout_s: float = _s(10.0, "HTTP read timeout to OpenAlgo (placeorder timeout => outcome unknown)", 0.1)
     order_rate_per_s: float = _s(8.0, "Token-bucket rate for order calls per account (OpenAlgo allows 10/s)", 0.1)
     read_rate_per_s: float = _s(20.0, "Token-bucket rate for read calls per account", 0.1)
     read_retries: int = _s(4, "Retries for idempotent reads (never for placeorder)", 0)

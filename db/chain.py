@@ -21,6 +21,7 @@ from db import Database
 from db.commands import CommandError
 from db.models import Instrument, OptionChainSession, utcnow
 from db.strategies import OPTION_EXCHANGE
+from db.vocab import ChainStatus
 
 
 def open_session(db: Database, underlying: str, exchange: str, expiry: str) -> str:
@@ -39,7 +40,7 @@ def open_session(db: Database, underlying: str, exchange: str, expiry: str) -> s
         if not listed:
             raise CommandError(f"No {underlying} options expiring {expiry} in the symbol master")
         s.add(OptionChainSession(id=sid, underlying=underlying, exchange=exchange, expiry=expiry,
-                                 status="requested", created_at=utcnow(), last_heartbeat=utcnow()))
+                                 status=ChainStatus.REQUESTED.value, created_at=utcnow(), last_heartbeat=utcnow()))
     return sid
 
 
@@ -50,9 +51,9 @@ def heartbeat(db: Database, session_id: str) -> bool:
         row = s.get(OptionChainSession, session_id)
         if row is None:
             return False
-        if row.status == "expired":
+        if row.status == ChainStatus.EXPIRED:
             s.execute(update(OptionChainSession).where(OptionChainSession.id == session_id)
-                      .values(status="requested", message="", last_heartbeat=now))
+                      .values(status=ChainStatus.REQUESTED.value, message="", last_heartbeat=now))
         else:
             s.execute(update(OptionChainSession).where(OptionChainSession.id == session_id)
                       .values(last_heartbeat=now))

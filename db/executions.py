@@ -28,25 +28,24 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from db.models import Execution, OrderIntent, StrategyRun, utcnow
+from db.order_fsm import FAILED, MAY_HOLD_FILL, OPEN, Status, sql_in
 from db.rawsql import raw_cursor
-
-FAILED_STATUSES = {"rejected", "cancelled", "denied"}
-HOLDING_ENTRY = {"filled", "partially_filled", "cancelled"}  # an entry in these states holds what it filled
-WORKING = ("placed", "partially_filled")  # resting at the broker: more of it can still fill
+from db.run_fsm import DONE_LEG, FILLED_LEG, FINISHED_RUN, OPEN_LEG, UNFINISHED_RUN, LegStatus, RunStatus, apply_leg, \
+    apply_run
 
 
 def filled_units(status: str, broker_filled_qty: int | None, requested_qty: int) -> int:
     """Units an intent has filled: the broker's filled quantity, or all of it for a fill the book gave no
     quantity for."""
-    return broker_filled_qty or (requested_qty if status == "filled" else 0)
+    return broker_filled_qty or (requested_qty if status == Status.FILLED else 0)
 
 
 def leg_unsettled(ex_status: str, ex_qty: int, entry_status: str | None, entry_filled: int) -> bool:
     """Can this leg still change at the broker without a new order of ours? Its entry is still working, or filled
     more than the execution holds (the risk manager exits the difference)."""
-    if ex_status not in ("entered", "exiting", "exited") or entry_status is None:
+    if ex_status not in FILLED_LEG or entry_status is None:
         return False
-    return entry_status in WORKING or entry_filled > ex_qty
+    return entry_status in OPEN or entry_filled > ex_qty  # OPEN: more of it can still fill
 
 
 @dataclass
@@ -73,7 +72,7 @@ def apply_intent_outcome(s, intent_id: int) -> Outcome:
         changed = _apply_entry(ex, intent)
     elif intent.purpose == "exit":
         changed = _apply_exit(ex, intent)
-        if intent.status in FAILED_STATUSES and ex.status == "exiting" and ex.exit_intent_id == intent.id:
+        if intent.status in FAILED and ex.status == LegStatus.EXITING and ex.exit_intent_id == intent.id:
             out.failed_exits.append(intent.id)
     else:
         changed = False
@@ -86,32 +85,33 @@ def apply_intent_outcome(s, intent_id: int) -> Outcome:
 
 def _apply_entry(ex: Execution, intent: OrderIntent) -> bool:
     filled = filled_units(intent.status, intent.broker_filled_qty, intent.requested_qty)
-    if ex.status == "entered" and intent.status in HOLDING_ENTRY and filled > ex.quantity:
+    if ex.status == LegStatus.ENTERED and intent.status in MAY_HOLD_FILL and filled > ex.quantity:
         ex.quantity, ex.entry_price = filled, intent.broker_avg_price or ex.entry_price  # more of it filled
         return True
-    if ex.status != "pending":
-        if ex.status == "entered" and ex.entry_price is None and intent.broker_avg_price:
+    if ex.status != LegStatus.PENDING:
+        if ex.status == LegStatus.ENTERED and ex.entry_price is None and intent.broker_avg_price:
             ex.entry_price = intent.broker_avg_price
             return True
         return False
-    if intent.status in HOLDING_ENTRY and filled > 0:
-        ex.status, ex.quantity, ex.entry_price = "entered", filled, intent.broker_avg_price
+    if intent.status in MAY_HOLD_FILL and filled > 0:
+        ex.status, ex.quantity, ex.entry_price = apply_leg(ex.status, LegStatus.ENTERED).value, filled, \
+            intent.broker_avg_price
         return True
-    if intent.status in FAILED_STATUSES:
-        ex.status = "failed"
+    if intent.status in FAILED:
+        ex.status = apply_leg(ex.status, LegStatus.FAILED).value
         return True
     return False
 
 
 def _apply_exit(ex: Execution, intent: OrderIntent) -> bool:
-    if intent.status != "filled" or ex.status == "exited":
-        if ex.status == "exited" and ex.exit_price is None and intent.broker_avg_price:
+    if intent.status != Status.FILLED or ex.status == LegStatus.EXITED:
+        if ex.status == LegStatus.EXITED and ex.exit_price is None and intent.broker_avg_price:
             ex.exit_price = intent.broker_avg_price
             return True
         return False
     if ex.exit_intent_id not in (None, intent.id):
         return False
-    ex.status, ex.exit_price, ex.exit_intent_id = "exited", intent.broker_avg_price, intent.id
+    ex.status, ex.exit_price, ex.exit_intent_id = LegStatus.EXITED.value, intent.broker_avg_price, intent.id
     return True
 
 
@@ -130,8 +130,8 @@ def refresh_run(s, run_id: int) -> bool:
     new = _run_status(run.status, statuses, unsettled)
     if new == run.status:
         return False
-    run.status = new
-    if new in ("exited", "failed") and run.exited_at is None:
+    run.status = apply_run(run.status, new).value
+    if new in FINISHED_RUN and run.exited_at is None:
         run.exited_at = utcnow()
     return True
 
@@ -140,13 +140,14 @@ def _run_status(current: str, statuses: list[str], unsettled: bool = False) -> s
     """``unsettled``: some leg can still grow at the broker (``leg_unsettled``): the run cannot be 'exited'."""
     if not statuses:
         return current
-    if current == "entering" and "pending" not in statuses:
-        if all(x == "failed" for x in statuses):
-            return "failed"
-        current = "active"
-    done = all(x in ("exited", "failed") for x in statuses) and not unsettled
-    if (current == "exiting" and done) or (current == "active" and done and "exited" in statuses):
-        return "exited"
+    if current == RunStatus.ENTERING and LegStatus.PENDING not in statuses:
+        if all(x == LegStatus.FAILED for x in statuses):
+            return RunStatus.FAILED.value
+        current = RunStatus.ACTIVE.value
+    done = all(x in DONE_LEG for x in statuses) and not unsettled
+    exited_one = LegStatus.EXITED in statuses
+    if done and (current == RunStatus.EXITING or (current == RunStatus.ACTIVE and exited_one)):
+        return RunStatus.EXITED.value
     return current
 
 
@@ -156,7 +157,7 @@ SWEEP_SQL = ("SELECT r.id, r.status, e.id, e.status, e.quantity, e.entry_price, 
              "FROM strategy_runs r LEFT JOIN executions e ON e.run_id = r.id "
              "LEFT JOIN order_intents ei ON ei.id = e.entry_intent_id "
              "LEFT JOIN order_intents xi ON xi.id = e.exit_intent_id "
-             "WHERE r.status IN ('entering', 'active', 'exiting')")
+             f"WHERE r.status IN {sql_in(UNFINISHED_RUN)}")
 
 
 def sweep(s) -> Outcome:
@@ -200,7 +201,7 @@ def _sweep_plan(s) -> tuple[dict[int, tuple[str, list[str], bool]], list[tuple[i
         plan[1].append(ex_status)
         filled = filled_units(entry_status, entry_filled, entry_req) if entry_status else 0
         plan[2] = plan[2] or leg_unsettled(ex_status, qty, entry_status, filled)
-        if ex_status not in ("pending", "exiting", "entered"):
+        if ex_status not in OPEN_LEG:
             continue
         row = dict(status=ex_status, quantity=qty, entry_price=entry_price, exit_price=exit_price,
                    entry_intent_id=entry_id, exit_intent_id=exit_id)

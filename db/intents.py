@@ -67,7 +67,8 @@ VIEW_FIELDS = tuple(IntentView.__dataclass_fields__)
 _DATETIME_VIEW_FIELDS = ("created_at", "sent_at")
 INSERT_EVENT_SQL = ("INSERT INTO order_events (intent_id, from_status, to_status, source, reason, payload, ts_utc) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)")
-NEXT_QUEUED_SQL = (f"SELECT {', '.join(VIEW_FIELDS)} FROM order_intents WHERE account_id = ? AND status = 'queued' "
+NEXT_QUEUED_SQL = (f"SELECT {', '.join(VIEW_FIELDS)} FROM order_intents WHERE account_id = ? "
+                   f"AND status = '{Status.QUEUED.value}' "
                    "ORDER BY priority, created_at, id LIMIT 1")
 
 

@@ -13,7 +13,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.order_fsm import LIVE, Status
+from db.order_fsm import LIVE, Status, sql_in
+from db.run_fsm import LegStatus, RunStatus
+from db.vocab import ChainStatus, CommandStatus
 
 
 def utcnow() -> datetime:
@@ -78,7 +80,7 @@ class StrategyRun(Base):
     strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     group_id: Mapped[str] = mapped_column(String(36), index=True)  # one Execute click across accounts
-    status: Mapped[str] = mapped_column(String(16), default="entering")  # entering|active|exiting|exited|failed
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.ENTERING.value)  # db/run_fsm.py
     max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
     trailing_sl: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -103,7 +105,7 @@ class Execution(Base):
     action: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[int] = mapped_column(Integer)
     product: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|entered|failed|exiting|exited
+    status: Mapped[str] = mapped_column(String(16), default=LegStatus.PENDING.value)  # db/run_fsm.py
     entry_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
     entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
@@ -112,9 +114,8 @@ class Execution(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
-# The WHERE of the one-exit-per-leg index, from the FSM (enum order, so the SQL text is stable across runs).
-LIVE_EXIT_WHERE = ("purpose='exit' AND status IN ("
-                   + ",".join(f"'{s.value}'" for s in Status if s in LIVE) + ")")
+# The WHERE of the one-exit-per-leg index, from the FSM (sql_in keeps enum order, so the SQL text is stable).
+LIVE_EXIT_WHERE = f"purpose='exit' AND status IN {sql_in(LIVE)}"
 
 
 class OrderIntent(Base):
@@ -137,7 +138,7 @@ class OrderIntent(Base):
     product: Mapped[str] = mapped_column(String(8), default="MIS")
     limit_price: Mapped[float] = mapped_column(Float, default=0.0)
     trigger_price: Mapped[float] = mapped_column(Float, default=0.0)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=Status.QUEUED.value, index=True)
     status_reason: Mapped[str] = mapped_column(String(512), default="")
     broker_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     broker_status: Mapped[str] = mapped_column(String(32), default="")
@@ -303,7 +304,7 @@ class OptionChainSession(Base):
     exchange: Mapped[str] = mapped_column(String(16))
     expiry: Mapped[str] = mapped_column(String(16))
     symbols_json: Mapped[str] = mapped_column(Text, default="[]")  # filled by the service
-    status: Mapped[str] = mapped_column(String(16), default="requested")  # requested|active|expired|error
+    status: Mapped[str] = mapped_column(String(16), default=ChainStatus.REQUESTED.value)  # db/vocab.py
     message: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -334,7 +335,7 @@ class ControlCommand(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload_json: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued|done|failed
+    status: Mapped[str] = mapped_column(String(16), default=CommandStatus.QUEUED.value, index=True)  # db/vocab.py
     result: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -51,6 +51,7 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset({
 TERMINAL = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.DENIED})
 INFLIGHT = frozenset({S.CLAIMED, S.SENT, S.UNKNOWN})  # outcome at the broker not yet known
 OPEN = frozenset({S.PLACED, S.PARTIALLY_FILLED})  # resting at the broker
+RECONCILER_OWNED = frozenset({S.SENT, S.UNKNOWN})  # sent, no answer recorded: the reconciler settles them
 # Not terminal: the order may still be sent, rest at the broker, or fill. db/models.py builds the
 # one-exit-per-leg unique index from this set, so a status added here is covered there too.
 LIVE = frozenset(Status) - TERMINAL

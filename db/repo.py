@@ -14,6 +14,8 @@ from sqlalchemy import text
 
 from db import Database
 from db.models import Strategy, StrategyLeg, utcnow
+from db.order_fsm import sql_in
+from db.run_fsm import UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
 
 TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
@@ -207,7 +209,7 @@ def bucket_for(since: datetime, max_points: int = 720) -> int:
 
 # ---- strategies, runs, risk -----------------------------------------------------------------------------------
 def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFrame:
-    where = " WHERE r.status IN ('entering','active','exiting')" if active_only else ""
+    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else ""
     return _df(db, "SELECT r.id, s.name AS strategy, a.name AS account, r.group_id, r.status, r.pnl, r.max_loss, "
                    "r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.exit_reason, r.started_at, r.exited_at "
                    "FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id JOIN accounts a "

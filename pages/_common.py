@@ -14,12 +14,18 @@ from db import repo
 from db.accounts import AccountError
 from db.commands import CommandError
 from db.errors import DbError
+from db.order_fsm import Status
 from ui.widgets import health_badge, service_banner
 
 
 # What a form shows as its message (never a traceback): bad input, and a database that could not take the write
 # ("disk full: nothing was written", "database busy: nothing was written, try again").
 USER_ERRORS = (CommandError, AccountError, DbError)
+# Badge colours of order statuses (ui.widgets.status_chip): green filled, blue working, orange outcome unknown,
+# red refused, gray not yet sent or withdrawn.
+ORDER_COLORS = {Status.FILLED: "green", Status.PLACED: "blue", Status.PARTIALLY_FILLED: "blue",
+                Status.QUEUED: "gray", Status.CLAIMED: "gray", Status.SENT: "orange", Status.UNKNOWN: "orange",
+                Status.REJECTED: "red", Status.DENIED: "red", Status.CANCELLED: "gray"}
 
 
 @st.cache_resource(show_spinner=False)

@@ -3,6 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from db import repo
+from db.order_fsm import values
+from db.run_fsm import UNFINISHED_RUN
 from pages._common import get_db, init_page
 from ui import charts
 from config import parse_watchlist
@@ -51,7 +53,7 @@ def runs_and_margin():
     left.plotly_chart(charts.strategy_bars(by_strategy), key="dashboard.strategy_bars", width="stretch")
     right.plotly_chart(charts.margin_bars(repo.funds(db)), key="dashboard.margin", width="stretch")
 
-    active = runs[runs["status"].isin(["entering", "active", "exiting"])] if not runs.empty else runs
+    active = runs[runs["status"].isin(values(UNFINISHED_RUN))] if not runs.empty else runs
     st.subheader("Risk distance (active runs)")
     if active.empty:
         st.caption("No active strategy runs.")

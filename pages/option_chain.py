@@ -5,6 +5,7 @@ from streamlit.errors import StreamlitAPIException
 from db import chain as chain_sessions
 from db import repo
 from db.models import utcnow
+from db.vocab import ChainStatus
 from pages._common import USER_ERRORS, init_page
 from ui.chain_grid import build_grid, parse_depth
 from ui.format import ist_str, rupees
@@ -70,7 +71,7 @@ def chain_grid():
     ce_oi, pe_oi = grid["CE_oi"].fillna(0).sum(), grid["PE_oi"].fillna(0).sum()
     m3.metric("PCR (OI)", f"{pe_oi / ce_oi:.2f}" if ce_oi else "—")
     m4.metric("Stream", (sess or {}).get("status", "—"))
-    if sess and sess["status"] == "error":
+    if sess and sess["status"] == ChainStatus.ERROR:
         st.error(f"The service could not stream this chain: {sess['message']}")
     elif df["ltp"].isna().all():
         st.info("Waiting for prices: the service subscribes this chain within a few seconds.")

@@ -4,7 +4,7 @@ import streamlit as st
 from db import repo
 from db.commands import DERIVATIVE_EXCHANGES, OrderRequest, enqueue_order, validate_order
 from db.intents import new_client_order_id
-from pages._common import USER_ERRORS, init_page
+from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui.format import rupees
 from ui.widgets import status_chip
 
@@ -114,7 +114,7 @@ def last_intent_status():
     i = repo.intent(db, intent_id)
     if i:
         st.markdown(f"Last order #{i['id']}: {i['action']} {i['requested_qty']} {i['symbol']} → "
-                    f"{status_chip(i['status'])} {i['status_reason'] or ''}"
+                    f"{status_chip(i['status'], ORDER_COLORS)} {i['status_reason'] or ''}"
                     + (f" · broker id `{i['broker_order_id']}`" if i["broker_order_id"] else "")
                     + (f" · filled {i['broker_filled_qty']} @ {rupees(i['broker_avg_price'])}"
                        if i["broker_filled_qty"] else ""))

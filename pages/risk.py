@@ -4,6 +4,7 @@ import streamlit as st
 
 from db import repo
 from db.commands import enqueue_control
+from db.run_fsm import UNFINISHED_RUN
 from pages._common import USER_ERRORS, init_page
 from ui import charts
 from ui.format import rupees, table
@@ -53,7 +54,7 @@ def run_detail():
 run_detail()
 
 status = all_runs.loc[all_runs["id"] == run_id, "status"].iloc[0]
-exitable = status in ("entering", "active", "exiting")
+exitable = status in UNFINISHED_RUN
 with st.container(border=True):
     st.markdown("**Exit now** closes every leg of this run at market (reduce-only).")
     sure = st.checkbox("Confirm exit", key="risk.exit_confirm", disabled=not exitable)

@@ -6,7 +6,7 @@ from db import repo
 from db.commands import CommandError
 from db.models import utcnow
 from db.strategies import LegSpec, execute_strategy, save_strategy
-from pages._common import USER_ERRORS, init_page
+from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui import charts
 from ui.bs import implied_vol, years_to_expiry
 from ui.format import table
@@ -130,7 +130,7 @@ def run_states():
     if not run_ids:
         return
     df = repo.run_intents(db, run_ids)
-    st.markdown("**Last execution:** " + " ".join(status_chip(s) + f" {n}" for s, n in
+    st.markdown("**Last execution:** " + " ".join(status_chip(s, ORDER_COLORS) + f" {n}" for s, n in
                                                     df["status"].value_counts().items()))
     table(df, key="strategies.run_intents")
 

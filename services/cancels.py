@@ -12,9 +12,10 @@ import time
 
 from broker.errors import BrokerError
 from db.crypto import SecretError
+from db.order_fsm import OPEN, values
 
 log = logging.getLogger("services.cancels")
-CANCELLABLE = ("placed", "partially_filled")
+CANCELLABLE = values(OPEN)  # plain strings: callers render them into SQL
 
 
 def send_cancel(ctx, account_id: int, broker_order_id: str, tag: str) -> dict:

@@ -13,13 +13,15 @@ from sqlalchemy import select, update
 
 from db.accounts import feed_order
 from db.models import Instrument, OptionChainSession, utcnow
+from db.order_fsm import values
 from db.strategies import OPTION_EXCHANGE
+from db.vocab import OPEN_CHAIN, ChainStatus
 from services.common import ServiceContext
 from services.market_data import MarketDataManager
 
 log = logging.getLogger("services.option_chain")
 Key = tuple[str, str]
-OPEN = ("requested", "active")
+OPEN = values(OPEN_CHAIN)
 DEPTH, QUOTE = 3, 2
 
 
@@ -63,7 +65,7 @@ class OptionChainSessions:
         for row in rows:
             if row.id in self._active:
                 continue
-            if row.status == "active":
+            if row.status == ChainStatus.ACTIVE:
                 keys = [(d["symbol"], d["exchange"]) for d in json.loads(row.symbols_json or "[]")]
                 self._subscribe(row, keys)
             else:
@@ -74,14 +76,15 @@ class OptionChainSessions:
         try:
             keys = self._select(row, self._underlying_ltp(row.underlying, row.exchange))
         except WaitingForPrice as exc:
-            self._set(row.id, "requested", message=str(exc))
+            self._set(row.id, ChainStatus.REQUESTED.value, message=str(exc))
             return 0
         except ChainError as exc:
-            self._set(row.id, "error", message=str(exc))
+            self._set(row.id, ChainStatus.ERROR.value, message=str(exc))
             return 0
         self._subscribe(row, keys)
         symbols = json.dumps([{"symbol": s, "exchange": e} for s, e in keys])
-        if not self._set(row.id, "active", expect="requested", symbols_json=symbols, message=""):
+        if not self._set(row.id, ChainStatus.ACTIVE.value, expect=ChainStatus.REQUESTED.value, symbols_json=symbols,
+                         message=""):
             self._release(row.id)  # the row changed under us (expired/removed): give the symbols back
             return 0
         return 1
@@ -143,7 +146,7 @@ class OptionChainSessions:
                 OptionChainSession.status.in_(OPEN), OptionChainSession.last_heartbeat < cutoff)))
             if stale:
                 s.execute(update(OptionChainSession).where(OptionChainSession.id.in_(stale))
-                          .values(status="expired", message="no heartbeat from the UI"))
+                          .values(status=ChainStatus.EXPIRED.value, message="no heartbeat from the UI"))
             still_open = set(s.scalars(select(OptionChainSession.id).where(OptionChainSession.status.in_(OPEN))))
         gone = [sid for sid in self._active if sid not in still_open]
         for sid in gone:

@@ -16,7 +16,7 @@ from db.executions import Outcome, apply_intent_outcome
 from db.intents import transition
 from db.models import BrokerOrder, OrderIntent, utcnow
 from db.rawsql import insert_many, raw_cursor, select_in, update_many
-from db.order_fsm import Status, can_transition, status_from_broker
+from db.order_fsm import INFLIGHT, Status, can_transition, sql_in, status_from_broker
 
 log = logging.getLogger("services.orderbook")
 IST_OFFSET = timedelta(hours=5, minutes=30)
@@ -87,7 +87,6 @@ BOOK_FIELDS = ("intent_id", "external", "symbol", "exchange", "action", "quantit
                "pricetype", "product", "order_status", "filled_qty", "avg_price", "strategy_tag", "broker_timestamp")
 _INSERT_COLS = ("account_id", "broker_order_id", *BOOK_FIELDS, "updated_at")
 _UPDATE_COLS = (*BOOK_FIELDS, "updated_at")
-INFLIGHT = (Status.CLAIMED.value, Status.SENT.value, Status.UNKNOWN.value)
 
 
 @dataclass
@@ -109,8 +108,8 @@ def book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[BookOrder], 
     oids = list(book)
     by_oid = dict(select_in(cur, "SELECT broker_order_id, id FROM order_intents WHERE account_id = ? AND "
                                  "broker_order_id IN", (account_id,), oids))
-    inflight = cur.execute("SELECT 1 FROM order_intents WHERE account_id = ? AND status IN (?, ?, ?) LIMIT 1",
-                           (account_id, *INFLIGHT)).fetchone()
+    inflight = cur.execute(f"SELECT 1 FROM order_intents WHERE account_id = ? AND status IN {sql_in(INFLIGHT)} "
+                           "LIMIT 1", (account_id,)).fetchone()
     existing = {r[0]: (r[1], r[2:]) for r in select_in(
         cur, f"SELECT broker_order_id, id, {', '.join(BOOK_FIELDS)} FROM broker_orders WHERE account_id = ? AND "
              "broker_order_id IN", (account_id,), oids)}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-ACTIVE_LEG = ("entered", "exiting")
+from db.run_fsm import ACTIVE_LEG, LegStatus
 
 
 def sign(action: str) -> int:
@@ -54,7 +54,7 @@ def fill_seen_at(status: str, updated_epoch: float | None, clock_now: float, wal
     """A leg's ``fill_seen`` on the market-data clock (monotonic) from its row: an 'entered' execution's updated_at
     is when its entry fill was recorded (UTC epoch seconds here). Capped at now, so a wall clock stepped back after
     the fill can never make the ticks that follow look older than the fill."""
-    if status != "entered" or updated_epoch is None:
+    if status != LegStatus.ENTERED or updated_epoch is None:
         return float("-inf")
     return min(clock_now, clock_now - (wall_now - updated_epoch))
 
@@ -77,7 +77,7 @@ def run_pnl(legs: Iterable[Leg], price_of: Callable[[str, str], tuple[float, flo
     ``price_of(symbol, exchange)`` gives the last (ltp, market-data clock time), as MarketDataManager.last_price."""
     realized = unrealized = 0.0
     for leg in legs:
-        if leg.status == "exited" and leg.entry_price is not None and leg.exit_price is not None:
+        if leg.status == LegStatus.EXITED and leg.entry_price is not None and leg.exit_price is not None:
             realized += leg_pnl(leg.action, leg.quantity, leg.entry_price, leg.exit_price)
         elif leg.status in ACTIVE_LEG:
             price = leg_price(leg, price_of(leg.symbol, leg.exchange))

@@ -27,7 +27,8 @@ from db.crypto import SecretError
 from db.executions import Outcome, sweep, sweep_needed
 from db.rawsql import raw_cursor
 from db.models import OrderIntent, utcnow
-from db.order_fsm import Status
+from db.order_fsm import OPEN, RECONCILER_OWNED, Status, values
+from db.run_fsm import LegStatus
 from services.common import ServiceContext, service_log
 from services.orderbook import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
 
@@ -35,9 +36,10 @@ log = logging.getLogger("services.poller")
 COMPONENT = "poller"
 RECENT_S = 30.0
 MIN_GAP_S = 1.0  # <= 1 orderbook request per second per account
-FOLLOWED = (Status.PLACED.value, Status.PARTIALLY_FILLED.value, Status.CANCELLED.value)
+# Intents whose status the orderbook still moves: working ones, and cancelled ones (a fill can race the cancel).
+FOLLOWED = values(OPEN | {Status.CANCELLED})
 FOLLOWED_SQL = f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))"
-PENDING = (Status.SENT.value, Status.UNKNOWN.value, Status.PLACED.value, Status.PARTIALLY_FILLED.value)
+PENDING = values(RECONCILER_OWNED | OPEN)
 
 
 class OrderPoller:
@@ -134,8 +136,9 @@ class OrderPoller:
                 self._warned.add(w)
                 service_log(self.ctx.db, COMPONENT, "WARNING", w)
         for iid in outcome.failed_exits:
-            service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {iid} rejected/cancelled by the broker; "
-                                                          "execution left 'exiting' for the risk manager's retry")
+            service_log(self.ctx.db, COMPONENT, "ERROR",
+                        f"exit intent {iid} rejected/cancelled by the broker; execution left '{LegStatus.EXITING}' "
+                        "for the risk manager's retry")
 
 
 def _followed(status: str, avg_price: float | None) -> bool:

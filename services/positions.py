@@ -20,6 +20,8 @@ from sqlalchemy import DateTime, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert
 
 from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
+from db.order_fsm import values
+from db.run_fsm import HOLDING_RUN
 from services.common import ServiceContext
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, run_pnl, utc_epoch
@@ -146,7 +148,7 @@ class PositionMonitor:
 
     def _run_snapshots(self, s, now) -> list[dict]:
         runs = s.execute(select(StrategyRun.id, StrategyRun.account_id, StrategyRun.pnl, StrategyRun.tsl_peak,
-                                StrategyRun.tsl_stop).where(StrategyRun.status.in_(("active", "exiting")))).all()
+                                StrategyRun.tsl_stop).where(StrategyRun.status.in_(values(HOLDING_RUN)))).all()
         if not runs:
             return []
         legs: dict[int, list[Leg]] = {}

@@ -29,7 +29,8 @@ from db.executions import Outcome, apply_intent_outcome
 from db.intents import requeue_orphan_claims, transition
 from db.models import BrokerOrder, OrderIntent, utcnow
 from db.rawsql import raw_cursor
-from db.order_fsm import Status
+from db.order_fsm import RECONCILER_OWNED, Status, values
+from db.run_fsm import LegStatus
 from services.common import ServiceContext, service_log
 from services.orderbook import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
 
@@ -59,7 +60,7 @@ class Reconciler:
         """One pass over every account with unsettled intents. Returns counts for tests and the heartbeat."""
         pending = self._pending(include_all_sent)
         accounts = {a.id for a in list_accounts(self.ctx.db, active_only=True) if a.status != "invalid_key"}
-        result = {"checked": 0, "resolved": 0, "rejected": 0, "errors": 0, "adopted": 0}
+        result = {"checked": 0, "resolved": 0, Status.REJECTED.value: 0, "errors": 0, "adopted": 0}
         for account_id in sorted(accounts | set(pending)):
             ids = pending.get(account_id, [])
             try:
@@ -77,7 +78,7 @@ class Reconciler:
         skip = self.inflight()
         with self.ctx.db.read() as s:
             rows = s.execute(select(OrderIntent.account_id, OrderIntent.id, OrderIntent.status, OrderIntent.sent_at)
-                             .where(OrderIntent.status.in_((Status.UNKNOWN.value, Status.SENT.value)))
+                             .where(OrderIntent.status.in_(values(RECONCILER_OWNED)))
                              .order_by(OrderIntent.sent_at, OrderIntent.id)).all()
         out: dict[int, list[int]] = {}
         for acct, iid, status, sent_at in rows:
@@ -98,7 +99,7 @@ class Reconciler:
             taken = self._linked_ids(s, account_id)
             for iid in ids:
                 intent = s.get(OrderIntent, iid)
-                if intent is None or intent.status not in (Status.UNKNOWN.value, Status.SENT.value):
+                if intent is None or intent.status not in RECONCILER_OWNED:
                     continue
                 result["checked"] += 1
                 outcome.merge(self._settle(s, intent, book, taken, messages, result))
@@ -107,7 +108,8 @@ class Reconciler:
             service_log(self.ctx.db, COMPONENT, level, msg)
         if outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent(s) {outcome.failed_exits} never reached "
-                                                          "the broker; executions left 'exiting' for a retry")
+                                                          f"the broker; executions left '{LegStatus.EXITING}' for a "
+                                                          "retry")
         if outcome.run_ids and self.on_change:
             self.on_change(outcome.run_ids)
 
@@ -165,7 +167,7 @@ class Reconciler:
         reason = f"not found at broker after {checks} checks (never placed)"
         if not transition(s, intent.id, intent.status, Status.REJECTED, COMPONENT, reason, reconcile_checks=checks):
             return Outcome()
-        result["rejected"] += 1
+        result[Status.REJECTED.value] += 1
         messages.append(("WARNING", f"intent {intent.id} ({intent.action} {intent.requested_qty} {intent.symbol}) "
                                     f"settled rejected: {reason}"))
         return apply_intent_outcome(s, intent.id)

@@ -25,6 +25,7 @@ from db import Database
 from db.accounts import list_accounts
 from db.engine import checkpoint, own_checkpoints
 from db.models import ControlCommand, utcnow
+from db.vocab import CommandStatus
 from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, service_log
@@ -191,15 +192,17 @@ class ServiceRunner:
     def process_commands(self) -> int:
         with self.ctx.db.read() as s:
             cmds = [(c.id, c.kind, c.payload_json) for c in s.scalars(
-                select(ControlCommand).where(ControlCommand.status == "queued").order_by(ControlCommand.id))]
+                select(ControlCommand).where(ControlCommand.status == CommandStatus.QUEUED.value)
+                .order_by(ControlCommand.id))]
         for cid, kind, payload in cmds:
             try:
-                result, status = self.control.handle(kind, json.loads(payload or "{}")), "done"
+                result, status = self.control.handle(kind, json.loads(payload or "{}")), CommandStatus.DONE.value
             except Exception as exc:
-                result, status = f"{type(exc).__name__}: {exc}", "failed"
+                result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED.value
                 log.warning("control command %s (%s) failed: %s", cid, kind, exc)
             with self.ctx.db.write() as s:
-                s.execute(update(ControlCommand).where(ControlCommand.id == cid, ControlCommand.status == "queued")
+                s.execute(update(ControlCommand).where(ControlCommand.id == cid,
+                                                      ControlCommand.status == CommandStatus.QUEUED.value)
                           .values(status=status, result=str(result)[:512], processed_at=utcnow()))
         return len(cmds)
 

@@ -1,6 +1,8 @@
 """Small Streamlit widgets shared by pages (rendering only: callers pass the data in)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 import streamlit as st
 
@@ -64,7 +66,6 @@ def account_picker(names: dict[int, str], key: str, label: str = "Account", all_
     return where.selectbox(label, options, key=key, format_func=lambda i: all_label if i is None else names[i])
 
 
-def status_chip(status: str) -> str:
-    colors = {"filled": "green", "placed": "blue", "partially_filled": "blue", "queued": "gray", "claimed": "gray",
-              "sent": "orange", "unknown": "orange", "rejected": "red", "denied": "red", "cancelled": "gray"}
+def status_chip(status: str, colors: Mapping[str, str]) -> str:
+    """A coloured badge; ``colors`` maps a status to a Streamlit colour name (gray for any other)."""
     return f":{colors.get(status, 'gray')}-badge[{status}]"

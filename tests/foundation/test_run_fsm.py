@@ -3,7 +3,8 @@ import itertools
 import pytest
 
 from db.executions import _run_status
-from db.order_fsm import FAILED, INFLIGHT, LIVE, MAY_HOLD_FILL, OPEN, TERMINAL, InvalidTransition, Status, sql_in, values
+from db.order_fsm import (FAILED, INFLIGHT, LIVE, MAY_HOLD_FILL, OPEN, RECONCILER_OWNED, TERMINAL, InvalidTransition,
+                          Status, sql_in, values)
 from db.run_fsm import (ACTIVE_LEG, DONE_LEG, FILLED_LEG, FINISHED_RUN, HOLDING_RUN, LEG_TRANSITIONS, LIVE_RUN,
                         OPEN_LEG, RUN_TRANSITIONS, UNFINISHED_RUN, LegStatus, RunStatus, apply_leg, apply_run)
 
@@ -82,6 +83,7 @@ def test_named_order_sets():
     assert MAY_HOLD_FILL == {S.FILLED, S.PARTIALLY_FILLED, S.CANCELLED}
     assert OPEN == {S.PLACED, S.PARTIALLY_FILLED} and INFLIGHT == {S.CLAIMED, S.SENT, S.UNKNOWN}
     assert LIVE == set(Status) - TERMINAL
+    assert RECONCILER_OWNED == {S.SENT, S.UNKNOWN} <= INFLIGHT
 
 
 def test_sql_in_renders_a_set_in_declaration_order():

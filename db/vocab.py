@@ -1,0 +1,24 @@
+"""The small status vocabularies of rows that are not orders, runs or legs, where they share a word with those
+(control commands end 'failed', an option-chain session is 'active'): one enum each, so the shared word has one
+spelling per vocabulary and tests/test_vocabulary.py can tell the two apart."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CommandStatus(StrEnum):
+    """A control_commands row: written 'queued' by the UI, then 'done' or 'failed' by the service."""
+    QUEUED = "queued"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ChainStatus(StrEnum):
+    """An option_chain_sessions row (contract in db/chain.py)."""
+    REQUESTED = "requested"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    ERROR = "error"
+
+
+OPEN_CHAIN = frozenset({ChainStatus.REQUESTED, ChainStatus.ACTIVE})  # the service serves these

@@ -39,6 +39,7 @@ from db.executions import Outcome, apply_intent_outcome
 from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem, next_queued_view,
                         queued_accounts, transition)
 from db.order_fsm import Status
+from db.run_fsm import LegStatus
 from services.common import ServiceContext, service_log, service_log_in
 
 log = logging.getLogger("services.dispatcher")
@@ -341,7 +342,7 @@ class OrderDispatcher:
                 placed = None
             self._runs_changed(refused.run_ids)
             if denied is not None:
-                self.stats["denied"] += 1
+                self.stats[Status.DENIED.value] += 1
                 service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {denied} denied: {denial}")
                 self._after(outcome, denied)
                 continue  # the account's next intent, if any
@@ -366,10 +367,11 @@ class OrderDispatcher:
             if not problem:
                 return nxt, refused
             if not deny_unsendable(s, bad_id, problem, COMPONENT):  # cannot happen under BEGIN IMMEDIATE
-                raise RuntimeError(f"intent {bad_id} left 'queued' while it was being denied")
+                raise RuntimeError(f"intent {bad_id} left '{Status.QUEUED}' while it was being denied")
             out = apply_intent_outcome(s, bad_id)
-            self.stats["denied"] += 1
-            exit_note = "; execution left 'exiting' for the risk manager to retry" if out.failed_exits else ""
+            self.stats[Status.DENIED.value] += 1
+            exit_note = (f"; execution left '{LegStatus.EXITING}' for the risk manager to retry"
+                         if out.failed_exits else "")
             service_log_in(s, COMPONENT, "ERROR" if out.failed_exits else "WARNING",
                            f"intent {bad_id} denied: {problem}{exit_note}")
             refused.run_ids |= out.run_ids
@@ -446,7 +448,7 @@ class OrderDispatcher:
         self.stats["requeued" if to == Status.QUEUED else to.value] += 1
         if not ok:
             service_log(self.ctx.db, COMPONENT, "WARNING",
-                        f"intent {iv.id}: outcome '{to.value}' ({reason}) arrived after it left 'sent'")
+                        f"intent {iv.id}: outcome '{to.value}' ({reason}) arrived after it left '{Status.SENT}'")
         elif to == Status.REJECTED:
             service_log(self.ctx.db, COMPONENT, "ERROR" if iv.purpose == "exit" else "WARNING",
                         f"intent {iv.id} ({iv.purpose} {iv.action} {iv.requested_qty} {iv.symbol}) rejected: "
@@ -457,7 +459,7 @@ class OrderDispatcher:
         """After the commit: a failed exit is reported (ERROR), changed runs go to ``on_change``."""
         if outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {intent_id} failed; execution left "
-                                                          "'exiting' for the risk manager to retry")
+                                                          f"'{LegStatus.EXITING}' for the risk manager to retry")
         self._runs_changed(outcome.run_ids)
 
     def _runs_changed(self, run_ids: set[int]) -> None:

@@ -23,7 +23,6 @@ from sqlalchemy import select, update
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
-from db.engine import checkpoint, own_checkpoints
 from db.models import ControlCommand, utcnow
 from services.account_sync import AccountSync
 from services.alerts import Notifier
@@ -96,7 +95,7 @@ class ServiceRunner:
 
     # ---- start-up ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        own_checkpoints(self.ctx.db.engine)  # WAL checkpoints on a timer job, never inside a risk exit's commit
+        self.ctx.db.own_checkpoints()  # WAL checkpoints on a timer job, never inside a risk exit's commit
         self.notifier.start()
         self._load_instruments()
         self.reconciler.startup()
@@ -154,7 +153,7 @@ class ServiceRunner:
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
                 ("heartbeat", self.beat, sv.heartbeat_s),
-                ("wal_checkpoint", lambda: checkpoint(self.ctx.db.engine), 1.0),
+                ("wal_checkpoint", self.ctx.db.checkpoint, 1.0),
                 # flush() also writes the P&L snapshot every pnl_snapshot_s
                 ("positions_flush", self.positions.flush, sv.flush_interval_s),
                 ("positions_subs", self.positions.refresh_subscriptions, 1.0),

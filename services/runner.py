@@ -75,6 +75,7 @@ class InstanceLock:
 
 class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
+        ControlHandlers.check()  # a command the UI can queue that nothing here carries out: refuse to start
         self.settings = settings
         self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
         self.notifier = Notifier(self.ctx.db, settings.alerts)

@@ -18,6 +18,7 @@ it passes, so {"run_id": 2.9} fails, never exits run 2, and an unregistered kind
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts
@@ -30,7 +31,22 @@ from db.order_fsm import Status
 from services.cancels import CANCELLABLE, send_cancel
 
 if TYPE_CHECKING:
-    from services.runner import ServiceRunner
+    from services.account_sync import AccountSync
+    from services.common import ServiceContext
+    from services.market_data import MarketDataManager
+    from services.risk import RiskManager
+
+
+@dataclass(frozen=True)
+class ControlDeps:
+    """What the handlers work with, handed over by whoever runs them (the runner). The risk manager and market
+    data are built only when the service starts, after the handlers: getters, None until then."""
+    ctx: ServiceContext
+    account_sync: AccountSync
+    risk: Callable[[], RiskManager | None]
+    market_data: Callable[[], MarketDataManager | None]
+    instruments_loaded: Callable[[], bool]
+    load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
 
 
 def handles(kind: str) -> Callable:
@@ -42,8 +58,8 @@ def handles(kind: str) -> Callable:
 
 
 class ControlHandlers:
-    def __init__(self, runner: "ServiceRunner"):
-        self.runner = runner
+    def __init__(self, deps: ControlDeps):
+        self.deps = deps
         self.handlers: dict[str, Callable[[dict], str]] = {
             kind: getattr(self, name) for name, kind in self._marked()}
 
@@ -69,24 +85,25 @@ class ControlHandlers:
 
     @handles("exit_run")
     def exit_run(self, p: dict) -> str:
-        if self.runner.risk is None:
+        risk = self.deps.risk()
+        if risk is None:
             raise RuntimeError("risk manager not running")
         try:
-            ids = self.runner.risk.exit_run(int(p["run_id"]), "manual")
+            ids = risk.exit_run(int(p["run_id"]), "manual")
         except DbError as exc:
             raise RuntimeError(f"exit could not be written ({exc}); the service keeps retrying it") from exc
         return f"{len(ids)} exit order(s) queued" if ids else "run is not active (already exiting or finished)"
 
     @handles("refresh_account")
     def refresh_account(self, p: dict) -> str:
-        ok = self.runner.account_sync.refresh(int(p["account_id"]))
-        if not ok:
-            raise RuntimeError(self.runner.account_sync.errors.get(int(p["account_id"]), "refresh failed"))
+        sync = self.deps.account_sync
+        if not sync.refresh(int(p["account_id"])):
+            raise RuntimeError(sync.errors.get(int(p["account_id"]), "refresh failed"))
         return "refreshed"
 
     @handles("cancel_intent")
     def cancel_intent(self, p: dict) -> str:
-        ctx, iid = self.runner.ctx, int(p["intent_id"])
+        ctx, iid = self.deps.ctx, int(p["intent_id"])
         with ctx.db.write() as s:
             intent = s.get(OrderIntent, iid)
             if intent is None:
@@ -104,14 +121,13 @@ class ControlHandlers:
 
     @handles("reload_accounts")
     def reload_accounts(self, p: dict) -> str:
-        ctx = self.runner.ctx
+        ctx = self.deps.ctx
         for acct in list_accounts(ctx.db):
             ctx.drop_client(acct.id)  # calls already running finish on the old client (closed later)
-        md = self.runner.md
-        reload = getattr(md, "reload_accounts", None) if md is not None else None
-        if reload:
-            reload()
-        if not self.runner.instruments_loaded:  # the first account was added after start: load the master now
-            self.runner.load_instruments_soon()
+        md = self.deps.market_data()
+        if md is not None:
+            md.reload_accounts()
+        if not self.deps.instruments_loaded():  # the first account was added after start: load the master now
+            self.deps.load_instruments_soon()
             return "broker clients reloaded; symbol master loading"
         return "broker clients reloaded"

@@ -27,7 +27,7 @@ from db.models import ControlCommand, utcnow
 from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, service_log
-from services.control import ControlHandlers
+from services.control import ControlDeps, ControlHandlers
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments
 from services.market_data import MarketDataManager
@@ -88,7 +88,9 @@ class ServiceRunner:
         self.md = self.positions = self.risk = self.chains = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        self.control = ControlHandlers(self)
+        self.control = ControlHandlers(ControlDeps(
+            ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
+            instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon))
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False

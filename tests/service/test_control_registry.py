@@ -98,3 +98,16 @@ def test_payload_when_invalid_then_ui_and_service_refuse_it_with_the_same_messag
     with db.read() as s:
         [row] = s.scalars(select(ControlCommand)).all()
     assert (row.status, row.result) == ("failed", f"CommandError: {ui.value}")
+
+
+def test_control_module_when_imported_then_it_needs_nothing_of_the_runner():
+    """The handlers get their dependencies (ControlDeps) from the runner; they never reach into it."""
+    import ast
+    tree = ast.parse((ROOT / "services" / "control.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "services.runner" not in imported  # not even under TYPE_CHECKING
+    probe = "import sys, services.control; print('services.runner' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -93,9 +93,13 @@ class Settings:
 
     @property
     def key_file(self) -> Path:
-        if self.secrets.key_file:
-            return Path(self.secrets.key_file)
-        return Path(self.db.path).with_name("algomirror.key")
+        return key_file_for(self.db.path, self.secrets.key_file)
+
+
+def key_file_for(db_path: str | Path, key_file: str | Path | None = "") -> Path:
+    """The Fernet key file: ``key_file`` when given, else 'algomirror.key' beside the database. The one place
+    that decides the default; Settings.key_file and db.Database both ask here."""
+    return Path(key_file) if key_file else Path(db_path).with_name("algomirror.key")
 
 
 class ConfigError(ValueError):

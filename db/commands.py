@@ -159,40 +159,68 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
         raise
 
 
-CONTROL_KINDS = {"exit_run", "refresh_account", "cancel_intent", "reload_accounts"}
+class RegistryError(RuntimeError):
+    """The command registry and the service's handlers disagree; the service refuses to start."""
 
 
-# kind -> (required payload key, table the id must exist in); reload_accounts takes no payload.
-CONTROL_TARGETS = {"exit_run": ("run_id", StrategyRun), "refresh_account": ("account_id", Account),
-                   "cancel_intent": ("intent_id", OrderIntent)}
+@dataclass(frozen=True)
+class CommandSpec:
+    """A control command kind: the id field its payload must carry (if any) and the table that id names."""
+    summary: str
+    id_field: str = ""
+    model: type | None = None
+
+
+# The one list of control commands: the UI enqueues only these (enqueue_control), the service carries out only
+# these, and refuses to start unless it has exactly one handler for each (check_handlers).
+COMMANDS: dict[str, CommandSpec] = {
+    "exit_run": CommandSpec("exit a strategy run now (manual exit)", "run_id", StrategyRun),
+    "refresh_account": CommandSpec("sync an account's funds, positions and orders now", "account_id", Account),
+    "cancel_intent": CommandSpec("cancel an order intent (queued: here; working: at the broker)", "intent_id",
+                                 OrderIntent),
+    "reload_accounts": CommandSpec("take new account keys/URLs into use; load the symbol master if missing"),
+}
 
 
 def control_payload(kind: str, payload) -> dict:
-    """The clean payload of a control command, or CommandError: a known kind, and its id field (if it has one)
-    a JSON integer > 0. Strict on purpose: 2.9, "2" and true are refused, not read as run 2 or run 1. Used by
-    enqueue_control and again by the service before it carries a command out (rows can be written by hand)."""
-    if kind not in CONTROL_KINDS:
+    """The clean payload of a control command, or CommandError: a registered kind, and its id field (if it has
+    one) a JSON integer > 0. Strict on purpose: 2.9, "2" and true are refused, not read as run 2 or run 1. The
+    one validation of both sides: enqueue_control, and the service before it carries a command out (rows can be
+    written by hand)."""
+    spec = COMMANDS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
         raise CommandError(f"Unknown control command '{str(kind)[:40]}'")
     if not isinstance(payload, dict):
         raise CommandError("Control command payload must be a mapping")
-    if kind not in CONTROL_TARGETS:
+    if not spec.id_field:
         return {}
-    key = CONTROL_TARGETS[kind][0]
-    value = payload.get(key)
+    value = payload.get(spec.id_field)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise CommandError(f"'{kind}' needs a whole-number '{key}' (got {value!r:.20})")
-    return {key: int(value)}
+        raise CommandError(f"'{kind}' needs a whole-number '{spec.id_field}' (got {value!r:.20})")
+    return {spec.id_field: int(value)}
+
+
+def check_handlers(kinds: list[str]) -> None:
+    """RegistryError unless ``kinds`` (the kind of each handler the service has) names every registered command
+    exactly once and nothing else."""
+    missing = sorted(set(COMMANDS) - set(kinds))
+    unknown = sorted(set(kinds) - set(COMMANDS))
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    problems = [f"{what}: {', '.join(ks)}" for what, ks in (("no handler for", missing), ("handler for an "
+                "unregistered command", unknown), ("more than one handler for", twice)) if ks]
+    if problems:
+        raise RegistryError("control commands and their handlers disagree (db/commands.py COMMANDS vs "
+                            "services/control.py): " + "; ".join(problems))
 
 
 def enqueue_control(db: Database, kind: str, payload: dict) -> int:
     """Validate and write one control command. Only the validated field is stored (nothing else reaches the
     service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
     clean = control_payload(kind, payload)
+    spec = COMMANDS[kind]
     with db.write() as s:
-        if kind in CONTROL_TARGETS:
-            key, model = CONTROL_TARGETS[kind]
-            if s.get(model, clean[key]) is None:
-                raise CommandError(f"'{kind}': no {key.removesuffix('_id')} with id {clean[key]}")
+        if spec.model is not None and s.get(spec.model, clean[spec.id_field]) is None:
+            raise CommandError(f"'{kind}': no {spec.id_field.removesuffix('_id')} with id {clean[spec.id_field]}")
         cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
         s.add(cmd)
         s.flush()

@@ -1,8 +1,10 @@
-"""One engine factory for both processes.
+"""One engine factory and one way to write, for both processes.
 
 SQLite in WAL mode, synchronous=NORMAL, busy_timeout >= 5 s, foreign keys on. Every transaction opened
 through this engine starts with ``BEGIN IMMEDIATE`` so a writer takes the write lock up front and never
 hits a lock upgrade deadlock ("database is locked" mid-transaction). Reads are short transactions too.
+A ``Store`` (what ``db.Database`` writes and reads through) adds the process's writer lock and the
+cross-process write gate, shared by every Store of the process on the same file (``WriteState``).
 """
 from __future__ import annotations
 
@@ -13,20 +15,16 @@ import os
 import random
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from db.errors import DbLocked, classify
 
-_lock = threading.RLock()
-_engines: dict[tuple[str, int], Engine] = {}
-_writer_locks: dict[int, threading.RLock] = {}
-_checkpoint_opts: dict[int, dict] = {}
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default: the commit that takes the WAL past this many pages checkpoints it
-_gates: dict[int, "WriteGate"] = {}
 log = logging.getLogger("db.engine")
 PRIVATE_MODE = 0o600  # owner read/write only: the database holds trading activity and encrypted keys
 # What SQLite and the write gate keep beside the database (the service lock is created 0600 by its owner).
@@ -58,10 +56,13 @@ def make_private(path: Path) -> None:
 
 def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0) -> Engine:
     """Create a new engine for the SQLite file at ``path`` (parent folder created; the file is made 0600).
-    ``max_pages`` > 0 caps the file's size (``PRAGMA max_page_count``): a write past it fails as disk full."""
+    ``max_pages`` > 0 caps the file's size (``PRAGMA max_page_count``): a write past it fails as disk full.
+    Its connections follow the checkpoint option of the file's ``WriteState`` (see ``Store.own_checkpoints``);
+    writes go through a ``Store``, which adds the writer lock and the write gate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     make_private(path)
+    state = write_state(path)
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000, "isolation_level": None},
@@ -80,12 +81,10 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 
             cur.execute(f"PRAGMA max_page_count={int(max_pages)}")
         cur.close()
 
-    opts = _checkpoint_opts[id(engine)] = {"autocheckpoint": AUTOCHECKPOINT_PAGES}
-
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn, record, _proxy):
-        # who checkpoints the WAL (see own_checkpoints); applied lazily, once per connection and change
-        want = opts["autocheckpoint"]
+        # who checkpoints the WAL (see Store.own_checkpoints); applied lazily, once per connection and change
+        want = state.autocheckpoint
         if record.info.get("autocheckpoint") != want:
             dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={int(want)}")
             record.info["autocheckpoint"] = want
@@ -97,48 +96,7 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 
         readonly = conn.get_execution_options().get("algomirror_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
-    with _lock:
-        _gates[id(engine.pool)] = WriteGate(str(path), busy_timeout_ms / 1000)
     return engine
-
-
-def own_checkpoints(engine: Engine) -> None:
-    """From now on this process checkpoints the WAL itself, with ``checkpoint()`` on a timer: its connections stop
-    doing it inside a commit. SQLite's automatic checkpoint runs in whichever commit takes the WAL past 1,000
-    pages, copying those pages into the database file and syncing it (10-30 ms here): when that commit was a
-    risk exit, the exit waited for it. The service calls this; other processes keep the automatic checkpoint."""
-    _checkpoint_opts[id(engine)]["autocheckpoint"] = 0
-
-
-def checkpoint(engine: Engine) -> tuple[int, int, int]:
-    """``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of its own: copies what it can without waiting for
-    readers or writers (neither waits for it either). Returns SQLite's (busy, WAL frames, frames checkpointed)."""
-    raw = engine.raw_connection()
-    try:
-        return tuple(raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-    finally:
-        raw.close()
-
-
-def get_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0) -> Engine:
-    """Process-wide cached engine per database path (pages and service loops share one pool)."""
-    key = (str(Path(path).resolve()), busy_timeout_ms, max_pages)
-    with _lock:
-        if key not in _engines:
-            _engines[key] = make_engine(path, busy_timeout_ms, max_pages)
-        return _engines[key]
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def writer_lock(engine: Engine) -> threading.RLock:
-    """One writer at a time per process (design guide §16). Threads of one process queue on this lock, which
-    hands over at once, instead of colliding on BEGIN IMMEDIATE and sleeping in SQLite's coarse busy-handler
-    backoff (25-100 ms steps). Across processes, BEGIN IMMEDIATE + busy_timeout still serialize writers."""
-    with _lock:
-        return _writer_locks.setdefault(id(engine.pool), threading.RLock())
 
 
 class WriteGate:
@@ -153,14 +111,16 @@ class WriteGate:
     takes the turnstile, then the gate, then lets the turnstile go. A waiter holds the turnstile while it waits
     for the gate, so the process that just committed cannot take the gate again ahead of it: writers of
     different processes alternate instead of one starving. The gate is polled every <= 0.2 ms and the
-    turnstile every <= 1 ms, with jitter; the wait gives up after ``wait_s`` (the busy_timeout). SQLite's own
+    turnstile every <= 1 ms, with jitter; the wait gives up after ``wait_s`` (a Store passes its busy_timeout;
+    5 s, SQLite's busy_timeout floor here, when none is given). SQLite's own
     locking stays the second line for writers outside this code (migrations, the sqlite3 shell).
 
     ``flock`` belongs to an open file description, so the files are opened once per process (again after a
-    fork); threads of one process are serialized by the writer lock already, and ``depth`` makes a nested
-    acquire on the holding thread harmless."""
+    fork) and one gate serves every Store of the process on the file (``WriteState``); threads of one process
+    are serialized by the writer lock already, and ``depth`` makes a nested acquire on the holding thread
+    harmless."""
 
-    def __init__(self, path: str, wait_s: float):
+    def __init__(self, path: str, wait_s: float = 5.0):
         self.paths = (f"{path}-wturn", f"{path}-wgate")
         self.wait_s = wait_s
         self._fds: tuple[int, int] = (-1, -1)
@@ -207,31 +167,46 @@ class WriteGate:
         if self._depth == 0:
             fcntl.flock(self._fds[1], fcntl.LOCK_UN)
 
+    def __del__(self):
+        # Only this process's own descriptors: after a fork the inherited ones share the parent's lock.
+        if self._pid == os.getpid():
+            for fd in self._fds:
+                os.close(fd)
 
-def write_gate(engine: Engine) -> WriteGate:
+
+class WriteState:
+    """What every ``Store`` (so every ``Database``) of this process on one database file shares: the writer lock,
+    the write gate and who checkpoints the WAL.
+
+    Why shared, and found by path: the UI keeps one Database per settings, the service may be handed one, tests
+    open several on one file. With a lock and a gate per object, threads of this process would meet only at the
+    gate, as if they were other processes: each holding its own ``flock`` open file description on the gate
+    file, polling for it instead of the lock's immediate hand-over, and told "another process kept the write
+    gate" when a thread of their own held it. A lock per object around one shared gate would be worse: the
+    gate's nesting count belongs to the holding thread, so a second thread would walk straight in and collide
+    with the first on BEGIN IMMEDIATE. The key is the resolved path, not an ``id()``: an id is reused by a new
+    engine once the old one is collected, and two spellings of one file must share. The registry holds states
+    weakly: one lives as long as a Store or an engine on its file does, and its gate files are closed with it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.RLock()
+        self.gate = WriteGate(path)
+        self.autocheckpoint = AUTOCHECKPOINT_PAGES  # 0 once this process checkpoints the WAL itself
+
+
+_lock = threading.Lock()
+_states: weakref.WeakValueDictionary[str, WriteState] = weakref.WeakValueDictionary()
+
+
+def write_state(path: str | Path) -> WriteState:
+    """The process-wide write state of the database file at ``path`` (created on first use)."""
+    key = str(Path(path).resolve())
     with _lock:
-        return _gates[id(engine.pool)]
-
-
-@contextlib.contextmanager
-def gated(engine: Engine, wait_s: float | None = None):
-    """What every write transaction is taken under: the process's writer lock (threads), then the cross-process
-    write gate. BEGIN IMMEDIATE comes after, inside. Both waits give up after ``wait_s`` (default: the
-    busy_timeout) with DbLocked: a thread must never queue without bound behind writers that are themselves
-    stuck at the gate (seen: the market-data thread waited ~55 s on this lock and evaluated no tick meanwhile)."""
-    gate = write_gate(engine)
-    wait = gate.wait_s if wait_s is None else wait_s
-    lock = writer_lock(engine)
-    if not lock.acquire(timeout=wait):
-        raise DbLocked(f"database is locked: other writers of this process held the writer lock for over {wait:g} s")
-    try:
-        gate.acquire(wait)
-        try:
-            yield
-        finally:
-            gate.release()
-    finally:
-        lock.release()
+        state = _states.get(key)
+        if state is None:
+            state = _states[key] = WriteState(key)
+        return state
 
 
 @contextlib.contextmanager
@@ -247,18 +222,75 @@ def translated():
         raise err from exc
 
 
-@contextlib.contextmanager
-def write_session(engine: Engine, wait_s: float | None = None):
-    """A short write transaction (BEGIN IMMEDIATE ... COMMIT) under ``gated``; rolls back on error.
-    Never open a second write_session inside one on the same thread."""
-    with translated(), gated(engine, wait_s):
-        with Session(engine, expire_on_commit=False) as s:
-            with s.begin():
-                yield s
+class Store:
+    """One database file as this process uses it: an engine of its own and the file's shared ``WriteState``.
+    Every write transaction of ours goes through ``write()`` (or ``gated()`` for the migrations)."""
 
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 0):
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_ms / 1000
+        self.engine = make_engine(self.path, busy_timeout_ms, max_pages)
+        self.state = write_state(self.path)
 
-@contextlib.contextmanager
-def read_session(engine: Engine):
-    """A read-only session: deferred BEGIN, never takes the write lock."""
-    with translated(), Session(engine.execution_options(algomirror_readonly=True), expire_on_commit=False) as s:
-        yield s
+    @property
+    def gate(self) -> WriteGate:
+        return self.state.gate
+
+    @contextlib.contextmanager
+    def gated(self, wait_s: float | None = None):
+        """What every write transaction is taken under: the process's writer lock (threads), then the
+        cross-process write gate. BEGIN IMMEDIATE comes after, inside. Both waits give up after ``wait_s``
+        (default: the busy_timeout) with DbLocked: a thread must never queue without bound behind writers that
+        are themselves stuck at the gate (seen: the market-data thread waited ~55 s on this lock and evaluated
+        no tick meanwhile).
+
+        Why a writer lock besides the gate: threads of one process queue on it, and it hands over at once,
+        instead of colliding on BEGIN IMMEDIATE and sleeping in SQLite's busy-handler backoff (25-100 ms
+        steps); design guide §16."""
+        wait = self.busy_timeout_s if wait_s is None else wait_s
+        lock, gate = self.state.lock, self.state.gate
+        if not lock.acquire(timeout=wait):
+            raise DbLocked(f"database is locked: other writers of this process held the writer lock for over "
+                           f"{wait:g} s")
+        try:
+            gate.acquire(wait)
+            try:
+                yield
+            finally:
+                gate.release()
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def write(self, wait_s: float | None = None):
+        """A short write transaction (BEGIN IMMEDIATE ... COMMIT) under ``gated``; rolls back on error.
+        Never open a second write inside one on the same thread."""
+        with translated(), self.gated(wait_s):
+            with Session(self.engine, expire_on_commit=False) as s:
+                with s.begin():
+                    yield s
+
+    @contextlib.contextmanager
+    def read(self):
+        """A read-only session: deferred BEGIN, never takes the write lock."""
+        with translated(), Session(self.engine.execution_options(algomirror_readonly=True),
+                                   expire_on_commit=False) as s:
+            yield s
+
+    def own_checkpoints(self) -> None:
+        """From now on this process checkpoints the WAL itself, with ``checkpoint()`` on a timer: its
+        connections to this file stop doing it inside a commit. SQLite's automatic checkpoint runs in whichever
+        commit takes the WAL past 1,000 pages, copying those pages into the database file and syncing it
+        (10-30 ms here): when that commit was a risk exit, the exit waited for it. The service calls this; other
+        processes keep the automatic checkpoint."""
+        self.state.autocheckpoint = 0
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of its own: copies what it can without waiting for
+        readers or writers (neither waits for it either). Returns SQLite's (busy, WAL frames, frames
+        checkpointed)."""
+        raw = self.engine.raw_connection()
+        try:
+            return tuple(raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        finally:
+            raw.close()

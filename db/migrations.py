@@ -7,9 +7,8 @@ raises rolls the whole upgrade back: the database stays at its previous version,
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
-from sqlalchemy.engine import Engine
 
-from db.engine import gated
+from db.engine import Store
 from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -58,18 +57,19 @@ def current_version(conn: Connection) -> int:
     return conn.execute(select(SchemaVersion.version).order_by(SchemaVersion.version.desc())).scalar() or 0
 
 
-def migrate(engine: Engine) -> int:
+def migrate(store: Store) -> int:
     """Bring the database to LATEST; returns the version. Safe when two processes start at once.
 
     An up-to-date database (every start but the first) is only read: no write transaction. Otherwise the
     migration runs under the same write gate as every other writer. Found in CI: a UI process starting while the
     service wrote back to back waited in SQLite's coarse busy handler for a gap, never found one within
     busy_timeout, and died at start with "database is locked" (the gate exists to prevent exactly that)."""
+    engine = store.engine
     with engine.execution_options(algomirror_readonly=True).connect() as conn:
         version = current_version(conn)
     if version >= LATEST:
         return version
-    with gated(engine), engine.begin() as conn:  # BEGIN IMMEDIATE: the second process waits, then sees the new version
+    with store.gated(), engine.begin() as conn:  # BEGIN IMMEDIATE: the second process waits, then sees the new version
         version = current_version(conn)
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             step(conn)

@@ -10,6 +10,7 @@ import threading
 
 from config import ConfigError, load_settings
 from db import logmask
+from db.commands import RegistryError
 from db.migrations import MigrationError
 from services.runner import AlreadyRunning, InstanceLock, run, settings_for
 
@@ -62,6 +63,9 @@ def main(argv=None) -> int:
     except MigrationError as exc:  # the database stays as it was; the operator must act, so say what and exit
         logging.getLogger("services").error("AlgoMirror service not started: %s", exc)
         return 4
+    except RegistryError as exc:  # a release whose commands and handlers disagree: refuse to run it at all
+        logging.getLogger("services").error("AlgoMirror service not started: %s", exc)
+        return 5
     finally:
         lock.release()
     logging.getLogger("services").info("AlgoMirror service stopped")

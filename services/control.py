@@ -8,16 +8,21 @@
                                          re-reads its failover list (primary, then backups) on every reconnect
                                          and, if it has no account yet, tries at once; the symbol master is
                                          loaded if start-up could not (no primary account then)
-Each handler returns a short result string or raises; the runner stores either on the command row. The payload
-is validated again here (db.commands.control_payload), as the UI's enqueue_control does: a row written into
-control_commands by anything else is carried out only if it passes, so {"run_id": 2.9} fails, never exits run 2.
+Each handler returns a short result string or raises; the runner stores either on the command row. The kinds
+are db.commands.COMMANDS, the registry the UI enqueues from: each handler says which kind it carries out
+(``@handles``), and the runner refuses to start unless every registered kind has exactly one handler and every
+handler a registered kind (db.commands.check_handlers). The payload is validated by the same function as the
+UI's (db.commands.control_payload): a row written into control_commands by anything else is carried out only if
+it passes, so {"run_id": 2.9} fails, never exits run 2, and an unregistered kind fails, doing nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts
-from db.commands import control_payload
+from db.commands import check_handlers, control_payload
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
@@ -26,37 +31,79 @@ from db.order_fsm import Status
 from services.cancels import CANCELLABLE, send_cancel
 
 if TYPE_CHECKING:
-    from services.runner import ServiceRunner
+    from services.account_sync import AccountSync
+    from services.common import ServiceContext
+    from services.market_data import MarketDataManager
+    from services.risk import RiskManager
+
+
+@dataclass(frozen=True)
+class ControlDeps:
+    """What the handlers work with, handed over by whoever runs them (the runner). The risk manager and market
+    data are built only when the service starts, after the handlers: getters, None until then."""
+    ctx: ServiceContext
+    account_sync: AccountSync
+    risk: Callable[[], RiskManager | None]
+    market_data: Callable[[], MarketDataManager | None]
+    instruments_loaded: Callable[[], bool]
+    load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
+
+
+def handles(kind: str) -> Callable:
+    """Marks a ControlHandlers method as the handler of control command ``kind`` (a db.commands.COMMANDS key)."""
+    def mark(fn: Callable) -> Callable:
+        fn.control_kind = kind
+        return fn
+    return mark
 
 
 class ControlHandlers:
-    def __init__(self, runner: "ServiceRunner"):
-        self.runner = runner
+    def __init__(self, deps: ControlDeps):
+        self.deps = deps
+        self.handlers: dict[str, Callable[[dict], str]] = {
+            kind: getattr(self, name) for name, kind in self._marked()}
+
+    @classmethod
+    def _marked(cls) -> list[tuple[str, str]]:
+        """(method name, kind) of every method marked with @handles."""
+        return [(name, kind) for name in dir(cls) if (kind := getattr(getattr(cls, name), "control_kind", None))]
+
+    @classmethod
+    def handled_kinds(cls) -> list[str]:
+        """The kind of every handler, once per handler (so a kind handled twice is listed twice)."""
+        return [kind for _name, kind in cls._marked()]
+
+    @classmethod
+    def check(cls) -> None:
+        """RegistryError unless every registered command has exactly one handler here, and each handler a
+        registered command: the runner calls this before it builds anything."""
+        check_handlers(cls.handled_kinds())
 
     def handle(self, kind: str, payload: dict) -> str:
         clean = control_payload(kind, payload)  # CommandError: the command is marked failed, nothing done
-        fn = getattr(self, f"do_{kind}", None)
-        if fn is None:
-            raise ValueError(f"unknown control command '{kind}'")
-        return fn(clean)
+        return self.handlers[kind](clean)
 
-    def do_exit_run(self, p: dict) -> str:
-        if self.runner.risk is None:
+    @handles("exit_run")
+    def exit_run(self, p: dict) -> str:
+        risk = self.deps.risk()
+        if risk is None:
             raise RuntimeError("risk manager not running")
         try:
-            ids = self.runner.risk.exit_run(int(p["run_id"]), "manual")
+            ids = risk.exit_run(int(p["run_id"]), "manual")
         except DbError as exc:
             raise RuntimeError(f"exit could not be written ({exc}); the service keeps retrying it") from exc
         return f"{len(ids)} exit order(s) queued" if ids else "run is not active (already exiting or finished)"
 
-    def do_refresh_account(self, p: dict) -> str:
-        ok = self.runner.account_sync.refresh(int(p["account_id"]))
-        if not ok:
-            raise RuntimeError(self.runner.account_sync.errors.get(int(p["account_id"]), "refresh failed"))
+    @handles("refresh_account")
+    def refresh_account(self, p: dict) -> str:
+        sync = self.deps.account_sync
+        if not sync.refresh(int(p["account_id"])):
+            raise RuntimeError(sync.errors.get(int(p["account_id"]), "refresh failed"))
         return "refreshed"
 
-    def do_cancel_intent(self, p: dict) -> str:
-        ctx, iid = self.runner.ctx, int(p["intent_id"])
+    @handles("cancel_intent")
+    def cancel_intent(self, p: dict) -> str:
+        ctx, iid = self.deps.ctx, int(p["intent_id"])
         with ctx.db.write() as s:
             intent = s.get(OrderIntent, iid)
             if intent is None:
@@ -72,15 +119,15 @@ class ControlHandlers:
             return f"cancel sent for broker order {oid}"
         raise RuntimeError(f"intent is '{status}'; it cannot be cancelled now")
 
-    def do_reload_accounts(self, p: dict) -> str:
-        ctx = self.runner.ctx
+    @handles("reload_accounts")
+    def reload_accounts(self, p: dict) -> str:
+        ctx = self.deps.ctx
         for acct in list_accounts(ctx.db):
             ctx.drop_client(acct.id)  # calls already running finish on the old client (closed later)
-        md = self.runner.md
-        reload = getattr(md, "reload_accounts", None) if md is not None else None
-        if reload:
-            reload()
-        if not self.runner.instruments_loaded:  # the first account was added after start: load the master now
-            self.runner.load_instruments_soon()
+        md = self.deps.market_data()
+        if md is not None:
+            md.reload_accounts()
+        if not self.deps.instruments_loaded():  # the first account was added after start: load the master now
+            self.deps.load_instruments_soon()
             return "broker clients reloaded; symbol master loading"
         return "broker clients reloaded"

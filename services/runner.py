@@ -23,13 +23,12 @@ from sqlalchemy import select, update
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
-from db.engine import checkpoint, own_checkpoints
 from db.models import ControlCommand, utcnow
 from db.vocab import CommandStatus
 from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.common import ServiceContext, heartbeat, service_log
-from services.control import ControlHandlers
+from services.control import ControlDeps, ControlHandlers
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments
 from services.market_data import MarketDataManager
@@ -77,6 +76,7 @@ class InstanceLock:
 
 class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
+        ControlHandlers.check()  # a command the UI can queue that nothing here carries out: refuse to start
         self.settings = settings
         self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
         self.notifier = Notifier(self.ctx.db, settings.alerts)
@@ -89,7 +89,9 @@ class ServiceRunner:
         self.md = self.positions = self.risk = self.chains = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        self.control = ControlHandlers(self)
+        self.control = ControlHandlers(ControlDeps(
+            ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
+            instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon))
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -97,7 +99,7 @@ class ServiceRunner:
 
     # ---- start-up ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        own_checkpoints(self.ctx.db.engine)  # WAL checkpoints on a timer job, never inside a risk exit's commit
+        self.ctx.db.own_checkpoints()  # WAL checkpoints on a timer job, never inside a risk exit's commit
         self.notifier.start()
         self._load_instruments()
         self.reconciler.startup()
@@ -155,7 +157,7 @@ class ServiceRunner:
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
                 ("heartbeat", self.beat, sv.heartbeat_s),
-                ("wal_checkpoint", lambda: checkpoint(self.ctx.db.engine), 1.0),
+                ("wal_checkpoint", self.ctx.db.checkpoint, 1.0),
                 # flush() also writes the P&L snapshot every pnl_snapshot_s
                 ("positions_flush", self.positions.flush, sv.flush_interval_s),
                 ("positions_subs", self.positions.refresh_subscriptions, 1.0),

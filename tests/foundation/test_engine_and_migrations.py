@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import event, text
 
 from db import Database
-from db.engine import make_engine, read_session, write_session
+from db.engine import Store
 from db.migrations import LATEST, current_version, migrate
 
 
 def test_engine_sets_wal_busy_timeout_and_foreign_keys(tmp_path):
-    eng = make_engine(tmp_path / "x.db", busy_timeout_ms=6000)
+    eng = Store(tmp_path / "x.db", busy_timeout_ms=6000).engine
     with eng.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 6000
@@ -20,27 +20,27 @@ def test_engine_sets_wal_busy_timeout_and_foreign_keys(tmp_path):
 
 
 def test_writers_begin_immediate_and_readers_deferred(tmp_path):
-    eng = make_engine(tmp_path / "x.db")
+    st = Store(tmp_path / "x.db")
     seen = []
-    event.listen(eng, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt))
-    with write_session(eng) as s:
+    event.listen(st.engine, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt))
+    with st.write() as s:
         s.execute(text("CREATE TABLE t(a)"))
-    with read_session(eng) as s:
+    with st.read() as s:
         s.execute(text("SELECT * FROM t")).all()
     assert seen[0] == "BEGIN IMMEDIATE"
     assert "BEGIN" in seen and seen[seen.index("SELECT * FROM t") - 1] == "BEGIN"
 
 
 def test_reader_is_not_blocked_by_an_open_writer(tmp_path):
-    eng = make_engine(tmp_path / "x.db")
-    with write_session(eng) as s:
+    st = Store(tmp_path / "x.db")
+    with st.write() as s:
         s.execute(text("CREATE TABLE t(a)"))
         s.execute(text("INSERT INTO t VALUES (1)"))
-    other = make_engine(tmp_path / "x.db", busy_timeout_ms=5000)
+    other = Store(tmp_path / "x.db", busy_timeout_ms=5000)
     started, release = threading.Event(), threading.Event()
 
     def writer():
-        with write_session(eng) as s:
+        with st.write() as s:
             s.execute(text("INSERT INTO t VALUES (2)"))
             started.set()
             release.wait(5)
@@ -48,17 +48,17 @@ def test_reader_is_not_blocked_by_an_open_writer(tmp_path):
     th = threading.Thread(target=writer)
     th.start()
     started.wait(5)
-    with read_session(other) as s:  # WAL: the snapshot read does not wait for the writer
+    with other.read() as s:  # WAL: the snapshot read does not wait for the writer
         assert s.execute(text("SELECT count(*) FROM t")).scalar() == 1
     release.set()
     th.join()
-    with read_session(other) as s:
+    with other.read() as s:
         assert s.execute(text("SELECT count(*) FROM t")).scalar() == 2
 
 
 def test_migrate_is_idempotent_and_versioned(tmp_path):
     d = Database(tmp_path / "m.db", key_file=tmp_path / "k")
-    assert migrate(d.engine) == LATEST
+    assert migrate(d.store) == LATEST
     with d.engine.connect() as c:
         assert current_version(c) == LATEST
         tables = {r[0] for r in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -69,19 +69,15 @@ def test_migrate_is_idempotent_and_versioned(tmp_path):
 
 
 def _hold_write(path, held, release):
-    from db.engine import make_engine as mk
-    eng = mk(path, busy_timeout_ms=5000)
-    with write_session(eng) as s:
+    with Store(path, busy_timeout_ms=5000).write() as s:
         s.execute(text("INSERT INTO t VALUES (99)"))
         held.set()
         release.wait(30)
 
 
 def _writer_in_other_process(path, timeout_ms, out):
-    from db.engine import make_engine as mk
-    eng = mk(path, busy_timeout_ms=timeout_ms)
     try:
-        with write_session(eng) as s:
+        with Store(path, busy_timeout_ms=timeout_ms).write() as s:
             s.execute(text("INSERT INTO t VALUES (7)"))
         out.put("ok")
     except Exception as exc:  # noqa: BLE001 - the message is the assertion
@@ -92,8 +88,8 @@ def _held_by_another_process(tmp_path):
     """A table t, and a spawned process holding a write transaction (so the write gate) until ``release``."""
     import multiprocessing as mp
     path = tmp_path / "g.db"
-    eng = make_engine(path)
-    with write_session(eng) as s:
+    eng = Store(path)
+    with eng.write() as s:
         s.execute(text("CREATE TABLE t(a)"))
     ctx = mp.get_context("spawn")
     held, release, out = ctx.Event(), ctx.Event(), ctx.Queue()
@@ -113,7 +109,7 @@ def test_write_gate_when_another_process_holds_it_then_writer_waits_and_then_com
     assert out.get(timeout=30) == "ok"
     holder.join(10)
     waiter.join(10)
-    with read_session(eng) as s:
+    with eng.read() as s:
         assert sorted(r[0] for r in s.execute(text("SELECT a FROM t"))) == [7, 99]
 
 
@@ -127,7 +123,7 @@ def test_write_gate_when_held_past_the_busy_timeout_then_clear_locked_error_and_
         release.set()
         holder.join(10)
     assert msg.startswith("DbLocked: database busy: nothing was written") and "write gate" in msg
-    with read_session(eng) as s:
+    with eng.read() as s:
         assert [r[0] for r in s.execute(text("SELECT a FROM t"))] == [99]
 
 
@@ -147,17 +143,15 @@ def test_database_open_when_another_process_writes_then_up_to_date_opens_without
         monkeypatch.setattr(m, "MIGRATIONS", [*m.MIGRATIONS, lambda conn: None])  # a newer release's step
         monkeypatch.setattr(m, "LATEST", LATEST + 1)
         with pytest.raises(sqlite3.OperationalError, match="write gate"):  # waits in line like any writer
-            m.migrate(make_engine(path, busy_timeout_ms=300))
+            m.migrate(Store(path, busy_timeout_ms=300))
     finally:
         release.set()
         holder.join(10)
-    assert m.migrate(make_engine(path)) == LATEST + 1  # once the writer is done, it runs
+    assert m.migrate(Store(path)) == LATEST + 1  # once the writer is done, it runs
 
 
 def test_write_gate_nested_write_on_the_same_thread_does_not_release_the_outer_gate(tmp_path):
-    from db.engine import write_gate
-    eng = make_engine(tmp_path / "n.db")
-    gate = write_gate(eng)
+    gate = Store(tmp_path / "n.db").gate
     gate.acquire()
     gate.acquire()
     gate.release()
@@ -175,7 +169,6 @@ def test_write_gate_nested_write_on_the_same_thread_does_not_release_the_outer_g
 def test_own_checkpoints_when_the_service_takes_them_over_then_commits_stop_checkpointing_and_the_timer_job_does(
         tmp_path):
     from db import Database
-    from db.engine import checkpoint, own_checkpoints
     from db.models import ServiceLog
     db, other = Database(tmp_path / "svc.db"), Database(tmp_path / "ui.db")
 
@@ -184,7 +177,7 @@ def test_own_checkpoints_when_the_service_takes_them_over_then_commits_stop_chec
             return s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
 
     assert autocheckpoint(db) == autocheckpoint(other) == 1000  # SQLite's default until a process takes over
-    own_checkpoints(db.engine)
+    db.own_checkpoints()
     assert autocheckpoint(db) == 0 and autocheckpoint(other) == 1000  # pooled connections follow; others do not
     def write_lots(d) -> tuple[int, int]:
         """(database file size before, after) one commit that takes the WAL well past 1,000 pages"""
@@ -197,5 +190,5 @@ def test_own_checkpoints_when_the_service_takes_them_over_then_commits_stop_chec
     assert after > before  # default: that commit checkpointed, copying the pages into the database file
     before, after = write_lots(db)
     assert after == before  # taken over: the commit left the pages in the WAL
-    busy, frames, done = checkpoint(db.engine)
+    busy, frames, done = db.checkpoint()
     assert busy == 0 and frames > 1000 and done == frames and db.path.stat().st_size > after

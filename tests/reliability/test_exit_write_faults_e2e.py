@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select, update
 
-from db.engine import write_gate
 from db.models import Execution, OrderIntent, RiskEvent, ServiceHeartbeat, StrategyRun
 from simulator.testing import SimProcess, free_port
 from tests.harness import queue_runs
@@ -130,7 +129,7 @@ def test_exit_write_blocked_past_busy_timeout_then_alarm_within_2s_and_exit_once
     proc, run_id, name, entry = _active_run(db, frozen_sim, tmp_path, webhook)
     log_text = (tmp_path / "svc.log").read_text
     try:
-        gate = write_gate(db.engine)
+        gate = db.store.gate
         gate.acquire()  # as another AlgoMirror process would (the UI), and ...
         raw = sqlite3.connect(db.path, isolation_level=None, timeout=1)
         raw.execute("BEGIN IMMEDIATE")  # ... as a writer outside our gate would (the sqlite3 shell)

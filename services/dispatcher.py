@@ -40,7 +40,8 @@ from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendabl
                         next_queued_view, transition)
 from db.order_fsm import Status
 from db.rawsql import raw_cursor
-from services.common import ServiceContext, service_log, service_log_in
+from services.context import ServiceContext
+from services.health import service_log, service_log_in
 
 log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from db.accounts import feed_order
 from db.models import Instrument, OptionChainSession, utcnow
 from db.strategies import OPTION_EXCHANGE
-from services.common import ServiceContext
+from services.context import ServiceContext
 from services.market_data import MarketDataManager
 
 log = logging.getLogger("services.option_chain")

@@ -28,7 +28,8 @@ from db.executions import Outcome, sweep, sweep_needed
 from db.rawsql import raw_cursor
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status
-from services.common import ServiceContext, service_log
+from services.context import ServiceContext
+from services.health import service_log
 from services.orderbook import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.poller")

@@ -30,7 +30,8 @@ from db.intents import requeue_orphan_claims, transition
 from db.models import BrokerOrder, OrderIntent, utcnow
 from db.rawsql import raw_cursor
 from db.order_fsm import Status
-from services.common import ServiceContext, service_log
+from services.context import ServiceContext
+from services.health import service_log
 from services.orderbook import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.reconciler")

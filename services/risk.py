@@ -53,7 +53,8 @@ from db.order_fsm import Status
 from db.rawsql import insert_row, raw_cursor, update_rows
 from services.alerts import Notifier
 from services.cancels import CancelSender
-from services.common import ServiceContext, heartbeat, ist_now_str, service_log
+from services.context import ServiceContext, ist_now_str
+from services.health import heartbeat, service_log
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
 from services.risk_partial import GROWN_SQL, cancel_remainders, exit_late_remainders

@@ -19,7 +19,8 @@ from db.executions import filled_units
 from db.models import Execution, OrderEvent, OrderIntent, RiskEvent, Strategy, StrategyRun, utcnow
 from db.rawsql import raw_cursor
 from services.cancels import CANCELLABLE, CancelSender
-from services.common import ServiceContext, ist_now_str, service_log
+from services.context import ServiceContext, ist_now_str
+from services.health import service_log
 
 log = logging.getLogger("services.risk")
 IN_CANCELLABLE = f"IN ({', '.join(repr(x) for x in CANCELLABLE)})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .ws import BROKER, LABELS, Client, Hub, error, parse_mode
+from .ws_hub import BROKER, LABELS, Client, Hub, error, parse_mode
 
 
 def handle_message(hub: Hub, c: Client, text: str) -> None:

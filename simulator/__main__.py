@@ -15,7 +15,7 @@ from .control import loopback_only, setup_control
 from .engine import Config, Sim
 from .guards import mask
 from .rest import notfound_mw, setup_rest
-from .ws_hub import setup_ws
+from .ws import setup_ws
 
 log = logging.getLogger("simulator")
 

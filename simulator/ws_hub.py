@@ -1,4 +1,5 @@
-"""WebSocket proxy emulation (OpenAlgo websocket_proxy protocol) with fan-out of market ticks."""
+"""State of the WebSocket feed: the connected clients, their subscriptions, and the fan-out of market ticks and
+order updates to them. The aiohttp endpoint is in ``ws``, the client messages in ``ws_proto``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import asyncio
 import json
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .engine import Sim
-from .timeutil import epoch_ms
 
 log = logging.getLogger("simulator.ws")
 BROKER = "simulator"
@@ -175,40 +175,3 @@ class Hub:
         await asyncio.gather(*(c.ws.close(code=1001, message=b"server dropped connection")
                                for c in clients), return_exceptions=True)
         return len(clients)
-
-    # ----- connection ----------------------------------------------------
-    async def handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * 1024 * 1024)
-        await ws.prepare(request)
-        c = Client(ws, self)
-        self.clients.add(c)
-        timer = asyncio.get_running_loop().call_later(self.sim.cfg.ws_auth_timeout, self._auth_timeout, c)
-        from .ws_proto import handle_message
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    handle_message(self, c, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            timer.cancel()
-            self.drop_client(c)
-        return ws
-
-    def _auth_timeout(self, c: Client) -> None:
-        if c.account is None and not c.ws.closed:
-            asyncio.get_running_loop().create_task(c.ws.close(code=4401, message=b"auth timeout"))
-
-    def pong(self, msg: dict) -> dict:
-        out = {"type": "pong", "status": "success", "server_timestamp": epoch_ms(),
-               "client_timestamp": msg.get("timestamp")}
-        if "_pingId" in msg:
-            out["_pingId"] = msg["_pingId"]
-        return out
-
-
-def setup_ws(app: web.Application, sim: Sim) -> Hub:
-    hub = Hub(sim)
-    app.router.add_get("/", hub.handler)
-    app.router.add_get("/ws", hub.handler)
-    return hub

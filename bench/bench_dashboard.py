@@ -84,8 +84,8 @@ def seed(db, now_utc: datetime) -> dict:
 
 
 def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dict:
-    """In THIS (fresh) process: optionally ui.preload.preload() (what `python -m ui.serve` does before the server
-    starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
+    """In THIS (fresh) process: optionally scripts.serve.preload() (what `python -m scripts.serve` does before the
+    server starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
     os.environ["APP__DB__PATH"] = db_path
     os.environ["APP__SECRETS__KEY_FILE"] = str(Path(db_path).with_name("algomirror.key"))
     os.chdir(ROOT)
@@ -98,7 +98,7 @@ def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dic
     repo.utcnow = lambda: fake_now + (datetime.utcnow() - _t0)  # "now" = 15:30 IST today, ticking
     preload_s = 0.0
     if preloaded:
-        from ui.preload import preload
+        from scripts.serve import preload
         preload_s = preload()
 
     times, errors = [], []
@@ -147,7 +147,7 @@ def main() -> int:
         out[mode] = json.loads(line[0][len("MEASURED "):])
     errors = out["fresh"]["errors"] + out["preloaded"]["errors"]
     for mode, label in (("fresh", "new process, nothing preloaded"),
-                        ("preloaded", "new process after ui.preload (python -m ui.serve)")):
+                        ("preloaded", "new process after scripts.serve.preload (python -m scripts.serve)")):
         m = out[mode]
         extra = f" (preload took {m['preload_s'] * 1000:.0f} ms before the server starts)" if m["preload_s"] else ""
         print(f"AppTest.run() of pages/dashboard.py, {label}: first {m['times'][0] * 1000:.0f} ms; warm "

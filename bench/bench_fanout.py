@@ -25,7 +25,7 @@ from _common import (  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from db.models import OrderEvent, OrderIntent  # noqa: E402
-from services.common import ServiceContext  # noqa: E402
+from services.context import ServiceContext  # noqa: E402
 from services.dispatcher import OrderDispatcher  # noqa: E402
 from simulator.testing import SimProcess  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import main_guard, make_run, quiet, result, settings_for, temp_db  # noqa: E402
 
 from db.accounts import add_account  # noqa: E402
-from services.common import ServiceContext  # noqa: E402
+from services.context import ServiceContext  # noqa: E402
 from services.market_data import MarketDataManager  # noqa: E402
 from services.positions import PositionMonitor  # noqa: E402
 from services.risk import RiskManager  # noqa: E402

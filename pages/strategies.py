@@ -8,7 +8,7 @@ from db.models import utcnow
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui import charts
-from ui.bs import implied_vol, years_to_expiry
+from ui.black_scholes import implied_vol, years_to_expiry
 from ui.format import table
 from ui.payoff import DEFAULT_IV, breakevens, leg_value, payoff, spot_grid
 from ui.widgets import status_chip

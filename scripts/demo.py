@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: simulator on {rest} / {ws}; accounts: {', '.join(names)}")
         procs.append(subprocess.Popen([py, "-m", "services"], cwd=ROOT, env=env))
         if not args.no_ui:
-            procs.append(subprocess.Popen([py, "-m", "ui.serve", "--server.address", "127.0.0.1",
+            procs.append(subprocess.Popen([py, "-m", "scripts.serve", "--server.address", "127.0.0.1",
                                            "--server.port", str(args.ui_port), "--server.headless", "true"],
                                           cwd=ROOT, env=env))
             print(f"demo: open http://127.0.0.1:{args.ui_port}  (Ctrl-C to stop)")

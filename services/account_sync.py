@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from broker.errors import BrokerError
 from db.accounts import list_accounts
 from db.models import BrokerTrade, Funds, Holding, Position, utcnow
-from services.common import ServiceContext
+from services.context import ServiceContext
 
 log = logging.getLogger("services.account_sync")
 COMPONENT = "account_sync"

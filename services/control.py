@@ -32,7 +32,7 @@ from services.cancels import CANCELLABLE, send_cancel
 
 if TYPE_CHECKING:
     from services.account_sync import AccountSync
-    from services.common import ServiceContext
+    from services.context import ServiceContext
     from services.market_data import MarketDataManager
     from services.risk import RiskManager
 

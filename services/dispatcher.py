@@ -40,7 +40,8 @@ from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendabl
                         queued_accounts, transition)
 from db.order_fsm import Status
 from db.run_fsm import LegStatus
-from services.common import ServiceContext, service_log, service_log_in
+from services.context import ServiceContext
+from services.health import service_log, service_log_in
 
 log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"

@@ -15,7 +15,8 @@ from sqlalchemy.dialects.sqlite import insert
 
 from broker.errors import BrokerError
 from db.models import Instrument, Strategy, utcnow
-from services.common import ServiceContext, service_log
+from services.context import ServiceContext
+from services.health import service_log
 
 log = logging.getLogger("services.instruments")
 DEFAULT_EXCHANGES = ("NSE", "NFO", "BFO", "NSE_INDEX", "BSE_INDEX")

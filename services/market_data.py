@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable
 import websocket
 
 from db.accounts import api_key_for, feed_order, set_status
-from services.common import ServiceContext, heartbeat, service_log
+from services.context import ServiceContext
+from services.health import heartbeat, service_log
 
 log = logging.getLogger("services.market_data")
 Key = tuple[str, str]

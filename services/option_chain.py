@@ -16,7 +16,7 @@ from db.models import Instrument, OptionChainSession, utcnow
 from db.order_fsm import values
 from db.strategies import OPTION_EXCHANGE
 from db.vocab import OPEN_CHAIN, ChainStatus
-from services.common import ServiceContext
+from services.context import ServiceContext
 from services.market_data import MarketDataManager
 
 log = logging.getLogger("services.option_chain")

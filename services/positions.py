@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert
 from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
 from db.order_fsm import values
 from db.run_fsm import HOLDING_RUN
-from services.common import ServiceContext
+from services.context import ServiceContext
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, run_pnl, utc_epoch
 

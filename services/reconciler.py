@@ -31,7 +31,8 @@ from db.models import BrokerOrder, OrderIntent, utcnow
 from db.rawsql import raw_cursor
 from db.order_fsm import RECONCILER_OWNED, Status, values
 from db.run_fsm import LegStatus
-from services.common import ServiceContext, service_log
+from services.context import ServiceContext
+from services.health import service_log
 from services.orderbook import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.reconciler")

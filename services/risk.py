@@ -51,7 +51,8 @@ from db.run_fsm import LegStatus
 from db.runs import live_runs, persist_pnl
 from services.alerts import Notifier
 from services.cancels import CancelSender
-from services.common import ServiceContext, heartbeat, ist_now_str, service_log
+from services.context import ServiceContext, ist_now_str
+from services.health import heartbeat, service_log
 from services.dispatcher import PlainExitWriter, Written
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl

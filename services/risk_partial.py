@@ -18,7 +18,8 @@ from db.exits import flag_once, grown_legs, run_tag, stuck_partial_exits, workin
 from db.models import Execution, OrderIntent, StrategyRun
 from db.run_fsm import LegStatus, RunStatus
 from services.cancels import CancelSender
-from services.common import ServiceContext, ist_now_str, service_log
+from services.context import ServiceContext, ist_now_str
+from services.health import service_log
 
 log = logging.getLogger("services.risk")
 

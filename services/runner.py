@@ -27,7 +27,8 @@ from db.models import ControlCommand, utcnow
 from db.vocab import CommandStatus
 from services.account_sync import AccountSync
 from services.alerts import Notifier
-from services.common import ServiceContext, heartbeat, service_log
+from services.context import ServiceContext
+from services.health import heartbeat, service_log
 from services.control import ControlDeps, ControlHandlers
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments

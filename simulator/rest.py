@@ -9,21 +9,16 @@ import logging
 
 from aiohttp import web
 
+from . import rest_data, rest_orders  # noqa: F401  (importing them registers their endpoints)
 from .broker import PreEncoded, compact_json
 from .engine import Sim
 from .guards import mask
+from .rest_registry import ENDPOINTS
+from .schema import validate
 
 log = logging.getLogger("simulator.rest")
-ENDPOINTS: dict[str, tuple] = {}  # name -> (schema, family, fn, sort_keys)
 UNEXPECTED = {"status": "error", "message": "An unexpected error occurred"}
 INVALID_KEY = {"message": "Invalid openalgo apikey", "status": "error"}
-
-
-def endpoint(name: str, schema: dict, family: str, sort_keys: bool = True):
-    def deco(fn):
-        ENDPOINTS[name] = (schema, family, fn, sort_keys)
-        return fn
-    return deco
 
 
 def jresp(body, status: int = 200, sort_keys: bool = True) -> web.Response:
@@ -70,7 +65,6 @@ def make_handler(sim: Sim, name: str):
             return early
         if not isinstance(body, dict):
             return jresp(UNEXPECTED, 500)
-        from .schema import validate
         data, errors = validate(schema, body)
         if errors:
             return validation_error(family, errors)
@@ -148,7 +142,6 @@ def make_instruments_handler(sim: Sim):
 
 
 def setup_rest(app: web.Application, sim: Sim) -> None:
-    from . import rest_data, rest_orders  # noqa: F401  (registers endpoints)
     for name in ENDPOINTS:
         h = make_handler(sim, name)
         app.router.add_post(f"/api/v1/{name}", h)

@@ -9,7 +9,7 @@ from . import schema as S
 from .broker import AN
 from .instruments import UNDERLYINGS, fmt_expiry_dash
 from .options import OptionError, chain, resolve
-from .rest import endpoint
+from .rest_registry import endpoint
 
 
 def _not_found(symbol: str, exchange: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 from . import accountviews as av
 from . import schema as S
 from .broker import AN
-from .rest import endpoint
+from .rest_registry import endpoint
 
 
 def _acct_name(acct):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .ws import BROKER, LABELS, Client, Hub, error, parse_mode
+from .timeutil import epoch_ms
+from .ws_hub import BROKER, LABELS, Client, Hub, error, parse_mode
 
 
 def handle_message(hub: Hub, c: Client, text: str) -> None:
@@ -19,7 +20,7 @@ def handle_message(hub: Hub, c: Client, text: str) -> None:
     if action in ("authenticate", "auth"):
         return authenticate(hub, c, msg)
     if action == "ping":
-        return c.send_json(hub.pong(msg))
+        return c.send_json(pong(msg))
     if action == "get_supported_brokers":
         return c.send_json({"type": "supported_brokers", "status": "success", "brokers": [BROKER], "count": 1})
     if action not in HANDLERS:
@@ -27,6 +28,14 @@ def handle_message(hub: Hub, c: Client, text: str) -> None:
     if c.account is None:
         return c.send_json(error("NOT_AUTHENTICATED", "You must authenticate first"))
     HANDLERS[action](hub, c, msg)
+
+
+def pong(msg: dict) -> dict:
+    out = {"type": "pong", "status": "success", "server_timestamp": epoch_ms(),
+           "client_timestamp": msg.get("timestamp")}
+    if "_pingId" in msg:
+        out["_pingId"] = msg["_pingId"]
+    return out
 
 
 def authenticate(hub: Hub, c: Client, msg: dict) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from ui.bs import implied_vol, years_to_expiry
+from ui.black_scholes import implied_vol, years_to_expiry
 
 SIDE_COLS = ["oi", "iv", "bid", "ask", "ltp"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ui.bs import RISK_FREE, bs_price
+from ui.black_scholes import RISK_FREE, bs_price
 
 DEFAULT_IV = 0.15
 

@@ -69,7 +69,7 @@ class Stack:
         self._spawn("service", ["-m", "services", "--db", str(self.db_path), "--log-file", str(self.tmp / "svc.log")])
         for _attempt in range(3):
             self.ui_port = free_port()
-            self._spawn("streamlit", ["-m", "ui.serve", "--server.address", "127.0.0.1",
+            self._spawn("streamlit", ["-m", "scripts.serve", "--server.address", "127.0.0.1",
                                       "--server.port", str(self.ui_port), "--server.headless", "true",
                                       "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"])
             if self._wait_health(60):

@@ -45,7 +45,7 @@ def _service_writer(path, key_file, seconds, out):
     from db.intents import claim_path, next_queued_view, transition
     from db.order_fsm import Status
     from db.models import LatestPrice, utcnow
-    from services.common import heartbeat
+    from services.health import heartbeat
     errors, n, placed = [], 0, 0
     db = Database(path, key_file=key_file)
     end = time.monotonic() + seconds

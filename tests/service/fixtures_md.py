@@ -13,7 +13,7 @@ import pytest
 from config import load_settings
 from db.accounts import add_account
 from db.models import Execution, Position, Strategy, StrategyRun
-from services.common import ServiceContext
+from services.context import ServiceContext
 from services.market_data import MarketDataManager
 
 FAST = {"APP__SERVICE__WS_RECONNECT_BASE_S": "0.1", "APP__SERVICE__WS_RECONNECT_MAX_S": "0.4",

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from config import load_settings
 from db.accounts import add_account
 from db.models import Execution, OrderEvent, OrderIntent, Strategy, StrategyRun
-from services.common import ServiceContext
+from services.context import ServiceContext
 from simulator.testing import SimProcess
 from tests.harness import queue_runs, wait_for  # noqa: F401 (re-exported)
 

@@ -16,7 +16,7 @@ N_PER_ACCOUNT = 10
 def _dispatch_process(db_path: str, key_file: str, worker: str, start_at: float, out) -> None:
     try:
         from db import Database
-        from services.common import ServiceContext
+        from services.context import ServiceContext
         from services.dispatcher import OrderDispatcher
         from tests.service.fixtures_orders import fast_settings
         ctx = ServiceContext(Database(db_path, key_file=key_file),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 
-from services.common import ServiceContext
+from services.context import ServiceContext
 from tests.service.fixtures_orders import fast_settings, order_sim, sim_account, wait_for  # noqa: F401
 
 

@@ -13,7 +13,7 @@ from db.accounts import update_account
 from db.commands import OrderRequest, enqueue_order
 from db.models import Account, Execution, OrderEvent, OrderIntent, ServiceLog, StrategyRun
 from db.rawsql import raw_cursor
-from services.common import ServiceContext
+from services.context import ServiceContext
 from services.dispatcher import OrderDispatcher
 from services.reconciler import Reconciler
 from tests.builders import seed_instruments

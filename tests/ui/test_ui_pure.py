@@ -13,7 +13,7 @@ import ui_builders as b
 from db import chain as chain_sessions
 from db import repo
 from db.models import OptionChainSession, utcnow
-from ui.bs import bs_price, implied_vol, years_to_expiry
+from ui.black_scholes import bs_price, implied_vol, years_to_expiry
 from ui.chain_grid import atm_strike, build_grid, parse_depth
 from ui.format import ist_str, rupees
 from ui.payoff import breakevens, payoff

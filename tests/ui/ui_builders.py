@@ -11,7 +11,7 @@ from db import Database
 from db.accounts import add_account
 from db.models import (BrokerOrder, Funds, Instrument, LatestPrice, OrderIntent, PnlSnapshot, Position,
                        RiskEvent, ServiceHeartbeat, ServiceLog, Strategy, StrategyRun, utcnow)
-from ui.bs import bs_price, years_to_expiry
+from ui.black_scholes import bs_price, years_to_expiry
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 API_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"

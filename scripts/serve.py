@@ -1,14 +1,19 @@
-"""Warm the Streamlit server process before its first page view.
+"""Start the Streamlit app in a warmed-up process: ``python -m scripts.serve [streamlit run options]``.
 
-Page scripts run inside the Streamlit server process, so whatever the first view would otherwise pay once per
-process (importing pandas / plotly / our modules, plotly loading the validators of each trace type on first use,
-the JSON encoders) can be paid at start-up instead: ``python -m ui.serve`` calls ``preload()`` before it starts
-the server. Measured on a 2-core VM: ~0.6 s moved out of the Dashboard's first run (bench/bench_dashboard.py).
+Same as ``streamlit run app.py --server.address 127.0.0.1 ...`` (the options are passed through; .streamlit/
+config.toml still binds 127.0.0.1), after ``preload()``. Page scripts run inside the Streamlit server process, so
+whatever the first view would otherwise pay once per process (importing pandas / plotly / our modules, plotly
+loading the validators of each trace type on first use, the JSON encoders) is paid at start-up instead. Measured
+on a 2-core VM: ~0.6 s moved out of the Dashboard's first run (bench/bench_dashboard.py).
 """
 from __future__ import annotations
 
 import inspect
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def preload() -> float:
@@ -37,3 +42,18 @@ def preload() -> float:
     # call maps the file of every loaded module (inspect.getmodule's cache) and reads the sources into linecache.
     inspect.stack()
     return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    took = preload()
+    print(f"scripts.serve: process warmed up in {took:.2f} s", flush=True)
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *(sys.argv[1:] if argv is None else argv)]
+    return cli.main(prog_name="streamlit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

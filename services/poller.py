@@ -31,7 +31,7 @@ from db.order_fsm import OPEN, RECONCILER_OWNED, Status, values
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.orderbook import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
+from services.order_reports import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
 
 log = logging.getLogger("services.poller")
 COMPONENT = "poller"

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from db.executions import sweep, sweep_needed
 from db.models import Execution, OrderIntent, StrategyRun
-from services.orderbook import BookOrder, apply_book_status
+from services.order_reports import BookOrder, apply_book_status
 from services.risk import RiskManager
 from tests.harness import queue_runs
 from tests.service.fixtures_md import account, ctx, md, tick  # noqa: F401

@@ -175,7 +175,7 @@ def test_behind_book_when_the_book_changes_step_by_step_then_it_agrees_with_what
     """``behind_book`` (the poller's read-only pre-check) must say True exactly when ``apply_book_status`` would
     change the intent or warn; a False that should be True would leave an intent behind its broker order."""
     from db.accounts import add_account
-    from services.orderbook import BookOrder, apply_book_status, behind_book
+    from services.order_reports import BookOrder, apply_book_status, behind_book
 
     acct = add_account(db, "agree", "http://127.0.0.1:1", "ws://127.0.0.1:1", "k" * 32)
     iid = add_intent(db, acct, qty=10, status="placed", broker_order_id="B1")

@@ -18,7 +18,7 @@ from db.models import BrokerOrder, OrderIntent, utcnow
 from db.rawsql import insert_many, raw_cursor, select_in, update_many
 from db.order_fsm import INFLIGHT, Status, can_transition, sql_in, status_from_broker
 
-log = logging.getLogger("services.orderbook")
+log = logging.getLogger("services.order_reports")
 IST_OFFSET = timedelta(hours=5, minutes=30)
 TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d-%b-%Y %H:%M:%S", "%d-%m-%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
               "%d/%m/%Y %H:%M:%S", "%H:%M:%S %d-%m-%Y")

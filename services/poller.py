@@ -23,6 +23,7 @@ from typing import Callable
 from sqlalchemy import or_, select
 
 from broker.errors import BrokerError
+from db.broker_orders import book_changes, upsert_orders
 from db.crypto import SecretError
 from db.executions import Outcome, sweep, sweep_needed
 from db.rawsql import raw_cursor
@@ -31,7 +32,7 @@ from db.order_fsm import OPEN, RECONCILER_OWNED, Status, values
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
+from services.order_reports import BookOrder, apply_book_status, behind_book, parse_book
 
 log = logging.getLogger("services.poller")
 COMPONENT = "poller"
@@ -104,7 +105,7 @@ class OrderPoller:
         by_id = {o.orderid: o for o in book}
         with self.ctx.db.read() as s:
             cur = raw_cursor(s)
-            changed = bool(book_changes(cur, account_id, book, utcnow()))
+            changed = bool(book_changes(s, account_id, book, utcnow()))
             rows = cur.execute(
                 "SELECT id, broker_order_id, status, broker_status, broker_filled_qty, broker_avg_price "
                 f"FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND {FOLLOWED_SQL}",

@@ -23,17 +23,17 @@ from typing import Callable
 from sqlalchemy import select, update
 
 from broker.errors import BrokerError
+from db.broker_orders import book_changes, upsert_orders
 from db.crypto import SecretError
 from db.accounts import list_accounts
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import requeue_orphan_claims, transition
 from db.models import BrokerOrder, OrderIntent, utcnow
-from db.rawsql import raw_cursor
 from db.order_fsm import RECONCILER_OWNED, Status, values
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
+from services.order_reports import BookOrder, apply_book_status, parse_book
 
 log = logging.getLogger("services.reconciler")
 COMPONENT = "reconciler"
@@ -93,7 +93,7 @@ class Reconciler:
         outcome = Outcome()
         if not ids:  # nothing to settle: take the write lock only if the book changed something
             with self.ctx.db.read() as s:
-                if not book_changes(raw_cursor(s), account_id, book, utcnow()):
+                if not book_changes(s, account_id, book, utcnow()):
                     return
         with self.ctx.db.write() as s:
             result["adopted"] += upsert_orders(s, account_id, book)

@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, or_, select
+from sqlalchemy import DateTime, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from db.commands import ACTIONS, EXCHANGES, PRICETYPES, PRODUCTS
 from db.models import OrderIntent, utcnow
-from db.order_fsm import OPEN, Status, apply, values
+from db.order_fsm import OPEN, RECONCILER_OWNED, Status, apply, values
 from db.rawsql import raw_cursor, sql_ts, update_rows
 
 TIME_FIELD = {Status.CLAIMED: "claimed_at", Status.SENT: "sent_at"}
@@ -271,3 +271,18 @@ def accounts_with_intents(s: Session, statuses: tuple[str, ...], updated_since: 
 def intents_by_id(s: Session, ids: list[int]) -> list[OrderIntent]:
     """The intents with these ids, as ORM objects of this session (ids with no row are left out)."""
     return list(s.scalars(select(OrderIntent).where(OrderIntent.id.in_(ids))))
+
+
+# ---- the reconciler's reads and writes --------------------------------------------------------------------------
+def reconciler_owned(s: Session) -> list[tuple]:
+    """(account id, intent id, status, sent_at) of every intent whose outcome at the broker is not known
+    (RECONCILER_OWNED), oldest sent first."""
+    return list(s.execute(select(OrderIntent.account_id, OrderIntent.id, OrderIntent.status, OrderIntent.sent_at)
+                          .where(OrderIntent.status.in_(values(RECONCILER_OWNED)))
+                          .order_by(OrderIntent.sent_at, OrderIntent.id)).all())
+
+
+def set_reconcile_checks(s: Session, intent_id: int, checks: int) -> None:
+    """Record how many reconciler passes have looked for the intent at the broker (status unchanged); an
+    OrderIntent loaded in the session gets the new count too."""
+    s.execute(update(OrderIntent).where(OrderIntent.id == intent_id).values(reconcile_checks=checks))

@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, select
+from sqlalchemy import DateTime, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from db.commands import ACTIONS, EXCHANGES, PRICETYPES, PRODUCTS
 from db.models import OrderIntent, utcnow
-from db.order_fsm import Status, apply
+from db.order_fsm import OPEN, RECONCILER_OWNED, Status, apply, values
 from db.rawsql import raw_cursor, sql_ts, update_rows
 
 TIME_FIELD = {Status.CLAIMED: "claimed_at", Status.SENT: "sent_at"}
@@ -239,3 +239,50 @@ def queued_accounts(s: Session) -> list[int]:
     """Accounts with queued intents, most urgent first (one plain SELECT on the status index: the dispatcher runs
     it every dispatch_poll_s). Only ids are read, so a row that cannot be parsed does not make it raise."""
     return list(dict.fromkeys(a for (a,) in raw_cursor(s).execute(QUEUED_ACCOUNTS_SQL)))
+
+
+# ---- the order poller's reads -----------------------------------------------------------------------------------
+# Intents whose status the orderbook still moves: working ones, and cancelled ones (a fill can race the cancel);
+# and filled ones the book gave no average price for yet. ``followed_by_book`` says the same in Python.
+FOLLOWED = values(OPEN | {Status.CANCELLED})
+FOLLOWED_SQL = ("SELECT id, broker_order_id, status, broker_status, broker_filled_qty, broker_avg_price "
+                "FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND "
+                f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))")
+
+
+def followed_by_book(status: str, avg_price: float | None) -> bool:
+    """Does a poll bring an intent in this state in line with its broker order (the rows FOLLOWED_SQL selects)?"""
+    return status in FOLLOWED or (status == Status.FILLED.value and avg_price is None)
+
+
+def book_followed_intents(s: Session, account_id: int) -> list[tuple]:
+    """(id, broker order id, status, broker_status, broker_filled_qty, broker_avg_price) of the account's intents
+    that a poll follows (``followed_by_book``); one plain SELECT, fine on a read session."""
+    return raw_cursor(s).execute(FOLLOWED_SQL, (account_id, *FOLLOWED, Status.FILLED.value)).fetchall()
+
+
+def accounts_with_intents(s: Session, statuses: tuple[str, ...], updated_since: datetime) -> set[int]:
+    """Ids of the accounts with an intent in one of ``statuses``, or with any intent updated at or after
+    ``updated_since``."""
+    return set(s.scalars(select(OrderIntent.account_id).where(or_(
+        OrderIntent.status.in_(statuses), OrderIntent.updated_at >= updated_since)).distinct()))
+
+
+def intents_by_id(s: Session, ids: list[int]) -> list[OrderIntent]:
+    """The intents with these ids, as ORM objects of this session (ids with no row are left out)."""
+    return list(s.scalars(select(OrderIntent).where(OrderIntent.id.in_(ids))))
+
+
+# ---- the reconciler's reads and writes --------------------------------------------------------------------------
+def reconciler_owned(s: Session) -> list[tuple]:
+    """(account id, intent id, status, sent_at) of every intent whose outcome at the broker is not known
+    (RECONCILER_OWNED), oldest sent first."""
+    return list(s.execute(select(OrderIntent.account_id, OrderIntent.id, OrderIntent.status, OrderIntent.sent_at)
+                          .where(OrderIntent.status.in_(values(RECONCILER_OWNED)))
+                          .order_by(OrderIntent.sent_at, OrderIntent.id)).all())
+
+
+def set_reconcile_checks(s: Session, intent_id: int, checks: int) -> None:
+    """Record how many reconciler passes have looked for the intent at the broker (status unchanged); an
+    OrderIntent loaded in the session gets the new count too."""
+    s.execute(update(OrderIntent).where(OrderIntent.id == intent_id).values(reconcile_checks=checks))

@@ -11,9 +11,8 @@ import logging
 import threading
 import time
 
-from sqlalchemy import delete, select
-
 from broker.errors import BrokerError
+from db.account_books import delete_holdings, positions_of, trade_keys
 from db.accounts import list_accounts
 from db.models import BrokerTrade, Funds, Holding, Position, utcnow
 from services.context import ServiceContext
@@ -85,8 +84,7 @@ class AccountSync:
 
     @staticmethod
     def _store_positions(s, account_id: int, rows: list[dict], now) -> None:
-        existing = {(p.symbol, p.exchange, p.product): p
-                    for p in s.scalars(select(Position).where(Position.account_id == account_id))}
+        existing = {(p.symbol, p.exchange, p.product): p for p in positions_of(s, account_id)}
         seen = set()
         for r in rows:
             key = (str(r.get("symbol") or ""), str(r.get("exchange") or ""), str(r.get("product") or ""))
@@ -106,7 +104,7 @@ class AccountSync:
 
     @staticmethod
     def _store_holdings(s, account_id: int, rows: list[dict], now) -> None:
-        s.execute(delete(Holding).where(Holding.account_id == account_id))
+        delete_holdings(s, account_id)
         s.flush()
         seen = set()
         for r in rows:
@@ -120,7 +118,7 @@ class AccountSync:
 
     @staticmethod
     def _store_trades(s, account_id: int, rows: list[dict]) -> None:
-        known = set(s.scalars(select(BrokerTrade.trade_key).where(BrokerTrade.account_id == account_id)))
+        known = trade_keys(s, account_id)
         for r in rows:
             oid, ts = str(r.get("orderid") or ""), str(r.get("timestamp") or "")
             key = str(r.get("tradeid") or f"{oid}|{ts}|{r.get('quantity')}")[:96]

@@ -1,4 +1,5 @@
-"""Orderbook rows -> broker_orders, and broker order status -> intent transitions (shared by poller and reconciler).
+"""Orderbook rows -> BookOrder reports, and broker order status -> intent transitions (shared by poller and
+reconciler). The reports are stored in broker_orders by db/broker_orders.py.
 
 All functions take an open write session and never open another one (no service_log inside: callers collect
 messages and log after commit, because a nested BEGIN IMMEDIATE on another connection would wait on ourselves).
@@ -6,17 +7,15 @@ messages and log after commit, because a nested BEGIN IMMEDIATE on another conne
 from __future__ import annotations
 
 import logging
-import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Callable
 
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import transition
-from db.models import BrokerOrder, OrderIntent, utcnow
-from db.rawsql import insert_many, raw_cursor, select_in, update_many
-from db.order_fsm import INFLIGHT, Status, can_transition, sql_in, status_from_broker
+from db.models import OrderIntent, utcnow
+from db.order_fsm import Status, can_transition, status_from_broker
 
 log = logging.getLogger("services.order_reports")
 IST_OFFSET = timedelta(hours=5, minutes=30)
@@ -81,63 +80,6 @@ class BookOrder:
 
 def parse_book(rows: list[dict]) -> list[BookOrder]:
     return [b for b in (BookOrder.parse(r) for r in rows if isinstance(r, dict)) if b is not None]
-
-
-BOOK_FIELDS = ("intent_id", "external", "symbol", "exchange", "action", "quantity", "price", "trigger_price",
-               "pricetype", "product", "order_status", "filled_qty", "avg_price", "strategy_tag", "broker_timestamp")
-_INSERT_COLS = ("account_id", "broker_order_id", *BOOK_FIELDS, "updated_at")
-_UPDATE_COLS = (*BOOK_FIELDS, "updated_at")
-
-
-@dataclass
-class BookChanges:
-    """What an orderbook changes in broker_orders: rows to insert, rows to update, orders newly adopted."""
-    inserts: list[tuple] = field(default_factory=list)
-    updates: list[tuple] = field(default_factory=list)
-    adopted: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.inserts or self.updates)
-
-
-def book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[BookOrder], now: datetime) -> BookChanges:
-    """Compare the account's orderbook with its broker_orders rows (plain SQL, reads only). An order with no
-    intent while nothing of ours is in flight for the account is adopted as external (sticky once adopted).
-    Rows whose content is unchanged are left alone, so a poll of an unchanged book writes nothing."""
-    book = {o.orderid: o for o in orders}  # a repeated order id: the last row wins
-    oids = list(book)
-    by_oid = dict(select_in(cur, "SELECT broker_order_id, id FROM order_intents WHERE account_id = ? AND "
-                                 "broker_order_id IN", (account_id,), oids))
-    inflight = cur.execute(f"SELECT 1 FROM order_intents WHERE account_id = ? AND status IN {sql_in(INFLIGHT)} "
-                           "LIMIT 1", (account_id,)).fetchone()
-    existing = {r[0]: (r[1], r[2:]) for r in select_in(
-        cur, f"SELECT broker_order_id, id, {', '.join(BOOK_FIELDS)} FROM broker_orders WHERE account_id = ? AND "
-             "broker_order_id IN", (account_id,), oids)}
-    out = BookChanges()
-    for oid, o in book.items():
-        row_id, old = existing.get(oid, (None, None))
-        intent_id = by_oid.get(oid)
-        was_external = bool(old[1]) if old else False
-        external = intent_id is None and (was_external or inflight is None)
-        out.adopted += int(external and not was_external)
-        new = (intent_id, int(external), o.symbol, o.exchange, o.action, o.quantity, o.price, o.trigger_price,
-               o.pricetype, o.product, o.order_status, o.filled_qty, o.avg_price, (o.strategy or "")[:64],
-               o.timestamp[:32])
-        if old is None:
-            out.inserts.append((account_id, oid, *new, now))
-        elif new != tuple(old):
-            out.updates.append((*new, now, row_id))
-    return out
-
-
-def upsert_orders(s, account_id: int, orders: list[BookOrder]) -> int:
-    """Bring the account's broker_orders in line with its orderbook (only changed rows are written), linking each
-    order to its intent. Returns the number of orders newly adopted as external."""
-    cur = raw_cursor(s)
-    changes = book_changes(cur, account_id, orders, utcnow())
-    insert_many(cur, BrokerOrder.__table__, _INSERT_COLS, changes.inserts)
-    update_many(cur, BrokerOrder.__table__, _UPDATE_COLS, changes.updates)
-    return changes.adopted
 
 
 def target_status(bo: BookOrder) -> Status | None:

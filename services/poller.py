@@ -20,26 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import or_, select
-
 from broker.errors import BrokerError
+from db.broker_orders import book_changes, upsert_orders
 from db.crypto import SecretError
 from db.executions import Outcome, sweep, sweep_needed
-from db.rawsql import raw_cursor
-from db.models import OrderIntent, utcnow
-from db.order_fsm import OPEN, RECONCILER_OWNED, Status, values
+from db.intents import accounts_with_intents, book_followed_intents, followed_by_book, intents_by_id
+from db.models import utcnow
+from db.order_fsm import OPEN, RECONCILER_OWNED, values
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, behind_book, book_changes, parse_book, upsert_orders
+from services.order_reports import BookOrder, apply_book_status, behind_book, parse_book
 
 log = logging.getLogger("services.poller")
 COMPONENT = "poller"
 RECENT_S = 30.0
 MIN_GAP_S = 1.0  # <= 1 orderbook request per second per account
-# Intents whose status the orderbook still moves: working ones, and cancelled ones (a fill can race the cancel).
-FOLLOWED = values(OPEN | {Status.CANCELLED})
-FOLLOWED_SQL = f"(status IN ({', '.join('?' * len(FOLLOWED))}) OR (status = ? AND broker_avg_price IS NULL))"
 PENDING = values(RECONCILER_OWNED | OPEN)
 
 
@@ -81,8 +77,7 @@ class OrderPoller:
     def _due_accounts(self) -> list[int]:
         recent = utcnow() - timedelta(seconds=RECENT_S)
         with self.ctx.db.read() as s:
-            accounts = set(s.scalars(select(OrderIntent.account_id).where(or_(
-                OrderIntent.status.in_(PENDING), OrderIntent.updated_at >= recent)).distinct()))
+            accounts = accounts_with_intents(s, PENDING, recent)
         gap = max(MIN_GAP_S, self.ctx.settings.service.poller_interval_s) * 0.95
         now = time.monotonic()
         due = [a for a in sorted(accounts) if now - self._last_poll.get(a, -1e9) >= gap]
@@ -103,12 +98,8 @@ class OrderPoller:
         writer lock to rewrite it would stall every other writer (a risk exit among them) for that long."""
         by_id = {o.orderid: o for o in book}
         with self.ctx.db.read() as s:
-            cur = raw_cursor(s)
-            changed = bool(book_changes(cur, account_id, book, utcnow()))
-            rows = cur.execute(
-                "SELECT id, broker_order_id, status, broker_status, broker_filled_qty, broker_avg_price "
-                f"FROM order_intents WHERE account_id = ? AND broker_order_id IS NOT NULL AND {FOLLOWED_SQL}",
-                (account_id, *FOLLOWED, Status.FILLED.value)).fetchall()
+            changed = bool(book_changes(s, account_id, book, utcnow()))
+            rows = book_followed_intents(s, account_id)
         todo = [r for r in rows if r[1] in by_id and behind_book(*r[2:], by_id[r[1]])]
         if not changed and not todo:
             return Outcome()
@@ -118,8 +109,8 @@ class OrderPoller:
         outcome, warnings = Outcome(), []
         with self.ctx.db.write() as s:
             upsert_orders(s, account_id, book)
-            for intent in s.scalars(select(OrderIntent).where(OrderIntent.id.in_([r[0] for r in todo]))):
-                if intent.broker_order_id not in by_id or not _followed(intent.status, intent.broker_avg_price):
+            for intent in intents_by_id(s, [r[0] for r in todo]):
+                if intent.broker_order_id not in by_id or not followed_by_book(intent.status, intent.broker_avg_price):
                     continue  # changed since the snapshot; the next poll looks again
                 before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
                 out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
@@ -140,11 +131,6 @@ class OrderPoller:
             service_log(self.ctx.db, COMPONENT, "ERROR",
                         f"exit intent {iid} rejected/cancelled by the broker; execution left '{LegStatus.EXITING}' "
                         "for the risk manager's retry")
-
-
-def _followed(status: str, avg_price: float | None) -> bool:
-    """The intents a poll brings in line with the book (FOLLOWED_SQL says the same in SQL)."""
-    return status in FOLLOWED or (status == Status.FILLED.value and avg_price is None)
 
 
 def fetch_avg_prices(client, orderids: list[str]) -> dict[str, float]:

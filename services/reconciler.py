@@ -20,20 +20,18 @@ import logging
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import select, update
-
 from broker.errors import BrokerError
+from db.broker_orders import book_changes, linked_order_ids, upsert_orders
 from db.crypto import SecretError
 from db.accounts import list_accounts
 from db.executions import Outcome, apply_intent_outcome
-from db.intents import requeue_orphan_claims, transition
-from db.models import BrokerOrder, OrderIntent, utcnow
-from db.rawsql import raw_cursor
-from db.order_fsm import RECONCILER_OWNED, Status, values
+from db.intents import reconciler_owned, requeue_orphan_claims, set_reconcile_checks, transition
+from db.models import OrderIntent, utcnow
+from db.order_fsm import RECONCILER_OWNED, Status
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, book_changes, parse_book, upsert_orders
+from services.order_reports import BookOrder, apply_book_status, parse_book
 
 log = logging.getLogger("services.reconciler")
 COMPONENT = "reconciler"
@@ -78,9 +76,7 @@ class Reconciler:
         cutoff = utcnow() - timedelta(seconds=0 if include_all_sent else self.sent_grace_s)
         skip = self.inflight()
         with self.ctx.db.read() as s:
-            rows = s.execute(select(OrderIntent.account_id, OrderIntent.id, OrderIntent.status, OrderIntent.sent_at)
-                             .where(OrderIntent.status.in_(values(RECONCILER_OWNED)))
-                             .order_by(OrderIntent.sent_at, OrderIntent.id)).all()
+            rows = reconciler_owned(s)
         out: dict[int, list[int]] = {}
         for acct, iid, status, sent_at in rows:
             if iid in skip or (status == Status.SENT.value and sent_at and sent_at > cutoff):
@@ -93,11 +89,11 @@ class Reconciler:
         outcome = Outcome()
         if not ids:  # nothing to settle: take the write lock only if the book changed something
             with self.ctx.db.read() as s:
-                if not book_changes(raw_cursor(s), account_id, book, utcnow()):
+                if not book_changes(s, account_id, book, utcnow()):
                     return
         with self.ctx.db.write() as s:
             result["adopted"] += upsert_orders(s, account_id, book)
-            taken = self._linked_ids(s, account_id)
+            taken = linked_order_ids(s, account_id)
             for iid in ids:
                 intent = s.get(OrderIntent, iid)
                 if intent is None or intent.status not in RECONCILER_OWNED:
@@ -113,14 +109,6 @@ class Reconciler:
                                                           "retry")
         if outcome.run_ids and self.on_change:
             self.on_change(outcome.run_ids)
-
-    @staticmethod
-    def _linked_ids(s, account_id: int) -> set[str]:
-        ids = set(s.scalars(select(OrderIntent.broker_order_id).where(
-            OrderIntent.account_id == account_id, OrderIntent.broker_order_id.is_not(None))))
-        ids |= set(s.scalars(select(BrokerOrder.broker_order_id).where(
-            BrokerOrder.account_id == account_id, BrokerOrder.intent_id.is_not(None))))
-        return ids
 
     def _settle(self, s, intent: OrderIntent, book: list[BookOrder], taken: set[str],
                 messages: list, result: dict) -> Outcome:
@@ -163,7 +151,7 @@ class Reconciler:
         checks = intent.reconcile_checks + 1
         limit = self.ctx.settings.service.reconcile_max_checks
         if checks < limit:
-            s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(reconcile_checks=checks))
+            set_reconcile_checks(s, intent.id, checks)
             return Outcome()
         reason = f"not found at broker after {checks} checks (never placed)"
         if not transition(s, intent.id, intent.status, Status.REJECTED, COMPONENT, reason, reconcile_checks=checks):

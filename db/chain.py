@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 
 from db import Database
 from db.commands import CommandError
 from db.models import Instrument, OptionChainSession, utcnow
+from db.order_fsm import values
 from db.strategies import OPTION_EXCHANGE
-from db.vocab import ChainStatus
+from db.vocab import OPEN_CHAIN, ChainStatus
 
 
 def open_session(db: Database, underlying: str, exchange: str, expiry: str) -> str:
@@ -72,3 +74,37 @@ def get_session(db: Database, session_id: str) -> dict | None:
         return dict(id=row.id, underlying=row.underlying, exchange=row.exchange, expiry=row.expiry,
                     status=row.status, message=row.message, symbols=symbols, created_at=row.created_at,
                     last_heartbeat=row.last_heartbeat)
+
+
+# ---- the service's side -----------------------------------------------------------------------------------------
+OPEN_STATUSES = values(OPEN_CHAIN)
+
+
+def open_sessions(s) -> list[OptionChainSession]:
+    """Every session the service serves (requested or active), as ORM rows of the caller's session."""
+    return s.scalars(select(OptionChainSession).where(OptionChainSession.status.in_(OPEN_STATUSES))).all()
+
+
+def set_session_status(s, session_id: str, status: str, expect: str | None = None, **fields) -> bool:
+    """Set the session's status (and ``fields``), only if it is in ``expect`` when that is given. Returns whether
+    the row was changed."""
+    q = update(OptionChainSession).where(OptionChainSession.id == session_id)
+    if expect:
+        q = q.where(OptionChainSession.status == expect)
+    return s.execute(q.values(status=status, **fields)).rowcount == 1
+
+
+def expire_stale(s, cutoff: datetime, message: str) -> list[str]:
+    """Open sessions whose last heartbeat is older than ``cutoff`` set 'expired' with ``message``; returns their
+    ids."""
+    stale = list(s.scalars(select(OptionChainSession.id).where(
+        OptionChainSession.status.in_(OPEN_STATUSES), OptionChainSession.last_heartbeat < cutoff)))
+    if stale:
+        s.execute(update(OptionChainSession).where(OptionChainSession.id.in_(stale))
+                  .values(status=ChainStatus.EXPIRED.value, message=message))
+    return stale
+
+
+def open_session_ids(s) -> set[str]:
+    """The ids of the sessions still open (requested or active)."""
+    return set(s.scalars(select(OptionChainSession.id).where(OptionChainSession.status.in_(OPEN_STATUSES))))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import Database
-from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun
+from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun, utcnow
+from db.vocab import CommandStatus
 
 EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
 DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
@@ -225,3 +226,18 @@ def enqueue_control(db: Database, kind: str, payload: dict) -> int:
         s.add(cmd)
         s.flush()
         return cmd.id
+
+
+# ---- the service's side of control_commands ---------------------------------------------------------------------
+def queued_controls(s) -> list[tuple[int, str, str]]:
+    """(id, kind, payload_json) of every queued control command, oldest first."""
+    return [(c.id, c.kind, c.payload_json) for c in s.scalars(
+        select(ControlCommand).where(ControlCommand.status == CommandStatus.QUEUED.value).order_by(ControlCommand.id))]
+
+
+def finish_control(s, command_id: int, status: CommandStatus | str, result: str) -> None:
+    """Mark a queued control command ``status`` (done / failed) with its result (cut to 512) and the time; a row no
+    longer queued is left as it is. Returns nothing."""
+    s.execute(update(ControlCommand).where(ControlCommand.id == command_id,
+                                          ControlCommand.status == CommandStatus.QUEUED.value)
+              .values(status=status, result=str(result)[:512], processed_at=utcnow()))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.sqlite import insert
-
 from broker.errors import BrokerError
-from db.models import Instrument, Strategy, utcnow
+from db.instruments import delete_not_updated_since, strategy_underlyings, upsert_instruments
+from db.models import utcnow
 from services.context import ServiceContext
 from services.health import service_log
 
@@ -22,8 +20,6 @@ log = logging.getLogger("services.instruments")
 DEFAULT_EXCHANGES = ("NSE", "NFO", "BFO", "NSE_INDEX", "BSE_INDEX")
 DERIVATIVES = ("NFO", "BFO", "MCX", "CDS", "BCD")
 FALLBACK_UNDERLYINGS = ("NIFTY", "BANKNIFTY", "SENSEX", "FINNIFTY", "MIDCPNIFTY")
-COLUMNS = ("name", "expiry", "strike", "lotsize", "instrumenttype", "tick_size", "freeze_qty", "updated_at")
-BATCH = 5000
 
 
 def _num(v, cast, default):
@@ -44,15 +40,6 @@ def to_row(d: dict, now) -> dict | None:
                 tick_size=_num(d.get("tick_size"), float, 0.05), freeze_qty=freeze or None, updated_at=now)
 
 
-def upsert_instruments(s, rows: list[dict]) -> None:
-    stmt = insert(Instrument)
-    values = {c: getattr(stmt.excluded, c) for c in COLUMNS}
-    values["freeze_qty"] = func.coalesce(stmt.excluded.freeze_qty, Instrument.freeze_qty)  # keep a known one
-    stmt = stmt.on_conflict_do_update(index_elements=["symbol", "exchange"], set_=values)
-    for i in range(0, len(rows), BATCH):
-        s.execute(stmt, rows[i:i + BATCH])
-
-
 def _store(ctx: ServiceContext, exchange: str, items: list[dict], replace: bool) -> int:
     now = utcnow()
     rows = [r for r in (to_row(d, now) for d in items) if r and r["exchange"] == exchange]
@@ -61,13 +48,13 @@ def _store(ctx: ServiceContext, exchange: str, items: list[dict], replace: bool)
         if rows:
             upsert_instruments(s, rows)
         if replace and rows:
-            s.execute(delete(Instrument).where(Instrument.exchange == exchange, Instrument.updated_at < now))
+            delete_not_updated_since(s, exchange, now)
     return len(rows)
 
 
 def _search_known(ctx: ServiceContext, client, exchange: str) -> list[dict]:
     with ctx.db.read() as s:
-        names = set(s.scalars(select(Strategy.underlying)))
+        names = strategy_underlyings(s)
     found: list[dict] = []
     for name in sorted(names | set(FALLBACK_UNDERLYINGS)):
         try:

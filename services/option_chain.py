@@ -9,19 +9,17 @@ import json
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, update
-
 from db.accounts import feed_order
-from db.models import Instrument, OptionChainSession, utcnow
-from db.order_fsm import values
+from db.chain import expire_stale, open_session_ids, open_sessions, set_session_status
+from db.instruments import option_contracts
+from db.models import OptionChainSession, utcnow
 from db.strategies import OPTION_EXCHANGE
-from db.vocab import OPEN_CHAIN, ChainStatus
+from db.vocab import ChainStatus
 from services.context import ServiceContext
 from services.market_data import MarketDataManager
 
 log = logging.getLogger("services.option_chain")
 Key = tuple[str, str]
-OPEN = values(OPEN_CHAIN)
 DEPTH, QUOTE = 3, 2
 
 
@@ -60,7 +58,7 @@ class OptionChainSessions:
     def process(self) -> int:
         """Serve 'requested' sessions (and re-subscribe 'active' ones after a restart). Returns sessions opened."""
         with self.ctx.db.read() as s:
-            rows = s.scalars(select(OptionChainSession).where(OptionChainSession.status.in_(OPEN))).all()
+            rows = open_sessions(s)
         opened = 0
         for row in rows:
             if row.id in self._active:
@@ -94,11 +92,7 @@ class OptionChainSessions:
         if opt_exchange is None:
             raise ChainError(f"No options exchange for {row.exchange}")
         with self.ctx.db.read() as s:
-            insts = s.execute(select(Instrument.symbol, Instrument.exchange, Instrument.strike,
-                                     Instrument.instrumenttype).where(
-                Instrument.name == row.underlying, Instrument.exchange == opt_exchange,
-                Instrument.expiry == normalize_expiry(row.expiry),
-                Instrument.instrumenttype.in_(("CE", "PE")))).all()
+            insts = option_contracts(s, row.underlying, opt_exchange, normalize_expiry(row.expiry))
         if not insts:
             raise ChainError(f"No {row.underlying} options expiring {row.expiry} in the symbol master")
         chosen = set(pick_strikes([i.strike for i in insts], ltp, self.cfg.chain_strikes))
@@ -131,23 +125,16 @@ class OptionChainSessions:
             self.md.unsubscribe(self.consumer(session_id), [underlying], QUOTE)
 
     def _set(self, session_id: str, status: str, expect: str | None = None, **values) -> bool:
-        q = update(OptionChainSession).where(OptionChainSession.id == session_id)
-        if expect:
-            q = q.where(OptionChainSession.status == expect)
         with self.ctx.db.write() as s:
-            return s.execute(q.values(status=status, **values)).rowcount == 1
+            return set_session_status(s, session_id, status, expect, **values)
 
     # ---- expiry ----------------------------------------------------------------------------------------------
     def cleanup(self) -> int:
         """Expire sessions without a heartbeat for chain_ttl_s; release symbols of sessions no longer open."""
         cutoff = utcnow() - timedelta(seconds=self.cfg.chain_ttl_s)
         with self.ctx.db.write() as s:
-            stale = list(s.scalars(select(OptionChainSession.id).where(
-                OptionChainSession.status.in_(OPEN), OptionChainSession.last_heartbeat < cutoff)))
-            if stale:
-                s.execute(update(OptionChainSession).where(OptionChainSession.id.in_(stale))
-                          .values(status=ChainStatus.EXPIRED.value, message="no heartbeat from the UI"))
-            still_open = set(s.scalars(select(OptionChainSession.id).where(OptionChainSession.status.in_(OPEN))))
+            stale = expire_stale(s, cutoff, "no heartbeat from the UI")
+            still_open = open_session_ids(s)
         gone = [sid for sid in self._active if sid not in still_open]
         for sid in gone:
             self._release(sid)

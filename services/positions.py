@@ -16,15 +16,12 @@ import json
 import threading
 import time
 
-from sqlalchemy import DateTime, bindparam, case, func, select, text
-from sqlalchemy.dialects.sqlite import insert
-
-from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
-from db.order_fsm import values
-from db.run_fsm import HOLDING_RUN
+from db.models import utcnow
+from db.prices import (account_pnl_totals, held_symbols, holding_runs, insert_snapshots, legs_of_runs,
+                       mark_positions, strategy_underlying_keys, upsert_prices)
 from services.context import ServiceContext
 from services.market_data import MarketDataManager
-from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, run_pnl, utc_epoch
+from services.pnl import Leg, fill_seen_at, run_pnl, utc_epoch
 
 CONSUMER = "positions"
 UNDERLYINGS = "underlyings"
@@ -44,23 +41,6 @@ def price_row(key: Key, data: dict, now) -> dict:
                 tick_ts=now)
 
 
-def upsert_prices(s, rows: list[dict]) -> None:
-    if not rows:
-        return
-    stmt = insert(LatestPrice)
-    cols = ("ltp", "bid", "ask", "volume", "oi", "depth_json", "tick_ts")
-    s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "exchange"],
-                                         set_={c: getattr(stmt.excluded, c) for c in cols}), rows)
-
-
-# Mark-to-market of every position in one symbol (executemany: one statement per flush).
-_POSITION_MARK = text(
-    "UPDATE positions SET ltp = :ltp, "
-    "unrealized_pnl = CASE WHEN quantity != 0 THEN (:ltp - average_price) * quantity ELSE 0.0 END, "
-    "pnl = realized_pnl + CASE WHEN quantity != 0 THEN (:ltp - average_price) * quantity ELSE 0.0 END, "
-    "updated_at = :now WHERE symbol = :sym AND exchange = :ex").bindparams(bindparam("now", type_=DateTime()))
-
-
 class PositionMonitor:
     def __init__(self, ctx: ServiceContext, md: MarketDataManager, mode: int = 2):
         self.ctx, self.md, self.mode = ctx, md, mode
@@ -77,15 +57,12 @@ class PositionMonitor:
     # ---- subscriptions ---------------------------------------------------------------------------------------
     def open_symbols(self) -> set[Key]:
         with self.ctx.db.read() as s:
-            pos = s.execute(select(Position.symbol, Position.exchange).where(Position.quantity != 0)).all()
-            legs = s.execute(select(Execution.symbol, Execution.exchange)
-                             .where(Execution.status.in_(ACTIVE_LEG))).all()
-        return {(sym, ex) for sym, ex in pos} | {(sym, ex) for sym, ex in legs}
+            return held_symbols(s)
 
     def underlyings(self) -> set[Key]:
         """Underlyings of saved strategies: Execute resolves ATM from their latest_prices row."""
         with self.ctx.db.read() as s:
-            return {(u, e) for u, e in s.execute(select(Strategy.underlying, Strategy.exchange).distinct())}
+            return strategy_underlying_keys(s)
 
     def refresh_subscriptions(self) -> set[Key]:
         """Open positions under consumer "positions"; strategy underlyings (LTP) under "underlyings"."""
@@ -113,17 +90,10 @@ class PositionMonitor:
         now = utcnow()
         with self.ctx.db.write() as s:
             upsert_prices(s, [price_row(k, d, now) for k, d in dirty.items()])
-            self._update_positions(s, {k: d["ltp"] for k, d in dirty.items()}, now)
+            mark_positions(s, {k: d["ltp"] for k, d in dirty.items()}, now)
             if snapshot_due:
                 self.snapshot_pnl(s)
         return len(dirty)
-
-    @staticmethod
-    def _update_positions(s, ltps: dict[Key, float], now) -> None:
-        """One executemany UPDATE: ltp, unrealized and total P&L of every position in a ticked symbol."""
-        if not ltps:
-            return
-        s.execute(_POSITION_MARK, [{"ltp": ltp, "sym": sym, "ex": ex, "now": now} for (sym, ex), ltp in ltps.items()])
 
     def snapshot_pnl(self, s=None) -> int:
         """pnl_snapshots rows: one per account with positions, one per active/exiting strategy run."""
@@ -133,30 +103,22 @@ class PositionMonitor:
         self._last_snapshot = time.monotonic()
         now = utcnow()
         rows = self._account_snapshots(s, now) + self._run_snapshots(s, now)
-        if rows:
-            s.execute(insert(PnlSnapshot.__table__), rows)
+        insert_snapshots(s, rows)
         return len(rows)
 
     @staticmethod
     def _account_snapshots(s, now) -> list[dict]:
-        totals = s.execute(select(
-            Position.account_id, func.sum(Position.realized_pnl),
-            func.sum(case((Position.quantity != 0, Position.unrealized_pnl), else_=0.0)))
-            .group_by(Position.account_id)).all()
+        totals = account_pnl_totals(s)
         return [dict(ts_utc=now, account_id=a, run_id=None, realized=r or 0.0, unrealized=u or 0.0,
                      total=(r or 0.0) + (u or 0.0), tsl_peak=None, tsl_stop=None) for a, r, u in totals]
 
     def _run_snapshots(self, s, now) -> list[dict]:
-        runs = s.execute(select(StrategyRun.id, StrategyRun.account_id, StrategyRun.pnl, StrategyRun.tsl_peak,
-                                StrategyRun.tsl_stop).where(StrategyRun.status.in_(values(HOLDING_RUN)))).all()
+        runs = holding_runs(s)
         if not runs:
             return []
         legs: dict[int, list[Leg]] = {}
-        cols = (Execution.id, Execution.run_id, Execution.leg_no, Execution.symbol, Execution.exchange,
-                Execution.action, Execution.quantity, Execution.product, Execution.status, Execution.entry_price,
-                Execution.exit_price, Execution.updated_at)
         clock_now, wall_now = self.md.clock(), time.time()
-        for ex in s.execute(select(*cols).where(Execution.run_id.in_([r.id for r in runs]))):
+        for ex in legs_of_runs(s, [r.id for r in runs]):
             seen = fill_seen_at(ex.status, utc_epoch(ex.updated_at), clock_now, wall_now)
             legs.setdefault(ex.run_id, []).append(Leg.of(ex, seen))
         out = []

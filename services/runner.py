@@ -18,12 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select, update
 
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
-from db.models import ControlCommand, utcnow
+from db.commands import finish_control, queued_controls
 from db.vocab import CommandStatus
 from services.account_sync import AccountSync
 from services.alerts import Notifier
@@ -193,10 +192,9 @@ class ServiceRunner:
 
     # ---- control commands --------------------------------------------------------------------------------------
     def process_commands(self) -> int:
+        """Carry out every queued control command, each marked done / failed in its own write; returns how many."""
         with self.ctx.db.read() as s:
-            cmds = [(c.id, c.kind, c.payload_json) for c in s.scalars(
-                select(ControlCommand).where(ControlCommand.status == CommandStatus.QUEUED.value)
-                .order_by(ControlCommand.id))]
+            cmds = queued_controls(s)
         for cid, kind, payload in cmds:
             try:
                 result, status = self.control.handle(kind, json.loads(payload or "{}")), CommandStatus.DONE.value
@@ -204,9 +202,7 @@ class ServiceRunner:
                 result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED.value
                 log.warning("control command %s (%s) failed: %s", cid, kind, exc)
             with self.ctx.db.write() as s:
-                s.execute(update(ControlCommand).where(ControlCommand.id == cid,
-                                                      ControlCommand.status == CommandStatus.QUEUED.value)
-                          .values(status=status, result=str(result)[:512], processed_at=utcnow()))
+                finish_control(s, cid, status, result)
         return len(cmds)
 
     # ---- health ------------------------------------------------------------------------------------------------

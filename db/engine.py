@@ -104,8 +104,7 @@ class WriteGate:
 
     Why: SQLite's busy handler re-tries a blocked ``BEGIN IMMEDIATE`` on a coarse schedule (1, 2, 5 ... 100 ms,
     then every 100 ms). A process that writes back to back frees the lock for only microseconds between
-    transactions, so a waiter can miss every gap for longer than busy_timeout and get "database is locked"
-    (seen in CI: 60 s of UI and service writers, one UI write starved for > 5 s).
+    transactions, so a waiter can miss every gap for longer than busy_timeout and get "database is locked".
 
     How: two ``flock`` files beside the database, a turnstile (``-wturn``) and the gate (``-wgate``). A writer
     takes the turnstile, then the gate, then lets the turnstile go. A waiter holds the turnstile while it waits
@@ -241,8 +240,7 @@ class Store:
         """What every write transaction is taken under: the process's writer lock (threads), then the
         cross-process write gate. BEGIN IMMEDIATE comes after, inside. Both waits give up after ``wait_s``
         (default: the busy_timeout) with DbLocked: a thread must never queue without bound behind writers that
-        are themselves stuck at the gate (seen: the market-data thread waited ~55 s on this lock and evaluated
-        no tick meanwhile).
+        are themselves stuck at the gate (the market-data thread among them would evaluate no tick meanwhile).
 
         Why a writer lock besides the gate: threads of one process queue on it, and it hands over at once,
         instead of colliding on BEGIN IMMEDIATE and sleeping in SQLite's busy-handler backoff (25-100 ms

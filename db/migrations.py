@@ -61,9 +61,9 @@ def migrate(store: Store) -> int:
     """Bring the database to LATEST; returns the version. Safe when two processes start at once.
 
     An up-to-date database (every start but the first) is only read: no write transaction. Otherwise the
-    migration runs under the same write gate as every other writer. Found in CI: a UI process starting while the
-    service wrote back to back waited in SQLite's coarse busy handler for a gap, never found one within
-    busy_timeout, and died at start with "database is locked" (the gate exists to prevent exactly that)."""
+    migration runs under the same write gate as every other writer: outside it, a process starting while the
+    other writes back to back waits in SQLite's coarse busy handler for a gap, may not find one within
+    busy_timeout, and dies at start with "database is locked" (the gate exists to prevent exactly that)."""
     engine = store.engine
     with engine.execution_options(algomirror_readonly=True).connect() as conn:
         version = current_version(conn)

@@ -9,9 +9,11 @@
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import random
+import re
 import time
 
 import httpx
@@ -23,6 +25,23 @@ from broker.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 ORDER_ENDPOINTS = {"placeorder", "modifyorder", "cancelorder", "placesmartorder"}
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
+HOST_HINT = "is the host URL the OpenAlgo root (e.g. http://127.0.0.1:5000, without /api/v1)?"
+
+
+def _non_json_message(code: int, raw: bytes) -> str:
+    """A short message for a body that is not JSON: an HTML error page (a wrong path on the gateway, a proxy) is
+    reduced to its status and title, never shown whole."""
+    text = raw.decode("utf-8", "replace")
+    if "<html" in text[:500].lower() or "<!doctype" in text[:100].lower():
+        m = _TITLE.search(text)
+        title = re.sub(r"\s+", " ", html.unescape(next(g for g in m.groups() if g))).strip() if m else ""
+        if not title:
+            return f"HTTP {code}"
+        return f"HTTP {title}" if title.startswith(str(code)) else f"HTTP {code} {title}"
+    return text.strip()[:200] or f"HTTP {code}"
 
 
 def _message(body) -> str:
@@ -74,7 +93,7 @@ class OpenAlgoClient:
         try:
             body = json.loads(raw)
         except ValueError:
-            body = {"message": raw.decode("utf-8", "replace")[:200]}
+            body = {"message": _non_json_message(code, raw)}
         if code == 429:
             bucket.block_for(1.0)
             raise RateLimited(f"rate limited by the server ({_message(body)})", code)
@@ -126,6 +145,10 @@ class OpenAlgoClient:
             raise
         except TemporaryBrokerError as exc:
             raise OrderOutcomeUnknown(f"placeorder: {exc.message}; outcome unknown", exc.status_code) from None
+        except OrderNotFound as exc:
+            # no such path on the gateway (or its broker module is missing): the request was not processed
+            detail = exc.message if exc.message.startswith("HTTP") else f"HTTP 404: {exc.message}".rstrip(": ")
+            raise OrderRejected(f"the gateway has no placeorder here ({detail}); {HOST_HINT}", 404) from None
         orderid = body.get("orderid")
         if not orderid:
             raise OrderRejected(_message(body) or "no orderid in response")

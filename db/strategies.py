@@ -18,6 +18,7 @@ from db.commands import CommandError, split_qty
 from db.intents import new_client_order_id
 from db.models import (Account, Execution, Instrument, LatestPrice, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun, utcnow)
+from db.vocab import ENTRIES_DENIED
 
 OPTION_EXCHANGE = {"NSE_INDEX": "NFO", "NSE": "NFO", "BSE_INDEX": "BFO", "BSE": "BFO"}
 NAME_RE = re.compile(r"^[A-Za-z0-9 _\-]{1,64}$")
@@ -166,17 +167,31 @@ def entry_priority(action: str, leg_no: int) -> int:
     return (10 if action == "BUY" else 50) + leg_no
 
 
-def execute_strategy(db: Database, strategy_id: int, account_ids: list[int]) -> tuple[str, list[int]]:
+EXECUTE_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
+                     execute_key: str | None = None) -> tuple[str, list[int]]:
     """Create one run per account with its executions and queued entry intents, in one transaction.
-    Returns (group_id, run ids)."""
+    Returns (group_id, run ids).
+
+    ``execute_key`` (a uuid4 hex minted when the form renders, as Quick Order does with its client_order_id) makes
+    the call idempotent: it becomes the runs' group id, and a second call with the same key returns the runs the
+    first one wrote, writing nothing (a double click, a resubmitted form). The check and the write are one
+    BEGIN IMMEDIATE transaction, so two racing calls cannot both write."""
     if not account_ids:
         raise CommandError("Choose at least one account")
+    if execute_key is not None and (not isinstance(execute_key, str) or not EXECUTE_KEY.match(execute_key)):
+        raise CommandError("execute key must be 32 hex characters")
     if isinstance(strategy_id, bool) or not str(strategy_id).isdigit():
         raise CommandError(f"Unknown strategy '{str(strategy_id)[:20]}'")
     if any(isinstance(a, bool) or not str(a).isdigit() for a in account_ids):
         raise CommandError("Unknown or deactivated account selected")
-    group_id = uuid.uuid4().hex
+    group_id = execute_key or uuid.uuid4().hex
     with db.write() as s:
+        done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
+        if done:
+            return group_id, done
         st = s.get(Strategy, int(strategy_id))
         if st is None:
             raise CommandError(f"Unknown strategy {strategy_id}")
@@ -185,6 +200,11 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int]) -> 
         accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
         if any(a is None or not a.is_active for a in accounts):
             raise CommandError("Unknown or deactivated account selected")
+        stopped = [a for a in accounts if a.trading_state in ENTRIES_DENIED]
+        if stopped:
+            raise CommandError("; ".join(f"account '{a.name}' is {a.trading_state}: "
+                                         f"{a.trading_reason or 'by the trader'}" for a in stopped)
+                               + " (re-arm it in Accounts to trade)")
         legs = resolve_legs(s, st, underlying_ltp(s, st))
         runs = []
         for acct in accounts:

@@ -5,6 +5,7 @@ import streamlit as st
 from db import repo
 from db.commands import CommandError
 from db.models import utcnow
+from db.intents import new_client_order_id
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui import charts
@@ -115,10 +116,14 @@ else:
     chosen = e2.multiselect("Accounts", list(names), format_func=names.get, key="strategies.exec_accounts")
     if not health["orders_ok"]:
         st.warning("Execution is disabled while the background service is down.")
+    # minted when the form renders, like Quick Order's client_order_id: a double click or a resubmitted form
+    # carries the same key, and execute_strategy fans out once for it
+    exec_key = ss.setdefault("strategies.exec_key", new_client_order_id())
     if st.button("Execute", key="strategies.execute", type="primary", disabled=not health["orders_ok"] or not chosen):
         try:
-            group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen])
+            group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen], execute_key=exec_key)
             ss["strategies.last_runs"] = run_ids
+            ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
             st.success(f"Queued {len(run_ids)} run(s) (group {group_id[:8]}).")
         except USER_ERRORS as exc:
             st.error(str(exc))

@@ -76,6 +76,19 @@ class UiSettings:
 
 
 @dataclass(frozen=True)
+class OrderGuardSettings:
+    price_band_pct: float = _s(20.0, "A LIMIT/SL price further than this % from the last price needs a second "
+                                     "confirmation", 0.0)
+    price_cap_x: float = _s(3.0, "A LIMIT/SL price above this many times the last price (or below 1/x) is refused",
+                            1.01)
+    confirm_lots: int = _s(100, "An F&O order of more lots than this needs a second confirmation", 1)
+    max_lots: int = _s(1000, "An F&O order of more lots than this is refused", 1)
+    confirm_notional: float = _s(1_000_000.0, "An order worth more than this (rupees) needs a second confirmation",
+                                 0.0)
+    max_notional: float = _s(10_000_000.0, "An order worth more than this (rupees) is refused", 0.0)
+
+
+@dataclass(frozen=True)
 class AlertsSettings:
     urls: str = _s("", "Alert targets as apprise URLs, comma separated (tgram://, discord://, mailto://, json://...); "
                        "empty = alerts go to the log and Service Health only")
@@ -90,6 +103,7 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    orders: OrderGuardSettings = field(default_factory=OrderGuardSettings)
 
     @property
     def key_file(self) -> Path:

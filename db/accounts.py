@@ -1,8 +1,11 @@
 """Accounts: add / edit / delete, API key encrypted at rest, feed order (primary, then backups)."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from sqlalchemy import delete, func, select, update
@@ -10,9 +13,11 @@ from sqlalchemy import delete, func, select, update
 from db import Database
 from db.crypto import decrypt, encrypt
 from db.logmask import register_secret
-from db.models import Account, AuditLog, OrderIntent, StrategyRun, utcnow
+from db.models import Account, AuditLog, OrderIntent, RiskEvent, StrategyRun, utcnow
 from db.rawsql import raw_cursor
+from db.vocab import TradingState
 
+IST_OFFSET = timedelta(hours=5, minutes=30)
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
 
 
@@ -167,8 +172,39 @@ def set_status_in(s, account_id: int, status: str, message: str = "", broker: st
     s.execute(update(Account).where(Account.id == account_id).values(**values))
 
 
-def send_gate(s, account_id: int) -> tuple[str, bool, str] | None:
-    """(name, is_active, status) the dispatcher checks before sending an order for the account, inside its own
-    transaction (a plain statement: this runs once per order). None if the account no longer exists."""
-    row = raw_cursor(s).execute("SELECT name, is_active, status FROM accounts WHERE id = ?", (account_id,)).fetchone()
-    return None if row is None else (row[0], bool(row[1]), row[2])
+class SendGate(NamedTuple):
+    name: str
+    is_active: bool
+    status: str
+    trading_state: str
+    trading_reason: str
+
+
+SEND_GATE_SQL = "SELECT name, is_active, status, trading_state, trading_reason FROM accounts WHERE id = ?"
+
+
+def send_gate(s, account_id: int) -> SendGate | None:
+    """What the dispatcher checks before sending an order for the account, inside its own transaction (a plain
+    statement: this runs once per order). None if the account no longer exists."""
+    row = raw_cursor(s).execute(SEND_GATE_SQL, (account_id,)).fetchone()
+    return None if row is None else SendGate(row[0], bool(row[1]), row[2], row[3], row[4])
+
+
+def set_trading_state(s, account_id: int, state: TradingState | str, reason: str, actor: str) -> bool:
+    """In the caller's write transaction: the account's trading state, with an audit row and a risk event (shown
+    on the Risk Monitor) when it changes. Returns False if the account was in that state already (nothing
+    written). ``reason`` is what a denied entry will say (e.g. 'daily max loss ₹5,000 at 10:42 IST')."""
+    state = TradingState(state)
+    acct = s.get(Account, account_id)
+    if acct is None:
+        raise AccountError(f"Account {account_id} does not exist")
+    if acct.trading_state == state.value:
+        return False
+    before, now = acct.trading_state, utcnow()
+    acct.trading_state, acct.trading_reason, acct.trading_changed_at = state.value, reason[:256], now
+    s.add(AuditLog(actor=actor[:32], action="trading_state", details=json.dumps(
+        dict(account_id=account_id, account=acct.name, before=before, after=state.value, reason=reason[:256]))))
+    s.add(RiskEvent(account_id=account_id, event_type=f"account_{state.value}"[:32], action=state.value,
+                    ts_utc=now, ts_ist=(now + IST_OFFSET).strftime("%Y-%m-%d %H:%M:%S IST"),
+                    message=f"{acct.name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")))
+    return True

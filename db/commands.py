@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from config import OrderGuardSettings
 from db import Database
 from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun, utcnow
-from db.vocab import CommandStatus
+from db.order_guards import check_order
+from db.vocab import ENTRIES_DENIED, CommandStatus
 
 EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
 DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
@@ -105,6 +107,9 @@ def validate_order(s, req: OrderRequest) -> dict:
         raise CommandError(f"Unknown account '{req.account_id}'")
     if not acct.is_active:
         raise CommandError(f"Account '{acct.name}' is deactivated")
+    if acct.trading_state in ENTRIES_DENIED:  # the dispatcher would deny it: say so before it is queued
+        raise CommandError(f"Account '{acct.name}' is {acct.trading_state}: {acct.trading_reason or 'by the trader'}"
+                           " (re-arm it in Accounts to trade)")
     inst = s.get(Instrument, (symbol, exchange))
     if inst is None:
         raise CommandError(f"Unknown symbol {symbol} on {exchange} (not in the symbol master)")
@@ -129,11 +134,32 @@ def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
     return parts
 
 
+class NeedsConfirmation(CommandError):
+    """The order passed validation but trips a fat-finger guard (db/order_guards.py): it is written only when the
+    trader confirms it again. ``problems`` names each one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Confirm this order: " + "; ".join(problems))
+
+
+def guarded(s, fields: dict, guards: OrderGuardSettings | None, confirmed: bool) -> None:
+    """Raise CommandError for a guard no confirmation overrides, NeedsConfirmation for one not yet confirmed."""
+    result = check_order(s, fields, guards or OrderGuardSettings())
+    if result.refuse:
+        raise CommandError("Refused: " + "; ".join(result.refuse))
+    if result.confirm and not confirmed:
+        raise NeedsConfirmation(result.confirm)
+
+
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
-                  source: str = "ui", priority: int = 100) -> tuple[int, bool]:
+                  source: str = "ui", priority: int = 100, confirmed: bool = False,
+                  guards: OrderGuardSettings | None = None) -> tuple[int, bool]:
     """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
     returns the first intent with created=False: the double click is absorbed, never sent twice.
-    A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...)."""
+    A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...).
+    The fat-finger guards (``guards``, default settings if None) hold an unusual order until ``confirmed``
+    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError)."""
     if not client_order_id or len(client_order_id) > 36:
         raise CommandError("client_order_id must be 1-36 characters")
     try:
@@ -142,6 +168,7 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
             if existing:
                 return existing, False
             fields = validate_order(s, req)
+            guarded(s, fields, guards, confirmed)
             inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
             ids = []
             for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
@@ -180,6 +207,14 @@ COMMANDS: dict[str, CommandSpec] = {
     "cancel_intent": CommandSpec("cancel an order intent (queued: here; working: at the broker)", "intent_id",
                                  OrderIntent),
     "reload_accounts": CommandSpec("take new account keys/URLs into use; load the symbol master if missing"),
+    "halt_account": CommandSpec("deny the account's new entries (exits always allowed) until re-armed", "account_id",
+                                Account),
+    "reduce_account": CommandSpec("exits only: deny the account's new entries until re-armed", "account_id",
+                                  Account),
+    "rearm_account": CommandSpec("allow the account's new entries again", "account_id", Account),
+    "flatten_account": CommandSpec("cancel every working order, close every position, then halt the account",
+                                   "account_id", Account),
+    "flatten_all": CommandSpec("flatten every account"),
 }
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 
 from db.engine import Store
 from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
+from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
 
@@ -45,7 +46,19 @@ def _v2_one_live_exit_per_leg(conn: Connection) -> None:
     next(i for i in OrderIntent.__table__.indexes if i.name == ONE_EXIT_INDEX).create(conn)
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg]
+def _v3_account_trading_state(conn: Connection) -> None:
+    """Accounts gain a trading state (active / reducing / halted, with its reason and time): the gate that denies
+    new entries while always allowing exits. Every existing account starts 'active', as it traded before. A
+    database created at version 1 by this release already has the columns (create_all follows the models)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    for name, ddl in (("trading_state", f"VARCHAR(16) NOT NULL DEFAULT '{TradingState.ACTIVE}'"),
+                      ("trading_reason", "VARCHAR(256) NOT NULL DEFAULT ''"),
+                      ("trading_changed_at", "DATETIME")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} {ddl}")
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state]
 LATEST = len(MIGRATIONS)
 
 

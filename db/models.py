@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus
+from db.vocab import ChainStatus, CommandStatus, TradingState
 
 
 def utcnow() -> datetime:
@@ -41,6 +41,10 @@ class Account(Base):
     status_message: Mapped[str] = mapped_column(String(512), default="")
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # db.vocab.TradingState; changed only through db.accounts.set_trading_state (audit row + risk event)
+    trading_state: Mapped[str] = mapped_column(String(16), default=TradingState.ACTIVE.value)
+    trading_reason: Mapped[str] = mapped_column(String(256), default="")
+    trading_changed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Strategy(Base):

@@ -85,6 +85,20 @@ def service_log(db: Database, limit: int = 200, min_level: str = "WARNING") -> p
                ["ts_utc", "component", "level", "message"])
 
 
+def alerts(db: Database, after_id: int = 0, limit: int = 100) -> pd.DataFrame:
+    """Alerts the service raised (service_log rows of the alerts component), newest first; ``after_id``: only
+    those newer than that row."""
+    return _df(db, "SELECT id, ts_utc, message FROM service_log WHERE component = 'alerts' AND id > :after "
+                   "ORDER BY id DESC LIMIT :n", {"after": int(after_id), "n": limit}, ["id", "ts_utc", "message"])
+
+
+def last_flatten(db: Database) -> dict | None:
+    """The newest flatten command: {'id', 'kind', 'status', 'result'} ('queued' while it runs)."""
+    df = _df(db, "SELECT id, kind, status, result FROM control_commands WHERE kind IN ('flatten_all', "
+                 "'flatten_account') ORDER BY id DESC LIMIT 1", columns=["id", "kind", "status", "result"])
+    return None if df.empty else df.iloc[0].to_dict()
+
+
 def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
     return _df(db, "SELECT id, kind, payload_json, status, result, created_at, processed_at FROM control_commands "
                    "ORDER BY id DESC LIMIT :n", {"n": limit},
@@ -94,10 +108,10 @@ def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
 # ---- accounts, funds, books -----------------------------------------------------------------------------------
 def accounts(db: Database) -> pd.DataFrame:
     return _df(db, "SELECT id, name, broker, host_url, ws_url, is_primary, backup_order, is_active, status, "
-                   "status_message, last_checked_at FROM accounts ORDER BY is_primary DESC, "
-                   "backup_order IS NULL, backup_order, id",
+                   "status_message, last_checked_at, trading_state, trading_reason FROM accounts "
+                   "ORDER BY is_primary DESC, backup_order IS NULL, backup_order, id",
                columns=["id", "name", "broker", "host_url", "ws_url", "is_primary", "backup_order", "is_active",
-                        "status", "status_message", "last_checked_at"])
+                        "status", "status_message", "last_checked_at", "trading_state", "trading_reason"])
 
 
 def account_names(db: Database) -> dict[int, str]:

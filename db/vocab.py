@@ -22,3 +22,16 @@ class ChainStatus(StrEnum):
 
 
 OPEN_CHAIN = frozenset({ChainStatus.REQUESTED, ChainStatus.ACTIVE})  # the service serves these
+
+
+class TradingState(StrEnum):
+    """What an account may trade (accounts.trading_state). Exits are allowed in every state: a state only ever
+    denies new entries. 'reducing' is the trader's own choice (wind down: exits only); 'halted' is set by a
+    protection (a flatten, a daily limit) or by the trader, with the reason. Back to 'active' only by an
+    explicit re-arm."""
+    ACTIVE = "active"
+    REDUCING = "reducing"
+    HALTED = "halted"
+
+
+ENTRIES_DENIED = frozenset({TradingState.REDUCING, TradingState.HALTED})

@@ -12,8 +12,9 @@ from config import load_settings
 from db import Database
 from db import repo
 from db.accounts import AccountError
-from db.commands import CommandError
+from db.commands import CommandError, enqueue_control
 from db.errors import DbError
+from db.vocab import CommandStatus
 from db.order_fsm import Status
 from ui.widgets import health_badge, service_banner
 
@@ -43,11 +44,64 @@ def get_db(settings=None) -> Database:
     return _database(s.db.path, s.db.busy_timeout_ms, str(s.key_file), s.secrets.fernet_key, s.db.max_pages)
 
 
+def toast_new_alerts(db: Database, most: int = 3) -> None:
+    """Alerts raised since this browser session last looked, as toasts (the newest ``most``; Service Health lists
+    them all). A new session starts from the newest alert: it is not shown the history as news."""
+    seen = st.session_state.get("alerts.seen_id")
+    fresh = repo.alerts(db, after_id=seen or 0, limit=most if seen is not None else 1)
+    if not fresh.empty:
+        st.session_state["alerts.seen_id"] = int(fresh["id"].max())
+    elif seen is None:
+        st.session_state["alerts.seen_id"] = 0
+    if seen is None:
+        return
+    for message in reversed(fresh["message"].tolist()):
+        st.toast(message[:300], icon=":material/notification_important:")
+
+
+def kill_switch(db: Database) -> None:
+    """Flatten every account, from the sidebar of every page (with a confirmation), and its progress."""
+    with st.sidebar.expander(":material/emergency: Kill switch"):
+        st.caption("Cancels every working order, closes every position at the broker (BUY exits first), exits "
+                   "every strategy run, then halts each account until re-armed.")
+        sure = st.checkbox("Yes, flatten ALL accounts", key="kill.confirm")
+        if st.button("Flatten all", key="kill.flatten_all", type="primary", disabled=not sure):
+            try:
+                cmd = enqueue_control(db, "flatten_all", {})
+                st.success(f"Flatten requested (command #{cmd}).")
+            except USER_ERRORS as exc:
+                st.error(str(exc))
+        last = repo.last_flatten(db)
+        if last is not None:
+            if last["status"] == CommandStatus.QUEUED:
+                st.warning(f"Flatten #{last['id']} in progress…")
+            else:
+                (st.info if last["status"] == CommandStatus.DONE else st.error)(
+                    f"Flatten #{last['id']} {last['status']}: {last['result']}")
+
+
+def live_sidebar(db: Database, settings, health: dict) -> None:
+    """The service badge and new alerts, refreshed on their own every refresh_s on every page: a page the trader
+    only looks at must not keep saying 'Service up' while the service is frozen, nor hide an alert until the next
+    click."""
+    first = {"health": health}  # the page's own read serves the first draw
+
+    @st.fragment(run_every=settings.ui.refresh_s)
+    def badge_and_alerts():
+        state = first.pop("health", None) or repo.service_state(db, settings.ui.service_stale_s)
+        health_badge(state)
+        toast_new_alerts(db)
+
+    badge_and_alerts()
+
+
 def init_page(title: str, icon: str = ""):
     settings = get_settings()
     db = get_db(settings)
     health = repo.service_state(db, settings.ui.service_stale_s)
     service_banner(health)
-    health_badge(health)
+    with st.sidebar:
+        live_sidebar(db, settings, health)
+    kill_switch(db)
     st.title(f"{icon} {title}".strip())
     return db, settings, health

@@ -8,6 +8,7 @@ from db import repo
 from db.accounts import add_account, api_key_for, delete_account, set_status, update_account
 from db.commands import enqueue_control
 from db.crypto import SecretError
+from db.vocab import TradingState
 from pages._common import USER_ERRORS, init_page
 from ui.format import table
 
@@ -91,8 +92,27 @@ with tab_edit:
                   ok=status == "ok")
             st.rerun()  # redraw the table with the new status and broker
         if b2.button("Refresh from broker", key="accounts.refresh"):
-            enqueue_control(db, "refresh_account", {"account_id": int(acct_id)})
-            st.success("Refresh requested.")
+            try:
+                enqueue_control(db, "refresh_account", {"account_id": int(acct_id)})
+                st.success("Refresh requested.")
+            except USER_ERRORS as exc:
+                st.error(str(exc))
+        with st.container(border=True):
+            state = row["trading_state"]
+            st.markdown(f"**Trading:** {state}" + (f" — {row['trading_reason']}" if row["trading_reason"] else ""))
+            st.caption("Halted or reducing: new entries are denied with this reason; exits are always sent.")
+            t1, t2, t3, t4 = st.columns([2, 1, 1, 1])
+            sure = t1.checkbox("Confirm", key=f"accounts.trading.confirm.{acct_id}")
+            for col, kind, label, target in ((t2, "halt_account", "Halt", TradingState.HALTED),
+                                             (t3, "reduce_account", "Exits only", TradingState.REDUCING),
+                                             (t4, "rearm_account", "Re-arm", TradingState.ACTIVE)):
+                if col.button(label, key=f"accounts.trading.{kind}", disabled=not sure or state == target):
+                    try:
+                        cmd = enqueue_control(db, kind, {"account_id": int(acct_id)})
+                        flash(f"{label} requested for '{names[acct_id]}' (command #{cmd}).")
+                        st.rerun()
+                    except USER_ERRORS as exc:
+                        st.error(str(exc))
         with st.form("accounts.edit_form", clear_on_submit=True):
             host = st.text_input("OpenAlgo host URL", value=row["host_url"], key=f"accounts.edit.host.{acct_id}")
             ws = st.text_input("WebSocket URL", value=row["ws_url"], key=f"accounts.edit.ws.{acct_id}")

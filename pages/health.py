@@ -52,6 +52,9 @@ def components():
 
 
 components()
+st.subheader("Alerts")
+table(repo.alerts(db), key="health.alerts", height=240,
+      empty="No alerts. Alerts also go to the targets in APP__ALERTS__URLS (Telegram, Discord, e-mail, webhooks).")
 st.subheader("Recent warnings and errors")
 level = st.radio("Level", ["WARNING", "ERROR"], horizontal=True, key="health.level")
 log = repo.service_log(db, 200, level)

@@ -21,6 +21,18 @@ if st.sidebar.button("Refresh from broker", key="orders.refresh", disabled=not n
     except USER_ERRORS as exc:
         st.sidebar.error(str(exc))
 
+if acct is not None:
+    with st.sidebar.container(border=True):
+        st.caption(f"Flatten {names.get(acct, acct)}: cancel its working orders, close every position it holds "
+                   "at the broker, exit its strategy runs, then halt it.")
+        sure = st.checkbox("Confirm flatten", key="orders.flatten_confirm")
+        if st.button("Flatten this account", key="orders.flatten", disabled=not sure):
+            try:
+                cmd = enqueue_control(db, "flatten_account", {"account_id": int(acct)})
+                st.sidebar.success(f"Flatten requested (command #{cmd}).")
+            except USER_ERRORS as exc:
+                st.sidebar.error(str(exc))
+
 
 @st.fragment(run_every=settings.ui.refresh_s if auto else None)
 def books():

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from db import repo
-from db.commands import DERIVATIVE_EXCHANGES, OrderRequest, enqueue_order, validate_order
+from db.commands import (DERIVATIVE_EXCHANGES, NeedsConfirmation, OrderRequest, enqueue_order, guarded,
+                         validate_order)
 from db.intents import new_client_order_id
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui.format import rupees
@@ -72,7 +73,12 @@ if preview:
     try:
         with db.read() as s:
             fields = validate_order(s, req)
-        ss["quick.pending"] = dict(req=req.__dict__, fields=fields, coid=ss["quick.coid"])
+            problems = []
+            try:
+                guarded(s, fields, settings.orders, confirmed=False)
+            except NeedsConfirmation as exc:  # shown on the ticket; Place order waits for the second confirmation
+                problems = exc.problems
+        ss["quick.pending"] = dict(req=req.__dict__, fields=fields, coid=ss["quick.coid"], problems=problems)
     except USER_ERRORS as exc:
         ss.pop("quick.pending", None)
         st.error(str(exc))
@@ -86,20 +92,28 @@ if pending:
                     f"{', trigger ' + rupees(f['trigger_price']) if f['trigger_price'] else ''}) "
                     f"on **{acct_names.get(f['account_id'], f['account_id'])}**")
         st.caption(f"client_order_id `{pending['coid']}`")
+        problems = pending.get("problems") or []
+        confirmed = False
+        if problems:
+            st.warning("Check this order before placing it:\n\n" + "\n".join(f"- {p}" for p in problems))
+            confirmed = st.checkbox("I have checked it: place it anyway", key="quick.confirm_guard")
         b1, b2 = st.columns(2)
-        submit = b1.button("Place order", type="primary", key="quick.submit", disabled=not health["orders_ok"])
+        submit = b1.button("Place order", type="primary", key="quick.submit",
+                           disabled=not health["orders_ok"] or (bool(problems) and not confirmed))
         if b2.button("Edit", key="quick.edit"):
             ss.pop("quick.pending", None)
             st.rerun()
     if submit:
         try:
-            intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"])
+            intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"],
+                                               confirmed=confirmed, guards=settings.orders)
         except USER_ERRORS as exc:
             st.error(str(exc))
         else:
             # Record the outcome before any other Streamlit call: a second click re-runs with the same id.
             ss["quick.last_intent"] = intent_id
             ss.pop("quick.pending", None)
+            ss.pop("quick.confirm_guard", None)  # the next unusual order is confirmed afresh
             ss["quick.coid"] = new_client_order_id()
             ss["quick.flash"] = ("ok", f"Order queued as intent #{intent_id}.") if created else \
                 ("info", f"Already submitted as intent #{intent_id}; not sent again.")

@@ -8,6 +8,13 @@
                                          re-reads its failover list (primary, then backups) on every reconnect
                                          and, if it has no account yet, tries at once; the symbol master is
                                          loaded if start-up could not (no primary account then)
+    flatten_account  {"account_id"}   -> services/flatten.py: cancel working orders, exit runs, close every
+                                         broker position, halt; finishes on its own thread (stays queued
+                                         until done, so a restart runs it again: idempotent)
+    flatten_all      {}               -> the same for every account, in parallel
+    halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
+    reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
+    rearm_account    {"account_id"}   -> trading state 'active' again
 Each handler returns a short result string or raises; the runner stores either on the command row. The kinds
 are db.commands.COMMANDS, the registry the UI enqueues from: each handler says which kind it carries out
 (``@handles``), and the runner refuses to start unless every registered kind has exactly one handler and every
@@ -21,14 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from db.accounts import list_accounts
+from db.accounts import list_accounts, set_trading_state
 from db.commands import check_handlers, control_payload
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent
 from db.order_fsm import Status
+from db.vocab import TradingState
 from services.cancels import CANCELLABLE, send_cancel
+from services.context import ist_now_str
 
 if TYPE_CHECKING:
     from services.account_sync import AccountSync
@@ -47,12 +56,17 @@ class ControlDeps:
     market_data: Callable[[], MarketDataManager | None]
     instruments_loaded: Callable[[], bool]
     load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
+    flatten: Callable[[int, list[int]], bool] = lambda command_id, accounts: False  # services.flatten.Flattener.start
 
 
-def handles(kind: str) -> Callable:
-    """Marks a ControlHandlers method as the handler of control command ``kind`` (a db.commands.COMMANDS key)."""
+DEFERRED = "deferred"  # a handler's result: the command finishes later (its worker marks it done or failed)
+
+
+def handles(kind: str, wants_command_id: bool = False) -> Callable:
+    """Marks a ControlHandlers method as the handler of control command ``kind`` (a db.commands.COMMANDS key);
+    ``wants_command_id``: it is called with the command's id too (a handler that finishes the command later)."""
     def mark(fn: Callable) -> Callable:
-        fn.control_kind = kind
+        fn.control_kind, fn.wants_command_id = kind, wants_command_id
         return fn
     return mark
 
@@ -79,9 +93,12 @@ class ControlHandlers:
         registered command: the runner calls this before it builds anything."""
         check_handlers(cls.handled_kinds())
 
-    def handle(self, kind: str, payload: dict) -> str:
+    def handle(self, kind: str, payload: dict, command_id: int | None = None) -> str:
+        """Carry out one command; returns its result, or DEFERRED for one that finishes on a worker of its own
+        (it stays 'queued' meanwhile, so a restart carries it out again)."""
         clean = control_payload(kind, payload)  # CommandError: the command is marked failed, nothing done
-        return self.handlers[kind](clean)
+        fn = self.handlers[kind]
+        return fn(clean, command_id) if getattr(fn, "wants_command_id", False) else fn(clean)
 
     @handles("exit_run")
     def exit_run(self, p: dict) -> str:
@@ -131,3 +148,32 @@ class ControlHandlers:
             self.deps.load_instruments_soon()
             return "broker clients reloaded; symbol master loading"
         return "broker clients reloaded"
+
+    @handles("halt_account")
+    def halt_account(self, p: dict) -> str:
+        return self._trading_state(p["account_id"], TradingState.HALTED, "halted by the trader")
+
+    @handles("reduce_account")
+    def reduce_account(self, p: dict) -> str:
+        return self._trading_state(p["account_id"], TradingState.REDUCING, "exits only, set by the trader")
+
+    @handles("rearm_account")
+    def rearm_account(self, p: dict) -> str:
+        return self._trading_state(p["account_id"], TradingState.ACTIVE, "re-armed by the trader")
+
+    def _trading_state(self, account_id: int, state: TradingState, reason: str) -> str:
+        """Entries queued already are denied by the dispatcher when their turn comes (it reads the state in the
+        transaction that would send them), so nothing here needs to chase them."""
+        with self.deps.ctx.db.write() as s:
+            changed = set_trading_state(s, account_id, state, f"{reason} at {ist_now_str()}", "ui")
+        return f"account {account_id} {state.value}" if changed else f"account {account_id} was already {state.value}"
+
+    @handles("flatten_account", wants_command_id=True)
+    def flatten_account(self, p: dict, command_id: int | None = None) -> str:
+        self.deps.flatten(command_id, [p["account_id"]])
+        return DEFERRED
+
+    @handles("flatten_all", wants_command_id=True)
+    def flatten_all(self, p: dict, command_id: int | None = None) -> str:
+        self.deps.flatten(command_id, [a.id for a in list_accounts(self.deps.ctx.db)])
+        return DEFERRED

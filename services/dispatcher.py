@@ -40,6 +40,7 @@ from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendabl
                         queued_accounts, transition)
 from db.order_fsm import Status
 from db.run_fsm import LegStatus
+from db.vocab import ENTRIES_DENIED
 from services.context import ServiceContext
 from services.health import service_log, service_log_in
 
@@ -79,8 +80,9 @@ class PlainExitWriter:
 
 class OrderDispatcher:
     def __init__(self, ctx: ServiceContext, worker_id: str | None = None, max_workers: int = 16,
-                 on_change: Callable[[set[int]], None] | None = None):
+                 on_change: Callable[[set[int]], None] | None = None, notifier=None):
         self.ctx = ctx
+        self.notifier = notifier  # services.alerts.Notifier: rejected / unsendable exits, rejected keys
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.on_change = on_change
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dispatch")
@@ -158,9 +160,9 @@ class OrderDispatcher:
                 return None
             self._busy[account_id] = None  # reserved: the loop leaves this account alone
         try:
-            nxt, refused = None, Outcome()
-            if not self._denial_reason(s, account_id):  # unreadable/invalid rows ahead are denied in s too
-                nxt, refused = self._next_sendable(s, account_id)
+            nxt, refused = self._next_sendable(s, account_id)  # unreadable/invalid rows ahead are denied in s too
+            if nxt is not None and self._denial_reason(s, account_id, nxt.purpose):
+                nxt = None  # the drain denies it, with its reason and alarm, in a transaction of its own
             with self._lock:  # on_change runs after the caller's commit, on a dispatcher thread
                 self._changed_runs |= refused.run_ids
             if nxt is None or not claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT], COMPONENT,
@@ -317,10 +319,10 @@ class OrderDispatcher:
                                              f"broker order {placed[1]}", broker_order_id=placed[1])
                     nxt, refused = self._next_sendable(s, account_id)
                     if nxt is not None:
-                        denial = self._denial_reason(s, nxt.account_id)
+                        denial = self._denial_reason(s, nxt.account_id, nxt.purpose)
                         if denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.DENIED],
                                                  COMPONENT, denial, claimed_by=self.worker_id):
-                            outcome, denied = apply_intent_outcome(s, nxt.id), nxt.id
+                            outcome, denied = apply_intent_outcome(s, nxt.id), nxt
                         elif not denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.SENT],
                                                        COMPONENT, "placeorder sent", claimed_by=self.worker_id):
                             view = replace(nxt, status=Status.SENT.value)
@@ -344,8 +346,14 @@ class OrderDispatcher:
             self._runs_changed(refused.run_ids)
             if denied is not None:
                 self.stats[Status.DENIED.value] += 1
-                service_log(self.ctx.db, COMPONENT, "WARNING", f"intent {denied} denied: {denial}")
-                self._after(outcome, denied)
+                is_exit = denied.purpose == "exit"
+                service_log(self.ctx.db, COMPONENT, "ERROR" if is_exit else "WARNING",
+                            f"intent {denied.id} denied: {denial}")
+                if is_exit:  # an exit that cannot be sent at all: the trader must act now
+                    self._alert("exit_not_sendable", f"EXIT NOT SENT: intent {denied.id} ({denied.action} "
+                                f"{denied.requested_qty} {denied.symbol}) cannot be sent: {denial}; the position "
+                                "is open, act manually", f"intent {denied.id}")
+                self._after(outcome, denied.id)
                 continue  # the account's next intent, if any
             if view is None and nxt is not None:
                 continue  # another process claimed that one first: look again
@@ -377,15 +385,22 @@ class OrderDispatcher:
                            f"intent {bad_id} denied: {problem}{exit_note}")
             refused.run_ids |= out.run_ids
 
-    def _denial_reason(self, s, account_id: int) -> str:
+    def _denial_reason(self, s, account_id: int, purpose: str) -> str:
+        """Why this intent may not be sent now ('' = send it). The account's state (deactivated, key rejected,
+        reducing or halted) denies new entries only: an exit is sent whenever it can be sent at all (the account
+        exists and a client can be built for it), and a key the broker rejected is tried again for an exit, since
+        the trader may have fixed it at the gateway; if it is rejected again, that is alarmed at once."""
         acct = send_gate(s, account_id)
         if acct is None:
             return f"account {account_id} no longer exists"
-        name, is_active, status = acct
-        if not is_active:
-            return f"account '{name}' is deactivated"
-        if status == "invalid_key":
-            return f"account '{name}' has an invalid API key; update it in Accounts"
+        name = acct.name
+        if purpose != "exit":
+            if not acct.is_active:
+                return f"account '{name}' is deactivated"
+            if acct.status == "invalid_key":
+                return f"account '{name}' has an invalid API key; update it in Accounts"
+            if acct.trading_state in ENTRIES_DENIED:
+                return f"account {acct.trading_state}: {acct.trading_reason or 'by the trader'}"
         try:
             self.ctx.client(account_id)
         except Exception as exc:  # key cannot be decrypted, bad URL: nothing can be sent
@@ -417,6 +432,10 @@ class OrderDispatcher:
                          also=lambda s: set_status_in(s, iv.account_id, "invalid_key", msg))
             self.ctx.drop_client(iv.account_id)
             service_log(self.ctx.db, COMPONENT, "ERROR", f"account {iv.account_id}: API key rejected (403)")
+            self._alert("key_rejected", f"account {iv.account_id}: the broker rejected the API key (403) for "
+                        f"{iv.purpose} {iv.action} {iv.requested_qty} {iv.symbol}: {msg}"
+                        + ("; this EXIT was not placed, the position is open" if iv.purpose == "exit" else ""),
+                        f"account {iv.account_id}")
         except OrderRejected as exc:
             self._record(iv, Status.REJECTED, exc.message or "rejected by broker")
         except (BrokerError, Exception) as exc:  # anything else after sending: outcome cannot be known
@@ -451,9 +470,11 @@ class OrderDispatcher:
             service_log(self.ctx.db, COMPONENT, "WARNING",
                         f"intent {iv.id}: outcome '{to.value}' ({reason}) arrived after it left '{Status.SENT}'")
         elif to == Status.REJECTED:
-            service_log(self.ctx.db, COMPONENT, "ERROR" if iv.purpose == "exit" else "WARNING",
-                        f"intent {iv.id} ({iv.purpose} {iv.action} {iv.requested_qty} {iv.symbol}) rejected: "
-                        f"{reason}")
+            what = f"intent {iv.id} ({iv.purpose} {iv.action} {iv.requested_qty} {iv.symbol}) rejected: {reason}"
+            service_log(self.ctx.db, COMPONENT, "ERROR" if iv.purpose == "exit" else "WARNING", what)
+            if not reason.startswith("authentication failed"):  # a 403 has its own alert
+                self._alert("exit_rejected" if iv.purpose == "exit" else "order_rejected", what,
+                            f"intent {iv.id}" if iv.purpose == "exit" else f"account {iv.account_id}")
         self._after(outcome, iv.id)
 
     def _after(self, outcome: Outcome, intent_id: int) -> None:
@@ -469,6 +490,11 @@ class OrderDispatcher:
                 self.on_change(run_ids)
             except Exception:
                 log.exception("on_change callback failed")
+
+    def _alert(self, kind: str, message: str, subject: str) -> None:
+        """Alerts are throttled per (kind, subject): one per exit intent, one per account for entries."""
+        if self.notifier is not None:
+            self.notifier.alert(kind, message, subject=subject)
 
     def _set_backoff(self, account_id: int) -> None:
         b = self.ctx.settings.broker

@@ -28,7 +28,8 @@ from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.context import ServiceContext
 from services.health import heartbeat, service_log
-from services.control import ControlDeps, ControlHandlers
+from services.control import DEFERRED, ControlDeps, ControlHandlers
+from services.flatten import Flattener
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments
 from services.market_data import MarketDataManager
@@ -80,7 +81,7 @@ class ServiceRunner:
         self.settings = settings
         self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
         self.notifier = Notifier(self.ctx.db, settings.alerts)
-        self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed)
+        self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed, notifier=self.notifier)
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
         self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
         self.account_sync = AccountSync(self.ctx)
@@ -91,7 +92,9 @@ class ServiceRunner:
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self.control = ControlHandlers(ControlDeps(
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
-            instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon))
+            instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
+            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
+        self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -197,10 +200,13 @@ class ServiceRunner:
             cmds = queued_controls(s)
         for cid, kind, payload in cmds:
             try:
-                result, status = self.control.handle(kind, json.loads(payload or "{}")), CommandStatus.DONE.value
+                result = self.control.handle(kind, json.loads(payload or "{}"), cid)
+                status = CommandStatus.DONE.value
             except Exception as exc:
                 result, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED.value
                 log.warning("control command %s (%s) failed: %s", cid, kind, exc)
+            if result == DEFERRED:  # its worker finishes it
+                continue
             with self.ctx.db.write() as s:
                 finish_control(s, cid, status, result)
         return len(cmds)

@@ -23,11 +23,12 @@ def service_banner(state: dict) -> None:
 
 
 def health_badge(state: dict) -> None:
+    """The service's state in one line, drawn where the caller is (the pages put it in the sidebar)."""
     if state["up"]:
         extra = f" · stale: {', '.join(state['stale'])}" if state.get("stale") else ""
-        st.sidebar.success(f"Service up · beat {age_str(state['age_s'])} ago{extra}")
+        st.success(f"Service up · beat {age_str(state['age_s'])} ago{extra}")
     else:
-        st.sidebar.error("Service DOWN")
+        st.error("Service DOWN")
 
 
 def watchlist_metrics(prices: pd.DataFrame) -> None:

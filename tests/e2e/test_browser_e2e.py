@@ -262,6 +262,20 @@ def flow(page, stack, shots):
     no_app_errors(page)
     shoot(page, shots, "health")
     assert key not in page.content()
+
+    # -- 8. Kill switch: an order placed outside the app, flattened from the sidebar; the alert is toasted -----
+    r = sim.api("placeorder", {"apikey": key, "strategy": "outside", "symbol": "SBIN", "exchange": "NSE",
+                               "action": "BUY", "quantity": 1, "pricetype": "MARKET", "product": "MIS"}).json()
+    assert r.get("orderid"), r
+    page.get_by_text("Kill switch").click()
+    page.get_by_text("Yes, flatten ALL accounts").click()
+    page.get_by_role("button", name="Flatten all").click()
+    page.get_by_text("Flatten requested").wait_for()
+    until(lambda: page.get_by_text(re.compile(r"flatten #\d+: account \d+: cancelled 0/0, closed 1/1")).count() > 0,
+          "the flatten alert toast", 60)
+    positions = sim.api("positionbook", {"apikey": key}).json()["data"]
+    assert all(int(float(p["quantity"])) == 0 for p in positions), positions
+    no_app_errors(page)
     elapsed = time.monotonic() - t0
     print(f"e2e browser flow: {elapsed:.1f}s; screenshots in {shots}")
 

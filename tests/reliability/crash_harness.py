@@ -30,7 +30,9 @@ from sqlalchemy import func, select
 from db import Database
 from db.accounts import add_account, api_key_for
 from db.commands import enqueue_control
-from db.models import Execution, Instrument, LatestPrice, OrderEvent, OrderIntent, StrategyRun, utcnow
+from db.models import (ControlCommand, Execution, Instrument, LatestPrice, OrderEvent, OrderIntent, StrategyRun,
+                       utcnow)
+from db.vocab import CommandStatus
 from db.strategies import LegSpec, execute_strategy, parse_expiry, save_strategy
 from tests import harness
 from tests.harness import kill_service, stop_service, wait_for  # noqa: F401 (used by callers too)
@@ -158,7 +160,9 @@ class CrashScenario:
     # ---- one round -------------------------------------------------------------------------------------------
     def round(self, expiry: str, kills_left: int) -> None:
         r = self.report.rounds = self.report.rounds + 1
-        by_price = r % 2 == 1  # odd rounds: max-loss exits from prices; even rounds: manual exit_run commands
+        # rounds take turns: max-loss exits from prices, manual exit_run commands, a flatten of every account
+        mode = ("flatten", "max loss", "exit_run")[r % 3]
+        by_price = mode == "max loss"
         sid = save_strategy(self.db, f"crash-r{r}", "NIFTY", "NSE_INDEX", expiry, [
             LegSpec("CE", "SELL"), LegSpec("PE", "SELL"),
             LegSpec("CE", "BUY", strike_mode="OTM", offset=2), LegSpec("PE", "BUY", strike_mode="OTM", offset=2)],
@@ -175,11 +179,13 @@ class CrashScenario:
                                                                StrategyRun.status == "active")))
             sells = sorted(set(s.scalars(select(Execution.symbol).where(
                 Execution.run_id.in_(run_ids), Execution.action == "SELL", Execution.status == "entered"))))
-        saved = {}
+        saved, flatten = {}, None
         if by_price:
             for sym in sells:
                 saved[sym] = self._quote(sym)
                 self.sim.set_price(sym, "NFO", round(saved[sym] * 4 + 200, 1))  # short legs blow up: max loss
+        elif mode == "flatten":
+            flatten = enqueue_control(self.db, "flatten_all", {})
         else:
             for rid in live:
                 enqueue_control(self.db, "exit_run", {"run_id": rid})
@@ -189,7 +195,29 @@ class CrashScenario:
         self.settle_runs(run_ids, ("failed", "exited"), timeout=90)
         for sym, px in saved.items():
             self.sim.set_price(sym, "NFO", px)
-        self.log(f"round {r}: kills so far {self.report.kills} ({'max loss' if by_price else 'exit_run'})")
+        if flatten is not None:
+            self.settle_command(flatten)
+            for acct in self.names:  # a flatten halts the accounts: re-armed for the next round's entries
+                self.settle_command(enqueue_control(self.db, "rearm_account", {"account_id": acct}))
+        self.log(f"round {r}: kills so far {self.report.kills} ({mode})")
+
+    def settle_command(self, command_id: int, timeout: float = 90.0) -> None:
+        """Keep the service alive until the control command has finished (a flatten survives a kill: the command
+        stays queued until done and runs again after the restart)."""
+        def done():
+            if self.proc.poll() is not None:
+                self.start()
+            with self.db.read() as s:
+                return s.get(ControlCommand, command_id).status != CommandStatus.QUEUED
+        if not wait_for(done, timeout, 0.1):
+            self.report.violations.append(f"control command {command_id} not finished within {timeout}s")
+            return
+        with self.db.read() as s:
+            cmd = s.get(ControlCommand, command_id)
+        if cmd.status != CommandStatus.DONE:
+            self.report.violations.append(f"command {command_id} ({cmd.kind}) {cmd.status}: {cmd.result}")
+        elif "NOT DONE" in (cmd.result or ""):  # e.g. a run's exit still settling after a kill: verify() decides
+            self.log(f"command {command_id} ({cmd.kind}): {cmd.result}")
 
     def _quote(self, symbol: str) -> float:
         key = api_key_for(self.db, next(iter(self.names)))

@@ -11,49 +11,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select, update
 
 from db.models import Execution, OrderIntent, RiskEvent, ServiceHeartbeat, StrategyRun
-from simulator.testing import SimProcess, free_port
+from simulator.testing import SimProcess
+from tests.reliability.alert_hook import Webhook
 from tests.harness import queue_runs
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 from tests.service.fixtures_orders import placed_at_sim, sim_account
 
 SYMBOL, QTY = "SBIN", 10
-
-
-class Webhook:
-    """A JSON webhook on loopback that records what apprise's ``json://`` target posts, with arrival times."""
-
-    def __init__(self):
-        self.received: list[tuple[float, dict]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.received.append((time.monotonic(), json.loads(body or b"{}")))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def matching(self, text: str) -> list[tuple[float, dict]]:
-        return [(t, m) for t, m in self.received if text in m.get("message", "")]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
 import ui_builders as b
-from db.models import Account, ControlCommand, OptionChainSession, OrderIntent
+from db.models import Account, ControlCommand, LatestPrice, OptionChainSession, OrderIntent, utcnow
 from ui.widgets import SERVICE_DOWN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,3 +345,45 @@ def test_forms_when_disk_full_then_clear_message_no_traceback_and_nothing_writte
     assert not at.exception, at.exception
     assert any("disk full: nothing was written" in e for e in errors(at)), errors(at)
     assert (count(db, OrderIntent), count(db, ControlCommand)) == (intents, commands)
+
+
+def test_quick_order_when_limit_price_outside_the_band_then_named_and_placed_only_after_a_second_confirmation(seeded):
+    db = seeded["db"]
+    with db.write() as s:  # RELIANCE's last price (₹1,500), ticked now
+        s.get(LatestPrice, ("RELIANCE", "NSE")).tick_ts = utcnow()
+    before = count(db, OrderIntent)
+    at = _order_page()
+    at.selectbox(key="quick.pricetype").select("LIMIT")
+    at.number_input(key="quick.price").set_value(1900.0)
+    at.button(key="quick.preview").click().run()
+    assert not at.exception, at.exception
+    assert any("LIMIT price ₹1,900.00 is 27 % above the last price ₹1,500.00" in w.value for w in at.warning)
+    assert at.button(key="quick.submit").disabled
+    at.checkbox(key="quick.confirm_guard").check().run()
+    assert not at.button(key="quick.submit").disabled
+    at.button(key="quick.submit").click().run()
+    assert count(db, OrderIntent) == before + 1
+    at.number_input(key="quick.price").set_value(9000.0)
+    at.button(key="quick.preview").click().run()
+    assert any("Refused: LIMIT price ₹9,000.00" in e for e in errors(at)), errors(at)
+    assert count(db, OrderIntent) == before + 1
+
+
+def test_alerts_when_raised_after_the_page_opened_then_toasted_once_and_listed_on_service_health(seeded):
+    from db.models import ServiceLog
+    db = seeded["db"]
+    with db.write() as s:  # history from before this session: listed, never toasted as news
+        s.add(ServiceLog(component="alerts", level="CRITICAL", message="exit_not_written: an old one"))
+    at = page("dashboard").run()
+    assert not at.toast
+    with db.write() as s:
+        s.add(ServiceLog(component="alerts", level="CRITICAL", message="exit_rejected: intent 7 rejected: no margin"))
+    at.run()
+    assert [t.value for t in at.toast] == ["exit_rejected: intent 7 rejected: no margin"]
+    at.run()
+    assert not at.toast  # shown once
+    health = page("health").run()
+    assert not health.exception
+    messages = {m for df in health.dataframe if list(df.value.columns)[-1:] == ["message"]
+                and "component" not in df.value.columns for m in df.value["message"]}  # the Alerts table
+    assert {"exit_rejected: intent 7 rejected: no margin", "exit_not_written: an old one"} <= messages

@@ -1,0 +1,128 @@
+"""The statements of a flatten (services/flatten.py): close everything an account holds at the broker.
+
+Flatten exits that no strategy leg owns (Quick Order positions, orders placed outside the app) are order_intents
+with purpose 'exit' and no execution. Their client_order_id is derived from the flatten command, the account and
+the position (``flatten_coid``), so running the same flatten again (after a restart in the middle of it) finds the
+intent it wrote the first time instead of writing a second one: never placed twice.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import func, select
+
+from db.executions import apply_intent_outcome
+from db.exits import exit_priority
+from db.intents import transition
+from db.models import Execution, OrderIntent, StrategyRun, utcnow
+from db.order_fsm import LIVE, OPEN, Status
+from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus
+
+ENTRY_PURPOSES = ("entry", "manual")  # intents that open or add to a position (everything but exits)
+
+
+def flatten_coid(command_id: int, account_id: int, symbol: str, exchange: str, product: str) -> str:
+    return hashlib.sha1(f"flatten:{command_id}:{account_id}:{symbol}:{exchange}:{product}".encode()).hexdigest()[:32]
+
+
+def withdraw_queued_entries(s, account_id: int, reason: str) -> int:
+    """Queued intents that would open or add to a position (strategy entries, manual orders) are cancelled before
+    they are sent; their legs fail. Returns how many."""
+    ids = list(s.scalars(select(OrderIntent.id).where(
+        OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED,
+        OrderIntent.purpose.in_(ENTRY_PURPOSES))))
+    done = 0
+    for iid in ids:
+        if transition(s, iid, Status.QUEUED, Status.CANCELLED, "risk", reason):
+            apply_intent_outcome(s, iid)
+            done += 1
+    return done
+
+
+def live_run_ids(s, account_id: int) -> list[int]:
+    return list(s.scalars(select(StrategyRun.id).where(StrategyRun.account_id == account_id,
+                                                       StrategyRun.status.in_(LIVE_RUN)).order_by(StrategyRun.id)))
+
+
+def working_orders_of_ours(s, account_id: int) -> set[str]:
+    """Broker order ids of this account's exits still working: a flatten never cancels its own exits."""
+    return set(s.scalars(select(OrderIntent.broker_order_id).where(
+        OrderIntent.account_id == account_id, OrderIntent.purpose == "exit", OrderIntent.status.in_(OPEN),
+        OrderIntent.broker_order_id.is_not(None))))
+
+
+def exits_in_flight(s, account_id: int, runs: bool = True) -> dict[tuple[str, str, str], int]:
+    """Per (symbol, exchange, product): the signed quantity this account's live exit intents will still trade
+    (+ BUY, - SELL), net of what they filled already (the broker's positionbook shows that part). ``runs=False``:
+    only exits no strategy leg owns (flatten exits)."""
+    q = (select(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product, OrderIntent.action,
+                func.sum(OrderIntent.requested_qty - func.coalesce(OrderIntent.broker_filled_qty, 0)))
+         .where(OrderIntent.account_id == account_id, OrderIntent.purpose == "exit", OrderIntent.status.in_(LIVE)))
+    if not runs:
+        q = q.where(OrderIntent.execution_id.is_(None))
+    rows = s.execute(q.group_by(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product, OrderIntent.action))
+    out: dict[tuple[str, str, str], int] = {}
+    for symbol, exchange, product, action, qty in rows:
+        key = (symbol, exchange, product)
+        out[key] = out.get(key, 0) + int(qty or 0) * (1 if action == "BUY" else -1)
+    return out
+
+
+def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
+    """Per (symbol, exchange, product): the signed quantity the account's strategy legs hold at the broker (+ long,
+    - short): entered legs in full, exiting legs less what their exit filled. The risk manager's run exits close
+    these; a flatten closes only the rest."""
+    rows = s.execute(select(Execution.symbol, Execution.exchange, Execution.product, Execution.action,
+                            Execution.quantity, Execution.status, OrderIntent.broker_filled_qty)
+                     .outerjoin(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
+                     .join(StrategyRun, StrategyRun.id == Execution.run_id)
+                     .where(Execution.account_id == account_id, Execution.status.in_(ACTIVE_LEG),
+                            StrategyRun.status.in_(UNFINISHED_RUN)))
+    out: dict[tuple[str, str, str], int] = {}
+    for symbol, exchange, product, action, qty, status, exit_filled in rows:
+        held = qty - ((exit_filled or 0) if status == LegStatus.EXITING else 0)
+        key = (symbol, exchange, product)
+        out[key] = out.get(key, 0) + held * (1 if action == "BUY" else -1)
+    return out
+
+
+def live_orders(s, account_id: int) -> list[int]:
+    """Ids of the account's intents that may still trade (sent, working, outcome unknown...)."""
+    return list(s.scalars(select(OrderIntent.id).where(OrderIntent.account_id == account_id,
+                                                       OrderIntent.status.in_(LIVE))))
+
+
+def busy_keys(s, account_id: int) -> set[tuple[str, str, str]]:
+    """Positions (symbol, exchange, product) a flatten must not close on its own now: a strategy leg holds them
+    (the risk manager's exit closes it), or one of our orders on them may still trade (an exit in flight, an order
+    not yet settled). The broker's positionbook can run ahead of our rows for those (a fill the poller has not
+    recorded yet), so a close computed from it could trade the same units twice."""
+    live = s.execute(select(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product).where(
+        OrderIntent.account_id == account_id, OrderIntent.status.in_(LIVE)).distinct())
+    return {tuple(r) for r in live} | {k for k, v in held_by_runs(s, account_id).items() if v}
+
+
+def write_flatten_exit(s, command_id: int, account_id: int, symbol: str, exchange: str, product: str,
+                       net_qty: int, n: int, tag: str, step: int = 1) -> tuple[int, bool]:
+    """The MARKET order that closes a net position of ``net_qty`` (>0 long: SELL; <0 short: BUY first). Returns
+    (intent id, created): an intent this flatten wrote before for the same position and ``step`` is returned, not
+    repeated."""
+    coid = flatten_coid(command_id, account_id, symbol, exchange, f"{product}:{step}")
+    existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == coid))
+    if existing:
+        return existing, False
+    action = "SELL" if net_qty > 0 else "BUY"
+    intent = OrderIntent(client_order_id=coid, account_id=account_id, purpose="exit", source="flatten",
+                         priority=exit_priority(action, n), strategy_tag=tag[:64], symbol=symbol, exchange=exchange,
+                         action=action, requested_qty=abs(net_qty), pricetype="MARKET", product=product,
+                         created_at=utcnow())
+    s.add(intent)
+    s.flush()
+    return intent.id, True
+
+
+def flatten_intents(s, command_id: int, account_id: int) -> list[OrderIntent]:
+    """The intents this flatten wrote for the account (found by their derived client_order_ids' source)."""
+    return list(s.scalars(select(OrderIntent).where(OrderIntent.account_id == account_id,
+                                                    OrderIntent.source == "flatten",
+                                                    OrderIntent.strategy_tag == f"flatten-{command_id}")))

@@ -1,0 +1,224 @@
+"""Flatten (the kill switch): cancel every working order of an account and close every position it holds at the
+broker, then leave it halted. One account, or all of them (in parallel: a slow broker holds up only its own).
+
+Per account, in this order:
+  1. halted (new entries denied with the reason) and its queued entries withdrawn, in one transaction;
+  2. every live strategy run exits through the risk manager's one exit path (reason 'flatten');
+  3. cancelorder for every order still working at the broker that is not one of our exits (Quick Order limits,
+     orders placed outside the app);
+  4. once the run exits have settled (bounded wait), the positionbook is read and every position still open,
+     net of the exits still in flight, gets a MARKET exit intent (BUY exits first), sent by the dispatcher like
+     any order (exactly once; reconciled if its outcome is unknown);
+  5. the outcome (cancelled n/N, closed n/N, and what could not be closed, with the broker's reason) is a risk
+     event and the command's result; anything left open is an alert.
+The command stays 'queued' until the flatten has finished, so a service killed in the middle runs it again at
+start-up; every step is idempotent (db/flatten.py: the exits' client_order_ids derive from the command), so the
+second run closes what is left and never places anything twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from broker.errors import BrokerError
+from db.accounts import set_trading_state
+from db.commands import finish_control
+from db.errors import DbError
+from db.flatten import (busy_keys, exits_in_flight, flatten_intents, live_orders, live_run_ids,
+                        withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
+from db.models import RiskEvent
+from db.order_fsm import BROKER_STATUS_MAP, FAILED, TERMINAL, Status
+from db.vocab import CommandStatus, TradingState
+from services.context import ServiceContext, ist_now_str
+
+log = logging.getLogger("services.flatten")
+# the broker's order_status words of an order still working (resting, or waiting for its trigger)
+WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
+
+
+class Flattener:
+    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0):
+        """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake."""
+        self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start(self, command_id: int, account_ids: list[int]) -> bool:
+        """Run the flatten of command ``command_id`` on a thread of its own (once: False if it runs already)."""
+        with self._lock:
+            if command_id in self._running:
+                return False
+            self._running.add(command_id)
+        threading.Thread(target=self._run, args=(command_id, account_ids), name=f"flatten-{command_id}",
+                         daemon=True).start()
+        return True
+
+    def _run(self, command_id: int, account_ids: list[int]) -> None:
+        try:
+            try:
+                summary, ok = self.flatten(command_id, account_ids)
+                status = CommandStatus.DONE
+            except Exception as exc:  # noqa: BLE001 - reported on the command and as an alert
+                log.exception("flatten %s failed", command_id)
+                summary, ok, status = f"flatten failed: {type(exc).__name__}: {exc}", False, CommandStatus.FAILED
+            self._alert("flatten_done" if ok else "flatten_incomplete", f"flatten #{command_id}: {summary}",
+                        f"command {command_id}")
+            self._finish(command_id, status, summary)
+        finally:
+            with self._lock:
+                self._running.discard(command_id)
+
+    def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
+        for _ in range(20):  # the database may be busy or full for a while: the flatten itself is done
+            try:
+                with self.ctx.db.write() as s:
+                    finish_control(s, command_id, status, summary)
+                return
+            except DbError as exc:
+                log.warning("flatten %s: result not written yet (%s)", command_id, exc)
+                time.sleep(1.0)
+
+    def flatten(self, command_id: int, account_ids: list[int]) -> tuple[str, bool]:
+        """Flatten the accounts (in parallel); returns (summary, everything closed)."""
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(account_ids))), thread_name_prefix="flatten") as pool:
+            results = list(pool.map(lambda a: self._guarded(command_id, a), account_ids))
+        return "; ".join(r for r, _ in results) or "no accounts", all(ok for _, ok in results)
+
+    def _guarded(self, command_id: int, account_id: int) -> tuple[str, bool]:
+        try:
+            return self.flatten_account(command_id, account_id)
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' flatten
+            log.exception("flatten %s: account %s", command_id, account_id)
+            return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False
+
+    # ---- one account -----------------------------------------------------------------------------------------
+    def flatten_account(self, command_id: int, account_id: int) -> tuple[str, bool]:
+        when = ist_now_str()
+        with self.ctx.db.write() as s:
+            set_trading_state(s, account_id, TradingState.HALTED, f"flatten #{command_id} at {when}", "service")
+            withdrawn = withdraw_queued_entries(s, account_id, f"flatten #{command_id}")
+            runs = live_run_ids(s, account_id)
+        cancelled, to_cancel, problems = self._cancel_working(account_id, command_id)
+        # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
+        # are written and their SELLs after (the dispatcher sends an account's queue in priority order).
+        free, unread = self._free_positions(account_id)
+        self._write_exits(command_id, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
+        self._exit_runs(command_id, runs)
+        self._write_exits(command_id, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
+        self.wake()
+        # Step 2, once everything in flight has settled: whatever is still open (what a run's exit did not close,
+        # a fill that raced the first read) gets its exit now.
+        self._wait_settled(account_id)
+        rest, unread2 = self._free_positions(account_id)
+        self._write_exits(command_id, account_id, rest, step=2)
+        self.wake()
+        self._wait_settled(account_id)
+        closed, to_close, left = self._flatten_outcome(command_id, account_id)
+        problems += [p for p in (unread, unread2) if p] + left + self._still_open(account_id)
+        ok = not problems
+        summary = (f"account {account_id}: cancelled {cancelled}/{to_cancel}, closed {closed}/{to_close}, "
+                   f"{len(runs)} run(s) exited, {withdrawn} queued entr(ies) withdrawn"
+                   + (f"; NOT DONE: {'; '.join(problems)}" if problems else ""))
+        self._event(account_id, ok, summary)
+        return summary, ok
+
+    def _free_positions(self, account_id: int) -> tuple[dict[tuple[str, str, str], int], str]:
+        """Open positions at the broker that no strategy leg holds and no order of ours may still trade:
+        ({(symbol, exchange, product): net qty}, '' or why the positionbook could not be read)."""
+        try:
+            book = self.ctx.client(account_id).positionbook()
+        except (BrokerError, KeyError) as exc:
+            return {}, f"positionbook unavailable: {exc}"
+        with self.ctx.db.read() as s:
+            busy = busy_keys(s, account_id)
+        out = {}
+        for p in book:
+            key = (str(p.get("symbol")), str(p.get("exchange")), str(p.get("product")))
+            if _qty(p) and key not in busy:
+                out[key] = _qty(p)
+        return out, ""
+
+    def _write_exits(self, command_id: int, account_id: int, rest: dict, step: int) -> None:
+        if not rest:
+            return
+        with self.ctx.db.write() as s:
+            for n, (key, net) in enumerate(sorted(rest.items())):
+                write_flatten_exit(s, command_id, account_id, *key, net, n, f"flatten-{command_id}", step)
+
+    def _exit_runs(self, command_id: int, runs: list[int]) -> None:
+        risk = self.risk()
+        for run_id in runs if risk is not None else ():
+            try:
+                risk.exit_run(run_id, "flatten")
+            except DbError:  # left pending in the risk manager: retried there until written, and alarmed
+                log.error("flatten %s: exit of run %s not written yet", command_id, run_id)
+
+    def _cancel_working(self, account_id: int, command_id: int) -> tuple[int, int, list[str]]:
+        """cancelorder for every working order at the broker that is not one of our exits."""
+        with self.ctx.db.read() as s:
+            ours = working_orders_of_ours(s, account_id)
+        try:
+            book = self.ctx.client(account_id).orderbook()
+        except (BrokerError, KeyError) as exc:
+            return 0, 0, [f"orderbook unavailable: {exc}"]
+        working = [o for o in book if str(o.get("order_status", "")).strip().lower() in WORKING_AT_BROKER
+                   and str(o.get("orderid")) not in ours]
+        done, problems = 0, []
+        for o in working:
+            try:
+                self.ctx.client(account_id).cancelorder(str(o["orderid"]), f"flatten-{command_id}")
+                done += 1
+            except BrokerError as exc:
+                problems.append(f"order {o.get('orderid')} ({o.get('symbol')}) not cancelled: {exc}")
+        return done, len(working), problems
+
+    def _wait_settled(self, account_id: int) -> bool:
+        """Wait (bounded by settle_s) until no order of the account may still trade. True if none may."""
+        deadline = time.monotonic() + self.settle_s
+        while True:
+            with self.ctx.db.read() as s:
+                busy = any(exits_in_flight(s, account_id).values()) or bool(live_orders(s, account_id))
+            if not busy or time.monotonic() > deadline:
+                return not busy
+            time.sleep(0.1)
+
+    def _flatten_outcome(self, command_id: int, account_id: int) -> tuple[int, int, list[str]]:
+        """(flatten exits filled, flatten exits written, the ones that did not fill, with the broker's reason)."""
+        with self.ctx.db.read() as s:
+            rows = [(i.symbol, i.status, i.status_reason, i.requested_qty) for i in
+                    flatten_intents(s, command_id, account_id)]
+        closed = sum(1 for _, st, _, _ in rows if st == Status.FILLED)
+        left = [f"{sym} {qty}: {st}" + (f" ({why})" if why else "") for sym, st, why, qty in rows
+                if st != Status.FILLED and (Status(st) in FAILED or Status(st) not in TERMINAL)]
+        return closed, len(rows), left
+
+    def _still_open(self, account_id: int) -> list[str]:
+        """What the broker still reports open after the flatten (each named, for the alert)."""
+        try:
+            book = self.ctx.client(account_id).positionbook()
+        except (BrokerError, KeyError) as exc:
+            return [f"positionbook unavailable after the flatten: {exc}"]
+        return [f"{p.get('symbol')} {p.get('product')} still {_qty(p):+d} at the broker" for p in book if _qty(p)]
+
+    # ---- reporting -------------------------------------------------------------------------------------------
+    def _event(self, account_id: int, ok: bool, summary: str) -> None:
+        try:
+            with self.ctx.db.write() as s:
+                s.add(RiskEvent(account_id=account_id, event_type="flatten", action="flatten" if ok else "alert",
+                                message=summary[:512], ts_ist=ist_now_str()))
+        except DbError as exc:
+            log.error("flatten event not written: %s", exc)
+
+    def _alert(self, kind: str, message: str, subject: str) -> None:
+        (log.warning if kind == "flatten_done" else log.error)("%s", message)
+        if self.notifier is not None:
+            self.notifier.alert(kind, message, subject=subject)
+
+
+def _qty(p: dict) -> int:
+    try:
+        return int(float(p.get("quantity") or 0))
+    except (TypeError, ValueError):
+        return 0

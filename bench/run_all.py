@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import machine  # noqa: E402
 
-BENCHES = ["exit_latency", "ingest", "fanout", "enqueue", "dashboard", "memory"]
+BENCHES = ["exit_latency", "ingest", "fanout", "enqueue", "flatten", "dashboard", "memory"]
 
 
 def row(r: dict) -> list[tuple[str, str, str, str]]:
@@ -45,6 +45,9 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
         return [("UI enqueue -> placed at broker (default settings)",
                  f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['orders']})",
                  "p50 <= 150, p99 <= 500 ms", ok(r["median_ms"] <= 150 and r["p99_ms"] <= 500))]
+    if b == "flatten":
+        return [(f"flatten 10 accts x 4 positions / 1 acct, {r['latency_ms']} ms broker (service process)",
+                 f"{r['ten_ms']:.0f} ms / {r['one_ms']:.0f} ms = {r['ratio']:.2f}", "<= 1.5", ok(r["ratio"] <= 1.5))]
     if b == "dashboard":
         err = f"; PAGE ERROR: {r['error'][:80]}" if r.get("errors") else ""
         return [("Dashboard page script time (10 accts, full day)",

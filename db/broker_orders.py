@@ -1,4 +1,5 @@
-"""The broker_orders table: each account's orderbook as last seen, every order linked to its intent.
+"""The broker_orders table: each account's orderbook as last seen, every order linked to its intent; and the
+broker's orderbook rows parsed into ``BookOrder`` reports (timestamps in a broker-specific IST format -> UTC).
 
 Plain sqlite3 statements (db/rawsql.py): the poller compares every active account's whole book with these rows
 every second, and a busy day's book holds thousands of orders, nearly all unchanged.
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,8 +19,33 @@ from db.order_fsm import INFLIGHT, sql_in
 from db.rawsql import insert_many, raw_cursor, select_in, update_many
 
 
-class ReportedOrder(Protocol):
-    """One order as the broker's orderbook reports it (services/order_reports.py ``BookOrder``)."""
+IST_OFFSET = timedelta(hours=5, minutes=30)
+TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d-%b-%Y %H:%M:%S", "%d-%m-%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
+              "%d/%m/%Y %H:%M:%S", "%H:%M:%S %d-%m-%Y")
+
+
+def _f(v, default: float = 0.0) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+@lru_cache(maxsize=8192)
+def parse_ts(raw: str) -> datetime | None:
+    """Broker timestamps are naive IST strings in a broker-specific format -> naive UTC (None if unparseable).
+    Memoised: every poll sees the day's orders again, and strptime costs tens of microseconds per try."""
+    raw = (raw or "").strip()
+    for fmt in TS_FORMATS:
+        try:
+            return datetime.strptime(raw[:19] if "T" in fmt else raw, fmt) - IST_OFFSET
+        except ValueError:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class BookOrder:
     orderid: str
     symbol: str
     exchange: str
@@ -32,8 +58,29 @@ class ReportedOrder(Protocol):
     order_status: str
     filled_qty: int
     avg_price: float
-    strategy: str | None
+    strategy: str | None  # None when the broker does not report the tag
     timestamp: str
+    ts_utc: datetime | None
+
+    @classmethod
+    def parse(cls, r: dict) -> "BookOrder | None":
+        oid = str(r.get("orderid") or "").strip()
+        if not oid:
+            return None
+        qty = int(_f(r.get("quantity")))
+        status = str(r.get("order_status") or "").strip().lower()
+        filled = r.get("filled_quantity")
+        filled_qty = int(_f(filled)) if filled is not None else (qty if status == "complete" else 0)
+        ts = str(r.get("timestamp") or "")
+        return cls(oid, str(r.get("symbol") or ""), str(r.get("exchange") or ""),
+                   str(r.get("action") or "").upper(), qty, _f(r.get("price")), _f(r.get("trigger_price")),
+                   str(r.get("pricetype") or r.get("price_type") or ""), str(r.get("product") or ""), status,
+                   filled_qty, _f(r.get("average_price")),
+                   str(r["strategy"]) if r.get("strategy") is not None else None, ts, parse_ts(ts))
+
+
+def parse_book(rows: list[dict]) -> list[BookOrder]:
+    return [b for b in (BookOrder.parse(r) for r in rows if isinstance(r, dict)) if b is not None]
 
 
 BOOK_FIELDS = ("intent_id", "external", "symbol", "exchange", "action", "quantity", "price", "trigger_price",
@@ -57,7 +104,7 @@ class BookChanges:
         return bool(self.inserts or self.updates)
 
 
-def book_changes(s: Session, account_id: int, orders: list[ReportedOrder], now: datetime) -> BookChanges:
+def book_changes(s: Session, account_id: int, orders: list[BookOrder], now: datetime) -> BookChanges:
     """Compare the account's orderbook with its broker_orders rows (reads only; a read session is enough). An
     order with no intent while nothing of ours is in flight for the account is adopted as external (sticky once
     adopted). Rows whose content is unchanged are left alone, so a poll of an unchanged book writes nothing.
@@ -65,7 +112,7 @@ def book_changes(s: Session, account_id: int, orders: list[ReportedOrder], now: 
     return _book_changes(raw_cursor(s), account_id, orders, now)
 
 
-def _book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[ReportedOrder], now: datetime) -> BookChanges:
+def _book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[BookOrder], now: datetime) -> BookChanges:
     book = {o.orderid: o for o in orders}  # a repeated order id: the last row wins
     oids = list(book)
     by_oid = dict(select_in(cur, INTENT_IDS_SQL, (account_id,), oids))
@@ -88,7 +135,7 @@ def _book_changes(cur: sqlite3.Cursor, account_id: int, orders: list[ReportedOrd
     return out
 
 
-def upsert_orders(s: Session, account_id: int, orders: list[ReportedOrder]) -> int:
+def upsert_orders(s: Session, account_id: int, orders: list[BookOrder]) -> int:
     """Bring the account's broker_orders in line with its orderbook (only changed rows are written), linking each
     order to its intent. Returns the number of orders newly adopted as external."""
     cur = raw_cursor(s)

@@ -7,79 +7,15 @@ messages and log after commit, because a nested BEGIN IMMEDIATE on another conne
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Callable
 
+from db.broker_orders import BookOrder
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent, utcnow
 from db.order_fsm import Status, can_transition, status_from_broker
 
 log = logging.getLogger("services.order_reports")
-IST_OFFSET = timedelta(hours=5, minutes=30)
-TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d-%b-%Y %H:%M:%S", "%d-%m-%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
-              "%d/%m/%Y %H:%M:%S", "%H:%M:%S %d-%m-%Y")
-
-
-def _f(v, default: float = 0.0) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return default
-
-
-@lru_cache(maxsize=8192)
-def parse_ts(raw: str) -> datetime | None:
-    """Broker timestamps are naive IST strings in a broker-specific format -> naive UTC (None if unparseable).
-    Memoised: every poll sees the day's orders again, and strptime costs tens of microseconds per try."""
-    raw = (raw or "").strip()
-    for fmt in TS_FORMATS:
-        try:
-            return datetime.strptime(raw[:19] if "T" in fmt else raw, fmt) - IST_OFFSET
-        except ValueError:
-            continue
-    return None
-
-
-@dataclass(frozen=True)
-class BookOrder:
-    orderid: str
-    symbol: str
-    exchange: str
-    action: str
-    quantity: int
-    price: float
-    trigger_price: float
-    pricetype: str
-    product: str
-    order_status: str
-    filled_qty: int
-    avg_price: float
-    strategy: str | None  # None when the broker does not report the tag
-    timestamp: str
-    ts_utc: datetime | None
-
-    @classmethod
-    def parse(cls, r: dict) -> "BookOrder | None":
-        oid = str(r.get("orderid") or "").strip()
-        if not oid:
-            return None
-        qty = int(_f(r.get("quantity")))
-        status = str(r.get("order_status") or "").strip().lower()
-        filled = r.get("filled_quantity")
-        filled_qty = int(_f(filled)) if filled is not None else (qty if status == "complete" else 0)
-        ts = str(r.get("timestamp") or "")
-        return cls(oid, str(r.get("symbol") or ""), str(r.get("exchange") or ""),
-                   str(r.get("action") or "").upper(), qty, _f(r.get("price")), _f(r.get("trigger_price")),
-                   str(r.get("pricetype") or r.get("price_type") or ""), str(r.get("product") or ""), status,
-                   filled_qty, _f(r.get("average_price")),
-                   str(r["strategy"]) if r.get("strategy") is not None else None, ts, parse_ts(ts))
-
-
-def parse_book(rows: list[dict]) -> list[BookOrder]:
-    return [b for b in (BookOrder.parse(r) for r in rows if isinstance(r, dict)) if b is not None]
 
 
 def target_status(bo: BookOrder) -> Status | None:

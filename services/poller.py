@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Callable
 
 from broker.errors import BrokerError
-from db.broker_orders import book_changes, upsert_orders
+from db.broker_orders import BookOrder, book_changes, parse_book, upsert_orders
 from db.crypto import SecretError
 from db.executions import Outcome, sweep, sweep_needed
 from db.intents import accounts_with_intents, book_followed_intents, followed_by_book, intents_by_id
@@ -30,7 +30,7 @@ from db.order_fsm import OPEN, RECONCILER_OWNED, values
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, behind_book, parse_book
+from services.order_reports import apply_book_status, behind_book
 
 log = logging.getLogger("services.poller")
 COMPONENT = "poller"

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Callable
 
 from broker.errors import BrokerError
-from db.broker_orders import book_changes, linked_order_ids, upsert_orders
+from db.broker_orders import BookOrder, book_changes, linked_order_ids, parse_book, upsert_orders
 from db.crypto import SecretError
 from db.accounts import list_accounts
 from db.executions import Outcome, apply_intent_outcome
@@ -31,7 +31,7 @@ from db.order_fsm import RECONCILER_OWNED, Status
 from db.run_fsm import LegStatus
 from services.context import ServiceContext
 from services.health import service_log
-from services.order_reports import BookOrder, apply_book_status, parse_book
+from services.order_reports import apply_book_status
 
 log = logging.getLogger("services.reconciler")
 COMPONENT = "reconciler"

@@ -19,7 +19,6 @@ from db.vocab import CommandStatus, TradingState
 from simulator.testing import SimProcess
 from tests.builders import seed_instruments
 from tests.harness import queue_runs
-from tests.reliability.alert_hook import Webhook
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 from tests.service.fixtures_orders import add_intent, placed_at_sim, sim_account
 
@@ -30,13 +29,6 @@ SYMBOL, QTY = "SBIN", 10
 def frozen_sim():
     with SimProcess(seed=43, args=["--frozen"]) as sim:
         yield sim
-
-
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from sqlalchemy import select, update
 
 from db.models import Execution, OrderIntent, RiskEvent, ServiceHeartbeat, StrategyRun
 from simulator.testing import SimProcess
-from tests.reliability.alert_hook import Webhook
 from tests.harness import queue_runs
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 from tests.service.fixtures_orders import placed_at_sim, sim_account
@@ -30,13 +29,6 @@ SYMBOL, QTY = "SBIN", 10
 def frozen_sim():
     with SimProcess(seed=41, args=["--frozen"]) as sim:
         yield sim
-
-
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
 
 
 def _active_run(db, sim, tmp_path, webhook, **env):

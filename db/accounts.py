@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +14,7 @@ from sqlalchemy import delete, func, select, update
 from db import Database
 from db.crypto import decrypt, encrypt
 from db.logmask import register_secret
-from db.models import Account, AuditLog, OrderIntent, RiskEvent, StrategyRun, utcnow
+from db.models import Account, AuditLog, OrderIntent, Position, RiskEvent, StrategyRun, utcnow
 from db.rawsql import raw_cursor
 from db.vocab import TradingState
 
@@ -95,8 +96,12 @@ def add_account(db: Database, name: str, host_url: str, ws_url: str, api_key: st
 
 def update_account(db: Database, account_id: int, *, host_url: str | None = None, ws_url: str | None = None,
                    api_key: str | None = None, is_primary: bool | None = None, backup_order: int | None = -1,
-                   is_active: bool | None = None) -> None:
+                   is_active: bool | None = None, daily_max_loss=-1, daily_max_profit=-1) -> None:
+    """``daily_max_loss`` / ``daily_max_profit``: rupees > 0, or 0 / None for no limit (-1: unchanged)."""
     values: dict = {}
+    for field_name, v in (("daily_max_loss", daily_max_loss), ("daily_max_profit", daily_max_profit)):
+        if v != -1:
+            values[field_name] = _check_limit(v, field_name.replace("_", " "))
     if host_url is not None:
         values["host_url"] = _check_url(host_url, ("http", "https"), "Host URL")
     if ws_url is not None:
@@ -119,6 +124,20 @@ def update_account(db: Database, account_id: int, *, host_url: str | None = None
             s.execute(update(Account).where(Account.id == account_id).values(**values))
         s.add(AuditLog(actor="ui", action="account_updated",
                        details=f"account {account_id}: {sorted(k for k in values if k != 'api_key_encrypted')}"))
+
+
+def _check_limit(v, what: str) -> float | None:
+    if v is None or v == 0:
+        return None
+    if isinstance(v, bool):
+        raise AccountError(f"The {what} must be a number of rupees")
+    try:
+        amount = float(v)
+    except (TypeError, ValueError):
+        raise AccountError(f"The {what} must be a number of rupees (got {str(v)[:20]!r})") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise AccountError(f"The {what} must be a positive number of rupees, or 0 for none (got {v})")
+    return amount
 
 
 def delete_account(db: Database, account_id: int) -> None:
@@ -208,3 +227,20 @@ def set_trading_state(s, account_id: int, state: TradingState | str, reason: str
                     ts_utc=now, ts_ist=(now + IST_OFFSET).strftime("%Y-%m-%d %H:%M:%S IST"),
                     message=f"{acct.name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")))
     return True
+
+
+def limited_accounts(s) -> list[tuple[int, str, float | None, float | None, str]]:
+    """(id, name, daily max loss, daily max profit, trading state) of every account with a day P&L limit."""
+    return [tuple(r) for r in s.execute(select(Account.id, Account.name, Account.daily_max_loss,
+                                               Account.daily_max_profit, Account.trading_state).where(
+        (Account.daily_max_loss.is_not(None)) | (Account.daily_max_profit.is_not(None))).order_by(Account.id))]
+
+
+def day_positions(s, account_ids: list[int]) -> list[tuple[int, str, str, int, float, float, float]]:
+    """(account id, symbol, exchange, quantity, average price, last price, realised P&L) of every position the
+    broker reported for these accounts today (account sync's positionbook rows, closed ones included)."""
+    if not account_ids:
+        return []
+    return [tuple(r) for r in s.execute(select(Position.account_id, Position.symbol, Position.exchange,
+                                               Position.quantity, Position.average_price, Position.ltp,
+                                               Position.realized_pnl).where(Position.account_id.in_(account_ids)))]

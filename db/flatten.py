@@ -8,15 +8,18 @@ intent it wrote the first time instead of writing a second one: never placed twi
 from __future__ import annotations
 
 import hashlib
+import json
 
 from sqlalchemy import func, select
 
+from db.accounts import set_trading_state
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
-from db.models import Execution, OrderIntent, StrategyRun, utcnow
+from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun, utcnow
 from db.order_fsm import LIVE, OPEN, Status
 from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus
+from db.vocab import TradingState
 
 ENTRY_PURPOSES = ("entry", "manual")  # intents that open or add to a position (everything but exits)
 
@@ -126,3 +129,16 @@ def flatten_intents(s, command_id: int, account_id: int) -> list[OrderIntent]:
     return list(s.scalars(select(OrderIntent).where(OrderIntent.account_id == account_id,
                                                     OrderIntent.source == "flatten",
                                                     OrderIntent.strategy_tag == f"flatten-{command_id}")))
+
+
+def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold: float, value: float) -> int:
+    """A protection tripped: in the caller's transaction the account is halted with ``reason``, the risk event is
+    written and a flatten_account command is queued (carried out like the trader's own, so it survives a restart
+    the same way). Returns the command id."""
+    set_trading_state(s, account_id, TradingState.HALTED, reason, "service")
+    cmd = ControlCommand(kind="flatten_account", payload_json=json.dumps({"account_id": account_id}))
+    s.add(cmd)
+    s.add(RiskEvent(account_id=account_id, event_type=event_type[:32], threshold=threshold, value=value,
+                    action="flatten", message=reason[:512], ts_ist=reason.rsplit(" at ", 1)[-1][:32]))
+    s.flush()
+    return cmd.id

@@ -58,7 +58,15 @@ def _v3_account_trading_state(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} {ddl}")
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state]
+def _v4_account_day_limits(conn: Connection) -> None:
+    """Accounts gain daily max loss / max profit on their day P&L (None = no limit, as every account had)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    for name in ("daily_max_loss", "daily_max_profit"):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} FLOAT")
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits]
 LATEST = len(MIGRATIONS)
 
 

@@ -45,6 +45,9 @@ class Account(Base):
     trading_state: Mapped[str] = mapped_column(String(16), default=TradingState.ACTIVE.value)
     trading_reason: Mapped[str] = mapped_column(String(256), default="")
     trading_changed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the account's day P&L limits in rupees (None = no limit); services/account_limits.py
+    daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    daily_max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Strategy(Base):

@@ -108,10 +108,12 @@ def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
 # ---- accounts, funds, books -----------------------------------------------------------------------------------
 def accounts(db: Database) -> pd.DataFrame:
     return _df(db, "SELECT id, name, broker, host_url, ws_url, is_primary, backup_order, is_active, status, "
-                   "status_message, last_checked_at, trading_state, trading_reason FROM accounts "
+                   "status_message, last_checked_at, trading_state, trading_reason, daily_max_loss, "
+                   "daily_max_profit FROM accounts "
                    "ORDER BY is_primary DESC, backup_order IS NULL, backup_order, id",
                columns=["id", "name", "broker", "host_url", "ws_url", "is_primary", "backup_order", "is_active",
-                        "status", "status_message", "last_checked_at", "trading_state", "trading_reason"])
+                        "status", "status_message", "last_checked_at", "trading_state", "trading_reason",
+                        "daily_max_loss", "daily_max_profit"])
 
 
 def account_names(db: Database) -> dict[int, str]:

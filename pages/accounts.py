@@ -125,10 +125,20 @@ with tab_edit:
             backup = c2.number_input("Backup order (0 = none)", 0, 99, cur_backup,
                                      key=f"accounts.edit.backup.{acct_id}")
             active = c3.checkbox("Active", value=bool(row["is_active"]), key=f"accounts.edit.active.{acct_id}")
+            l1, l2 = st.columns(2)
+            cur_loss = 0.0 if pd.isna(row["daily_max_loss"]) else float(row["daily_max_loss"])
+            cur_profit = 0.0 if pd.isna(row["daily_max_profit"]) else float(row["daily_max_profit"])
+            day_loss = l1.number_input("Daily max loss (₹, 0 = none)", value=cur_loss, step=500.0,
+                                       key=f"accounts.edit.day_loss.{acct_id}",
+                                       help="On the account's day P&L: flatten and halt when it is reached")
+            day_profit = l2.number_input("Daily max profit (₹, 0 = none)", value=cur_profit, step=500.0,
+                                         key=f"accounts.edit.day_profit.{acct_id}",
+                                         help="Lock the day's profit in: flatten and halt when it is reached")
             if st.form_submit_button("Save changes", key="accounts.edit.submit"):
                 try:
                     update_account(db, int(acct_id), host_url=host, ws_url=ws, api_key=key or None,
-                                   is_primary=primary or None, backup_order=int(backup) or None, is_active=active)
+                                   is_primary=primary or None, backup_order=int(backup) or None, is_active=active,
+                                   daily_max_loss=day_loss, daily_max_profit=day_profit)
                     notify_service()
                     flash(f"Account '{names[acct_id]}' saved.")
                     st.rerun()

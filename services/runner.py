@@ -24,6 +24,7 @@ from db import Database
 from db.accounts import list_accounts
 from db.commands import finish_control, queued_controls
 from db.vocab import CommandStatus
+from services.account_limits import AccountLimits
 from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.context import ServiceContext
@@ -87,7 +88,7 @@ class ServiceRunner:
         self.account_sync = AccountSync(self.ctx)
         # Built in start(); still None for the reconciler's first pass (its on_change) and for a stop() after a
         # start that failed before them.
-        self.md = self.positions = self.risk = self.chains = None
+        self.md = self.positions = self.risk = self.chains = self.account_limits = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self.control = ControlHandlers(ControlDeps(
@@ -151,6 +152,7 @@ class ServiceRunner:
                                 notifier=self.notifier)
         self.risk.start()
         self.chains = OptionChainSessions(self.ctx, self.md)
+        self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier)
         self.on_runs_changed(set())
 
     def _schedule_jobs(self) -> None:
@@ -166,6 +168,7 @@ class ServiceRunner:
                 ("positions_subs", self.positions.refresh_subscriptions, 1.0),
                 # reload picks up fills made outside this process's callbacks (e.g. after a restart)
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
+                ("account_limits", self.account_limits.reload, 1.0),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
         for name, fn, every in jobs:

@@ -1,0 +1,76 @@
+"""A daily max loss on an account's day P&L, against the real service process and the simulator: a position
+opened outside the app (so no strategy run protects it) is watched on ticks; a loss short of the limit changes
+nothing, a loss through it halts the account and flattens it, once."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from db.accounts import add_account, update_account
+from db.models import Account, ControlCommand, Position, RiskEvent
+from db.vocab import CommandStatus, TradingState
+from simulator.testing import SimProcess
+from tests.builders import seed_instruments
+from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimProcess(seed=59, args=["--frozen"]) as s:
+        yield s
+
+
+def _account(db, acct) -> Account:
+    with db.read() as s:
+        return s.get(Account, acct)
+
+
+def _qty(db, acct) -> int | None:
+    with db.read() as s:
+        p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
+        return None if p is None else p.quantity
+
+
+@pytest.mark.timeout(120)
+def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_halted_and_flattened_once(
+        db, sim, webhook, tmp_path):
+    sim.set_price("SBIN", "NSE", 800.0)
+    seed_instruments(db)
+    key = sim.create_account("limits", capital=1e8)
+    acct = add_account(db, "limits", sim.rest_url, sim.ws_url, key, is_primary=True)
+    update_account(db, acct, daily_max_loss=100)
+    r = sim.api("placeorder", {"apikey": key, "strategy": "outside", "symbol": "SBIN", "exchange": "NSE",
+                               "action": "BUY", "quantity": 10, "pricetype": "MARKET", "product": "MIS"}).json()
+    assert r.get("orderid"), r
+    proc = start_service(db.path, tmp_path / "svc.log", service_env(
+        APP__SERVICE__FUNDS_REFRESH_S="1", APP__ALERTS__URLS=webhook.url, APP__ALERTS__THROTTLE_S="0"))
+    try:
+        assert wait_for(lambda: _qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
+        avg = float(sim.api("positionbook", {"apikey": key}).json()["data"][0]["average_price"])
+        sim.set_price("SBIN", "NSE", avg - 5)  # day P&L -50: inside the limit
+        time.sleep(3.0)
+        assert _account(db, acct).trading_state == TradingState.ACTIVE
+        sim.set_price("SBIN", "NSE", avg - 15)  # day P&L -150 <= -100
+        assert wait_for(lambda: _account(db, acct).trading_state == TradingState.HALTED, 10)
+        assert _account(db, acct).trading_reason.startswith("daily max loss ₹100 at ")
+        with db.read() as s:
+            [cmd] = list(s.scalars(select(ControlCommand).where(ControlCommand.kind == "flatten_account")))
+        assert wait_for(lambda: _command(db, cmd.id).status == CommandStatus.DONE, 60), _command(db, cmd.id).result
+        assert "closed 1/1" in _command(db, cmd.id).result
+        rows = sim.api("positionbook", {"apikey": key}).json()["data"]
+        assert all(int(float(p["quantity"])) == 0 for p in rows), rows
+        sells = [o for o in sim.orders() if o.get("account") == "limits" and o["action"] == "SELL" and o.get("orderid")]
+        assert [int(o["quantity"]) for o in sells] == [10]  # closed once
+        with db.read() as s:
+            [event] = list(s.scalars(select(RiskEvent).where(RiskEvent.event_type == "account_max_loss")))
+        assert event.threshold == -100 and event.value <= -100
+        assert wait_for(lambda: [m for _, m in webhook.received if "daily max loss" in m.get("message", "")], 10)
+    finally:
+        assert stop_service(proc) == 0
+
+
+def _command(db, cid) -> ControlCommand:
+    with db.read() as s:
+        return s.get(ControlCommand, cid)

@@ -268,7 +268,10 @@ def flow(page, stack, shots):
                                "action": "BUY", "quantity": 1, "pricetype": "MARKET", "product": "MIS"}).json()
     assert r.get("orderid"), r
     page.get_by_text("Kill switch").click()
-    page.get_by_text("Yes, flatten ALL accounts").click()
+    confirm = page.locator("label", has_text="Yes, flatten ALL accounts").locator("input")
+    # a click that lands while the sidebar's live fragment redraws can be lost: click until the box is ticked
+    until(lambda: confirm.is_checked() or page.get_by_text("Yes, flatten ALL accounts").click() or False,
+          "the flatten confirmation ticked", every=1.5)  # long enough for a click's rerun to show it
     page.get_by_role("button", name="Flatten all").click()
     page.get_by_text("Flatten requested").wait_for()
     until(lambda: page.get_by_text(re.compile(r"flatten #\d+: account \d+: cancelled 0/0, closed 1/1")).count() > 0,

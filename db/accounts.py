@@ -5,20 +5,19 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import NamedTuple
 from urllib.parse import urlparse
 
 from sqlalchemy import delete, func, select, update
 
 from db import Database
+from db.clock import ist_now_str
 from db.crypto import decrypt, encrypt
 from db.logmask import register_secret
 from db.models import Account, AuditLog, OrderIntent, Position, RiskEvent, StrategyRun, utcnow
 from db.rawsql import raw_cursor
 from db.vocab import TradingState
 
-IST_OFFSET = timedelta(hours=5, minutes=30)
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
 
 
@@ -224,7 +223,7 @@ def set_trading_state(s, account_id: int, state: TradingState | str, reason: str
     s.add(AuditLog(actor=actor[:32], action="trading_state", details=json.dumps(
         dict(account_id=account_id, account=acct.name, before=before, after=state.value, reason=reason[:256]))))
     s.add(RiskEvent(account_id=account_id, event_type=f"account_{state.value}"[:32], action=state.value,
-                    ts_utc=now, ts_ist=(now + IST_OFFSET).strftime("%Y-%m-%d %H:%M:%S IST"),
+                    ts_utc=now, ts_ist=ist_now_str(),
                     message=f"{acct.name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")))
     return True
 

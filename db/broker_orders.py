@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.clock import IST_OFFSET
 from db.models import BrokerOrder, OrderIntent, utcnow
 from db.order_fsm import INFLIGHT, sql_in
 from db.rawsql import insert_many, raw_cursor, select_in, update_many
 
 
-IST_OFFSET = timedelta(hours=5, minutes=30)
 TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d-%b-%Y %H:%M:%S", "%d-%m-%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
               "%d/%m/%Y %H:%M:%S", "%H:%M:%S %d-%m-%Y")
 

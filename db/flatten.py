@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from db.accounts import set_trading_state
+from db.clock import ist_now_str
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
@@ -52,23 +53,6 @@ def working_orders_of_ours(s, account_id: int) -> set[str]:
     return set(s.scalars(select(OrderIntent.broker_order_id).where(
         OrderIntent.account_id == account_id, OrderIntent.purpose == "exit", OrderIntent.status.in_(OPEN),
         OrderIntent.broker_order_id.is_not(None))))
-
-
-def exits_in_flight(s, account_id: int, runs: bool = True) -> dict[tuple[str, str, str], int]:
-    """Per (symbol, exchange, product): the signed quantity this account's live exit intents will still trade
-    (+ BUY, - SELL), net of what they filled already (the broker's positionbook shows that part). ``runs=False``:
-    only exits no strategy leg owns (flatten exits)."""
-    q = (select(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product, OrderIntent.action,
-                func.sum(OrderIntent.requested_qty - func.coalesce(OrderIntent.broker_filled_qty, 0)))
-         .where(OrderIntent.account_id == account_id, OrderIntent.purpose == "exit", OrderIntent.status.in_(LIVE)))
-    if not runs:
-        q = q.where(OrderIntent.execution_id.is_(None))
-    rows = s.execute(q.group_by(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product, OrderIntent.action))
-    out: dict[tuple[str, str, str], int] = {}
-    for symbol, exchange, product, action, qty in rows:
-        key = (symbol, exchange, product)
-        out[key] = out.get(key, 0) + int(qty or 0) * (1 if action == "BUY" else -1)
-    return out
 
 
 def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
@@ -139,6 +123,6 @@ def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold
     cmd = ControlCommand(kind="flatten_account", payload_json=json.dumps({"account_id": account_id}))
     s.add(cmd)
     s.add(RiskEvent(account_id=account_id, event_type=event_type[:32], threshold=threshold, value=value,
-                    action="flatten", message=reason[:512], ts_ist=reason.rsplit(" at ", 1)[-1][:32]))
+                    action="flatten", message=reason[:512], ts_ist=ist_now_str()))
     s.flush()
     return cmd.id

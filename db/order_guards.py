@@ -11,13 +11,9 @@ notional taken from the order's own price: a LIMIT at ₹99,999,999 is refused b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
-
 from config import OrderGuardSettings
-from db.models import Instrument, LatestPrice, utcnow
-
-PRICE_MAX_AGE = timedelta(seconds=120)
-
+from db.models import Instrument
+from db.prices import fresh_ltp
 
 @dataclass
 class GuardResult:
@@ -29,20 +25,13 @@ def _rupees(v: float) -> str:
     return f"₹{v:,.2f}"
 
 
-def last_price(s, symbol: str, exchange: str) -> float | None:
-    p = s.get(LatestPrice, (symbol, exchange))
-    if p is None or not p.ltp or p.ltp <= 0 or utcnow() - p.tick_ts > PRICE_MAX_AGE:
-        return None
-    return float(p.ltp)
-
-
 def check_order(s, fields: dict, cfg: OrderGuardSettings) -> GuardResult:
     """Guard one validated order (``fields`` as db.commands.validate_order returns them)."""
     out = GuardResult()
     inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
     lotsize = max(1, int(inst.lotsize or 1)) if inst is not None else 1
     qty, price = fields["requested_qty"], fields["limit_price"] or 0.0
-    ltp = last_price(s, fields["symbol"], fields["exchange"])
+    ltp = fresh_ltp(s, fields["symbol"], fields["exchange"])
     if price and ltp:
         off = price / ltp - 1.0
         where = f"{fields['pricetype']} price {_rupees(price)} is {abs(off) * 100:,.0f} % " \

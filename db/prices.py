@@ -4,12 +4,12 @@ and what it snapshots (account totals, holding runs and their legs). The UI's re
 positions.quantity is signed (negative = short), so unrealized = (ltp - average_price) x quantity."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert
 
-from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun
+from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
 from db.order_fsm import values
 from db.run_fsm import ACTIVE_LEG, HOLDING_RUN
 
@@ -82,3 +82,14 @@ def holding_runs(s) -> list:
 def legs_of_runs(s, run_ids: list[int]) -> list:
     """The executions of ``run_ids``, as rows with the LEG_COLUMNS attributes."""
     return s.execute(select(*LEG_COLUMNS).where(Execution.run_id.in_(run_ids))).all()
+
+
+PRICE_MAX_AGE = timedelta(seconds=120)  # an older last price is not the market's price now
+
+
+def fresh_ltp(s, symbol: str, exchange: str) -> float | None:
+    """The instrument's last price if the service stored a valid one at most PRICE_MAX_AGE ago, else None."""
+    p = s.get(LatestPrice, (symbol, exchange))
+    if p is None or not p.ltp or p.ltp <= 0 or utcnow() - p.tick_ts > PRICE_MAX_AGE:
+        return None
+    return float(p.ltp)

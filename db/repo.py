@@ -7,12 +7,13 @@ Heavy series (P&L snapshots) are downsampled in SQL: last row per (account/run, 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import text
 
 from db import Database
+from db.clock import IST_OFFSET
 from db.models import Strategy, StrategyLeg, utcnow
 from db.order_fsm import sql_in
 from db.run_fsm import UNFINISHED_RUN
@@ -368,5 +369,5 @@ def preview_legs(db: Database, underlying: str, exchange: str, expiry: str, legs
 
 def today_start_utc() -> datetime:
     """Midnight IST today, as naive UTC."""
-    ist_now = utcnow() + timedelta(hours=5, minutes=30)
-    return ist_now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=5, minutes=30)
+    ist_now = utcnow() + IST_OFFSET
+    return ist_now.replace(hour=0, minute=0, second=0, microsecond=0) - IST_OFFSET

@@ -9,20 +9,20 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from db import Database
 from db.commands import CommandError, split_qty
 from db.intents import new_client_order_id
-from db.models import (Account, Execution, Instrument, LatestPrice, OrderIntent, Strategy, StrategyLeg,
-                       StrategyRun, utcnow)
+from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
+                       StrategyRun)
+from db.prices import fresh_ltp
 from db.vocab import ENTRIES_DENIED
 
 OPTION_EXCHANGE = {"NSE_INDEX": "NFO", "NSE": "NFO", "BSE_INDEX": "BFO", "BSE": "BFO"}
 NAME_RE = re.compile(r"^[A-Za-z0-9 _\-]{1,64}$")
-PRICE_MAX_AGE = timedelta(seconds=120)
 
 
 @dataclass
@@ -116,10 +116,10 @@ def parse_expiry(expiry: str) -> datetime:
 
 
 def underlying_ltp(s, strategy: Strategy) -> float:
-    p = s.get(LatestPrice, (strategy.underlying, strategy.exchange))
-    if p is None or not p.ltp or utcnow() - p.tick_ts > PRICE_MAX_AGE:
+    ltp = fresh_ltp(s, strategy.underlying, strategy.exchange)
+    if ltp is None:
         raise CommandError(f"No live price for {strategy.underlying}; is the background service running?")
-    return p.ltp
+    return ltp
 
 
 def resolve_legs(s, strategy: Strategy, ltp: float) -> list[ResolvedLeg]:

@@ -21,10 +21,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from db.clock import ist_now_str
 from db.accounts import day_positions, limited_accounts
 from db.flatten import halt_and_flatten
 from db.vocab import TradingState
-from services.context import ServiceContext, ist_now_str
+from services.context import ServiceContext
 
 log = logging.getLogger("services.account_limits")
 CONSUMER = "account_limits"

@@ -1,23 +1,14 @@
-"""What every service component is given: the database, the settings and the per-account broker clients; and
-the IST clock the risk events are stamped with."""
+"""What every service component is given: the database, the settings and the per-account broker clients."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 
 from broker.client import OpenAlgoClient
 from config import Settings
 from db import Database
 from db.accounts import api_key_for, list_accounts
-
-IST = timezone(timedelta(hours=5, minutes=30))
-
-
-def ist_now_str() -> str:
-    return datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S IST")
-
 
 @dataclass
 class ServiceContext:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts, set_trading_state
+from db.clock import ist_now_str
 from db.commands import check_handlers, control_payload
 from db.errors import DbError
 from db.executions import apply_intent_outcome
@@ -37,7 +38,6 @@ from db.models import OrderIntent
 from db.order_fsm import Status
 from db.vocab import TradingState
 from services.cancels import CANCELLABLE, send_cancel
-from services.context import ist_now_str
 
 if TYPE_CHECKING:
     from services.account_sync import AccountSync

@@ -23,15 +23,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from broker.errors import BrokerError
+from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (busy_keys, exits_in_flight, flatten_intents, live_orders, live_run_ids,
+from db.flatten import (busy_keys, flatten_intents, live_orders, live_run_ids,
                         withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
 from db.models import RiskEvent
-from db.order_fsm import BROKER_STATUS_MAP, FAILED, TERMINAL, Status
+from db.order_fsm import BROKER_STATUS_MAP, Status
 from db.vocab import CommandStatus, TradingState
-from services.context import ServiceContext, ist_now_str
+from services.context import ServiceContext
 
 log = logging.getLogger("services.flatten")
 # the broker's order_status words of an order still working (resting, or waiting for its trigger)
@@ -179,7 +180,7 @@ class Flattener:
         deadline = time.monotonic() + self.settle_s
         while True:
             with self.ctx.db.read() as s:
-                busy = any(exits_in_flight(s, account_id).values()) or bool(live_orders(s, account_id))
+                busy = bool(live_orders(s, account_id))  # exits in flight included
             if not busy or time.monotonic() > deadline:
                 return not busy
             time.sleep(0.1)
@@ -191,7 +192,7 @@ class Flattener:
                     flatten_intents(s, command_id, account_id)]
         closed = sum(1 for _, st, _, _ in rows if st == Status.FILLED)
         left = [f"{sym} {qty}: {st}" + (f" ({why})" if why else "") for sym, st, why, qty in rows
-                if st != Status.FILLED and (Status(st) in FAILED or Status(st) not in TERMINAL)]
+                if st != Status.FILLED]
         return closed, len(rows), left
 
     def _still_open(self, account_id: int) -> list[str]:

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from db.clock import ist_now_str
 from db.errors import DbLocked, classify
 from db.exits import failed_exits, flag_once, late_fills, repairs_due, write_exit_intent, write_run_exit
 from db.models import OrderIntent
@@ -51,7 +52,7 @@ from db.run_fsm import LegStatus
 from db.runs import live_runs, persist_pnl
 from services.alerts import Notifier
 from services.cancels import CancelSender
-from services.context import ServiceContext, ist_now_str
+from services.context import ServiceContext
 from services.health import heartbeat, service_log
 from services.dispatcher import PlainExitWriter, Written
 from services.market_data import MarketDataManager

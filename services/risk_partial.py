@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 
+from db.clock import ist_now_str
 from db.executions import filled_units
 from db.exits import flag_once, grown_legs, run_tag, stuck_partial_exits, working_entries, write_exit_intent
 from db.models import Execution, OrderIntent, StrategyRun
 from db.run_fsm import LegStatus, RunStatus
 from services.cancels import CancelSender
-from services.context import ServiceContext, ist_now_str
+from services.context import ServiceContext
 from services.health import service_log
 
 log = logging.getLogger("services.risk")

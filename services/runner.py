@@ -143,7 +143,7 @@ class ServiceRunner:
                                name="load_instruments", replace_existing=True)
 
     def _start_market_components(self) -> None:
-        self.md = MarketDataManager(self.ctx)
+        self.md = MarketDataManager(self.ctx, notifier=self.notifier)
         self.md.start()
         # Always-on watchlist (indices): a new user sees live prices on the dashboard within seconds.
         self.md.subscribe("watchlist", parse_watchlist(self.settings.service.watchlist), 2)

@@ -73,10 +73,16 @@ def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
     return out
 
 
-def live_orders(s, account_id: int) -> list[int]:
-    """Ids of the account's intents that may still trade (sent, working, outcome unknown...)."""
-    return list(s.scalars(select(OrderIntent.id).where(OrderIntent.account_id == account_id,
-                                                       OrderIntent.status.in_(LIVE))))
+def live_orders(s, account_id: int) -> list[str]:
+    """The statuses of the account's intents that may still trade (sent, working, outcome unknown...)."""
+    return list(s.scalars(select(OrderIntent.status).where(OrderIntent.account_id == account_id,
+                                                           OrderIntent.status.in_(LIVE))))
+
+
+def all_at_broker(statuses: list[str]) -> bool:
+    """Every one of these orders is acknowledged by the broker and only waits for its fill: the next orderbook read
+    settles them (none is still being sent, or unknown: those are the dispatcher's and the reconciler's)."""
+    return all(st in OPEN for st in statuses)
 
 
 def busy_keys(s, account_id: int) -> set[tuple[str, str, str]]:

@@ -27,7 +27,7 @@ from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (busy_keys, flatten_intents, live_orders, live_run_ids,
+from db.flatten import (busy_keys, flatten_intents, live_orders, live_run_ids, all_at_broker,
                         withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
 from db.models import RiskEvent
 from db.order_fsm import BROKER_STATUS_MAP, Status
@@ -40,9 +40,11 @@ WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if 
 
 
 class Flattener:
-    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0):
-        """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake."""
+    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0, poll_now=None):
+        """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake;
+        ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle)."""
         self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
+        self.poll_now = poll_now
         self._running: set[int] = set()
         self._lock = threading.Lock()
 
@@ -180,10 +182,13 @@ class Flattener:
         deadline = time.monotonic() + self.settle_s
         while True:
             with self.ctx.db.read() as s:
-                busy = bool(live_orders(s, account_id))  # exits in flight included
-            if not busy or time.monotonic() > deadline:
-                return not busy
-            time.sleep(0.1)
+                live = live_orders(s, account_id)  # exits in flight included
+            if not live or time.monotonic() > deadline:
+                return not live
+            if self.poll_now is not None and all_at_broker(live):
+                self.poll_now(account_id)  # every order is at the broker: its fills are in the next orderbook
+            else:
+                time.sleep(0.05)
 
     def _flatten_outcome(self, command_id: int, account_id: int) -> tuple[int, int, list[str]]:
         """(flatten exits filled, flatten exits written, the ones that did not fill, with the broker's reason)."""

@@ -95,7 +95,8 @@ class ServiceRunner:
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
             flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
-        self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier)
+        self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
+                                   poll_now=self.poller.poll_now)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False

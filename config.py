@@ -61,6 +61,8 @@ class ServiceSettings:
     reconcile_max_checks: int = _s(6, "Checks before an unmatched in-flight intent is settled rejected", 1)
     reconcile_window_s: float = _s(120.0, "Time window for matching an unknown intent to a broker order", 1.0)
     heartbeat_s: float = _s(2.0, "Service heartbeat interval", 0.1)
+    account_ping_s: float = _s(30.0, "Every active account is pinged this often (its status, round trip and last "
+                                     "error on Service Health)", 1.0)
     chain_strikes: int = _s(20, "Option-chain session: strikes each side of ATM", 1)
     chain_ttl_s: float = _s(300.0, "Option-chain session lifetime without heartbeat", 1.0)
     chain_cleanup_s: float = _s(60.0, "Option-chain session cleanup interval", 1.0)

@@ -190,6 +190,17 @@ def set_status_in(s, account_id: int, status: str, message: str = "", broker: st
     s.execute(update(Account).where(Account.id == account_id).values(**values))
 
 
+def status_of(s, account_id: int) -> tuple[str, str] | None:
+    """(status, status_message) of the account, None if it no longer exists."""
+    row = s.execute(select(Account.status, Account.status_message).where(Account.id == account_id)).first()
+    return (row[0], row[1]) if row else None
+
+
+def touch_checked(s, account_id: int, when) -> None:
+    """The account's status still holds as of ``when`` (a call answered as before)."""
+    s.execute(update(Account).where(Account.id == account_id).values(last_checked_at=when))
+
+
 class SendGate(NamedTuple):
     name: str
     is_active: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, SchemaVersion
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -66,7 +66,12 @@ def _v4_account_day_limits(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} FLOAT")
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits]
+def _v5_broker_calls(conn: Connection) -> None:
+    """Every broker call the service makes is recorded (endpoint, HTTP status, duration, outcome; never the key)."""
+    BrokerCall.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls]
 LATEST = len(MIGRATIONS)
 
 

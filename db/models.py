@@ -326,6 +326,20 @@ class ServiceHeartbeat(Base):
     last_beat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class BrokerCall(Base):
+    """One HTTP call to an account's OpenAlgo gateway, as the service saw it (never the key): Service Health's
+    per-account latency, error rate and recent calls. Kept for BROKER_CALLS_KEEP_H hours."""
+    __tablename__ = "broker_calls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no answer (network)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))  # broker.client.CALL_OUTCOMES
+    error: Mapped[str] = mapped_column(String(300), default="")
+
+
 class ServiceLog(Base):
     """Recent warnings/errors from the service, shown on the health page."""
     __tablename__ = "service_log"

@@ -117,6 +117,32 @@ def accounts(db: Database) -> pd.DataFrame:
                         "daily_max_loss", "daily_max_profit"])
 
 
+def broker_health(db: Database, window_min: float = 15.0) -> pd.DataFrame:
+    """Per account: status as the service last saw it (with its error and time), and over the last ``window_min``
+    minutes of broker calls: calls, error rate, p50 / p99 latency, last error."""
+    from db.broker_calls import call_stats  # the stats are computed in Python (percentiles)
+    accts = accounts(db)
+    with db.read() as s:
+        stats = call_stats(s, window_min)
+    cols = ["account", "status", "status_message", "last_checked_at", "calls", "error_rate", "p50_ms", "p99_ms",
+            "last_error", "last_error_at"]
+    rows = []
+    for a in accts.itertuples():
+        st_ = stats.get(int(a.id), {})
+        rows.append((a.name, a.status, a.status_message, a.last_checked_at, st_.get("calls", 0),
+                     st_.get("error_rate"), st_.get("p50_ms"), st_.get("p99_ms"), st_.get("last_error", ""),
+                     st_.get("last_error_at")))
+    df = pd.DataFrame(rows, columns=cols)
+    df["last_error_at"] = pd.to_datetime(df["last_error_at"], errors="coerce")
+    return df
+
+
+def broker_calls(db: Database, limit: int = 50) -> pd.DataFrame:
+    return _df(db, "SELECT c.ts_utc, a.name AS account, c.endpoint, c.http_status, c.duration_ms, c.outcome, c.error "
+                   "FROM broker_calls c LEFT JOIN accounts a ON a.id = c.account_id ORDER BY c.id DESC LIMIT :n",
+               {"n": limit}, ["ts_utc", "account", "endpoint", "http_status", "duration_ms", "outcome", "error"])
+
+
 def account_names(db: Database) -> dict[int, str]:
     df = accounts(db)
     return dict(zip(df["id"].astype(int), df["name"], strict=True))

@@ -27,6 +27,7 @@ from db.vocab import CommandStatus
 from services.account_limits import AccountLimits
 from services.account_sync import AccountSync
 from services.alerts import Notifier
+from services.broker_calls import BrokerHealth, CallRecorder
 from services.context import ServiceContext
 from services.health import heartbeat, service_log
 from services.control import DEFERRED, ControlDeps, ControlHandlers
@@ -80,7 +81,9 @@ class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
         ControlHandlers.check()  # a command the UI can queue that nothing here carries out: refuse to start
         self.settings = settings
-        self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
+        self.calls = CallRecorder()
+        self.ctx = ServiceContext(db or Database.from_settings(settings), settings, recorder=self.calls)
+        self.broker_health = BrokerHealth(self.ctx, self.calls)
         self.notifier = Notifier(self.ctx.db, settings.alerts)
         self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed, notifier=self.notifier)
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
@@ -163,6 +166,8 @@ class ServiceRunner:
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
                 ("heartbeat", self.beat, sv.heartbeat_s),
+                ("broker_calls", self.broker_health.flush, 1.0),
+                ("account_ping", self.broker_health.ping_all, sv.account_ping_s),
                 ("wal_checkpoint", self.ctx.db.checkpoint, 1.0),
                 # flush() also writes the P&L snapshot every pnl_snapshot_s
                 ("positions_flush", self.positions.flush, sv.flush_interval_s),
@@ -229,6 +234,8 @@ class ServiceRunner:
             stale = last is None or time.monotonic() - last > 3 * every + 2
             status = "starting" if last is None and time.monotonic() - self.started_at < 3 * every + 2 else \
                 ("stale" if stale else "ok")
+            if status == "ok" and _has_errors(details):  # running, but not doing its job for every account
+                status = "degraded"
             heartbeat(db, name, status, details)
 
     # ---- shutdown ----------------------------------------------------------------------------------------------
@@ -255,6 +262,12 @@ class ServiceRunner:
             fn()
         except Exception:
             log.exception("during shutdown")
+
+
+def _has_errors(details: dict) -> bool:
+    """A component's details report a current failure: a non-empty 'errors' map, or an 'errors' count above 0."""
+    errors = details.get("errors") if isinstance(details, dict) else None
+    return bool(errors) if not isinstance(errors, (int, float)) else errors > 0
 
 
 def settings_for(db_path: str | None, base: Settings) -> Settings:

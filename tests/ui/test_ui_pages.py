@@ -387,3 +387,45 @@ def test_alerts_when_raised_after_the_page_opened_then_toasted_once_and_listed_o
     messages = {m for df in health.dataframe if list(df.value.columns)[-1:] == ["message"]
                 and "component" not in df.value.columns for m in df.value["message"]}  # the Alerts table
     assert {"exit_rejected: intent 7 rejected: no margin", "exit_not_written: an old one"} <= messages
+
+
+def test_dashboard_when_history_lags_then_tiles_chart_and_bars_agree_and_every_account_has_a_tile(db):
+    """One P&L on the screen: the chart's last Total is the Total tile, the strategy bars (plus what the accounts
+    hold outside any run) add up to it, and seven accounts get seven tiles (before, tiles stopped at five)."""
+    from db.models import PnlSnapshot
+    ids = [b.seed_account(db, f"acct{i}") for i in range(7)]
+    b.seed_heartbeat(db)
+    b.seed_pnl(db, ids, 120, step_s=5.0)  # history: the cache and the buckets lag behind it
+    with db.write() as s:  # the newest snapshot of each account, far from its history
+        for a in ids:
+            s.add(PnlSnapshot(ts_utc=utcnow(), account_id=a, run_id=None, realized=100.0, unrealized=-300.0 - a,
+                              total=-200.0 - a))
+    b.seed_run(db, ids[0], pnl=-50.0)
+    b.seed_run(db, ids[1], name="Iron fly", pnl=30.0)
+    at = page("dashboard").run()
+    assert not at.exception, at.exception
+    tiles = {m.label: m.value for m in at.metric}
+    total = sum(-200.0 - a for a in ids)
+    assert tiles["Total P&L"] == f"-₹{abs(total):,.2f}"
+    assert all(f"acct{i}" in tiles for i in range(7))
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+              for c in at.get("plotly_chart")}
+    lines = charts["P&L today (₹)"]["data"]
+    assert lines[-1]["name"] == "Total" and round(_values(lines[-1]["y"])[-1], 2) == round(total, 2)
+    bars = charts["P&L by strategy (₹)"]["data"][0]
+    bars["y"] = _values(bars["y"])
+    assert dict(zip(bars["x"], bars["y"], strict=True)) == {"Straddle": -50.0, "Iron fly": 30.0,
+                                                            "Other positions": round(total + 20.0, 2)}
+    assert round(sum(bars["y"]), 2) == round(total, 2)
+    margin = charts["Margin (₹)"]["data"] if "Margin (₹)" in charts else []
+    assert all("text" in t for t in margin)
+
+
+def _values(v) -> list[float]:
+    """A plotly figure's array as plain floats (plotly 6 sends numpy arrays as base64 'bdata' with a dtype)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)

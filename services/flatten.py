@@ -45,6 +45,9 @@ class Flattener:
         self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
         self._running: set[int] = set()
         self._lock = threading.Lock()
+        # One flatten of an account at a time: two at once (the trader's Flatten all while a daily limit trips)
+        # would each read the positionbook before the other's exits are written and close the same units twice.
+        self._account_locks: dict[int, threading.Lock] = {}
 
     def start(self, command_id: int, account_ids: list[int]) -> bool:
         """Run the flatten of command ``command_id`` on a thread of its own (once: False if it runs already)."""
@@ -88,8 +91,11 @@ class Flattener:
         return "; ".join(r for r, _ in results) or "no accounts", all(ok for _, ok in results)
 
     def _guarded(self, command_id: int, account_id: int) -> tuple[str, bool]:
+        with self._lock:
+            one_at_a_time = self._account_locks.setdefault(account_id, threading.Lock())
         try:
-            return self.flatten_account(command_id, account_id)
+            with one_at_a_time:
+                return self.flatten_account(command_id, account_id)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' flatten
             log.exception("flatten %s: account %s", command_id, account_id)
             return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False

@@ -17,7 +17,7 @@ from db.clock import ist_now_str
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
-from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun, utcnow
+from db.models import Account, ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun, utcnow
 from db.order_fsm import LIVE, OPEN, Status
 from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus
 from db.vocab import TradingState
@@ -126,3 +126,18 @@ def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold
                     action="flatten", message=reason[:512], ts_ist=ist_now_str()))
     s.flush()
     return cmd.id
+
+
+def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, value: float) -> tuple[int, list[int]]:
+    """The portfolio's protection tripped: in the caller's transaction every account is halted with ``reason``,
+    ONE risk event (no account: the portfolio's) is written and one flatten_all command is queued (a restart
+    carries it out again, on every account, as the control handler does). Returns (command id, account ids)."""
+    account_ids = list(s.scalars(select(Account.id).order_by(Account.id)))
+    for account_id in account_ids:
+        set_trading_state(s, account_id, TradingState.HALTED, reason, "service")
+    cmd = ControlCommand(kind="flatten_all", payload_json="{}")
+    s.add(cmd)
+    s.add(RiskEvent(account_id=None, event_type=event_type[:32], threshold=threshold, value=value,
+                    action="flatten", message=reason[:512], ts_ist=ist_now_str()))
+    s.flush()
+    return cmd.id, account_ids

@@ -8,7 +8,13 @@ option each on the primary account (limits far away, evaluated on every tick) pl
 ticks/s into the service. Each trial adds a fresh account (a halted, flattened account is done with) that buys
 1 SBIN (NSE, MIS) at the broker directly, as an order placed outside the app would be (no strategy run protects
 it), with a daily max loss of 5 % of its price. Once account sync has stored the position (default
-funds_refresh_s: up to 10 s) and the limits' 1 s reload has picked it up, POST /_sim/price sets SBIN 10 % lower.
+funds_refresh_s: up to 10 s), a sync has begun after the poller stored the buy order (a position is usually
+traded well before its limit trips; --no-wait-sync skips this, see below) and the limits' 1 s reload has picked
+it up, POST /_sim/price sets SBIN 10 % lower.
+
+The trip's transaction writes the first close itself from the stored positionbook (db/flatten.early_closes) when
+no order on the position was stored after the last sync began; otherwise the first close waits for the flatten's
+orderbook and positionbook reads (--no-wait-sync measures that path).
 
 t0 is the reply's `applied_at_ms` (the simulator applied the price and queued the tick); t1 is `received_at_ms` of
 the account's first SELL SBIN placeorder in the simulator's order log: both on the simulator's clock. The
@@ -29,10 +35,10 @@ from _common import (  # noqa: E402
     fmt_stats, main_guard, make_run, pct, result, service_process, sim_account, stats, temp_db, wait_until)
 from bench_exit_latency import option_symbols  # noqa: E402
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from db.accounts import add_account, update_account  # noqa: E402
-from db.models import OrderIntent, Position, RiskEvent  # noqa: E402
+from db.models import BrokerOrder, Funds, OrderIntent, Position, RiskEvent  # noqa: E402
 from simulator.testing import SimProcess  # noqa: E402
 
 TARGET = ("SBIN", "NSE")
@@ -47,6 +53,9 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--tick-hz", type=float, default=20.0)
     ap.add_argument("--positions", type=int, default=50)
+    ap.add_argument("--no-wait-sync", dest="wait_sync", action="store_false",
+                    help="trip as soon as the position is stored (an order moments before its limit: the trip "
+                         "cannot close it from the stored positionbook, the flatten's broker reads come first)")
     a = ap.parse_args()
     db = temp_db("acctlimit")
     lat, lat_post, tripped, created, sent = [], [], [], [], []
@@ -88,6 +97,15 @@ def main() -> int:
                         return s.scalar(select(Position.quantity).where(Position.account_id == acct)) == 1
                 if not wait_until(stored, 30, 0.1):
                     raise RuntimeError(f"trial {i}: account sync did not store the position")
+
+                def synced_since_order(acct=acct):  # a position is traded minutes, not seconds, before its limit
+                    with db.read() as s:
+                        order = s.scalar(select(func.max(BrokerOrder.updated_at)).where(
+                            BrokerOrder.account_id == acct))
+                        funds = s.scalar(select(Funds.updated_at).where(Funds.account_id == acct))
+                    return order is not None and funds is not None and funds > order
+                if a.wait_sync and not wait_until(synced_since_order, 30, 0.2):
+                    raise RuntimeError(f"trial {i}: no account sync after the order was stored")
                 time.sleep(1.5)  # the limits' 1 s reload picks the account up and subscribes SBIN
                 back = ltp()
                 t_post = time.time()

@@ -22,11 +22,13 @@ Portfolio:
 An account trip halts the account ('daily max loss ₹5,000 at 2026-12-02 10:42:01 IST'), writes a risk event and
 queues a flatten of it in the same transaction, then starts that flatten at once (services/flatten.py: cancel,
 close every position, exit the runs). A portfolio trip halts every account, writes one risk event (the
-portfolio's) and queues one flatten_all in one transaction, then starts it. The flatten is an ordinary control
-command, so a restart in the middle carries it out again without placing anything twice. A halted account's own
-limits are not evaluated; re-arming an account whose day P&L (or the portfolio's) is still beyond its limit
-halts it again at once (raise or clear the limit first). A trip that cannot be written is alarmed and tried
-again on the next tick or reload.
+portfolio's) and queues one flatten_all in one transaction, then starts it. Either transaction also writes the
+first closes (db/flatten.early_closes: the positions the stored positionbook shows that nothing can have moved
+since it was read, BUYs first), so they go out on its commit; the flatten reconciles the rest against a fresh
+positionbook. The flatten is an ordinary control command, so a restart in the middle carries it out again
+without placing anything twice. A halted account's own limits are not evaluated; re-arming an account whose day
+P&L (or the portfolio's) is still beyond its limit halts it again at once (raise or clear the limit first). A
+trip that cannot be written is alarmed and tried again on the next tick or reload.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 
 from db.accounts import day_positions, limit_rows, save_day_peaks
 from db.clock import ist_now_str, trading_day
-from db.flatten import halt_all_and_flatten, halt_and_flatten
+from db.flatten import early_closes, halt_all_and_flatten, halt_and_flatten
 from db.portfolio import portfolio_max_loss
 from db.vocab import TradingState
 from services.context import ServiceContext
@@ -70,9 +72,11 @@ class AccountBook:
 
 
 class AccountLimits:
-    def __init__(self, ctx: ServiceContext, md, start_flatten, notifier=None):
-        """``start_flatten(command_id, [account_id, ...])``: the service's Flattener.start."""
+    def __init__(self, ctx: ServiceContext, md, start_flatten, notifier=None, wake=None):
+        """``start_flatten(command_id, [account_id, ...])``: the service's Flattener.start; ``wake``: the
+        dispatcher's (the trip's early closes go out on its commit)."""
         self.ctx, self.md, self.start_flatten, self.notifier = ctx, md, start_flatten, notifier
+        self.wake = wake or (lambda: None)
         self._books: dict[int, AccountBook] = {}
         self._by_key: dict[tuple[str, str], list[AccountBook]] = {}
         self._tripped: set[int] = set()
@@ -201,6 +205,7 @@ class AccountLimits:
         try:
             with self.ctx.db.write() as s:
                 cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl)
+                early = early_closes(s, cid, b.account_id)
                 save_day_peaks(s, peak)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:
@@ -208,6 +213,8 @@ class AccountLimits:
             self._not_written(f"ACCOUNT LIMIT NOT ACTED ON: {b.name} {what} (day P&L ₹{pnl:,.0f}): {exc}; retrying",
                               f"account {b.account_id}")
             return
+        if early:
+            self.wake()
         if peak:
             b.peak.saved = peak[0][2]
         msg = f"{b.name}: {what} (day P&L ₹{pnl:,.2f}): account halted, flatten #{cid} started"
@@ -240,12 +247,15 @@ class AccountLimits:
         try:
             with self.ctx.db.write() as s:
                 cid, accounts = halt_all_and_flatten(s, reason, "portfolio_max_loss", -limit, total)
+                early = sum(early_closes(s, cid, a) for a in accounts)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:
                 self._portfolio_trip = None
             self._not_written(f"PORTFOLIO LIMIT NOT ACTED ON: {what} (day P&L of all accounts ₹{total:,.0f}): "
                               f"{exc}; retrying", "portfolio")
             return
+        if early:
+            self.wake()
         with self._lock:
             self._portfolio_trip = time.monotonic()
         msg = (f"{what} (day P&L of all accounts ₹{total:,.2f}): {len(accounts)} account(s) halted, "

@@ -27,16 +27,14 @@ from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (busy_keys, flatten_intents, live_orders, live_run_ids,
+from db.flatten import (WORKING_AT_BROKER, busy_keys, flatten_intents, live_orders, live_run_ids,
                         withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
 from db.models import RiskEvent
-from db.order_fsm import BROKER_STATUS_MAP, Status
+from db.order_fsm import Status
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 
 log = logging.getLogger("services.flatten")
-# the broker's order_status words of an order still working (resting, or waiting for its trigger)
-WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
 
 
 class Flattener:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from db import clock
 from db.accounts import save_day_peaks, set_trading_state, update_account
-from db.models import Account, ControlCommand, RiskEvent
+from db.models import Account, BrokerOrder, ControlCommand, Funds, OrderIntent, RiskEvent, utcnow
 from db.portfolio import set_portfolio_max_loss
 from db.vocab import TradingState
 from services.account_limits import AccountLimits
@@ -200,3 +200,57 @@ def test_portfolio_when_the_trip_cannot_be_written_then_alarmed_and_written_once
     limits.reload()
     assert all(_acct(db, a).trading_state == TradingState.HALTED for a in accts)
     assert len(_events(db, "portfolio_max_loss")) == 1 and len(flat.calls) == 1
+
+
+def _synced(db, acct, at=None) -> None:
+    """What account sync leaves: the funds row stamped with when its reads began."""
+    with db.write() as s:
+        s.merge(Funds(account_id=acct, updated_at=at or utcnow()))
+
+
+def _flatten_exits(db, acct) -> list[OrderIntent]:
+    with db.read() as s:
+        return list(s.scalars(select(OrderIntent).where(OrderIntent.account_id == acct, OrderIntent.source == "flatten")
+                              .order_by(OrderIntent.priority)))
+
+
+def test_trip_when_the_stored_positions_are_current_then_their_closes_are_written_with_the_halt_buys_first(
+        db, ctx, md):
+    acct = account(db, "early")
+    update_account(db, acct, daily_max_loss=100)
+    add_position(db, acct, SYM, 10, 800.0, exchange="NSE")
+    add_position(db, acct, "INFY", -5, 1500.0, exchange="NSE")
+    _synced(db, acct)
+    wakes = []
+    limits = AccountLimits(ctx, md, Flattens(), wake=lambda: wakes.append(1))
+    tick(md, "INFY", 1500.0, exchange="NSE")
+    limits.reload()
+    tick(md, SYM, 785.0, exchange="NSE")  # -150: the flatten has not run (Flattens only records it)
+    [cmd] = _commands(db, "flatten_account")
+    exits = _flatten_exits(db, acct)
+    assert [(i.symbol, i.action, i.requested_qty, i.status) for i in exits] == [
+        ("INFY", "BUY", 5, "queued"), (SYM, "SELL", 10, "queued")]
+    assert all(i.strategy_tag == f"flatten-{cmd.id}" and i.pricetype == "MARKET" for i in exits)
+    assert wakes == [1]
+
+
+def test_trip_when_an_order_may_have_moved_a_stored_position_then_the_flatten_reads_the_broker_first(db, ctx, md):
+    acct = account(db, "late")
+    update_account(db, acct, daily_max_loss=100)
+    add_position(db, acct, SYM, 10, 800.0, exchange="NSE")
+    add_position(db, acct, "INFY", 5, 1500.0, exchange="NSE")
+    add_position(db, acct, "TCS", 5, 4000.0, exchange="NSE")
+    _synced(db, acct, utcnow() - timedelta(seconds=5))
+    with db.write() as s:  # stored after the sync began: SBIN may be other than the stored positionbook says
+        s.add(BrokerOrder(account_id=acct, broker_order_id="X1", external=True, symbol=SYM, exchange="NSE",
+                          action="SELL", quantity=10, product="NRML", order_status="complete", updated_at=utcnow()))
+        s.add(BrokerOrder(account_id=acct, broker_order_id="X2", external=True, symbol="INFY", exchange="NSE",
+                          action="SELL", quantity=5, product="NRML", order_status="open",  # working at the broker
+                          updated_at=utcnow() - timedelta(seconds=60)))
+    limits = AccountLimits(ctx, md, Flattens())
+    for sym, ltp in (("INFY", 1500.0), ("TCS", 4000.0)):
+        tick(md, sym, ltp, exchange="NSE")
+    limits.reload()
+    tick(md, SYM, 785.0, exchange="NSE")
+    assert _commands(db, "flatten_account")
+    assert [(i.symbol, i.action) for i in _flatten_exits(db, acct)] == [("TCS", "SELL")]  # only the one at rest

@@ -27,5 +27,11 @@ def today_ist() -> date:
     return now_ist().date()
 
 
+def trading_day() -> date:
+    """The trading day the daily limits (and the day's P&L peak) belong to: the one place that says which day it
+    is for them, so an exchange calendar can take its place without touching its callers."""
+    return today_ist()
+
+
 def ist_now_str() -> str:
     return now_ist().strftime("%Y-%m-%d %H:%M:%S IST")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, PortfolioSettings, SchemaVersion
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -71,7 +71,19 @@ def _v5_broker_calls(conn: Connection) -> None:
     BrokerCall.__table__.create(conn, checkfirst=True)
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls]
+def _v6_trailing_and_portfolio_limits(conn: Connection) -> None:
+    """Accounts gain a trailing amount on their day P&L and the day's peak (with its trading day); the portfolio
+    (all accounts together) gets its own settings row table, with a daily max loss. Nothing is limited that was
+    not before: every new value starts empty."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    for name, ddl in (("daily_trailing", "FLOAT"), ("day_peak", "FLOAT"), ("day_peak_date", "VARCHAR(10)")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} {ddl}")
+    PortfolioSettings.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
+              _v6_trailing_and_portfolio_limits]
 LATEST = len(MIGRATIONS)
 
 

@@ -48,6 +48,19 @@ class Account(Base):
     # the account's day P&L limits in rupees (None = no limit); services/account_limits.py
     daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     daily_max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # trailing on the day P&L: once the day's peak is above 0, trip at peak - daily_trailing (None = off). The
+    # peak is kept for the trading day it was seen on (day_peak_date, ISO), so a restart within the day keeps it.
+    daily_trailing: Mapped[float | None] = mapped_column(Float, nullable=True)
+    day_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    day_peak_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
+
+
+class PortfolioSettings(Base):
+    """Limits on all accounts together (one row, id 1; no row = no limit): services/account_limits.py."""
+    __tablename__ = "portfolio_settings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees, on the sum of day P&Ls
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Strategy(Base):

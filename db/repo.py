@@ -110,11 +110,11 @@ def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
 def accounts(db: Database) -> pd.DataFrame:
     return _df(db, "SELECT id, name, broker, host_url, ws_url, is_primary, backup_order, is_active, status, "
                    "status_message, last_checked_at, trading_state, trading_reason, daily_max_loss, "
-                   "daily_max_profit FROM accounts "
+                   "daily_max_profit, daily_trailing, day_peak, day_peak_date FROM accounts "
                    "ORDER BY is_primary DESC, backup_order IS NULL, backup_order, id",
                columns=["id", "name", "broker", "host_url", "ws_url", "is_primary", "backup_order", "is_active",
                         "status", "status_message", "last_checked_at", "trading_state", "trading_reason",
-                        "daily_max_loss", "daily_max_profit"])
+                        "daily_max_loss", "daily_max_profit", "daily_trailing", "day_peak", "day_peak_date"])
 
 
 def broker_health(db: Database, window_min: float = 15.0) -> pd.DataFrame:
@@ -280,6 +280,15 @@ def risk_events(db: Database, run_id: int | None = None, limit: int = 200) -> pd
               "exit_order_ids", "message"])
     df["exit_order_ids"] = [", ".join(map(str, _json_list(v))) for v in df["exit_order_ids"]]
     return df
+
+
+def account_risk_events(db: Database, limit: int = 200) -> pd.DataFrame:
+    """Risk events of no strategy run: account limits, the portfolio limit (no account), flattens, trading
+    state changes. Newest first."""
+    return _df(db, "SELECT e.id, e.ts_utc, coalesce(a.name, 'portfolio') AS account, e.event_type, e.threshold, "
+                   "e.value, e.action, e.message FROM risk_events e LEFT JOIN accounts a ON a.id = e.account_id "
+                   "WHERE e.run_id IS NULL ORDER BY e.id DESC LIMIT :n", {"n": limit},
+               ["id", "ts_utc", "account", "event_type", "threshold", "value", "action", "message"])
 
 
 def _json_list(raw) -> list:

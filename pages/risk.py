@@ -1,4 +1,5 @@
-"""Risk Monitor: per strategy run thresholds, P&L, trailing stop over time, risk events, Exit now."""
+"""Risk Monitor: per strategy run thresholds, P&L, trailing stop over time, risk events, Exit now; the account and
+portfolio limits' events."""
 import pandas as pd
 import streamlit as st
 
@@ -23,6 +24,16 @@ def runs_table():
 
 
 runs_table()
+
+
+@st.fragment(run_every=settings.ui.refresh_s if auto else None)
+def account_events():
+    with st.expander("Account and portfolio events (daily limits, trailing stops, flattens, halts)", expanded=True):
+        table(repo.account_risk_events(db, limit=100), key="risk.account_events",
+              empty="No account or portfolio events.")
+
+
+account_events()
 all_runs = repo.runs(db, active_only=not show_all)
 if all_runs.empty:
     st.stop()

@@ -27,16 +27,14 @@ from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (busy_keys, flatten_intents, live_orders, live_run_ids, all_at_broker,
+from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, flatten_intents, live_orders, live_run_ids,
                         withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
 from db.models import RiskEvent
-from db.order_fsm import BROKER_STATUS_MAP, Status
+from db.order_fsm import Status
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 
 log = logging.getLogger("services.flatten")
-# the broker's order_status words of an order still working (resting, or waiting for its trigger)
-WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
 
 
 class Flattener:
@@ -47,6 +45,9 @@ class Flattener:
         self.poll_now = poll_now
         self._running: set[int] = set()
         self._lock = threading.Lock()
+        # One flatten of an account at a time: two at once (the trader's Flatten all while a daily limit trips)
+        # would each read the positionbook before the other's exits are written and close the same units twice.
+        self._account_locks: dict[int, threading.Lock] = {}
 
     def start(self, command_id: int, account_ids: list[int]) -> bool:
         """Run the flatten of command ``command_id`` on a thread of its own (once: False if it runs already)."""
@@ -90,8 +91,11 @@ class Flattener:
         return "; ".join(r for r, _ in results) or "no accounts", all(ok for _, ok in results)
 
     def _guarded(self, command_id: int, account_id: int) -> tuple[str, bool]:
+        with self._lock:
+            one_at_a_time = self._account_locks.setdefault(account_id, threading.Lock())
         try:
-            return self.flatten_account(command_id, account_id)
+            with one_at_a_time:
+                return self.flatten_account(command_id, account_id)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' flatten
             log.exception("flatten %s: account %s", command_id, account_id)
             return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False

@@ -156,7 +156,8 @@ class ServiceRunner:
                                 notifier=self.notifier)
         self.risk.start()
         self.chains = OptionChainSessions(self.ctx, self.md)
-        self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier)
+        self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier,
+                                            wake=self.dispatcher.wake)
         self.on_runs_changed(set())
 
     def _schedule_jobs(self) -> None:

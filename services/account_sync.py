@@ -12,7 +12,7 @@ import threading
 import time
 
 from broker.errors import BrokerError
-from db.account_books import delete_holdings, positions_of, trade_keys
+from db.account_books import delete_holdings, mark_positions_synced, positions_of, trade_keys
 from db.accounts import list_accounts
 from db.models import BrokerTrade, Funds, Holding, Position, utcnow
 from services.context import ServiceContext
@@ -49,13 +49,14 @@ class AccountSync:
     def refresh(self, account_id: int) -> bool:
         with self._lock:
             self._last[account_id] = time.monotonic()
+            read_at = utcnow()  # before the calls: the book read holds every fill the broker had by now
             try:
                 snap = self._fetch(account_id)
             except (BrokerError, KeyError) as exc:
                 self.errors[account_id] = str(exc)
                 log.warning("account %s sync failed: %s", account_id, exc)
                 return False
-            self._store(account_id, *snap)
+            self._store(account_id, *snap, read_at=read_at)
             self.errors.pop(account_id, None)
             return True
 
@@ -64,11 +65,12 @@ class AccountSync:
         return c.funds(), c.positionbook(), c.holdings(), c.tradebook()
 
     def _store(self, account_id: int, funds: dict, positions: list[dict], holdings: list[dict],
-               trades: list[dict]) -> None:
+               trades: list[dict], read_at=None) -> None:
         now = utcnow()
         with self.ctx.db.write() as s:
             self._store_funds(s, account_id, funds, now)
             self._store_positions(s, account_id, positions, now)
+            mark_positions_synced(s, account_id, read_at or now)
             self._store_holdings(s, account_id, holdings, now)
             self._store_trades(s, account_id, trades)
 

@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 
 from db.exits import exit_priority
 from db.models import Account, OrderIntent, Position, QuickStop, RiskEvent, utcnow
-from db.order_fsm import INFLIGHT, LIVE, TERMINAL, Status
+from db.order_fsm import INFLIGHT, LIVE, OPEN, TERMINAL, Status
 from db.stop_levels import StopSpec, levels
 from db.vocab import LIVE_STOP, StopStatus
 
@@ -247,6 +247,16 @@ def cancel_if_closed(s, stop_id: int) -> bool:
     avail = book_available(s, st.account_id, st.symbol, st.exchange, st.product, st.side)
     return avail is not None and avail <= 0 and cancel_stop_in(
         s, stop_id, "position closed (flat in the positionbook)", {T.ARMED})
+
+
+def working_entries_of_triggered(s) -> list[tuple]:
+    """(intent id, account id, broker order id, tag) of entries still working at the broker whose stop has fired:
+    their remainder is cancelled, so it cannot reopen the position the stop closed."""
+    return [tuple(r) for r in s.execute(
+        select(OrderIntent.id, OrderIntent.account_id, OrderIntent.broker_order_id, OrderIntent.strategy_tag)
+        .join(QuickStop, QuickStop.entry_intent_id == OrderIntent.id)
+        .where(QuickStop.status.in_((T.TRIGGERED, T.EXITED)), OrderIntent.status.in_(OPEN),
+               OrderIntent.broker_order_id.is_not(None)))]
 
 
 # ---- the exit's outcome -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Quick Order stop-loss / target watcher: arms each stop when its entry fills, watches it on every tick, and exits
 the position through the one exit path (the dispatcher's ``submit_now``) when a level is crossed, exactly once.
 
-    reload (every 1 s)   entries that filled arm their stops (levels from the average fill price, on the filled
+    reload (every 1 s)   (the remainder of an entry still working when its stop fired is cancelled at the
+                         broker); entries that filled arm their stops (levels from the average fill price, on the filled
                          quantity; more filled later raises both) and the account's positionbook is read at once
                          (a hit is acted on only with a book newer than the fill); entries that ended with nothing
                          filled cancel theirs; exits that ended are followed (filled -> exited; failed -> retried
@@ -33,8 +34,9 @@ from db.prices import fresh_ltp
 from db.stop_levels import STOP_LOSS, crossed
 from db.stops import (EntryRow, StopAct, WatchedStop, armed_stops, arm_stop, arming_change, cancel_if_closed,
                       cancel_stop_in, closed_candidates, exits_settled_due, follow_exits, live_stop_entries,
-                      write_stop_exit)
+                      working_entries_of_triggered, write_stop_exit)
 from db.vocab import StopStatus
+from services.cancels import CancelSender
 from services.context import ServiceContext
 from services.dispatcher import PlainExitWriter, Written
 from services.health import heartbeat, service_log
@@ -82,6 +84,7 @@ class StopWatcher:
         self._synced: dict[int, float] = {}
         self._threads: list[threading.Thread] = []
         self._last_beat = float("-inf")
+        self._cancels = CancelSender(ctx, max(2.0, self.cfg.risk_sweep_s))
         self.stats = dict(armed=0, exits=0, closed=0, unsettled=0, write_failures=0, rest_fallbacks=0)
         md.add_listener(self._on_tick)
 
@@ -115,6 +118,9 @@ class StopWatcher:
         self._cancel_closed()
         with self.ctx.db.read() as s:
             rows = armed_stops(s)
+            working = working_entries_of_triggered(s)
+        if working:  # a partly filled entry whose stop fired: its remainder must not reopen the position
+            self._cancels.cancel(working)
         by_key: dict[tuple[str, str], list[WatchedStop]] = {}
         for w in rows:
             by_key.setdefault((w.symbol, w.exchange), []).append(w)

@@ -192,6 +192,33 @@ def test_quick_stop_when_the_position_was_closed_by_hand_at_the_broker_then_canc
         assert stop_service(proc) == 0
 
 
+@pytest.mark.timeout(120)
+def test_quick_stop_when_the_entry_filled_only_in_part_then_the_filled_part_exits_and_the_rest_is_cancelled(
+        db, sim, tmp_path):
+    sim.set_price("SBIN", "NSE", 800.0)
+    acct, key, name = _account(db, sim, "qpf")
+    proc, tail = _service(db, tmp_path)
+    try:
+        sim.partial("SBIN", "NSE", fill_qty=4, rest_after_s=None, count=1)  # the entry: 4 of 10 fill, the rest rests
+        entry = _enter(db, acct, "BUY", StopSpec(sl_mode="points", sl_value=10))
+        st = _armed(db, acct, tail)
+        assert st.quantity == 4
+        sim.set_price("SBIN", "NSE", round(st.sl_level - 2, 1))
+        assert wait_for(lambda: _stop(db).status == StopStatus.EXITED, 20, 0.1), tail()
+        assert wait_for(lambda: _intent_status(db, entry) == "cancelled", 20, 0.1), tail()
+        time.sleep(1.5)
+        assert _orders(sim, name, "SELL") == [4]
+        assert _net(sim, key) == 0
+    finally:
+        sim.clear_faults()
+        assert stop_service(proc) == 0
+
+
+def _intent_status(db, intent_id) -> str:
+    with db.read() as s:
+        return s.get(OrderIntent, intent_id).status
+
+
 def _command(db, cid) -> ControlCommand:
     with db.read() as s:
         return s.get(ControlCommand, cid)

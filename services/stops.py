@@ -63,6 +63,7 @@ class Hit:
     next_try: float = 0.0
     error: str = ""
     alarmed_at: float | None = None
+    busy: bool = False  # an attempt is running (the exit thread and the sweep both try)
 
 
 class StopWatcher:
@@ -239,7 +240,16 @@ class StopWatcher:
         return len(due)
 
     def _attempt(self, h: Hit) -> None:
-        h.attempts += 1
+        with self._lock:
+            if h.busy or self._hits.get(h.stop.id) is not h:
+                return
+            h.busy, h.attempts = True, h.attempts + 1
+        try:
+            self._try(h)
+        finally:
+            h.busy = False
+
+    def _try(self, h: Hit) -> None:
 
         def write(s) -> Written:
             act = write_stop_exit(s, h.stop.id, h.kind, h.level, h.ltp, h.since_ist)

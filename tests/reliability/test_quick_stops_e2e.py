@@ -214,6 +214,24 @@ def test_quick_stop_when_the_entry_filled_only_in_part_then_the_filled_part_exit
         assert stop_service(proc) == 0
 
 
+@pytest.mark.timeout(120)
+def test_quick_stop_when_the_account_is_halted_then_its_exit_is_still_sent_once(db, sim, tmp_path):
+    sim.set_price("SBIN", "NSE", 800.0)
+    acct, key, name = _account(db, sim, "qha")
+    proc, tail = _service(db, tmp_path)
+    try:
+        _enter(db, acct, "BUY", StopSpec(sl_mode="points", sl_value=10))
+        st = _armed(db, acct, tail)
+        cmd = enqueue_control(db, "halt_account", {"account_id": acct})
+        assert wait_for(lambda: _command(db, cmd).status == CommandStatus.DONE, 20), tail()
+        sim.set_price("SBIN", "NSE", round(st.sl_level - 1, 1))
+        assert wait_for(lambda: _stop(db).status == StopStatus.EXITED, 20, 0.1), tail()
+        time.sleep(1.0)
+        assert _orders(sim, name, "SELL") == [10] and _net(sim, key) == 0
+    finally:
+        assert stop_service(proc) == 0
+
+
 def _intent_status(db, intent_id) -> str:
     with db.read() as s:
         return s.get(OrderIntent, intent_id).status

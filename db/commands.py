@@ -14,9 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from config import OrderGuardSettings
 from db import Database
-from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun, utcnow
+from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, StrategyRun, utcnow
 from db.order_guards import check_order
-from db.vocab import ENTRIES_DENIED, CommandStatus
+from db.prices import fresh_ltp
+from db.stop_levels import STOP_LOSS, TARGET, StopSpec, level
+from db.vocab import ENTRIES_DENIED, CommandStatus, StopMode, StopStatus
 
 EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
 DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
@@ -123,6 +125,34 @@ def validate_order(s, req: OrderRequest) -> dict:
                 pricetype=pricetype, product=product, limit_price=price, trigger_price=trigger, strategy_tag=tag)
 
 
+def validate_stops(spec: StopSpec | None, action: str, ltp: float | None) -> StopSpec | None:
+    """The clean stop-loss / target of a ticket (None when neither is set) or CommandError. Each is a positive
+    number of points or a % of the price; a level below the price (a long's stop, a short's target) must stay
+    above zero: under 100 %, and, when the last price is known, fewer points than it."""
+    if spec is None:
+        return None
+    clean = {}
+    for kind, what, mode, value in ((STOP_LOSS, "Stop-loss", spec.sl_mode, spec.sl_value),
+                                    (TARGET, "Target", spec.tp_mode, spec.tp_value)):
+        prefix = "sl" if kind == STOP_LOSS else "tp"
+        if value is None:
+            clean[f"{prefix}_mode"], clean[f"{prefix}_value"] = StopMode.POINTS.value, None
+            continue
+        if mode not in tuple(StopMode):
+            raise CommandError(f"{what} must be given in points or % (got '{str(mode)[:12]}')")
+        v = _number(value, what)
+        if v <= 0:
+            raise CommandError(f"{what} must be a positive number (got {value})")
+        below = (action == "BUY") == (kind == STOP_LOSS)
+        if mode == StopMode.PCT and (v >= 100 if below else v > 1000):
+            raise CommandError(f"{what} of {v:g} % is out of range (must be below {100 if below else 1000} %)")
+        if below and mode == StopMode.POINTS and ltp and level(action, kind, mode, v, ltp) <= 0:
+            raise CommandError(f"{what} of {v:g} points from the last price ₹{ltp:,.2f} would be at or below zero")
+        clean[f"{prefix}_mode"], clean[f"{prefix}_value"] = str(mode), v
+    out = StopSpec(**clean)
+    return out or None
+
+
 def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
     """Slices no larger than the exchange freeze quantity, each a whole number of lots."""
     if not freeze_qty or qty <= freeze_qty:
@@ -154,12 +184,14 @@ def guarded(s, fields: dict, guards: OrderGuardSettings | None, confirmed: bool)
 
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
                   source: str = "ui", priority: int = 100, confirmed: bool = False,
-                  guards: OrderGuardSettings | None = None) -> tuple[int, bool]:
+                  guards: OrderGuardSettings | None = None, stops: StopSpec | None = None) -> tuple[int, bool]:
     """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
     returns the first intent with created=False: the double click is absorbed, never sent twice.
     A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...).
     The fat-finger guards (``guards``, default settings if None) hold an unusual order until ``confirmed``
-    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError)."""
+    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``stops`` (a stop-loss and/or
+    target) become one 'pending' quick_stops row per intent in the same transaction (the service arms each when its
+    entry fills); invalid ones raise CommandError and nothing is written."""
     if not client_order_id or len(client_order_id) > 36:
         raise CommandError("client_order_id must be 1-36 characters")
     try:
@@ -169,6 +201,7 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
                 return existing, False
             fields = validate_order(s, req)
             guarded(s, fields, guards, confirmed)
+            spec = validate_stops(stops, fields["action"], fresh_ltp(s, fields["symbol"], fields["exchange"]))
             inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
             ids = []
             for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
@@ -178,6 +211,12 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
                 s.add(intent)
                 s.flush()
                 ids.append(intent.id)
+                if spec:
+                    s.add(QuickStop(account_id=intent.account_id, entry_intent_id=intent.id, client_order_id=cid,
+                                    symbol=intent.symbol, exchange=intent.exchange, product=intent.product,
+                                    side=intent.action, status=StopStatus.PENDING.value, quantity=qty,
+                                    sl_mode=spec.sl_mode if spec.sl_value is not None else "", sl_value=spec.sl_value,
+                                    tp_mode=spec.tp_mode if spec.tp_value is not None else "", tp_value=spec.tp_value))
             return ids[0], True
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
         with db.read() as s:
@@ -215,6 +254,8 @@ COMMANDS: dict[str, CommandSpec] = {
     "flatten_account": CommandSpec("cancel every working order, close every position, then halt the account",
                                    "account_id", Account),
     "flatten_all": CommandSpec("flatten every account"),
+    "cancel_stop": CommandSpec("cancel a Quick Order stop-loss / target (the position stays open)", "stop_id",
+                               QuickStop),
 }
 
 

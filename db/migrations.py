@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, PortfolioSettings, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, PortfolioSettings, QuickStop, SchemaVersion
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -82,8 +82,17 @@ def _v6_trailing_and_portfolio_limits(conn: Connection) -> None:
     PortfolioSettings.__table__.create(conn, checkfirst=True)
 
 
+def _v7_quick_stops(conn: Connection) -> None:
+    """Quick Order stop-loss / target rows (quick_stops), and the time account sync last read an account's
+    positionbook (the stops trust the stored book only once it is newer than their fills)."""
+    QuickStop.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    if "positions_synced_at" not in have:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_synced_at DATETIME")
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
-              _v6_trailing_and_portfolio_limits]
+              _v6_trailing_and_portfolio_limits, _v7_quick_stops]
 LATEST = len(MIGRATIONS)
 
 

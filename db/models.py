@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus, TradingState
+from db.vocab import ChainStatus, CommandStatus, StopStatus, TradingState
 
 
 def utcnow() -> datetime:
@@ -53,6 +53,9 @@ class Account(Base):
     daily_trailing: Mapped[float | None] = mapped_column(Float, nullable=True)
     day_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
     day_peak_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # when account sync last READ the positionbook it stored (taken before the call): the stored book includes
+    # every fill the broker had by then (db/stops.py trusts it only when it is newer than our fills)
+    positions_synced_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class PortfolioSettings(Base):
@@ -248,6 +251,41 @@ class Position(Base):
     pnl: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("account_id", "symbol", "exchange", "product", name="uq_position"),)
+
+
+class QuickStop(Base):
+    """A Quick Order's stop-loss / target (db/stops.py; states db.vocab.StopStatus). Written by the ticket in the
+    transaction of its entry intent, one per entry intent; the service arms it when the entry fills (levels from
+    the average fill price, on the filled quantity) and writes its one exit intent in the transaction that moves it
+    to 'triggered'."""
+    __tablename__ = "quick_stops"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    entry_intent_id: Mapped[int] = mapped_column(ForeignKey("order_intents.id"), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(40))  # the entry's
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(8))
+    side: Mapped[str] = mapped_column(String(4))  # the entry's action: BUY protects a long, SELL a short
+    sl_mode: Mapped[str] = mapped_column(String(8), default="")  # db.vocab.StopMode, '' = no stop-loss
+    sl_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_mode: Mapped[str] = mapped_column(String(8), default="")  # '' = no target
+    tp_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=StopStatus.PENDING.value, index=True)
+    status_reason: Mapped[str] = mapped_column(String(256), default="")
+    quantity: Mapped[int] = mapped_column(Integer, default=0)  # units protected: what the entry filled
+    entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the entry's average fill price
+    sl_level: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_level: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # a level crossed while the stored positionbook could not be trusted yet: latched until the exit is written
+    hit_kind: Mapped[str] = mapped_column(String(16), default="")  # stop_loss | target
+    hit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hit_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    exit_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
+    exit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    armed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Holding(Base):

@@ -194,6 +194,16 @@ def positions(db: Database, account_id: int | None = None) -> pd.DataFrame:
                    "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY a.name, t.symbol", p)
 
 
+def stops(db: Database, account_id: int | None = None, limit: int = 200) -> pd.DataFrame:
+    """Quick Order stop-loss / target rows, newest first: the ones that may still act, then the rest."""
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT t.id, a.name AS account, t.symbol, t.exchange, t.product, t.side, t.quantity, "
+                   "t.entry_price, t.sl_level, t.tp_level, t.sl_mode, t.sl_value, t.tp_mode, t.tp_value, t.status, "
+                   "t.status_reason, t.entry_intent_id, t.exit_intent_id, t.created_at, t.updated_at "
+                   "FROM quick_stops t JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where
+               + " ORDER BY t.id DESC LIMIT :n", {**p, "n": limit})
+
+
 def holdings(db: Database, account_id: int | None = None) -> pd.DataFrame:
     where, p = _acct_filter(account_id)
     return _df(db, "SELECT a.name AS account, t.symbol, t.exchange, t.quantity, t.average_price, t.ltp, t.pnl, "

@@ -12,7 +12,7 @@ import threading
 import time
 
 from broker.errors import BrokerError
-from db.account_books import delete_holdings, positions_of, trade_keys
+from db.account_books import delete_holdings, mark_positions_synced, positions_of, trade_keys
 from db.accounts import list_accounts
 from db.models import BrokerTrade, Funds, Holding, Position, utcnow
 from services.context import ServiceContext
@@ -72,6 +72,7 @@ class AccountSync:
         with self.ctx.db.write() as s:
             self._store_funds(s, account_id, funds, now)
             self._store_positions(s, account_id, positions, now)
+            mark_positions_synced(s, account_id, now)
             self._store_holdings(s, account_id, holdings, now)
             self._store_trades(s, account_id, trades)
 

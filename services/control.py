@@ -12,6 +12,8 @@
                                          broker position, halt; finishes on its own thread (stays queued
                                          until done, so a restart runs it again: idempotent)
     flatten_all      {}               -> the same for every account, in parallel
+    cancel_stop      {"stop_id"}      -> a Quick Order stop-loss / target pending or armed -> cancelled (the
+                                         position stays open); one already triggered is refused
     halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
     reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
     rearm_account    {"account_id"}   -> trading state 'active' again
@@ -36,6 +38,7 @@ from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent
 from db.order_fsm import Status
+from db.stops import cancel_stop_in, stop_status
 from db.vocab import TradingState
 from services.cancels import CANCELLABLE, send_cancel
 
@@ -177,3 +180,14 @@ class ControlHandlers:
     def flatten_all(self, p: dict, command_id: int | None = None) -> str:
         self.deps.flatten(command_id, [a.id for a in list_accounts(self.deps.ctx.db)])
         return DEFERRED
+
+    @handles("cancel_stop")
+    def cancel_stop(self, p: dict) -> str:
+        sid = int(p["stop_id"])
+        with self.deps.ctx.db.write() as s:
+            if cancel_stop_in(s, sid, f"cancelled by the trader at {ist_now_str()}"):
+                return f"stop {sid} cancelled; the position stays open"
+            now = stop_status(s, sid)
+        if now is None:
+            raise ValueError(f"unknown stop {sid}")
+        raise RuntimeError(f"stop {sid} is '{now[0]}' ({now[1]}); it cannot be cancelled now")

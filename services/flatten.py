@@ -31,6 +31,7 @@ from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, flatten_int
                         withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
 from db.models import RiskEvent
 from db.order_fsm import Status
+from db.stops import cancel_account_stops
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 
@@ -106,6 +107,8 @@ class Flattener:
         with self.ctx.db.write() as s:
             set_trading_state(s, account_id, TradingState.HALTED, f"flatten #{command_id} at {when}", "service")
             withdrawn = withdraw_queued_entries(s, account_id, f"flatten #{command_id}")
+            # the flatten closes what the Quick Order stops protect: they must not exit it a second time
+            cancel_account_stops(s, account_id, f"flatten #{command_id} at {when}")
             runs = live_run_ids(s, account_id)
         cancelled, to_cancel, problems = self._cancel_working(account_id, command_id)
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits

@@ -40,6 +40,7 @@ from services.poller import OrderPoller
 from services.positions import PositionMonitor
 from services.reconciler import Reconciler
 from services.risk import RiskManager
+from services.stops import StopWatcher
 
 log = logging.getLogger("services.runner")
 
@@ -91,7 +92,7 @@ class ServiceRunner:
         self.account_sync = AccountSync(self.ctx)
         # Built in start(); still None for the reconciler's first pass (its on_change) and for a stop() after a
         # start that failed before them.
-        self.md = self.positions = self.risk = self.chains = self.account_limits = None
+        self.md = self.positions = self.risk = self.chains = self.account_limits = self.stops = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self.control = ControlHandlers(ControlDeps(
@@ -158,6 +159,10 @@ class ServiceRunner:
         self.chains = OptionChainSessions(self.ctx, self.md)
         self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier,
                                             wake=self.dispatcher.wake)
+        # Quick Order stop-loss / target: exits through the dispatcher like the risk manager's
+        self.stops = StopWatcher(self.ctx, self.md, self.dispatcher, refresh_account=self.account_sync.refresh,
+                                 notifier=self.notifier)
+        self.stops.start()
         self.on_runs_changed(set())
 
     def _schedule_jobs(self) -> None:
@@ -176,6 +181,7 @@ class ServiceRunner:
                 # reload picks up fills made outside this process's callbacks (e.g. after a restart)
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
+                ("stops_reload", self.stops.reload, 1.0), ("stops_sweep", self.stops.sweep, sv.risk_sweep_s),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
         for name, fn, every in jobs:
@@ -252,6 +258,8 @@ class ServiceRunner:
             self._quietly(self.md.stop)  # after the feed thread: no tick reaches the risk manager any more
         if self.risk:
             self._quietly(self.risk.stop)
+        if self.stops:
+            self._quietly(self.stops.stop)
         self.ctx.close()
         for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
             self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))

@@ -36,6 +36,7 @@ OTHER_VOCABULARIES = {
     ("db/vocab.py", "CommandStatus"): {"queued", "failed"},
     ("db/vocab.py", "ChainStatus"): {"active"},
     ("db/vocab.py", "TradingState"): {"active"},
+    ("db/vocab.py", "StopStatus"): {"pending", "exited", "cancelled", "failed"},
 }
 ALLOWLIST: set[str] = set()  # files exempt from the rule: none
 

@@ -133,7 +133,9 @@ def test_trailing_when_day_pnl_peaks_then_the_service_restarts_and_it_falls_thro
     # Restarted at +150: a service that forgot the peak would start its floor at 50; the stored one keeps 100.
     proc = start_service(db.path, tmp_path / "svc2.log", _env(webhook))
     try:
-        time.sleep(3.0)  # the new process loads the account, subscribes and sees ticks at +150
+        # the new process starts (seconds on a loaded machine), loads the account, subscribes, sees ticks at +150
+        assert wait_for(lambda: "service started" in (tmp_path / "svc2.out").read_text(), 60)
+        time.sleep(2.5)
         assert _account(db, acct).trading_state == TradingState.ACTIVE
         sim.set_price("SBIN", "NSE", avg + 8)  # +80 <= 100
         assert wait_for(lambda: _account(db, acct).trading_state == TradingState.HALTED, 10)

@@ -225,12 +225,15 @@ def bucket_for(since: datetime, max_points: int = 720) -> int:
 
 
 # ---- strategies, runs, risk -----------------------------------------------------------------------------------
-def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFrame:
-    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else ""
+def runs(db: Database, active_only: bool = False, limit: int = 200, run_id: int | None = None) -> pd.DataFrame:
+    """Strategy runs, newest first; ``run_id``: only that one."""
+    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else " WHERE 1=1"
+    if run_id is not None:
+        where += " AND r.id = :run"
     return _df(db, "SELECT r.id, s.name AS strategy, a.name AS account, r.group_id, r.status, r.pnl, r.max_loss, "
                    "r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.exit_reason, r.started_at, r.exited_at "
                    "FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id JOIN accounts a "
-                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit},
+                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit, "run": run_id},
                ["id", "strategy", "account", "group_id", "status", "pnl", "max_loss", "max_profit", "trailing_sl",
                 "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
 

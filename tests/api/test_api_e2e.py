@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from db.api_keys import create_key, revoke_key
 from db.models import ControlCommand, OrderIntent, StrategyRun
 from db.strategies import LegSpec, save_strategy
+from tests.api.conftest import ApiProcess
 from tests.harness import wait_for
 
 
@@ -114,19 +115,25 @@ def test_bad_input_when_posted_then_400_with_the_forms_message_and_nothing_writt
             OrderIntent.client_order_id == cid, OrderIntent.source == "api")) == 1
 
 
-def test_auth_when_the_key_is_missing_wrong_or_revoked_then_401_and_failures_are_limited_per_address(stack):
-    key_id, key = create_key(stack.db, "e2e auth")
-    assert stack.api.http.get("/api/v1/accounts", headers=auth(key)).status_code == 200
-    for headers in ({}, auth("amk_" + "0" * 48), auth("not a key"), {"Authorization": "Bearer amk_12"}):
-        r = stack.api.http.get("/api/v1/accounts", headers=headers)
-        assert r.status_code == 401 and r.json()["status"] == "error" and "API key" in r.json()["message"]
-    revoke_key(stack.db, key_id)
-    assert stack.api.http.get("/api/v1/accounts", headers=auth(key)).status_code == 401
-    codes = [stack.api.http.get("/api/v1/accounts", headers=auth("amk_" + "1" * 48)).status_code for _ in range(20)]
-    assert codes.count(401) == 10 - 5 and set(codes[5:]) == {429}, codes  # 5 failures above, 10 per minute
-    _, good = create_key(stack.db, "e2e auth 2")
-    assert stack.api.http.get("/api/v1/accounts", headers=auth(good)).status_code == 200  # a good key still works
-    logs = stack.api.logs()
+def test_auth_when_the_key_is_missing_wrong_or_revoked_then_401_and_failures_are_limited_per_address(stack,
+                                                                                                     tmp_path):
+    api = ApiProcess(stack.db.path, tmp_path / "api-auth.log")  # its own auth tier: the loop below exhausts it
+    try:
+        key_id, key = create_key(stack.db, "e2e auth")
+        assert api.http.get("/api/v1/accounts", headers=auth(key)).status_code == 200
+        for headers in ({}, auth("amk_" + "0" * 48), auth("not a key"), {"Authorization": "Bearer amk_12"}):
+            r = api.http.get("/api/v1/accounts", headers=headers)
+            assert r.status_code == 401 and r.json()["status"] == "error" and "API key" in r.json()["message"]
+        revoke_key(stack.db, key_id)
+        assert api.http.get("/api/v1/accounts", headers=auth(key)).status_code == 401
+        codes = [api.http.get("/api/v1/accounts", headers=auth("amk_" + "1" * 48)).status_code for _ in range(20)]
+        assert codes.count(401) == 10 - 5 and set(codes[5:]) == {429}, codes  # 5 failures above, 10 per minute
+        assert 1 <= int(api.http.get("/api/v1/accounts").headers["Retry-After"]) <= 60
+        _, good = create_key(stack.db, "e2e auth 2")
+        assert api.http.get("/api/v1/accounts", headers=auth(good)).status_code == 200  # a good key still works
+    finally:
+        api.stop()
+    logs = api.logs()
     assert key not in logs and good not in logs and "GET /api/v1/accounts 401" in logs
 
 

@@ -98,6 +98,22 @@ class AlertsSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    host: str = _s("127.0.0.1", "Address the local API (python -m api) binds; anything but loopback also needs "
+                                "allow_remote=1")
+    port: int = _s(5100, "Port of the local API", 1)
+    allow_remote: int = _s(0, "1 = the local API may bind a non-loopback address (it can place orders: keep it 0 "
+                              "unless a firewall guards it)", 0)
+    rate_global: str = _s("1000/minute", "Local API: requests per client address, every route (limits syntax: "
+                                         "N/second, N/minute, ...)")
+    rate_auth: str = _s("10/minute", "Local API: failed authentications per client address")
+    rate_api: str = _s("100/minute", "Local API: requests per API key, and alerts per webhook rule")
+    rate_heavy: str = _s("20/minute", "Local API: fan-out calls (execute, flatten) per API key")
+    webhook_dedupe_s: float = _s(60.0, "A webhook alert without an id whose body repeats within this many seconds is "
+                                       "a retried delivery: logged, nothing done", 0.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
@@ -106,6 +122,7 @@ class Settings:
     ui: UiSettings = field(default_factory=UiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     orders: OrderGuardSettings = field(default_factory=OrderGuardSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def key_file(self) -> Path:

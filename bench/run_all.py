@@ -18,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import machine  # noqa: E402
 
-BENCHES = ["exit_latency", "account_limit", "ingest", "fanout", "enqueue", "flatten", "dashboard", "memory"]
+BENCHES = ["exit_latency", "account_limit", "ingest", "fanout", "enqueue", "flatten", "webhook", "dashboard",
+           "memory"]
 
 
 def row(r: dict) -> list[tuple[str, str, str, str]]:
@@ -53,6 +54,10 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
     if b == "flatten":
         return [(f"flatten 10 accts x 4 positions / 1 acct, {r['latency_ms']} ms broker (service process)",
                  f"{r['ten_ms']:.0f} ms / {r['one_ms']:.0f} ms = {r['ratio']:.2f}", "<= 1.5", ok(r["ratio"] <= 1.5))]
+    if b == "webhook":
+        return [("webhook alert -> first entry order at broker (service + API processes, default settings)",
+                 f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['alerts']}); HTTP answer "
+                 f"p50 {r['answer_median_ms']:.1f} ms", "p99 <= 100 ms", ok(r["p99_ms"] <= 100))]
     if b == "dashboard":
         err = f"; PAGE ERROR: {r['error'][:80]}" if r.get("errors") else ""
         return [("Dashboard page script time (10 accts, full day)",

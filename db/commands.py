@@ -192,38 +192,48 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
     (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``stops`` (a stop-loss and/or
     target) become one 'pending' quick_stops row per intent in the same transaction (the service arms each when its
     entry fills); invalid ones raise CommandError and nothing is written."""
-    if not client_order_id or len(client_order_id) > 36:
-        raise CommandError("client_order_id must be 1-36 characters")
     try:
         with db.write() as s:
-            existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
-            if existing:
-                return existing, False
-            fields = validate_order(s, req)
-            guarded(s, fields, guards, confirmed)
-            spec = validate_stops(stops, fields["action"], fresh_ltp(s, fields["symbol"], fields["exchange"]))
-            inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
-            ids = []
-            for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
-                cid = client_order_id if n == 1 else f"{client_order_id}.{n}"
-                intent = OrderIntent(client_order_id=cid, purpose=purpose, source=source, priority=priority,
-                                     **{**fields, "requested_qty": qty})
-                s.add(intent)
-                s.flush()
-                ids.append(intent.id)
-                if spec:
-                    s.add(QuickStop(account_id=intent.account_id, entry_intent_id=intent.id, client_order_id=cid,
-                                    symbol=intent.symbol, exchange=intent.exchange, product=intent.product,
-                                    side=intent.action, status=StopStatus.PENDING.value, quantity=qty,
-                                    sl_mode=spec.sl_mode if spec.sl_value is not None else "", sl_value=spec.sl_value,
-                                    tp_mode=spec.tp_mode if spec.tp_value is not None else "", tp_value=spec.tp_value))
-            return ids[0], True
+            return enqueue_order_in(s, req, client_order_id, purpose=purpose, source=source, priority=priority,
+                                    confirmed=confirmed, guards=guards, stops=stops)
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
         with db.read() as s:
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
         if existing:
             return existing, False
         raise
+
+
+def enqueue_order_in(s, req: OrderRequest, client_order_id: str, *, purpose: str = "manual", source: str = "ui",
+                     priority: int = 100, confirmed: bool = False, guards: OrderGuardSettings | None = None,
+                     stops: StopSpec | None = None) -> tuple[int, bool]:
+    """enqueue_order inside the caller's write transaction (the local API writes its idempotency record in the
+    same one). Everything is validated before the first row is added, so a CommandError leaves the session as it
+    was and the caller may go on with it."""
+    if not client_order_id or len(client_order_id) > 36:
+        raise CommandError("client_order_id must be 1-36 characters")
+    existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
+    if existing:
+        return existing, False
+    fields = validate_order(s, req)
+    guarded(s, fields, guards, confirmed)
+    spec = validate_stops(stops, fields["action"], fresh_ltp(s, fields["symbol"], fields["exchange"]))
+    inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
+    ids = []
+    for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
+        cid = client_order_id if n == 1 else f"{client_order_id}.{n}"
+        intent = OrderIntent(client_order_id=cid, purpose=purpose, source=source, priority=priority,
+                             **{**fields, "requested_qty": qty})
+        s.add(intent)
+        s.flush()
+        ids.append(intent.id)
+        if spec:
+            s.add(QuickStop(account_id=intent.account_id, entry_intent_id=intent.id, client_order_id=cid,
+                            symbol=intent.symbol, exchange=intent.exchange, product=intent.product,
+                            side=intent.action, status=StopStatus.PENDING.value, quantity=qty,
+                            sl_mode=spec.sl_mode if spec.sl_value is not None else "", sl_value=spec.sl_value,
+                            tp_mode=spec.tp_mode if spec.tp_value is not None else "", tp_value=spec.tp_value))
+    return ids[0], True
 
 
 class RegistryError(RuntimeError):
@@ -294,14 +304,20 @@ def enqueue_control(db: Database, kind: str, payload: dict) -> int:
     """Validate and write one control command. Only the validated field is stored (nothing else reaches the
     service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
     clean = control_payload(kind, payload)
-    spec = COMMANDS[kind]
     with db.write() as s:
-        if spec.model is not None and s.get(spec.model, clean[spec.id_field]) is None:
-            raise CommandError(f"'{kind}': no {spec.id_field.removesuffix('_id')} with id {clean[spec.id_field]}")
-        cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
-        s.add(cmd)
-        s.flush()
-        return cmd.id
+        return enqueue_control_in(s, kind, clean)
+
+
+def enqueue_control_in(s, kind: str, payload: dict) -> int:
+    """enqueue_control inside the caller's write transaction; nothing is added when it raises CommandError."""
+    clean = control_payload(kind, payload)
+    spec = COMMANDS[kind]
+    if spec.model is not None and s.get(spec.model, clean[spec.id_field]) is None:
+        raise CommandError(f"'{kind}': no {spec.id_field.removesuffix('_id')} with id {clean[spec.id_field]}")
+    cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
+    s.add(cmd)
+    s.flush()
+    return cmd.id
 
 
 # ---- the service's side of control_commands ---------------------------------------------------------------------

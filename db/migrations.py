@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, PortfolioSettings, QuickStop, SchemaVersion
+from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, OrderIntent, PortfolioSettings,
+                       QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -91,8 +92,15 @@ def _v7_quick_stops(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_synced_at DATETIME")
 
 
+def _v8_local_api(conn: Connection) -> None:
+    """The local API's tables: its keys (hashed), the idempotency records of its acting calls, webhook rules and
+    the log of their alerts. New tables only; create_all skips those a version-1 database of this release has."""
+    Base.metadata.create_all(conn, tables=[ApiKey.__table__, ApiRequest.__table__, WebhookRule.__table__,
+                                           WebhookAlert.__table__])
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
-              _v6_trailing_and_portfolio_limits, _v7_quick_stops]
+              _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api]
 LATEST = len(MIGRATIONS)
 
 

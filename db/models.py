@@ -441,3 +441,67 @@ class Instrument(Base):
     tick_size: Mapped[float] = mapped_column(Float, default=0.05)
     freeze_qty: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A key of the local API (api/). Only its argon2 hash is kept; ``prefix`` (its first 8 characters, not
+    secret) finds the row to verify against and tells keys apart on the page."""
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ApiRequest(Base):
+    """The first answer to an acting API call, by its idempotency key: the same key again returns it and writes
+    nothing. Written in the same transaction as the command rows the call wrote."""
+    __tablename__ = "api_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("api_key_id", "idempotency_key", name="uq_api_request_key"),)
+
+
+class WebhookRule(Base):
+    """How an alert posted to /webhook/<token> becomes an action (db/webhooks.py). The token is kept as its
+    SHA-256 only (a 192-bit random value: a fast exact-match hash is enough, and the webhook's latency budget
+    has no room for argon2)."""
+    __tablename__ = "webhook_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # db.webhooks.RuleKind
+    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id"), nullable=True)
+    account_ids_json: Mapped[str] = mapped_column(Text, default="[]")
+    default_action: Mapped[str] = mapped_column(String(8), default="")  # strategy rules: enter | exit | ''
+    order_action: Mapped[str] = mapped_column(String(4), default="BUY")  # symbol-list rules
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    exchange: Mapped[str] = mapped_column(String(8), default="NSE")
+    product: Mapped[str] = mapped_column(String(8), default="MIS")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class WebhookAlert(Base):
+    """Every alert a rule received and what it did (db.vocab.AlertOutcome)."""
+    __tablename__ = "webhook_alerts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("webhook_rules.id"))
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    dedupe_key: Mapped[str] = mapped_column(String(80))
+    body: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(String(512), default="")
+    result_json: Mapped[str] = mapped_column(Text, default="{}")
+    first_alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a duplicate: the alert it repeats
+    __table_args__ = (Index("ix_webhook_alert_dedupe", "rule_id", "dedupe_key"),)

@@ -61,14 +61,16 @@ def service_state(db: Database, stale_s: float) -> dict:
     """{'up', 'orders_ok', 'age_s' (newest beat), 'stale' (components not alive)}. A component is not alive
     when its beat is older than ``stale_s`` or its status is 'stopped'/'down' (written at shutdown).
     Order entry needs the service up and the 'dispatcher' component (when it reports) alive."""
-    hb = heartbeats(db)
-    if hb.empty:
+    with db.read() as s:  # plain rows, not a DataFrame: every page and every API entry asks this
+        rows = s.execute(text("SELECT component, status, last_beat FROM service_heartbeat ORDER BY component")).all()
+    if not rows:
         return {"up": False, "orders_ok": False, "age_s": None, "stale": []}
-    dead = (hb["age_s"] > stale_s) | hb["status"].isin(["stopped", "down"])
-    up = bool((~dead).any())
-    dispatcher_dead = bool(dead[hb["component"] == "dispatcher"].any())
-    return {"up": up, "orders_ok": up and not dispatcher_dead, "age_s": float(hb["age_s"].min()),
-            "stale": hb.loc[dead, "component"].tolist()}
+    now = utcnow()
+    ages = {c: (now - pd.Timestamp(beat).to_pydatetime()).total_seconds() for c, _, beat in rows}
+    dead = {c for c, status, _ in rows if ages[c] > stale_s or status in ("stopped", "down")}
+    up = len(dead) < len(rows)
+    return {"up": up, "orders_ok": up and "dispatcher" not in dead, "age_s": float(min(ages.values())),
+            "stale": [c for c, _, _ in rows if c in dead]}
 
 
 def queue_depths(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -261,12 +263,15 @@ def bucket_for(since: datetime, max_points: int = 720) -> int:
 
 
 # ---- strategies, runs, risk -----------------------------------------------------------------------------------
-def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFrame:
-    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else ""
+def runs(db: Database, active_only: bool = False, limit: int = 200, run_id: int | None = None) -> pd.DataFrame:
+    """Strategy runs, newest first; ``run_id``: only that one."""
+    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else " WHERE 1=1"
+    if run_id is not None:
+        where += " AND r.id = :run"
     return _df(db, "SELECT r.id, s.name AS strategy, a.name AS account, r.group_id, r.status, r.pnl, r.max_loss, "
                    "r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.exit_reason, r.started_at, r.exited_at "
                    "FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id JOIN accounts a "
-                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit},
+                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit, "run": run_id},
                ["id", "strategy", "account", "group_id", "status", "pnl", "max_loss", "max_profit", "trailing_sl",
                 "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
 

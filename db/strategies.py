@@ -179,53 +179,74 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
     the call idempotent: it becomes the runs' group id, and a second call with the same key returns the runs the
     first one wrote, writing nothing (a double click, a resubmitted form). The check and the write are one
     BEGIN IMMEDIATE transaction, so two racing calls cannot both write."""
-    if not account_ids:
-        raise CommandError("Choose at least one account")
     if execute_key is not None and (not isinstance(execute_key, str) or not EXECUTE_KEY.match(execute_key)):
         raise CommandError("execute key must be 32 hex characters")
+    group_id = execute_key or uuid.uuid4().hex
+    with db.write() as s:
+        return group_id, execute_in(s, strategy_id, account_ids, group_id)
+
+
+def execute_in(s, strategy_id, account_ids: list[int], group_id: str) -> list[int]:
+    """execute_strategy inside the caller's write transaction (the local API and webhooks write their own record
+    of the call in the same one). Returns the run ids; the runs an earlier call wrote for ``group_id``, writing
+    nothing, when there are any. Every check comes before the first row is added."""
+    if not account_ids or not isinstance(account_ids, list | tuple):
+        raise CommandError("Choose at least one account")
     if isinstance(strategy_id, bool) or not str(strategy_id).isdigit():
         raise CommandError(f"Unknown strategy '{str(strategy_id)[:20]}'")
     if any(isinstance(a, bool) or not str(a).isdigit() for a in account_ids):
         raise CommandError("Unknown or deactivated account selected")
-    group_id = execute_key or uuid.uuid4().hex
-    with db.write() as s:
-        done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
-        if done:
-            return group_id, done
-        st = s.get(Strategy, int(strategy_id))
-        if st is None:
-            raise CommandError(f"Unknown strategy {strategy_id}")
-        if not st.legs:
-            raise CommandError(f"Strategy '{st.name}' has no legs")
-        accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
-        if any(a is None or not a.is_active for a in accounts):
-            raise CommandError("Unknown or deactivated account selected")
-        stopped = [a for a in accounts if a.trading_state in ENTRIES_DENIED]
-        if stopped:
-            raise CommandError("; ".join(f"account '{a.name}' is {a.trading_state}: "
-                                         f"{a.trading_reason or 'by the trader'}" for a in stopped)
-                               + " (re-arm it in Accounts to trade)")
-        legs = resolve_legs(s, st, underlying_ltp(s, st))
-        runs = []
-        for acct in accounts:
-            run = StrategyRun(strategy_id=st.id, account_id=acct.id, group_id=group_id, max_loss=st.max_loss,
-                              max_profit=st.max_profit, trailing_sl=st.trailing_sl)
-            s.add(run)
-            s.flush()
-            runs.append(run.id)
-            for leg in legs:
-                for qty in split_qty(leg.quantity, leg.freeze_qty, leg.lotsize):
-                    ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
-                                   exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
-                    s.add(ex)
-                    s.flush()
-                    intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,
-                                         execution_id=ex.id, purpose="entry", source="strategy",
-                                         priority=entry_priority(leg.action, leg.leg_no),
-                                         strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
-                                         action=leg.action, requested_qty=qty, pricetype="MARKET",
-                                         product=st.product)
-                    s.add(intent)
-                    s.flush()
-                    ex.entry_intent_id = intent.id
-        return group_id, runs
+    done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
+    if done:
+        return done
+    st = s.get(Strategy, int(strategy_id))
+    if st is None:
+        raise CommandError(f"Unknown strategy {strategy_id}")
+    if not st.legs:
+        raise CommandError(f"Strategy '{st.name}' has no legs")
+    accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
+    if any(a is None or not a.is_active for a in accounts):
+        raise CommandError("Unknown or deactivated account selected")
+    stopped = [a for a in accounts if a.trading_state in ENTRIES_DENIED]
+    if stopped:
+        raise CommandError("; ".join(f"account '{a.name}' is {a.trading_state}: "
+                                     f"{a.trading_reason or 'by the trader'}" for a in stopped)
+                           + " (re-arm it in Accounts to trade)")
+    legs = resolve_legs(s, st, underlying_ltp(s, st))
+    runs = []
+    for acct in accounts:
+        run = StrategyRun(strategy_id=st.id, account_id=acct.id, group_id=group_id, max_loss=st.max_loss,
+                          max_profit=st.max_profit, trailing_sl=st.trailing_sl)
+        s.add(run)
+        s.flush()
+        runs.append(run.id)
+        for leg in legs:
+            for qty in split_qty(leg.quantity, leg.freeze_qty, leg.lotsize):
+                ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
+                               exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
+                s.add(ex)
+                s.flush()
+                intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,
+                                     execution_id=ex.id, purpose="entry", source="strategy",
+                                     priority=entry_priority(leg.action, leg.leg_no),
+                                     strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
+                                     action=leg.action, requested_qty=qty, pricetype="MARKET",
+                                     product=st.product)
+                s.add(intent)
+                s.flush()
+                ex.entry_intent_id = intent.id
+    return runs
+
+
+def strategy_ref(s, ref) -> int:
+    """A strategy's id from its id or its exact name (the local API and webhook alerts name strategies either
+    way); CommandError for anything else."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        found = s.get(Strategy, ref)
+    elif isinstance(ref, str) and ref.strip():
+        found = s.scalar(select(Strategy).where(Strategy.name == ref.strip()))
+    else:
+        found = None
+    if found is None:
+        raise CommandError(f"Unknown strategy '{str(ref)[:64]}'")
+    return found.id

@@ -61,3 +61,11 @@ class StopMode(StrEnum):
     """How a stop-loss / target distance is given on the ticket: rupee points from the price, or % of it."""
     POINTS = "points"
     PCT = "pct"
+
+
+class AlertOutcome(StrEnum):
+    """What a webhook alert did (webhook_alerts.outcome)."""
+    DONE = "done"  # the action was written (runs queued, exits requested, orders queued)
+    PARTIAL = "partial"  # a symbol list: some orders queued, some refused (the message lists them)
+    DUPLICATE = "duplicate"  # a retried delivery of an earlier alert: nothing new written
+    ERROR = "error"  # refused (bad alert, service down, validation): nothing written

@@ -1,6 +1,6 @@
-"""Start the whole product on this machine: simulator (paper market) + demo accounts + service + Streamlit.
+"""Start the whole product on this machine: simulator (paper market), demo accounts, service, local API, Streamlit.
 
-    .venv/bin/python -m scripts.demo [--port 5000] [--ws-port 8765] [--ui-port 8501] [--seed 7]
+    .venv/bin/python -m scripts.demo [--port 5000] [--ws-port 8765] [--ui-port 8501] [--api-port 5100] [--seed 7]
 
 Demo accounts are created once: their API keys are generated here, registered with the simulator and stored
 encrypted (Fernet) in the database like any other account. On later starts the stored keys are registered
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ws-port", type=int, default=8765)
     ap.add_argument("--ui-port", type=int, default=8501)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--api-port", type=int, default=5100, help="the local API (python -m api); 0 = do not start it")
     ap.add_argument("--no-ui", action="store_true", help="start simulator + service only")
     args = ap.parse_args(argv)
     install()
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         names = register_demo_accounts(db, rest, ws)
         print(f"demo: simulator on {rest} / {ws}; accounts: {', '.join(names)}")
         procs.append(subprocess.Popen([py, "-m", "services"], cwd=ROOT, env=env))
+        if args.api_port:
+            procs.append(subprocess.Popen([py, "-m", "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
+                                          cwd=ROOT, env=env))
+            print(f"demo: local API on http://127.0.0.1:{args.api_port}/docs (keys: API & Webhooks page)")
         if not args.no_ui:
             procs.append(subprocess.Popen([py, "-m", "scripts.serve", "--server.address", "127.0.0.1",
                                            "--server.port", str(args.ui_port), "--server.headless", "true"],

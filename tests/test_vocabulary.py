@@ -29,7 +29,7 @@ from db.order_fsm import Status
 from db.run_fsm import LegStatus, RunStatus
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["app.py", "config.py", "pages", "ui", "db", "services", "broker", "scripts"]
+PRODUCT = ["app.py", "config.py", "pages", "ui", "db", "services", "broker", "scripts", "api"]
 FSM_MODULES = {"db/order_fsm.py", "db/run_fsm.py"}
 # (file, enum class) -> the status words its members may take as values.
 OTHER_VOCABULARIES = {

@@ -15,7 +15,8 @@ from ui.widgets import SERVICE_DOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAGES = ["dashboard", "accounts", "orders", "option_chain", "strategies", "quick_order", "risk", "health", "settings"]
+PAGES = ["dashboard", "accounts", "orders", "option_chain", "strategies", "quick_order", "risk", "health", "settings",
+         "api_access"]
 
 
 def page(name: str) -> AppTest:

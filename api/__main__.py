@@ -50,7 +50,6 @@ def main(argv=None) -> int:
         print(f"AlgoMirror API: refusing to bind {api.host}: the API can place orders, so it listens on loopback "
               "only unless APP__API__ALLOW_REMOTE=1 is set", file=sys.stderr)
         return 2
-    logmask.install(logging.DEBUG if args.debug else logging.INFO, args.log_file)
     import uvicorn
 
     from api.app import create_app
@@ -59,6 +58,8 @@ def main(argv=None) -> int:
     except ValueError as exc:  # a malformed rate setting
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    # logging is set up once the process will really serve: a refused start leaves the caller's logging as it was
+    logmask.install(logging.DEBUG if args.debug else logging.INFO, args.log_file)
     logging.getLogger("api").info("AlgoMirror API on http://%s:%d (docs at /docs)", api.host, api.port)
     uvicorn.run(app, host=api.host, port=api.port, log_config=None, access_log=False, server_header=False)
     return 0

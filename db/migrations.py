@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, BrokerCall, OrderIntent, PortfolioSettings, QuickStop, SchemaVersion
+from db.models import (LIVE_EXIT_WHERE, Base, BrokerCall, MarginCheck, OrderIntent, PortfolioSettings, QuickStop,
+                       SchemaVersion)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -91,8 +92,17 @@ def _v7_quick_stops(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_synced_at DATETIME")
 
 
+def _v8_run_multiplier_and_margin_checks(conn: Connection) -> None:
+    """Strategy runs gain a lots multiplier (1 for every existing run: it traded its legs' lots as saved), and the
+    margin_checks table holds the service's answers to margin_check commands."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(strategy_runs)")}
+    if "multiplier" not in have:
+        conn.exec_driver_sql("ALTER TABLE strategy_runs ADD COLUMN multiplier INTEGER NOT NULL DEFAULT 1")
+    MarginCheck.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
-              _v6_trailing_and_portfolio_limits, _v7_quick_stops]
+              _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_run_multiplier_and_margin_checks]
 LATEST = len(MIGRATIONS)
 
 

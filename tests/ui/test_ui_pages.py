@@ -281,14 +281,38 @@ def test_accounts_when_test_connection_ok_then_broker_shown_and_saved(db, openal
         assert s.get(Account, 2).status == "invalid_key"
 
 
-def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(seeded):
-    db = seeded["db"]
-    at = page("strategies").run()
+def answer_margin_check(db, at, answers: dict[int, tuple[float, float]]) -> int:
+    """Play the service: answer the page's queued margin_check command with (required, available) per account."""
+    from db.commands import finish_control
+    from db.margin import CheckResult, plan_of, record_checks
+    from db.strategies import resolved_strategy
+    plan, cid = at.session_state["strategies.margin"]
+    sid, mult = plan[0], dict(plan[1])
+    _, legs = resolved_strategy(db, sid)
+    with db.write() as s:
+        record_checks(s, cid, sid, [CheckResult(a, m, plan_of(legs, m), *answers[a]) for a, m in mult.items()])
+        finish_control(s, cid, "done", "checked")
+    return cid
+
+
+def save_and_choose(at, accounts: list[int]) -> None:
     at.text_input(key="strategies.name").input("Short straddle")
     at.number_input(key="strategies.max_loss").set_value(5000)
     at.button(key="strategies.save").click().run()
     assert not errors(at), errors(at)
-    at.multiselect(key="strategies.exec_accounts").select(seeded["accounts"][0]).run()
+    at.multiselect(key="strategies.exec_accounts").set_value(accounts).run()
+
+
+def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(seeded):
+    db = seeded["db"]
+    a1 = seeded["accounts"][0]
+    at = page("strategies").run()
+    save_and_choose(at, [a1])
+    assert at.button(key="strategies.execute").disabled  # no margin check yet
+    at.button(key="strategies.check_margin").click().run()
+    assert count(db, ControlCommand, ControlCommand.kind == "margin_check") == 1
+    answer_margin_check(db, at, {a1: (150_000.0, 1_000_000.0)})
+    at.run()
     before = count(db, OrderIntent)
     at.button(key="strategies.execute").click().run()
     assert not errors(at), errors(at)
@@ -299,6 +323,41 @@ def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(
     assert sorted((r.symbol, r.action, r.requested_qty) for r in rows) == sorted(
         (b.option_symbol("NIFTY", seeded["expiry"], 26000, k), "SELL", 65) for k in ("CE", "PE"))
     assert any("queued" in m.value for m in at.markdown if "Last execution" in m.value)
+
+
+def test_strategies_when_multipliers_set_then_preview_shows_each_accounts_quantities(seeded):
+    a1, a2 = seeded["accounts"]
+    at = page("strategies").run()
+    save_and_choose(at, [a1, a2])
+    at.number_input(key=f"strategies.mult.{a2}").set_value(3).run()
+    assert not at.exception and not errors(at), errors(at)
+    df = next(d.value for d in at.dataframe if "multiplier" in d.value.columns)
+    got = sorted(zip(df["account"], df["multiplier"], df["action"], df["quantity"], df["lots"], strict=True))
+    assert got == sorted([("alpha", 1, "SELL", 65, 1)] * 2 + [("beta", 3, "SELL", 195, 3)] * 2)
+
+
+def test_strategies_when_an_account_is_short_of_margin_then_it_is_refused_with_the_shortfall(seeded):
+    from db.models import StrategyRun
+    db = seeded["db"]
+    a1, a2 = seeded["accounts"]
+    at = page("strategies").run()
+    save_and_choose(at, [a1, a2])
+    at.number_input(key=f"strategies.mult.{a1}").set_value(2).run()
+    at.button(key="strategies.check_margin").click().run()
+    answer_margin_check(db, at, {a1: (300_000.0, 1_000_000.0), a2: (150_000.0, 40_000.0)})
+    at.run()
+    assert any("beta will be refused" in e and "short by ₹110,000" in e for e in errors(at)), errors(at)
+    runs_before = count(db, StrategyRun)
+    at.button(key="strategies.execute").click().run()
+    assert any("Refused beta" in e and "short by ₹110,000" in e for e in errors(at)), errors(at)
+    run_ids = at.session_state["strategies.last_runs"]
+    assert len(run_ids) == 1 and count(db, StrategyRun) == runs_before + 1
+    with db.read() as s:
+        run = s.get(StrategyRun, run_ids[0])
+        qtys = sorted(s.scalars(select(OrderIntent.requested_qty).where(OrderIntent.run_id == run.id)))
+        assert s.scalar(select(func.count()).select_from(OrderIntent).where(
+            OrderIntent.account_id == a2, OrderIntent.run_id.is_not(None), OrderIntent.created_at >= run.started_at)) == 0
+    assert (run.account_id, run.multiplier, qtys) == (a1, 2, [130, 130])
 
 
 def test_strategies_when_bad_name_then_error_and_nothing_saved(seeded):

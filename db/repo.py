@@ -16,7 +16,7 @@ from db import Database
 from db.clock import IST_OFFSET
 from db.models import Strategy, StrategyLeg, utcnow
 from db.order_fsm import sql_in
-from db.run_fsm import UNFINISHED_RUN
+from db.run_fsm import ACTIVE_LEG, HOLDING_RUN, UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
 
 TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
@@ -269,6 +269,24 @@ def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFr
                    "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit},
                ["id", "strategy", "account", "group_id", "status", "pnl", "max_loss", "max_profit", "trailing_sl",
                 "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
+
+
+GREEK_LEG_COLS = ["run_id", "account", "strategy", "leg_no", "symbol", "action", "quantity", "kind", "strike", "expiry",
+                  "ltp", "spot"]
+
+
+def held_legs(db: Database) -> pd.DataFrame:
+    """Every leg that holds units (entered / exiting) of a run that holds legs, with its instrument, its last price
+    and its underlying's: what the Risk Monitor's greeks are computed from."""
+    return _df(db, "SELECT e.run_id, a.name AS account, s.name AS strategy, e.leg_no, e.symbol, e.action, e.quantity, "
+                   "i.instrumenttype AS kind, i.strike, i.expiry, p.ltp, u.ltp AS spot FROM executions e "
+                   "JOIN strategy_runs r ON r.id = e.run_id JOIN strategies s ON s.id = r.strategy_id "
+                   "JOIN accounts a ON a.id = e.account_id "
+                   "LEFT JOIN instruments i ON i.symbol = e.symbol AND i.exchange = e.exchange "
+                   "LEFT JOIN latest_prices p ON p.symbol = e.symbol AND p.exchange = e.exchange "
+                   "LEFT JOIN latest_prices u ON u.symbol = s.underlying AND u.exchange = s.exchange "
+                   f"WHERE e.status IN {sql_in(ACTIVE_LEG)} AND r.status IN {sql_in(HOLDING_RUN)} "
+                   "ORDER BY e.run_id, e.leg_no, e.id", None, GREEK_LEG_COLS)
 
 
 def run_intents(db: Database, run_ids: list[int]) -> pd.DataFrame:

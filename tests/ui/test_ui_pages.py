@@ -488,3 +488,45 @@ def _values(v) -> list[float]:
         import numpy as np
         return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
     return list(v)
+
+
+def _hold(db, run_id: int, account_id: int, legs: list[tuple[str, str, int]]) -> None:
+    from db.models import Execution
+    with db.write() as s:
+        for n, (symbol, action, qty) in enumerate(legs, start=1):
+            s.add(Execution(run_id=run_id, account_id=account_id, leg_no=n, symbol=symbol, exchange="NFO",
+                            action=action, quantity=qty, product="NRML", status="entered", entry_price=100.0))
+
+
+def _metric(at, label: str) -> float:
+    return float(next(m.value for m in at.metric if m.label == label).replace(",", ""))
+
+
+def test_risk_when_legs_held_then_greeks_per_leg_run_account_and_net_are_live(seeded):
+    db, (a1, a2), exp = seeded["db"], seeded["accounts"], seeded["expiry"]
+    ce, pe = (b.option_symbol("NIFTY", exp, 26000, k) for k in ("CE", "PE"))
+    _hold(db, seeded["run"], a1, [(ce, "SELL", 65), (pe, "SELL", 65)])  # short straddle
+    long_run = b.seed_run(db, a2, name="Long call")
+    _hold(db, long_run, a2, [(ce, "BUY", 130)])
+    at = page("risk").run()
+    assert not at.exception and not errors(at), (at.exception, errors(at))
+    by_acct = next(d.value for d in at.dataframe if list(d.value.columns[:2]) == ["account", "delta"]).set_index(
+        "account")
+    assert 55 < by_acct.loc["beta", "delta"] < 80  # 130 units of an ATM call: delta ~0.53 each
+    assert by_acct.loc["beta", "theta"] < 0 < by_acct.loc["alpha", "theta"]  # short options earn the decay
+    assert by_acct.loc["alpha", "vega"] < 0 < by_acct.loc["beta", "vega"]
+    assert abs(by_acct.loc["alpha", "delta"]) < 15  # a straddle is near delta-neutral at the money
+    net_delta = _metric(at, "Net Δ")
+    assert net_delta == pytest.approx(by_acct["delta"].sum(), abs=0.1)
+    by_run = next(d.value for d in at.dataframe if "run_id" in d.value.columns and "delta" in d.value.columns
+                  and "leg_no" not in d.value.columns)
+    assert set(by_run["run_id"]) == {seeded["run"], long_run}
+    at.selectbox(key="risk.run_id").set_value(seeded["run"]).run()
+    legs = next(d.value for d in at.dataframe if "leg_no" in d.value.columns)
+    assert list(legs["symbol"]) == [ce, pe] and legs["iv"].between(13.5, 14.5).all()  # seeded at 14 % vol
+    b.seed_prices(db, spot=26300.0, expiry=exp)  # the market moves: the greeks follow on the next refresh
+    at.run()
+    moved = next(d.value for d in at.dataframe if list(d.value.columns[:2]) == ["account", "delta"]).set_index(
+        "account")
+    assert moved.loc["beta", "delta"] > by_acct.loc["beta", "delta"] + 20  # the call went in the money
+    assert moved.loc["alpha", "delta"] < by_acct.loc["alpha", "delta"] - 20  # the short straddle got short delta

@@ -322,6 +322,8 @@ class LatestPrice(Base):
     ask: Mapped[float | None] = mapped_column(Float, nullable=True)
     volume: Mapped[float | None] = mapped_column(Float, nullable=True)
     oi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    oi_base: Mapped[float | None] = mapped_column(Float, nullable=True)  # the first OI seen on oi_base_day
+    oi_base_day: Mapped[str] = mapped_column(String(10), default="")  # IST date, YYYY-MM-DD
     depth_json: Mapped[str] = mapped_column(Text, default="")
     tick_ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

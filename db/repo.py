@@ -362,12 +362,12 @@ def expiries(db: Database, name: str, opt_exchange: str) -> list[str]:
 def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFrame:
     """Every CE/PE of one expiry with its latest price row (NULLs when the service has no tick yet)."""
     return _df(db, "SELECT i.symbol, i.exchange, i.strike, i.instrumenttype AS kind, i.lotsize, p.ltp, p.bid, p.ask, "
-                   "p.oi, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
+                   "p.oi, p.oi_base, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
                    "ON p.symbol = i.symbol AND p.exchange = i.exchange WHERE i.name = :n AND i.exchange = :e "
                    "AND i.expiry = :x AND i.instrumenttype IN ('CE','PE') ORDER BY i.strike",
                {"n": name, "e": opt_exchange, "x": expiry},
-               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "volume", "depth_json",
-                "tick_ts"])
+               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "oi_base", "volume",
+                "depth_json", "tick_ts"])
 
 
 def watchlist(db: Database, keys: list[tuple[str, str]]) -> pd.DataFrame:

@@ -95,3 +95,16 @@ def test_margin_when_iron_condor_then_less_than_naked_short_strangle(fsim, key):
     condor = _margin(fsim, key, wings + strangle)
     assert condor["total_margin_required"] < 0.6 * naked["total_margin_required"]
     assert condor["margin_benefit"] > 0
+
+
+def test_open_interest_when_the_underlying_moves_then_it_changes(fsim, key):
+    chain, n = _chain(fsim, key)
+    sym = chain[n]["ce"]["symbol"]
+    first = fsim.api("quotes", {"apikey": key, "symbol": sym, "exchange": "NFO"}).json()["data"]["oi"]
+    spot = fsim.api("quotes", {"apikey": key, "symbol": "NIFTY", "exchange": "NSE_INDEX"}).json()["data"]["ltp"]
+    seen = set()
+    for i in range(5):
+        fsim.set_price("NIFTY", "NSE_INDEX", spot + (i + 1) * 5)
+        seen.add(fsim.api("quotes", {"apikey": key, "symbol": sym, "exchange": "NFO"}).json()["data"]["oi"])
+    fsim.set_price("NIFTY", "NSE_INDEX", spot)
+    assert seen - {first} and all(oi % 65 == 0 and oi >= 0 for oi in seen)

@@ -133,6 +133,14 @@ def test_option_chain_when_rendered_then_session_requested_and_atm_highlighted(s
     grid = at.dataframe[0].value  # the chain grid is the first table
     assert grid["CE_iv"].notna().sum() > 10  # IV solved from seeded Black-Scholes prices (14 %)
     assert abs(grid.loc[grid["strike"] == 26000.0, "CE_iv"].iloc[0] - 14.0) < 0.1
+    atm_row = grid[grid["strike"] == 26000.0].iloc[0]
+    assert 0.45 < atm_row["CE_delta"] < 0.6 and -0.55 < atm_row["PE_delta"] < -0.4 and atm_row["CE_theta"] < 0
+    assert atm_row["CE_volume"] == 500.0
+    with db.write() as s:  # the service saw 800 as the day's first OI of that call; it is 1000 now
+        s.get(LatestPrice, (b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE"), "NFO")).oi_base = 800.0
+    at.run()
+    grid = at.dataframe[0].value
+    assert grid.loc[grid["strike"] == 26000.0, "CE_oi_chg"].iloc[0] == 200.0
     at.run()  # rerun: same session, no new row
     assert count(db, OptionChainSession) == 1
 

@@ -169,11 +169,17 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
                                margin_max_age_s=settings.ui.margin_check_max_age_s)
             ss["strategies.last_runs"] = res.run_ids
             ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
-            st.success(f"Queued {len(res.run_ids)} run(s) (group {res.group_id[:8]}).")
-            for aid, why in res.refused.items():
-                st.error(f"Refused {names[aid]}: {why}. No order was sent for it.")
+            # kept for the fragment's later runs: a refusal must stay on screen, not flash for one refresh
+            ss["strategies.last_result"] = (f"Queued {len(res.run_ids)} run(s) (group {res.group_id[:8]}).",
+                                            [f"Refused {names[a]}: {why}. No order was sent for it."
+                                             for a, why in res.refused.items()])
         except USER_ERRORS as exc:
             st.error(str(exc))
+    done, refusals = ss.get("strategies.last_result", (None, []))
+    if done:
+        st.success(done)
+    for msg in refusals:
+        st.error(msg)
 
 
 if saved.empty or accts.empty:

@@ -75,6 +75,7 @@ class ServiceSettings:
 class UiSettings:
     refresh_s: float = _s(2.0, "Live tile refresh interval in the Streamlit app", 0.5)
     service_stale_s: float = _s(10.0, "Service heartbeat older than this => 'service down' banner", 1.0)
+    margin_check_max_age_s: float = _s(120.0, "Strategies: Execute needs a margin check younger than this", 5.0)
 
 
 @dataclass(frozen=True)

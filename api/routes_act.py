@@ -36,6 +36,9 @@ class ExecuteBody(Body):
                        examples=["NIFTY straddle"])
     account_ids: Any = _f(..., "accounts to execute it on (one run each)", {"type": "array", "items":
                           {"type": "integer"}}, examples=[[1, 2, 3]])
+    multipliers: Any = _f(None, "lots multiplier per account id (whole number 1-50; default 1): that account trades "
+                          "each leg's lots times it", {"type": "object", "additionalProperties": {"type": "integer"}},
+                          examples=[{"1": 1, "2": 2, "3": 3}])
 
 
 class OrderBody(Body):
@@ -84,7 +87,8 @@ def router(ctx: ApiContext) -> APIRouter:
     def execute(request: Request, body: ExecuteBody, key_id: int = Depends(heavy), idem: str | None = idem_header):
         def action(s, key):
             group = key()
-            runs = execute_in(s, strategy_ref(s, body.strategy), body.account_ids, group)
+            runs = execute_in(s, strategy_ref(s, body.strategy), body.account_ids, group,
+                              _account_keyed(body.multipliers)).run_ids
             return {"group_id": group, "run_ids": runs}
         return run(request, key_id, idem, body, action, entry=True)
 
@@ -127,3 +131,11 @@ def router(ctx: ApiContext) -> APIRouter:
         return run(request, key_id, idem, body, control("flatten_all", None, None))
 
     return r
+
+
+def _account_keyed(m):
+    """JSON object keys are strings: {"2": 3} means account 2. Anything else is passed on for the one validation
+    (db.strategies) to refuse with its message."""
+    if not isinstance(m, dict):
+        return m
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in m.items()}

@@ -239,6 +239,24 @@ class OpenAlgoClient:
         payload = {"query": query, **({"exchange": exchange} if exchange else {})}
         return list(self._read("search", payload).get("data") or [])
 
+    def optiongreeks(self, symbol: str, exchange: str, interest_rate: float | None = None) -> dict:
+        """The whole /optiongreeks body: implied_volatility, greeks {delta, gamma, theta, vega, rho}, spot_price..."""
+        payload = {"symbol": symbol, "exchange": exchange,
+                   **({"interest_rate": interest_rate} if interest_rate is not None else {})}
+        return self._read("optiongreeks", payload)
+
+    def margin(self, positions: list[dict]) -> dict:
+        """Basket margin: {total_margin_required, span_margin, exposure_margin, margin_benefit?}. Each position is
+        {symbol, exchange, action, quantity, product, pricetype, price?, trigger_price?}; OpenAlgo's schema takes
+        the numbers as strings, so they are sent so. A gateway whose broker has no margin API answers 404: a
+        BrokerError saying so (never retried: it will not change)."""
+        sent = [{**p, **{k: str(p.get(k, 0) or 0) for k in ("quantity", "price", "trigger_price")}}
+                for p in positions]
+        try:
+            return dict(self._read("margin", {"positions": sent}).get("data") or {})
+        except OrderNotFound as exc:
+            raise BrokerError(f"margin calculation not available on this gateway ({exc.message})", 404) from None
+
     def instruments(self, exchange: str) -> list[dict]:
         """GET /instruments?apikey&exchange (format json)."""
         attempt = 0

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config import OrderGuardSettings
 from db import Database
-from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, StrategyRun, utcnow
+from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, Strategy, StrategyRun, utcnow
 from db.order_guards import check_order
 from db.prices import fresh_ltp
 from db.stop_levels import STOP_LOSS, TARGET, StopSpec, level
@@ -242,10 +242,50 @@ class RegistryError(RuntimeError):
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A control command kind: the id field its payload must carry (if any) and the table that id names."""
+    """A control command kind: the id field its payload must carry (if any) and the table that id names;
+    ``check``: the whole payload's validator (returns the clean payload, which carries ``id_field`` too) for a
+    command with more than one id."""
     summary: str
     id_field: str = ""
     model: type | None = None
+    check: object = None
+
+
+MAX_MULTIPLIER = 50
+MAX_CHECK_ACCOUNTS = 100
+
+
+def check_multiplier(value, who: str) -> int:
+    """A per-account lots multiplier: a whole number 1..MAX_MULTIPLIER, or CommandError naming ``who``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MULTIPLIER:
+        raise CommandError(f"Multiplier for {who} must be a whole number from 1 to {MAX_MULTIPLIER} "
+                           f"(got {str(value)[:20]!r})")
+    return value
+
+
+def _whole_id(value, what: str, kind: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CommandError(f"'{kind}' needs a whole-number '{what}' (got {value!r:.20})")
+    return value
+
+
+def margin_check_payload(payload: dict) -> dict:
+    """{"strategy_id": id, "accounts": [[account_id, multiplier], ...]}: 1..100 distinct accounts."""
+    sid = _whole_id(payload.get("strategy_id"), "strategy_id", "margin_check")
+    accts = payload.get("accounts")
+    if not isinstance(accts, list) or not 1 <= len(accts) <= MAX_CHECK_ACCOUNTS:
+        raise CommandError(f"'margin_check' needs 'accounts': 1 to {MAX_CHECK_ACCOUNTS} [account_id, multiplier]")
+    clean = []
+    for item in accts:
+        if not isinstance(item, list) or len(item) != 2:
+            raise CommandError("'margin_check' accounts must be [account_id, multiplier] pairs")
+        aid = _whole_id(item[0], "account_id", "margin_check")
+        clean.append([aid, check_multiplier(item[1], f"account {aid}")])
+    if len({a for a, _ in clean}) != len(clean):
+        raise CommandError("'margin_check' lists an account twice")
+    return {"strategy_id": sid, "accounts": clean}
 
 
 # The one list of control commands: the UI enqueues only these (enqueue_control), the service carries out only
@@ -266,6 +306,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "flatten_all": CommandSpec("flatten every account"),
     "cancel_stop": CommandSpec("cancel a Quick Order stop-loss / target (the position stays open)", "stop_id",
                                QuickStop),
+    "margin_check": CommandSpec("ask the broker the margin a strategy needs on accounts (at their multipliers) and "
+                                "their available cash; answered in margin_checks", "strategy_id", Strategy,
+                                margin_check_payload),
 }
 
 
@@ -279,6 +322,8 @@ def control_payload(kind: str, payload) -> dict:
         raise CommandError(f"Unknown control command '{str(kind)[:40]}'")
     if not isinstance(payload, dict):
         raise CommandError("Control command payload must be a mapping")
+    if spec.check is not None:
+        return spec.check(payload)
     if not spec.id_field:
         return {}
     value = payload.get(spec.id_field)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, OrderIntent, PortfolioSettings,
-                       QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
+from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, MarginCheck, OrderIntent,
+                       PortfolioSettings, QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -99,8 +99,23 @@ def _v8_local_api(conn: Connection) -> None:
                                            WebhookAlert.__table__])
 
 
+def _v9_run_multiplier_and_margin_checks(conn: Connection) -> None:
+    """Strategy runs gain a lots multiplier (1 for every existing run: it traded its legs' lots as saved), the
+    margin_checks table holds the service's answers to margin_check commands, and latest_prices keeps the day's
+    first OI (the option chain's change in OI)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(strategy_runs)")}
+    if "multiplier" not in have:
+        conn.exec_driver_sql("ALTER TABLE strategy_runs ADD COLUMN multiplier INTEGER NOT NULL DEFAULT 1")
+    MarginCheck.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(latest_prices)")}
+    for name, ddl in (("oi_base", "FLOAT"), ("oi_base_day", "VARCHAR(10) NOT NULL DEFAULT ''")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE latest_prices ADD COLUMN {name} {ddl}")
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
-              _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api]
+              _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
+              _v9_run_multiplier_and_margin_checks]
 LATEST = len(MIGRATIONS)
 
 

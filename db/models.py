@@ -103,6 +103,7 @@ class StrategyRun(Base):
     strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     group_id: Mapped[str] = mapped_column(String(36), index=True)  # one Execute click across accounts
+    multiplier: Mapped[int] = mapped_column(Integer, default=1)  # each leg's lots are multiplied by this
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.ENTERING.value)  # db/run_fsm.py
     max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -321,6 +322,8 @@ class LatestPrice(Base):
     ask: Mapped[float | None] = mapped_column(Float, nullable=True)
     volume: Mapped[float | None] = mapped_column(Float, nullable=True)
     oi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    oi_base: Mapped[float | None] = mapped_column(Float, nullable=True)  # the first OI seen on oi_base_day
+    oi_base_day: Mapped[str] = mapped_column(String(10), default="")  # IST date, YYYY-MM-DD
     depth_json: Mapped[str] = mapped_column(Text, default="")
     tick_ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -411,6 +414,23 @@ class ControlCommand(Base):
     result: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class MarginCheck(Base):
+    """The service's answer to a margin_check control command, one row per account: the broker's basket margin
+    for the strategy at that account's multiplier (``plan_json``: the [symbol, action, quantity] it priced) and the
+    account's available cash. ``error`` is set instead when the broker could not say."""
+    __tablename__ = "margin_checks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command_id: Mapped[int] = mapped_column(ForeignKey("control_commands.id"), index=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    multiplier: Mapped[int] = mapped_column(Integer, default=1)
+    plan_json: Mapped[str] = mapped_column(Text, default="[]")
+    required: Mapped[float | None] = mapped_column(Float, nullable=True)
+    available: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str] = mapped_column(String(256), default="")
+    checked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class AuditLog(Base):

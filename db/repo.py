@@ -16,7 +16,7 @@ from db import Database
 from db.clock import IST_OFFSET
 from db.models import Strategy, StrategyLeg, utcnow
 from db.order_fsm import sql_in
-from db.run_fsm import UNFINISHED_RUN
+from db.run_fsm import ACTIVE_LEG, HOLDING_RUN, UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
 
 TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
@@ -276,6 +276,24 @@ def runs(db: Database, active_only: bool = False, limit: int = 200, run_id: int 
                 "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
 
 
+GREEK_LEG_COLS = ["run_id", "account", "strategy", "leg_no", "symbol", "action", "quantity", "kind", "strike", "expiry",
+                  "ltp", "spot"]
+
+
+def held_legs(db: Database) -> pd.DataFrame:
+    """Every leg that holds units (entered / exiting) of a run that holds legs, with its instrument, its last price
+    and its underlying's: what the Risk Monitor's greeks are computed from."""
+    return _df(db, "SELECT e.run_id, a.name AS account, s.name AS strategy, e.leg_no, e.symbol, e.action, e.quantity, "
+                   "i.instrumenttype AS kind, i.strike, i.expiry, p.ltp, u.ltp AS spot FROM executions e "
+                   "JOIN strategy_runs r ON r.id = e.run_id JOIN strategies s ON s.id = r.strategy_id "
+                   "JOIN accounts a ON a.id = e.account_id "
+                   "LEFT JOIN instruments i ON i.symbol = e.symbol AND i.exchange = e.exchange "
+                   "LEFT JOIN latest_prices p ON p.symbol = e.symbol AND p.exchange = e.exchange "
+                   "LEFT JOIN latest_prices u ON u.symbol = s.underlying AND u.exchange = s.exchange "
+                   f"WHERE e.status IN {sql_in(ACTIVE_LEG)} AND r.status IN {sql_in(HOLDING_RUN)} "
+                   "ORDER BY e.run_id, e.leg_no, e.id", None, GREEK_LEG_COLS)
+
+
 def run_intents(db: Database, run_ids: list[int]) -> pd.DataFrame:
     if not run_ids:
         return pd.DataFrame(columns=["run_id", "account", "symbol", "action", "requested_qty", "status"])
@@ -349,12 +367,12 @@ def expiries(db: Database, name: str, opt_exchange: str) -> list[str]:
 def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFrame:
     """Every CE/PE of one expiry with its latest price row (NULLs when the service has no tick yet)."""
     return _df(db, "SELECT i.symbol, i.exchange, i.strike, i.instrumenttype AS kind, i.lotsize, p.ltp, p.bid, p.ask, "
-                   "p.oi, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
+                   "p.oi, p.oi_base, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
                    "ON p.symbol = i.symbol AND p.exchange = i.exchange WHERE i.name = :n AND i.exchange = :e "
                    "AND i.expiry = :x AND i.instrumenttype IN ('CE','PE') ORDER BY i.strike",
                {"n": name, "e": opt_exchange, "x": expiry},
-               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "volume", "depth_json",
-                "tick_ts"])
+               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "oi_base", "volume",
+                "depth_json", "tick_ts"])
 
 
 def watchlist(db: Database, keys: list[tuple[str, str]]) -> pd.DataFrame:

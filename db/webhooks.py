@@ -244,7 +244,7 @@ def _act(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
     if not entries_ok:
         raise CommandError("the background service is down: entries are not queued (nothing was written)")
     group = _alert_key(alert_id)
-    runs = execute_in(s, st.id, list(rule.account_ids), group)
+    runs = execute_in(s, st.id, list(rule.account_ids), group).run_ids
     return (AlertOutcome.DONE, f"executed '{st.name}' on {len(runs)} account(s): run(s) {', '.join(map(str, runs))}",
             {"action": ENTER, "group_id": group, "run_ids": runs})
 

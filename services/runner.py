@@ -31,6 +31,7 @@ from services.broker_calls import BrokerHealth, CallRecorder
 from services.context import ServiceContext
 from services.health import heartbeat, service_log
 from services.control import DEFERRED, ControlDeps, ControlHandlers
+from services.margin_check import MarginChecker
 from services.flatten import Flattener
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments
@@ -98,7 +99,9 @@ class ServiceRunner:
         self.control = ControlHandlers(ControlDeps(
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
-            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
+            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts),
+            margin_check=lambda command_id, payload: self.margin_checker.start(command_id, payload)))
+        self.margin_checker = MarginChecker(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now)
         self.job_errors: dict[str, int] = {}

@@ -68,3 +68,22 @@ def test_order_when_a_guard_holds_it_then_400_naming_it_and_placed_only_with_con
     refused = c.post("/api/v1/orders", json={**order, "price": 99_999_999, "confirm": True},
                      headers={"Idempotency-Key": "g2"})
     assert refused.status_code == 400 and "Refused" in refused.json()["message"] and count(db, OrderIntent) == 1
+
+
+def test_execute_when_multipliers_given_then_each_account_trades_its_lots_times_it_and_a_bad_one_writes_nothing(
+        db, client):
+    from db.strategies import LegSpec, save_strategy
+    c, acct = client
+    other = b.seed_account(db, "beta")
+    b.seed_heartbeat(db, "dispatcher")
+    expiry = b.expiry_in()  # the fixture's chain
+    sid = save_strategy(db, "api mult", "NIFTY", "NSE_INDEX", expiry, [LegSpec("CE", "SELL", 1)])
+    bad = c.post("/api/v1/execute", json={"strategy": sid, "account_ids": [acct, other],
+                                          "multipliers": {str(other): 0}}, headers={"Idempotency-Key": "m0"})
+    assert bad.status_code == 400 and count(db, OrderIntent) == 0, bad.json()
+    ok = c.post("/api/v1/execute", json={"strategy": sid, "account_ids": [acct, other],
+                                         "multipliers": {str(other): 3}}, headers={"Idempotency-Key": "m1"})
+    assert ok.status_code == 200, ok.json()
+    with db.read() as s:
+        qty = dict(s.execute(select(OrderIntent.account_id, OrderIntent.requested_qty)).all())
+    assert qty[other] == 3 * qty[acct] > 0

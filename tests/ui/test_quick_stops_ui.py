@@ -81,8 +81,9 @@ def test_positions_page_when_a_stop_is_listed_then_shown_and_cancel_queues_one_c
     assert not at.exception, at.exception
     shown = [df.value for df in at.dataframe if "stop_loss" in df.value.columns]
     assert shown and shown[0]["stop_loss"].tolist() == ["10 pts"] and shown[0]["status"].tolist() == ["pending"]
-    at.number_input(key="orders.stop_cancel_id").set_value(stop_id)
-    at.button(key="orders.stop_cancel").click().run()
+    at.session_state["orders.stops"] = {"selection": {"rows": [0], "columns": []}}  # the trader selects its row
+    at.run()
+    at.button(key=f"orders.stop_cancel.{stop_id}").click().run()
     with db.read() as s:
         cmds = [(c.kind, c.payload_json) for c in s.scalars(select(ControlCommand))]
     assert cmds == [("cancel_stop", f'{{"stop_id": {stop_id}}}')]

@@ -409,10 +409,39 @@ def test_forms_when_disk_full_then_clear_message_no_traceback_and_nothing_writte
     at.button(key="orders.refresh").click().run()
     assert not at.exception, at.exception
     assert any("disk full: nothing was written" in e.value for e in at.sidebar.error), [e.value for e in at.error]
-    at.button(key="orders.cancel").click().run()
+    iid = _select_intent(at, "queued")
+    at.button(key=f"orders.cancel.{iid}").click().run()
     assert not at.exception, at.exception
     assert any("disk full: nothing was written" in e for e in errors(at)), errors(at)
     assert (count(db, OrderIntent), count(db, ControlCommand)) == (intents, commands)
+
+
+def _select_intent(at, status: str) -> int:
+    """Select (as a click on the row would) the first order intent row with ``status``; returns its id."""
+    [df] = [d.value for d in at.dataframe if "purpose" in d.value.columns and "requested_qty" in d.value.columns]
+    assert list(df.columns[:2]) == ["status", "purpose"]  # what the trader reads first comes first
+    row = df.index[df["status"] == status][0]
+    at.session_state["orders.intents"] = {"selection": {"rows": [int(row)], "columns": []}}
+    at.run()
+    return int(df.loc[row, "id"])
+
+
+def test_orders_when_a_row_is_selected_then_cancel_queues_one_command_and_the_message_outlives_refreshes(seeded):
+    db = seeded["db"]
+    at = page("orders").run()
+    iid = _select_intent(at, "cancelled")
+    assert at.button(key=f"orders.cancel.{iid}").disabled  # an ended order offers no cancel
+    iid = _select_intent(at, "placed")
+    at.button(key=f"orders.cancel.{iid}").click().run()
+    assert not at.exception, at.exception
+    with db.read() as s:
+        cmds = [(c.kind, json.loads(c.payload_json)) for c in s.scalars(select(ControlCommand))]
+    assert cmds == [("cancel_intent", {"intent_id": iid})]
+    for _ in range(3):  # the fragment's auto-refresh reruns: the confirmation stays until dismissed
+        at.run()
+        assert any(f"Cancel requested for order #{iid}" in m.value for m in at.success), [m.value for m in at.success]
+    at.button(key="flash.orders.close").click().run()
+    assert not any("Cancel requested" in m.value for m in at.success)
 
 
 def test_quick_order_when_limit_price_outside_the_band_then_named_and_placed_only_after_a_second_confirmation(seeded):

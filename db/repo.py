@@ -358,10 +358,12 @@ def option_underlyings(db: Database) -> pd.DataFrame:
     return df
 
 
-def expiries(db: Database, name: str, opt_exchange: str) -> list[str]:
+def expiries(db: Database, name: str, opt_exchange: str, since=None) -> list[str]:
+    """The underlying's option expiries, nearest first; ``since`` (a date) leaves out those before it."""
     df = _df(db, "SELECT DISTINCT expiry FROM instruments WHERE name = :n AND exchange = :e "
                  "AND instrumenttype IN ('CE','PE') AND expiry != ''", {"n": name, "e": opt_exchange}, ["expiry"])
-    return sorted(df["expiry"].tolist(), key=parse_expiry)
+    out = sorted(df["expiry"].tolist(), key=parse_expiry)
+    return [e for e in out if since is None or parse_expiry(e).date() >= since]
 
 
 def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFrame:

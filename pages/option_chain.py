@@ -8,7 +8,8 @@ from db import repo
 from db.models import utcnow
 from db.vocab import ChainStatus
 from pages._common import USER_ERRORS, init_page
-from ui.chain_grid import build_grid, parse_depth
+from db.clock import today_ist
+from ui.chain_grid import build_grid, display_grid, parse_depth, picked_contract
 from ui.format import ist_str, rupees
 
 db, settings, health = init_page("Option Chain", ":material/table_chart:")
@@ -19,15 +20,24 @@ unders = repo.option_underlyings(db)
 if unders.empty:
     st.info("The symbol master has no options yet (the service loads it from OpenAlgo at start).")
     st.stop()
-c1, c2, c3 = st.columns([2, 2, 1])
-name = c1.selectbox("Underlying", unders["name"].tolist(), key="chain.underlying")
+def new_underlying():
+    """Another underlying opens on ITS nearest expiry, ATM: the previous one's expiry (a BANKNIFTY monthly that
+    NIFTY also lists) and strike must not carry over."""
+    for k in ("chain.expiry", "chain.strike", "chain.pick"):
+        ss.pop(k, None)
+
+
+c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+name = c1.selectbox("Underlying", unders["name"].tolist(), key="chain.underlying", on_change=new_underlying)
 u = unders[unders["name"] == name].iloc[0]
-exps = repo.expiries(db, name, u["opt_exchange"])
+exps = repo.expiries(db, name, u["opt_exchange"], since=today_ist())
 if not exps:
     st.info(f"No option expiries for {name}.")
     st.stop()
-expiry = c2.selectbox("Expiry", exps, key="chain.expiry")
-auto = c3.toggle("Live", value=True, key="chain.auto")
+expiry = c2.selectbox("Expiry", exps, key="chain.expiry")  # nearest first
+each_side = c3.selectbox("Strikes ±", [5, 10, 15, 20], index=1, key="chain.each_side",
+                         help="Strikes each side of ATM: the grid fits on screen with ATM in the middle")
+auto = c4.toggle("Live", value=True, key="chain.auto")
 
 
 def keep_session_alive(force: bool = False) -> dict | None:
@@ -52,19 +62,13 @@ def _keep_session_alive(force: bool) -> dict | None:
     return chain_sessions.get_session(db, ss["chain.session_id"])
 
 
-def highlight_atm(atm):
-    def style(row):
-        return ["background-color: rgba(46,134,222,0.35); font-weight: bold" if row["strike"] == atm else ""] * len(row)
-    return style
-
-
 @st.fragment(run_every=settings.ui.refresh_s if auto else None)
 def chain_grid():
     sess = keep_session_alive()
     spot_row = repo.latest_price(db, name, u["exchange"])
     spot = float(spot_row["ltp"]) if spot_row else None
     df = repo.chain(db, name, u["opt_exchange"], expiry)
-    grid, atm = build_grid(df, spot, expiry, utcnow(), settings.service.chain_strikes)
+    grid, atm = build_grid(df, spot, expiry, utcnow(), min(int(each_side), settings.service.chain_strikes))
     ss["chain.atm"] = atm
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(f"{name} spot", rupees(spot) if spot else "—")
@@ -76,13 +80,18 @@ def chain_grid():
         st.error(f"The service could not stream this chain: {sess['message']}")
     elif df["ltp"].isna().all():
         st.info("Waiting for prices: the service subscribes this chain within a few seconds.")
-    shown = grid.drop(columns=["CE_symbol", "PE_symbol"])
-    styler = shown.style.apply(highlight_atm(atm), axis=1).format(precision=2, na_rep="—", thousands=",")
-    st.dataframe(styler, hide_index=True, width="stretch", height=min(800, 35 * (len(shown) + 1)),
-                 key="chain.grid")
-    st.caption("IV: Black-Scholes from LTP (r = 6.5%), expiry 15:30 IST; delta and theta (₹/day) per unit at that "
-               "IV; OI chg: since the day's first OI the service saw. Updated "
-               + ist_str(df["tick_ts"].max()) + " IST")
+    # every row fits (no scrolling), so the ATM row is always in view, in the middle
+    ev = st.dataframe(display_grid(grid, atm, spot), hide_index=True, width="stretch",
+                      height=35 * (len(grid) + 1) + 3, key="chain.grid", on_select="rerun",
+                      selection_mode="single-cell")
+    cells = list(getattr(ev.selection, "cells", []) or [])
+    picked = picked_contract(grid, tuple(cells[0]) if cells else None)
+    if picked and picked != ss.get("chain.picked_last"):
+        ss["chain.picked_last"] = ss["chain.pick"] = picked
+        st.rerun()  # the contract panel below follows the clicked cell
+    st.caption("Click a CE or PE cell to trade that contract. Shaded: in the money. IV: Black-Scholes from LTP "
+               "(r = 6.5%), expiry 15:30 IST; Δ and Θ (₹/day) per unit at that IV; OI chg: since the day's first "
+               "OI the service saw. Updated " + ist_str(df["tick_ts"].max()) + " IST")
 
 
 chain_grid()
@@ -91,6 +100,9 @@ st.subheader("Contract")
 full = repo.chain(db, name, u["opt_exchange"], expiry)
 strikes = sorted(full["strike"].unique().tolist())
 atm = ss.get("chain.atm")
+clicked = ss.pop("chain.pick", None)
+if clicked and clicked[0] in strikes:  # a clicked cell: set before the widgets exist
+    ss["chain.strike"], ss["chain.side"] = clicked
 s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
 strike = s1.selectbox("Strike", strikes, index=strikes.index(atm) if atm in strikes else 0, key="chain.strike",
                       format_func=lambda k: f"{k:,.0f}{'  (ATM)' if k == atm else ''}")

@@ -57,6 +57,60 @@ def build_grid(chain: pd.DataFrame, spot: float | None, expiry: str, now_utc: da
     return grid[cols + ["CE_symbol", "PE_symbol"]], atm
 
 
+LABELS = {"oi": "OI", "oi_chg": "OI chg", "volume": "Vol", "iv": "IV %", "delta": "Δ", "theta": "Θ/day",
+          "bid": "Bid", "ask": "Ask", "ltp": "LTP"}
+FORMATS = {"oi": "{:,.0f}", "oi_chg": "{:+,.0f}", "volume": "{:,.0f}", "iv": "{:.2f}", "delta": "{:+.3f}",
+           "theta": "{:+.2f}", "bid": "{:,.2f}", "ask": "{:,.2f}", "ltp": "{:,.2f}"}
+ITM_CELL = "background-color: rgba(241,196,15,0.16)"
+ATM_ROW = "background-color: rgba(46,134,222,0.35); font-weight: bold"
+
+
+def label(col: str) -> str:
+    """'CE_oi_chg' -> 'CE OI chg', 'strike' -> 'Strike': the headers a trader reads."""
+    if col == "strike":
+        return "Strike"
+    side, key = col.split("_", 1)
+    return f"{side} {LABELS.get(key, key)}"
+
+
+def display_grid(grid: pd.DataFrame, atm: float | None, spot: float | None):
+    """The grid as a Styler with readable headers ('CE OI chg', 'Strike'), numeric columns (so a missing value is
+    '—', never 'None'), integer strikes and OI, the ATM row highlighted and in-the-money cells shaded (calls below
+    spot, puts above). Streamlit shows the frame's own column names, so the columns are renamed, not relabelled."""
+    shown = grid.drop(columns=[c for c in ("CE_symbol", "PE_symbol") if c in grid.columns]).copy()
+    for c in shown.columns:
+        shown[c] = pd.to_numeric(shown[c], errors="coerce")
+    fmt = {label(c): FORMATS.get(c.split("_", 1)[1], "{:,.2f}") for c in shown.columns if c != "strike"}
+    fmt["Strike"] = "{:,.0f}"
+    shown.columns = [label(c) for c in shown.columns]
+
+    def style(row):
+        k = row["Strike"]
+        if atm is not None and k == atm:
+            return [ATM_ROW] * len(row)
+        itm_ce = spot is not None and k < spot
+        itm_pe = spot is not None and k > spot
+        return [ITM_CELL if (c.startswith("CE ") and itm_ce) or (c.startswith("PE ") and itm_pe) else ""
+                for c in row.index]
+
+    return shown.style.apply(style, axis=1).format(fmt, na_rep="—")
+
+
+def picked_contract(grid: pd.DataFrame, cell) -> tuple[float, str] | None:
+    """(strike, 'CE'|'PE') of a selected grid cell (row position, column label or name); None for the strike column
+    or nothing selected."""
+    if cell is None:
+        return None
+    row, col = cell
+    if not isinstance(row, int) or row < 0 or row >= len(grid):
+        return None
+    col = str(col)
+    side = col[:2] if col[:2] in ("CE", "PE") else None
+    if side is None:
+        return None
+    return float(grid.iloc[row]["strike"]), side
+
+
 def parse_depth(raw: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """depth_json {"buy": [{price, quantity, orders}], "sell": [...]} -> (bids, asks) DataFrames."""
     cols = ["price", "quantity", "orders"]

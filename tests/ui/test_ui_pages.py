@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
 import ui_builders as b
-from db.models import Account, ControlCommand, LatestPrice, OptionChainSession, OrderIntent, utcnow
+from db.models import Account, ControlCommand, Instrument, LatestPrice, OptionChainSession, OrderIntent, utcnow
 from ui.widgets import SERVICE_DOWN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,16 +132,16 @@ def test_option_chain_when_rendered_then_session_requested_and_atm_highlighted(s
     assert at.session_state["chain.atm"] == 26000.0
     assert [m.value for m in at.metric if m.label == "ATM strike"] == ["26,000"]
     grid = at.dataframe[0].value  # the chain grid is the first table
-    assert grid["CE_iv"].notna().sum() > 10  # IV solved from seeded Black-Scholes prices (14 %)
-    assert abs(grid.loc[grid["strike"] == 26000.0, "CE_iv"].iloc[0] - 14.0) < 0.1
-    atm_row = grid[grid["strike"] == 26000.0].iloc[0]
-    assert 0.45 < atm_row["CE_delta"] < 0.6 and -0.55 < atm_row["PE_delta"] < -0.4 and atm_row["CE_theta"] < 0
-    assert atm_row["CE_volume"] == 500.0
+    assert grid["CE IV %"].notna().sum() > 10  # IV solved from seeded Black-Scholes prices (14 %)
+    assert abs(grid.loc[grid["Strike"] == 26000.0, "CE IV %"].iloc[0] - 14.0) < 0.1
+    atm_row = grid[grid["Strike"] == 26000.0].iloc[0]
+    assert 0.45 < atm_row["CE Δ"] < 0.6 and -0.55 < atm_row["PE Δ"] < -0.4 and atm_row["CE Θ/day"] < 0
+    assert atm_row["CE Vol"] == 500.0
     with db.write() as s:  # the service saw 800 as the day's first OI of that call; it is 1000 now
         s.get(LatestPrice, (b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE"), "NFO")).oi_base = 800.0
     at.run()
     grid = at.dataframe[0].value
-    assert grid.loc[grid["strike"] == 26000.0, "CE_oi_chg"].iloc[0] == 200.0
+    assert grid.loc[grid["Strike"] == 26000.0, "CE OI chg"].iloc[0] == 200.0
     at.run()  # rerun: same session, no new row
     assert count(db, OptionChainSession) == 1
 
@@ -568,3 +568,52 @@ def test_risk_when_legs_held_then_greeks_per_leg_run_account_and_net_are_live(se
         "account")
     assert moved.loc["beta", "delta"] > by_acct.loc["beta", "delta"] + 20  # the call went in the money
     assert moved.loc["alpha", "delta"] < by_acct.loc["alpha", "delta"] - 20  # the short straddle got short delta
+
+
+def test_option_chain_when_underlying_switched_then_its_nearest_expiry_atm_in_view_and_a_clicked_cell_is_traded(
+        seeded):
+    """BANKNIFTY's monthly is one of NIFTY's expiries too: switching to NIFTY must open NIFTY's NEAREST expiry (the
+    old one stayed); the grid fits on screen around ATM, shows integer strikes and '—' (never 'None') before a
+    tick, readable headers and ITM shading; clicking a PE cell makes that contract the one Buy / Sell trades."""
+    db = seeded["db"]
+    near, monthly = seeded["expiry"], b.expiry_in(30)
+    with db.write() as s:
+        s.add(Instrument(symbol="BANKNIFTY", exchange="NSE_INDEX", name="BANKNIFTY", instrumenttype="INDEX",
+                         lotsize=1, expiry="", strike=0.0, tick_size=0.05))
+        for name, ks in (("BANKNIFTY", (51900, 52000, 52100)), ("NIFTY", (25950, 26000, 26050))):
+            for k in ks:  # both list the same monthly; nothing of it has ticked yet
+                for kind in ("CE", "PE"):
+                    s.add(Instrument(symbol=b.option_symbol(name, monthly, k, kind), exchange="NFO", name=name,
+                                     expiry=monthly, strike=float(k), instrumenttype=kind, lotsize=30,
+                                     tick_size=0.05, freeze_qty=1800))
+    at = page("option_chain").run()
+    at.selectbox(key="chain.underlying").select("BANKNIFTY").run()
+    assert at.selectbox(key="chain.expiry").value == monthly
+    at.selectbox(key="chain.underlying").select("NIFTY").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="chain.expiry").value == near  # not the monthly left over from BANKNIFTY
+    grid = at.dataframe[0]
+    assert len(grid.value) == 21 and grid.value["Strike"].iloc[10] == 26000.0  # ±10 strikes, ATM in the middle
+    assert "rgba(241,196,15,0.16)" in grid.proto.arrow_data.styler.styles  # in-the-money cells shaded
+    shown = _display_values(grid)
+    assert list(shown.columns[:3]) == ["CE OI", "CE OI chg", "CE Vol"] and "Strike" in shown.columns
+    assert shown["Strike"].iloc[10] == "26,000" and "." not in shown["CE OI"].iloc[10]
+    at.selectbox(key="chain.expiry").select(monthly).run()
+    untouched = _display_values(at.dataframe[0])
+    assert (untouched["CE LTP"] == "—").all() and not untouched.isin(["None", "nan"]).any().any()
+    at.selectbox(key="chain.expiry").select(near).run()
+    at.session_state["chain.grid"] = {"selection": {"rows": [], "columns": [], "cells": [[12, "PE LTP"]]}}
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="chain.strike").value == 26100.0 and at.radio(key="chain.side").value == "PE"
+    at.button(key="chain.sell").click().run()
+    pre = at.session_state["quick.prefill"]
+    assert pre["symbol"] == b.option_symbol("NIFTY", near, 26100, "PE") and pre["action"] == "SELL"
+
+
+def _display_values(el):
+    """What a styled st.dataframe shows (the Styler's display values, header labels included)."""
+    import pyarrow as pa
+    table = pa.ipc.open_stream(el.proto.arrow_data.styler.display_values).read_all().to_pandas()
+    table.columns = [str(c) for c in table.columns]
+    return table

@@ -215,6 +215,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "flatten_account": CommandSpec("cancel every working order, close every position, then halt the account",
                                    "account_id", Account),
     "flatten_all": CommandSpec("flatten every account"),
+    "summarise_day": CommandSpec("write today's day summary now (the History page; replaces today's rows)"),
 }
 
 

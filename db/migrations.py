@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, DaySummary, OrderIntent, SchemaVersion
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -66,7 +66,15 @@ def _v4_account_day_limits(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} FLOAT")
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits]
+def _v5_history(conn: Connection) -> None:
+    """Day summaries (the History page's days), and what each risk exit was decided on (the Journal's prices)."""
+    DaySummary.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(risk_events)")}
+    if "decided_on" not in have:
+        conn.exec_driver_sql("ALTER TABLE risk_events ADD COLUMN decided_on TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_history]
 LATEST = len(MIGRATIONS)
 
 

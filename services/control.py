@@ -12,6 +12,7 @@
                                          broker position, halt; finishes on its own thread (stays queued
                                          until done, so a restart runs it again: idempotent)
     flatten_all      {}               -> the same for every account, in parallel
+    summarise_day    {}               -> today's day summary written now (services/day_summary.py; idempotent)
     halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
     reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
     rearm_account    {"account_id"}   -> trading state 'active' again
@@ -57,6 +58,7 @@ class ControlDeps:
     instruments_loaded: Callable[[], bool]
     load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
     flatten: Callable[[int, list[int]], bool] = lambda command_id, accounts: False  # services.flatten.Flattener.start
+    summarise_day: Callable[[], str] = lambda: "day summaries not running"  # services.day_summary.DaySummaries
 
 
 DEFERRED = "deferred"  # a handler's result: the command finishes later (its worker marks it done or failed)
@@ -172,6 +174,10 @@ class ControlHandlers:
     def flatten_account(self, p: dict, command_id: int | None = None) -> str:
         self.deps.flatten(command_id, [p["account_id"]])
         return DEFERRED
+
+    @handles("summarise_day")
+    def summarise_day(self, p: dict) -> str:
+        return self.deps.summarise_day()
 
     @handles("flatten_all", wants_command_id=True)
     def flatten_all(self, p: dict, command_id: int | None = None) -> str:

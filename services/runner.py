@@ -28,6 +28,7 @@ from services.account_limits import AccountLimits
 from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.context import ServiceContext
+from services.day_summary import DaySummaries
 from services.health import heartbeat, service_log
 from services.control import DEFERRED, ControlDeps, ControlHandlers
 from services.flatten import Flattener
@@ -94,7 +95,9 @@ class ServiceRunner:
         self.control = ControlHandlers(ControlDeps(
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
-            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
+            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts),
+            summarise_day=lambda: self.day_summaries.summarise()))
+        self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now)
         self.job_errors: dict[str, int] = {}
@@ -171,7 +174,9 @@ class ServiceRunner:
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
                 ("chain_process", self.chains.process, 1.0),
-                ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
+                ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s),
+                # the trading day's summary once its close (day_summary_at IST) has passed
+                ("day_summary", self.day_summaries.end_of_day, 30.0)]
         for name, fn, every in jobs:
             self.scheduler.add_job(self._guard(name, fn), "interval", seconds=every, id=name, name=name)
 

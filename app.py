@@ -6,6 +6,7 @@ pages._common.init_page(), which draws the service-health badge in the sidebar a
 import streamlit as st
 
 from db.errors import DbError
+from pages._common import require_login
 
 st.set_page_config(page_title="AlgoMirror", page_icon=":material/monitor_heart:", layout="wide")
 
@@ -19,6 +20,10 @@ PAGES = {
         st.Page("pages/risk.py", title="Risk Monitor", icon=":material/shield:", url_path="risk"),
         st.Page("pages/orders.py", title="Positions & Orders", icon=":material/receipt_long:", url_path="orders"),
     ],
+    "Review": [
+        st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
+        st.Page("pages/journal.py", title="Order Journal", icon=":material/timeline:", url_path="journal"),
+    ],
     "Setup": [
         st.Page("pages/accounts.py", title="Accounts", icon=":material/person:", url_path="accounts"),
         st.Page("pages/api_access.py", title="API & Webhooks", icon=":material/api:", url_path="api"),
@@ -28,6 +33,7 @@ PAGES = {
 }
 
 st.sidebar.markdown("### :material/monitor_heart: AlgoMirror")
+require_login()  # with a password configured, nothing below renders before it is given
 try:
     st.navigation(PAGES).run()
 except DbError as exc:  # a page's read or write met a database fault: say what happened, not a traceback

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from datetime import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -69,6 +70,8 @@ class ServiceSettings:
     funds_refresh_s: float = _s(10.0, "Funds/positions/holdings refresh per account", 1.0)
     watchlist: str = _s("NSE_INDEX:NIFTY,NSE_INDEX:BANKNIFTY,BSE_INDEX:SENSEX",
                         "Always-subscribed symbols shown on the dashboard (EXCHANGE:SYMBOL, comma separated)")
+    day_summary_at: str = _s("15:35", "IST time of day (HH:MM) after which the trading day's summary is written "
+                                      "(the History page)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class UiSettings:
     refresh_s: float = _s(2.0, "Live tile refresh interval in the Streamlit app", 0.5)
     service_stale_s: float = _s(10.0, "Service heartbeat older than this => 'service down' banner", 1.0)
     margin_check_max_age_s: float = _s(120.0, "Strategies: Execute needs a margin check younger than this", 5.0)
+    password_hash: str = _s("", "argon2 hash of the app's password (python -m scripts.set_password); empty = the "
+                                "password file's, if any; none = no login (loopback only)")
+    password_file: str = _s("", "File holding the password's argon2 hash, written by scripts.set_password; empty = "
+                                "'algomirror.password' beside the database")
+    session_timeout_min: float = _s(480.0, "A login lasts this many minutes; then every page asks for the password "
+                                           "again", 0.1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,32 @@ def key_file_for(db_path: str | Path, key_file: str | Path | None = "") -> Path:
     return Path(key_file) if key_file else Path(db_path).with_name("algomirror.key")
 
 
+def password_file_for(db_path: str | Path, password_file: str | Path | None = "") -> Path:
+    """The file holding the app password's hash: ``password_file`` when given, else beside the database."""
+    return Path(password_file) if password_file else Path(db_path).with_name("algomirror.password")
+
+
+def password_hash_of(settings: Settings) -> str:
+    """The configured password hash ('' = no password): the setting, else the password file's first line. The one
+    place that decides it (the login gate, the launcher's bind check and scripts.set_password all ask here)."""
+    if settings.ui.password_hash:
+        return settings.ui.password_hash.strip()
+    path = password_file_for(settings.db.path, settings.ui.password_file)
+    try:
+        return path.read_text().strip().splitlines()[0].strip() if path.exists() else ""
+    except (OSError, IndexError):
+        return ""
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a bind address reaches this machine only ('' binds every interface: not loopback)."""
+    a = (address or "").strip().strip("[]").lower()
+    return a in LOOPBACK_HOSTS or a.startswith("127.")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -149,6 +184,14 @@ def parse_watchlist(text: str) -> list[tuple[str, str]]:
             raise ConfigError(f"watchlist item '{item}' must look like EXCHANGE:SYMBOL")
         out.append((symbol.upper(), exchange.upper()))
     return out
+
+
+def parse_hhmm(text: str, name: str = "time") -> time:
+    """'15:35' -> time(15, 35); ConfigError on anything that is not a time of day HH:MM."""
+    hh, sep, mm = (text or "").strip().partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60):
+        raise ConfigError(f"{name} must be a time of day HH:MM, got '{text}'")
+    return time(int(hh), int(mm))
 
 
 def _convert(raw: str, typ, name: str):
@@ -180,6 +223,7 @@ def load_settings(env: dict | None = None) -> Settings:
         sections[sec.name] = replace(obj, **changes)
     settings = Settings(**sections)
     parse_watchlist(settings.service.watchlist)  # fail fast on a malformed list
+    parse_hhmm(settings.service.day_summary_at, "APP__SERVICE__DAY_SUMMARY_AT")
     return settings
 
 

@@ -309,6 +309,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "margin_check": CommandSpec("ask the broker the margin a strategy needs on accounts (at their multipliers) and "
                                 "their available cash; answered in margin_checks", "strategy_id", Strategy,
                                 margin_check_payload),
+    "summarise_day": CommandSpec("write today's day summary now (the History page; replaces today's rows)"),
 }
 
 

@@ -69,10 +69,11 @@ def write_exit_intent(s, run: StrategyRun, tag: str, ex: Execution, qty: int | N
 
 
 def write_run_exit(s, run_id: int, reason: str, threshold, value, ts_ist: str,
-                   tsl: dict | None = None) -> tuple[list[int], int] | None:
+                   tsl: dict | None = None, decided_on: str = "") -> tuple[list[int], int] | None:
     """In the caller's transaction: run -> 'exiting' (CAS from a live status, with the trailing state ``tsl``
-    saved), one exit intent per entered leg, queued entries cancelled, the risk event. Returns (intent ids,
-    account id), or None if the run was not live (already exiting: idempotent)."""
+    saved), one exit intent per entered leg, queued entries cancelled, the risk event (with ``decided_on``, the
+    JSON of the legs' prices the exit was decided on). Returns (intent ids, account id), or None if the run was not
+    live (already exiting: idempotent)."""
     now = utcnow()
     cur = raw_cursor(s)
     if update_rows(cur, RUNS, dict(status=R.EXITING.value, exit_reason=reason[:64], exit_requested_at=now,
@@ -89,7 +90,7 @@ def write_run_exit(s, run_id: int, reason: str, threshold, value, ts_ist: str,
     insert_row(cur, RiskEvent.__table__, dict(
         run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
         action="exit", ts_ist=ts_ist, ts_utc=now, exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),
-        message=f"{tag}: {reason} exit of {len(ids)} leg(s)"), now)
+        message=f"{tag}: {reason} exit of {len(ids)} leg(s)", decided_on=decided_on), now)
     return ids, account_id
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, MarginCheck, OrderIntent,
-                       PortfolioSettings, QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
+from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
+                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -113,9 +113,17 @@ def _v9_run_multiplier_and_margin_checks(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE latest_prices ADD COLUMN {name} {ddl}")
 
 
+def _v10_history(conn: Connection) -> None:
+    """Day summaries (the History page's days), and what each risk exit was decided on (the Journal's prices)."""
+    DaySummary.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(risk_events)")}
+    if "decided_on" not in have:
+        conn.exec_driver_sql("ALTER TABLE risk_events ADD COLUMN decided_on TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
-              _v9_run_multiplier_and_margin_checks]
+              _v9_run_multiplier_and_margin_checks, _v10_history]
 LATEST = len(MIGRATIONS)
 
 

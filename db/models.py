@@ -356,6 +356,28 @@ class RiskEvent(Base):
     message: Mapped[str] = mapped_column(String(512), default="")
     ts_utc: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     ts_ist: Mapped[str] = mapped_column(String(32), default="")
+    # what an exit was decided on: JSON list of the run's legs with the price each was valued at (db/history.py)
+    decided_on: Mapped[str] = mapped_column(Text, default="")
+
+
+class DaySummary(Base):
+    """One trading day's result per account (strategy '' = the whole account, every position the broker reported)
+    and per (account, strategy) over that day's runs. Written at the end of the trading day and on demand,
+    replaced (never duplicated) when written again for the same day (db/history.py)."""
+    __tablename__ = "day_summaries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))  # the IST trading day, YYYY-MM-DD
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    strategy: Mapped[str] = mapped_column(String(64), default="")  # '' = the account as a whole
+    realized: Mapped[float] = mapped_column(Float, default=0.0)
+    unrealized: Mapped[float] = mapped_column(Float, default=0.0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    trades: Mapped[int] = mapped_column(Integer, default=0)  # account: broker fills; strategy: runs
+    wins: Mapped[int] = mapped_column(Integer, default=0)
+    losses: Mapped[int] = mapped_column(Integer, default=0)
+    closed: Mapped[bool] = mapped_column(Boolean, default=False)  # written after the close of that day
+    written_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("day", "account_id", "strategy", name="uq_day_summary"),)
 
 
 class OptionChainSession(Base):

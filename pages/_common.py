@@ -6,9 +6,11 @@ the heartbeat is stale or absent; pages disable order entry when ``health["order
 """
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from config import load_settings
+from config import is_loopback, load_settings, password_hash_of
 from db import Database
 from db import repo
 from db.accounts import AccountError
@@ -16,6 +18,7 @@ from db.commands import CommandError, enqueue_control
 from db.errors import DbError
 from db.vocab import CommandStatus
 from db.order_fsm import Status
+from ui.auth import is_hash, login_form
 from ui.widgets import health_badge, service_banner
 
 
@@ -42,6 +45,44 @@ def get_db(settings=None) -> Database:
     """One Database per process and DB path (the path is part of the key, so tests can switch files)."""
     s = settings or get_settings()
     return _database(s.db.path, s.db.busy_timeout_ms, str(s.key_file), s.secrets.fernet_key, s.db.max_pages)
+
+
+NO_PASSWORD_OFF_LOOPBACK = ("This app is bound to {address} without a password: anyone who can reach it could "
+                            "place orders. Set one with `python -m scripts.set_password`, or bind to 127.0.0.1.")
+
+
+def _login_expired(settings) -> bool:
+    at = st.session_state.get("auth.at")
+    return at is None or time.time() - at >= settings.ui.session_timeout_min * 60
+
+
+def require_login(settings=None) -> None:
+    """The one login gate, called by app.py before navigation: with a password configured (config.password_hash_of)
+    nothing below it renders until the password is given, and a login lasts session_timeout_min. Without one, the
+    app only serves a loopback address (the launcher refuses to start otherwise; this catches `streamlit run`).
+    init_page calls it too (a page run on its own, see there); the second call in a run only reads the session."""
+    settings = settings or get_settings()
+    stored = password_hash_of(settings)
+    address = st.get_option("server.address") or ""
+    if not stored:
+        if not is_loopback(address):
+            st.error(NO_PASSWORD_OFF_LOOPBACK.format(address=address or "every interface"), icon=":material/lock:")
+            st.stop()
+        return
+    if not is_hash(stored):  # fail closed: a plain password or a damaged file must not open the app
+        st.error("The configured password hash (APP__UI__PASSWORD_HASH or the password file) is not an argon2 hash: "
+                 "set the password again with `python -m scripts.set_password`.", icon=":material/lock:")
+        st.stop()
+    ss = st.session_state
+    if not _login_expired(settings):
+        return
+    reason = "Your session timed out: log in again." if "auth.at" in ss else ""
+    ss.pop("auth.at", None)
+    at = login_form(stored, time.time(), reason)
+    if at is not None:
+        ss["auth.at"] = at
+        st.rerun()
+    st.stop()
 
 
 def toast_new_alerts(db: Database, most: int = 3) -> None:
@@ -88,6 +129,11 @@ def live_sidebar(db: Database, settings, health: dict) -> None:
 
     @st.fragment(run_every=settings.ui.refresh_s)
     def badge_and_alerts():
+        if password_hash_of(settings) and _login_expired(settings):  # a live page must not outlive its login
+            # A reload, not st.rerun(): a rerun started from a fragment while the page's other live fragments run
+            # left the browser with a blank app now and then. The reloaded page is a new session: the login form.
+            st.html("<script>window.location.reload()</script>", unsafe_allow_javascript=True)
+            return
         state = first.pop("health", None) or repo.service_state(db, settings.ui.service_stale_s)
         health_badge(state)
         toast_new_alerts(db)
@@ -97,6 +143,12 @@ def live_sidebar(db: Database, settings, health: dict) -> None:
 
 def init_page(title: str, icon: str = ""):
     settings = get_settings()
+    # Again here, for a page script run without app.py: until a session has run app.py's st.navigation, Streamlit
+    # serves a deep link like /accounts in its legacy pages/ mode (the page file alone).
+    require_login(settings)
+    if password_hash_of(settings) and st.sidebar.button("Log out", key="auth.logout"):
+        st.session_state.pop("auth.at", None)
+        st.rerun()
     db = get_db(settings)
     health = repo.service_state(db, settings.ui.service_stale_s)
     service_banner(health)

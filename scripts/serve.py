@@ -35,7 +35,9 @@ def preload() -> float:
             charts.risk_distance(pd.DataFrame({"label": ["#1 s · a"], "pnl": [-10.0], "max_loss": [100.0],
                                                "max_profit": [200.0], "tsl_stop": [-50.0]})),
             charts.tsl_chart(pd.DataFrame({"ts_utc": [ts], "total": [1.0], "tsl_peak": [1.0], "tsl_stop": [0.5]})),
-            charts.payoff_chart(np.array([1.0, 2.0]), np.array([0.0, 1.0]), None, 1.5, [])]
+            charts.payoff_chart(np.array([1.0, 2.0]), np.array([0.0, 1.0]), None, 1.5, []),
+            charts.equity_curve(pd.DataFrame({"day": ["2026-01-01"], "total": [1.0], "equity": [1.0],
+                                              "drawdown": [0.0]}))]
     for fig in figs:
         pio.to_json(fig, validate=False)
     # Streamlit calls inspect.stack() when a process draws its first element (env_util.is_repl). The first such
@@ -44,14 +46,57 @@ def preload() -> float:
     return time.perf_counter() - t
 
 
+def flag_values(args: list[str], name: str) -> list[str]:
+    """Every value given to ``--name`` in streamlit-style options (``--name X`` or ``--name=X``)."""
+    out = []
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith(f"--{name}="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def bind_check(args: list[str]) -> tuple[str | None, list[str]]:
+    """Where the server will listen, decided as Streamlit decides it (flags, then STREAMLIT_* environment, then
+    .streamlit/config.toml files). Returns (a refusal, extra options): off loopback the app needs a password;
+    bound to a specific address, that address joins server.allowedHosts (Host headers the WebSocket accepts: a
+    DNS-rebinding page names another host and is refused)."""
+    from streamlit import config as stconfig
+
+    from config import is_loopback, load_settings, password_hash_of
+
+    stconfig.get_config_options(force_reparse=True)
+    given = flag_values(args, "server.address")
+    address = given[-1] if given else (stconfig.get_option("server.address") or "")
+    configured_hosts = list(stconfig.get_option("server.allowedHosts") or [])
+    # forget this parse: `streamlit run` parses again with the flags, and a parse it did not make looks to it like
+    # a server option changed at run time (a warning to restart)
+    stconfig._config_options = None
+    if not is_loopback(address) and not password_hash_of(load_settings()):
+        return (f"scripts.serve: refusing to bind to {address or 'every interface'} without a password: anyone "
+                "who can reach it could place orders. Set one with `python -m scripts.set_password` (or "
+                "APP__UI__PASSWORD_HASH), or bind to 127.0.0.1."), []
+    hosts = flag_values(args, "server.allowedHosts") or configured_hosts
+    if hosts and address and address not in ("0.0.0.0", "::") and address not in hosts \
+            and not flag_values(args, "server.allowedHosts"):
+        return None, [f for h in [*hosts, address] for f in ("--server.allowedHosts", h)]
+    return None, []
+
+
 def main(argv: list[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    args = list(sys.argv[1:] if argv is None else argv)
+    refusal, extra = bind_check(args)
+    if refusal:
+        print(refusal, file=sys.stderr, flush=True)
+        return 2
     took = preload()
     print(f"scripts.serve: process warmed up in {took:.2f} s", flush=True)
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *args, *extra]
     return cli.main(prog_name="streamlit")
 
 

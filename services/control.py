@@ -14,11 +14,11 @@
     flatten_all      {}               -> the same for every account, in parallel
     cancel_stop      {"stop_id"}      -> a Quick Order stop-loss / target pending or armed -> cancelled (the
                                          position stays open); one already triggered is refused
-
     margin_check     {"strategy_id", "accounts": [[account_id, multiplier], ...]}
                                       -> services/margin_check.py: the broker's /margin for the strategy's
                                          basket and /funds per account, answered in margin_checks; finishes on
                                          its own thread (db/margin.py: how Execute is gated on it)
+    summarise_day    {}               -> today's day summary written now (services/day_summary.py; idempotent)
     halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
     reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
     rearm_account    {"account_id"}   -> trading state 'active' again
@@ -66,6 +66,7 @@ class ControlDeps:
     load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
     flatten: Callable[[int, list[int]], bool] = lambda command_id, accounts: False  # services.flatten.Flattener.start
     margin_check: Callable[[int, dict], bool] = lambda command_id, payload: False  # MarginChecker.start
+    summarise_day: Callable[[], str] = lambda: "day summaries not running"  # services.day_summary.DaySummaries
 
 
 DEFERRED = "deferred"  # a handler's result: the command finishes later (its worker marks it done or failed)
@@ -181,6 +182,10 @@ class ControlHandlers:
     def flatten_account(self, p: dict, command_id: int | None = None) -> str:
         self.deps.flatten(command_id, [p["account_id"]])
         return DEFERRED
+
+    @handles("summarise_day")
+    def summarise_day(self, p: dict) -> str:
+        return self.deps.summarise_day()
 
     @handles("flatten_all", wants_command_id=True)
     def flatten_all(self, p: dict, command_id: int | None = None) -> str:

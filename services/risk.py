@@ -100,6 +100,7 @@ class PendingExit:
     next_try: float = 0.0
     error: str = ""
     alarmed_at: float | None = None
+    decided_on: list = field(default_factory=list)  # the legs and their prices at the decision (the Journal)
 
 
 def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
@@ -266,7 +267,8 @@ class RiskManager:
             if breach is None:
                 return None
             pending = self._pending[run.run_id] = PendingExit(run.run_id, *breach, since=time.monotonic(),
-                                                               since_ist=ist_now_str())
+                                                               since_ist=ist_now_str(),
+                                                               decided_on=self._prices_of(run))
         self._attempt(pending, wait_s)
         return breach
 
@@ -285,7 +287,8 @@ class RiskManager:
                 st = self._runs.get(run_id)
                 value = st.pnl if value is None and st else value
                 pending = self._pending[run_id] = PendingExit(run_id, reason, threshold, value,
-                                                              since=time.monotonic(), since_ist=ist_now_str())
+                                                              since=time.monotonic(), since_ist=ist_now_str(),
+                                                              decided_on=self._prices_of(st))
         return self._attempt(pending, raise_errors=True) or []
 
     def _attempt(self, p: PendingExit, wait_s: float | None = None, raise_errors: bool = False) -> list[int] | None:
@@ -321,9 +324,10 @@ class RiskManager:
         live any more."""
         st = self._runs.get(p.run_id)
         tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
+        decided_on = json.dumps(p.decided_on) if p.decided_on else ""
 
         def write(s) -> Written:
-            done = write_run_exit(s, p.run_id, p.reason, p.threshold, p.value, ist_now_str(), tsl)
+            done = write_run_exit(s, p.run_id, p.reason, p.threshold, p.value, ist_now_str(), tsl, decided_on)
             return Written(done, (done[1],) if done and done[0] else ())
 
         done = self.exits.submit_now(write, wait_s)
@@ -398,6 +402,23 @@ class RiskManager:
             for p in self.pending_exits():
                 if now - p.since >= ALARM_AFTER_S:
                     self._alarm(p)
+
+    def _prices_of(self, st: RunState | None) -> list[list]:
+        """[symbol, action, qty, entry price, ltp, age s, valued at] per leg: the prices an exit was decided on, kept
+        in its risk event (the Journal page). Plain lists, cheap on the tick path; JSON'd before the write. A record
+        for display only: whatever goes wrong here gives [] and never holds up the exit."""
+        if st is None:
+            return []
+        try:
+            now, out = self.md.clock(), []
+            for leg in st.legs:
+                p = self.md.last_price(leg.symbol, leg.exchange)
+                out.append([leg.symbol, leg.action, leg.quantity, leg.entry_price, p[0] if p else None,
+                            round(now - p[1], 3) if p else None, leg_price(leg, p) if p else None])
+            return out
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("run %s: recording the prices of its exit decision failed", st.run_id)
+            return []
 
     def _legs_priced(self, st: RunState | None) -> str:
         """'SYMBOL SIDE qty @entry ltp x (age s)' per leg: the prices an exit was decided on, for the log."""

@@ -29,6 +29,7 @@ from services.account_sync import AccountSync
 from services.alerts import Notifier
 from services.broker_calls import BrokerHealth, CallRecorder
 from services.context import ServiceContext
+from services.day_summary import DaySummaries
 from services.health import heartbeat, service_log
 from services.control import DEFERRED, ControlDeps, ControlHandlers
 from services.margin_check import MarginChecker
@@ -100,8 +101,10 @@ class ServiceRunner:
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
             flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts),
-            margin_check=lambda command_id, payload: self.margin_checker.start(command_id, payload)))
+            margin_check=lambda command_id, payload: self.margin_checker.start(command_id, payload),
+            summarise_day=lambda: self.day_summaries.summarise()))
         self.margin_checker = MarginChecker(self.ctx)
+        self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now)
         self.job_errors: dict[str, int] = {}
@@ -186,7 +189,9 @@ class ServiceRunner:
                 ("account_limits", self.account_limits.reload, 1.0),
                 ("stops_reload", self.stops.reload, 1.0), ("stops_sweep", self.stops.sweep, sv.risk_sweep_s),
                 ("chain_process", self.chains.process, 1.0),
-                ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
+                ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s),
+                # the trading day's summary once its close (day_summary_at IST) has passed
+                ("day_summary", self.day_summaries.end_of_day, 30.0)]
         for name, fn, every in jobs:
             self.scheduler.add_job(self._guard(name, fn), "interval", seconds=every, id=name, name=name)
 

@@ -175,3 +175,19 @@ def payoff_chart(spots: np.ndarray, expiry_pnl: np.ndarray, today_pnl: np.ndarra
     for b in breakevens:
         fig.add_vline(x=b, line=dict(color=GREEN, width=1, dash="dot"))
     return fig
+
+
+def equity_curve(days: pd.DataFrame, title: str = "Equity curve (cumulative day P&L, ₹)") -> go.Figure:
+    """days: ui.history.daily() (day, total, equity, drawdown). Equity line, day P&L bars, drawdown area."""
+    fig = _fig(title, yaxis_title="₹", hovermode="x unified", barmode="overlay")
+    if days.empty:
+        fig.add_annotation(text="No day summaries yet", showarrow=False)
+        return fig
+    x = pd.to_datetime(days["day"])
+    fig.add_trace(go.Bar(x=x, y=days["total"], name="Day P&L", opacity=0.5,
+                         marker_color=[GREEN if v >= 0 else RED for v in days["total"]]))
+    fig.add_trace(go.Scatter(x=x, y=days["drawdown"], name="Drawdown", fill="tozeroy", mode="lines",
+                             line=dict(color=RED, width=1), fillcolor="rgba(231,76,60,0.2)"))
+    fig.add_trace(go.Scatter(x=x, y=days["equity"], name="Equity", mode="lines+markers",
+                             line=dict(color=BLUE, width=3)))
+    return fig

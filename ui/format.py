@@ -9,11 +9,14 @@ import streamlit as st
 IST_OFFSET = timedelta(hours=5, minutes=30)
 MONEY_COLS = {"ltp", "bid", "ask", "price", "trigger_price", "limit_price", "avg_price", "average_price",
               "broker_avg_price", "trade_value", "available_cash", "used_margin", "max_loss", "max_profit",
-              "trailing_sl", "threshold", "value", "entry_price", "exit_price", "strike", "sl_level", "tp_level"}
-PNL_COLS = {"pnl", "realized", "unrealized", "total", "realized_pnl", "unrealized_pnl", "tsl_peak", "tsl_stop"}
-QTY_COLS = {"quantity", "requested_qty", "filled_qty", "broker_filled_qty", "lotsize", "oi", "volume", "n"}
+              "trailing_sl", "threshold", "value", "entry_price", "exit_price", "strike", "sl_level", "tp_level",
+              "valued_at"}
+PNL_COLS = {"pnl", "realized", "unrealized", "total", "realized_pnl", "unrealized_pnl", "tsl_peak", "tsl_stop",
+            "leg_pnl"}
+QTY_COLS = {"quantity", "requested_qty", "filled_qty", "broker_filled_qty", "lotsize", "oi", "volume", "n", "trades",
+            "wins", "losses", "runs", "days"}
 TIME_COLS = {"ts_utc", "last_beat", "created_at", "updated_at", "sent_at", "tick_ts", "started_at", "exited_at",
-             "last_checked_at", "processed_at", "last_heartbeat", "last_error_at"}
+             "last_checked_at", "processed_at", "last_heartbeat", "last_error_at", "written_at"}
 
 
 def to_ist(value):
@@ -80,5 +83,6 @@ def table(df: pd.DataFrame, *, key: str | None = None, height: int | str = "auto
     if df is None or df.empty:
         st.caption(empty)
         return None
-    return st.dataframe(localize(df), column_config=column_config(df), hide_index=True, key=key, height=height,
+    cfg = {**column_config(df), **kwargs.pop("column_config", {})}
+    return st.dataframe(localize(df), column_config=cfg, hide_index=True, key=key, height=height,
                         width="stretch", **kwargs)

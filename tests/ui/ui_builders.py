@@ -140,3 +140,56 @@ def seed_run(db: Database, account_id: int, name: str = "Straddle", expiry: str 
 def seed_log(db: Database, message: str = "feed reconnect failed", level: str = "ERROR"):
     with db.write() as s:
         s.add(ServiceLog(component="market_data", level=level, message=message))
+
+
+def seed_day_summaries(db: Database, account_ids: list[int], days: int = 10, strategies=("Straddle", "Iron")):
+    """``days`` weekdays of summaries ending yesterday: per account a row (alternating wins and losses, the third
+    day the best) and one per strategy."""
+    from db.models import DaySummary
+    out, d = [], utcnow().date() - timedelta(days=1)
+    while len(out) < days:
+        if d.weekday() < 5:
+            out.append(d)
+        d -= timedelta(days=1)
+    rows = []
+    for i, day in enumerate(sorted(out)):
+        for acct in account_ids:
+            total = 5000.0 if i == 2 else (1000.0 if i % 2 else -600.0)
+            rows.append(dict(day=day.isoformat(), account_id=acct, strategy="", realized=total, unrealized=0.0,
+                             total=total, trades=4, wins=2 if total > 0 else 1, losses=1, closed=True))
+            for j, name in enumerate(strategies):
+                pnl = total / len(strategies) + j * 10
+                rows.append(dict(day=day.isoformat(), account_id=acct, strategy=name, realized=pnl, unrealized=0.0,
+                                 total=pnl, trades=1, wins=1 if pnl > 0 else 0, losses=0 if pnl > 0 else 1,
+                                 closed=True))
+    with db.write() as s:
+        s.execute(insert(DaySummary), rows)
+    return sorted(out)
+
+
+def seed_exit_story(db: Database, run_id: int, account_id: int) -> tuple[int, int]:
+    """A run's entry and exit orders with their audit rows (claimed, sent, placed, filled) and the max-loss risk
+    event that caused the exit, with the prices it was decided on. Returns (entry intent id, exit intent id)."""
+    from db.models import OrderEvent
+    t0 = utcnow() - timedelta(minutes=30)
+    with db.write() as s:
+        ids = []
+        for n, (purpose, action, coid) in enumerate((("entry", "SELL", "story-entry"), ("exit", "BUY", "story-exit"))):
+            intent = OrderIntent(client_order_id=coid, account_id=account_id, run_id=run_id, purpose=purpose,
+                                 source="strategy" if purpose == "entry" else "risk", symbol="NIFTY26000CE",
+                                 exchange="NFO", action=action, requested_qty=65, status="filled",
+                                 broker_order_id=f"SB{n}", broker_filled_qty=65, broker_avg_price=100.0 + 16 * n)
+            s.add(intent)
+            s.flush()
+            ids.append(intent.id)
+            base = t0 + timedelta(minutes=20 * n)
+            for k, (frm, to, src) in enumerate((("queued", "claimed", "dispatcher"), ("claimed", "sent", "dispatcher"),
+                                                ("sent", "placed", "dispatcher"), ("placed", "filled", "poller"))):
+                s.add(OrderEvent(intent_id=intent.id, from_status=frm, to_status=to, source=src,
+                                 reason=f"broker order SB{n}" if to == "placed" else "",
+                                 ts_utc=base + timedelta(milliseconds=40 * k)))
+        s.add(RiskEvent(run_id=run_id, account_id=account_id, event_type="max_loss", threshold=-1000.0, value=-1040.0,
+                        action="exit", exit_order_ids=json.dumps(["story-exit"]), message="Straddle: max_loss exit",
+                        ts_utc=t0 + timedelta(minutes=20) - timedelta(milliseconds=5), ts_ist="10:12:00 IST",
+                        decided_on=json.dumps([["NIFTY26000CE", "SELL", 65, 100.0, 116.0, 0.2, 116.0]])))
+    return ids[0], ids[1]

@@ -49,7 +49,7 @@ def full_day(db) -> dict:
 
 
 def test_sweep_lists_every_page_of_the_app():
-    assert {"history", "journal", "dashboard", "settings"} <= set(APP_PAGES) and len(APP_PAGES) == 11
+    assert {"history", "journal", "dashboard", "settings", "api_access"} <= set(APP_PAGES) and len(APP_PAGES) == 12
 
 
 @pytest.mark.parametrize("state", ["empty", "full_day", "service_down"])

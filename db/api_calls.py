@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from db import Database
 from db.commands import CommandError
+from db.wake import notify
 from db.models import ApiRequest
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -68,4 +69,5 @@ def once(db: Database, api_key_id: int, idempotency_key: str, endpoint: str, req
         body = {"status": "success", "data": act(s)}
         s.add(ApiRequest(api_key_id=api_key_id, idempotency_key=key, endpoint=endpoint[:128], request_hash=digest,
                          status_code=200, response_json=json.dumps(body, default=str)))
-        return Answer(200, body)
+    notify(db.path)
+    return Answer(200, body)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config import OrderGuardSettings
 from db import Database
+from db.wake import notify
 from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, Strategy, StrategyRun, utcnow
 from db.order_guards import check_order
 from db.prices import fresh_ltp
@@ -194,8 +195,10 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
     entry fills); invalid ones raise CommandError and nothing is written."""
     try:
         with db.write() as s:
-            return enqueue_order_in(s, req, client_order_id, purpose=purpose, source=source, priority=priority,
-                                    confirmed=confirmed, guards=guards, stops=stops)
+            out = enqueue_order_in(s, req, client_order_id, purpose=purpose, source=source, priority=priority,
+                                   confirmed=confirmed, guards=guards, stops=stops)
+        notify(db.path)
+        return out
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
         with db.read() as s:
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
@@ -351,7 +354,9 @@ def enqueue_control(db: Database, kind: str, payload: dict) -> int:
     service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
     clean = control_payload(kind, payload)
     with db.write() as s:
-        return enqueue_control_in(s, kind, clean)
+        cid = enqueue_control_in(s, kind, clean)
+    notify(db.path)
+    return cid
 
 
 def enqueue_control_in(s, kind: str, payload: dict) -> int:

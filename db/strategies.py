@@ -17,6 +17,7 @@ from db import Database
 from db import margin
 from db.commands import CommandError, check_multiplier, split_qty
 from db.intents import new_client_order_id
+from db.wake import notify
 from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun)
 from db.prices import fresh_ltp
@@ -264,7 +265,9 @@ def execute_plan(db: Database, strategy_id: int, account_ids: list[int], execute
     _check_ids(strategy_id, account_ids, execute_key)
     group_id = execute_key or uuid.uuid4().hex
     with db.write() as s:
-        return execute_in(s, strategy_id, account_ids, group_id, multipliers, margin_check_id, margin_max_age_s)
+        out = execute_in(s, strategy_id, account_ids, group_id, multipliers, margin_check_id, margin_max_age_s)
+    notify(db.path)
+    return out
 
 
 def execute_in(s, strategy_id, account_ids: list[int], group_id: str, multipliers: dict[int, int] | None = None,

@@ -32,6 +32,7 @@ from db import Database
 from db.commands import (ACTIONS, EXCHANGES, PRODUCTS, CommandError, OrderRequest, enqueue_control_in,
                          enqueue_order_in)
 from db.commands import _quantity as checked_quantity
+from db.wake import notify
 from db.models import Account, Strategy, StrategyRun, WebhookAlert, WebhookRule, utcnow
 from db.run_fsm import LIVE_RUN
 from db.strategies import execute_in
@@ -213,7 +214,9 @@ def receive(db: Database, rule: RuleView, raw: bytes, content_type: str = "", *,
         except CommandError as exc:  # checked before any row was added: only the log row is written
             outcome, message, data = AlertOutcome.ERROR, str(exc), {}
         alert.outcome, alert.message, alert.result_json = outcome, message[:512], json.dumps(data)
-        return AlertResult(alert.id, outcome, message, data)
+    if outcome != AlertOutcome.ERROR:
+        notify(db.path)
+    return AlertResult(alert.id, outcome, message, data)
 
 
 def _alert_key(alert_id: int, *parts) -> str:

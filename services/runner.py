@@ -24,6 +24,7 @@ from db import Database
 from db.accounts import list_accounts
 from db.commands import finish_control, queued_controls
 from db.vocab import CommandStatus
+from db.wake import WakeListener
 from services.account_limits import AccountLimits
 from services.account_sync import AccountSync
 from services.alerts import Notifier
@@ -107,6 +108,7 @@ class ServiceRunner:
         self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now)
+        self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -122,6 +124,7 @@ class ServiceRunner:
         self.dispatcher.start()
         self._schedule_jobs()
         self.scheduler.start()
+        self.wake_listener.start()
         heartbeat(self.ctx.db, "runner", "ok", {"pid": os.getpid(), "db": str(self.ctx.db.path)})
         # Latency: move everything allocated at start-up (modules, symbol master, ORM metadata) out of the
         # collector's reach, so the periodic full collections scan only what was allocated since: shorter pauses
@@ -217,6 +220,11 @@ class ServiceRunner:
         if self.positions:
             self.positions.refresh_subscriptions()
 
+    def on_wake(self) -> None:
+        """The app or the local API committed work (db/wake.py): send queued orders now, not at the next poll.
+        (Control commands keep their 0.25 s job: pulling that job forward while it runs would only be skipped.)"""
+        self.dispatcher.wake()
+
     # ---- control commands --------------------------------------------------------------------------------------
     def process_commands(self) -> int:
         """Carry out every queued control command, each marked done / failed in its own write; returns how many."""
@@ -256,6 +264,7 @@ class ServiceRunner:
     # ---- shutdown ----------------------------------------------------------------------------------------------
     def stop(self) -> None:
         log.info("AlgoMirror service stopping")
+        self._quietly(self.wake_listener.stop)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.dispatcher.stop()

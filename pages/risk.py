@@ -6,6 +6,7 @@ import streamlit as st
 from db import repo
 from db.commands import enqueue_control
 from db.models import utcnow
+from db.order_fsm import values
 from db.run_fsm import UNFINISHED_RUN
 from pages._common import USER_ERRORS, init_page
 from ui import charts
@@ -15,14 +16,27 @@ from ui.greeks import GREEKS, leg_greeks, net
 db, settings, health = init_page("Risk Monitor", ":material/shield:")
 ss = st.session_state
 auto = st.sidebar.toggle("Auto-refresh", value=True, key="risk.auto")
-show_all = st.sidebar.toggle("Include finished runs", value=False, key="risk.show_all")
+SCOPES = {"today": "Today's runs (live and finished)", "live": "Runs in progress", "all": "All runs"}
+scope = st.sidebar.radio("Show", list(SCOPES), format_func=SCOPES.get, key="risk.scope")
+
+
+def scoped_runs() -> pd.DataFrame:
+    """The runs the sidebar asks for: by default every run still in progress plus every run started today (so a
+    run the risk manager exited a minute ago is still listed, with its reason)."""
+    df = repo.runs(db, active_only=scope == "live")
+    if scope == "today" and not df.empty:
+        today = pd.Timestamp(repo.today_start_utc())
+        df = df[df["status"].isin(values(UNFINISHED_RUN)) | (df["started_at"] >= today)
+                | (df["exited_at"] >= today)]
+    return df.reset_index(drop=True)
 
 
 @st.fragment(run_every=settings.ui.refresh_s if auto else None)
 def runs_table():
-    df = repo.runs(db, active_only=not show_all)
-    table(df.drop(columns=["group_id"]), key="risk.runs", empty="No strategy runs" +
-          ("." if show_all else " in progress."))
+    df = scoped_runs()
+    table(df.drop(columns=["group_id"]), key="risk.runs", empty={"today": "No strategy runs today.",
+                                                                   "live": "No strategy runs in progress.",
+                                                                   "all": "No strategy runs."}[scope])
 
 
 runs_table()
@@ -68,7 +82,7 @@ def greeks_panel():
 
 
 greeks_panel()
-all_runs = repo.runs(db, active_only=not show_all)
+all_runs = scoped_runs()
 if all_runs.empty:
     st.stop()
 labels = {int(r.id): f"#{r.id} {r.strategy} · {r.account} ({r.status})" for r in all_runs.itertuples(index=False)}
@@ -96,9 +110,12 @@ def run_detail():
         st.markdown("**Legs** (position greeks)")
         _greeks_table(legs[legs["run_id"] == run_id].assign(iv=lambda d: d["iv"].round(2)),
                       ["leg_no", "symbol", "action", "quantity", "ltp", "iv"], "risk.greeks_legs")
-    st.plotly_chart(charts.tsl_chart(repo.pnl_run(db, run_id)), key="risk.tsl_chart", width="stretch")
+    events = repo.risk_events(db, run_id)
+    bucket = charts.bucket_for_run(r["started_at"], r["exited_at"], utcnow())
+    st.plotly_chart(charts.tsl_chart(repo.pnl_run(db, run_id, bucket), events=events), key="risk.tsl_chart",
+                    width="stretch")
     st.markdown("**Risk events**")
-    table(repo.risk_events(db, run_id), key="risk.events", empty="No risk events for this run.")
+    table(events, key="risk.events", empty="No risk events for this run.")
 
 
 run_detail()

@@ -151,17 +151,46 @@ def risk_distance(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def tsl_chart(df: pd.DataFrame, title: str = "Run P&L and trailing stop (₹)") -> go.Figure:
-    """df: ts_utc, total, tsl_peak, tsl_stop."""
-    fig = _fig(title, yaxis_title="₹", hovermode="x unified")
-    if df.empty:
+def tsl_chart(df: pd.DataFrame, title: str = "Run P&L and trailing stop (₹)",
+              events: pd.DataFrame | None = None) -> go.Figure:
+    """df: ts_utc, total, tsl_peak, tsl_stop. ``events``: the run's risk events (ts_utc, event_type, value,
+    threshold): each one with a value is drawn as a marker at the P&L it was decided on, and the P&L line is
+    extended to it, so the chart shows the breach that caused the exit (snapshots are written every second and
+    the breach tick usually falls after the last one). A short run's few points get markers."""
+    fig = _fig(title, yaxis_title="₹", hovermode="x unified", yaxis_tickprefix="₹", yaxis_tickformat=",.0f")
+    marks = (events[events["value"].notna()] if events is not None and not events.empty
+             else pd.DataFrame(columns=["ts_utc", "event_type", "value", "threshold"]))
+    if df.empty and marks.empty:
         fig.add_annotation(text="No snapshots for this run yet", showarrow=False)
         return fig
-    x = to_ist(df["ts_utc"])
-    fig.add_trace(go.Scatter(x=x, y=df["total"], name="P&L", line=dict(color=BLUE, width=2)))
-    fig.add_trace(go.Scatter(x=x, y=df["tsl_peak"], name="Peak", line=dict(color=GREEN, dash="dot")))
-    fig.add_trace(go.Scatter(x=x, y=df["tsl_stop"], name="Stop", line=dict(color=RED, dash="dash")))
+    line = df[["ts_utc", "total"]]
+    if not marks.empty:
+        line = pd.concat([line, marks[["ts_utc", "value"]].rename(columns={"value": "total"})], ignore_index=True)
+    line = line.sort_values("ts_utc")
+    mode = "lines+markers" if len(line) <= 30 else "lines"
+    fig.add_trace(go.Scatter(x=to_ist(line["ts_utc"]), y=line["total"], name="P&L", mode=mode,
+                             line=dict(color=BLUE, width=2), hovertemplate="₹%{y:,.2f}"))
+    if not df.empty:
+        x = to_ist(df["ts_utc"])
+        fig.add_trace(go.Scatter(x=x, y=df["tsl_peak"], name="Peak", mode=mode, line=dict(color=GREEN, dash="dot"),
+                                 hovertemplate="₹%{y:,.2f}"))
+        fig.add_trace(go.Scatter(x=x, y=df["tsl_stop"], name="Stop", mode=mode, line=dict(color=RED, dash="dash"),
+                                 hovertemplate="₹%{y:,.2f}"))
+    if not marks.empty:
+        fig.add_trace(go.Scatter(x=to_ist(marks["ts_utc"]), y=marks["value"], name="Risk event", mode="markers+text",
+                                 marker=dict(color=RED, size=11, symbol="x"), text=list(marks["event_type"]),
+                                 textposition="top center", hovertemplate="%{text}: ₹%{y:,.2f}"))
     return fig
+
+
+def bucket_for_run(started, ended, now, max_points: int = 300) -> int:
+    """Snapshot bucket (s) for one run's chart: 1 s for a run of a few minutes (a run that lived 3 s still gets its
+    points), wider for a long one, at most ``max_points`` points."""
+    if started is None or pd.isna(started):
+        return 1
+    end = ended if ended is not None and not pd.isna(ended) else now
+    span = max(1.0, (pd.Timestamp(end) - pd.Timestamp(started)).total_seconds())
+    return max(1, int(-(-span // max_points)))
 
 
 def payoff_chart(spots: np.ndarray, expiry_pnl: np.ndarray, today_pnl: np.ndarray | None, spot: float,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -617,3 +618,29 @@ def _display_values(el):
     table = pa.ipc.open_stream(el.proto.arrow_data.styler.display_values).read_all().to_pandas()
     table.columns = [str(c) for c in table.columns]
     return table
+
+
+def test_risk_monitor_when_a_short_run_was_exited_today_then_listed_by_default_and_its_chart_shows_the_breach(db):
+    """A run the risk manager exited a minute ago is listed without ticking anything (today's runs by default); its
+    chart, though the run lived 3 s, has its points (1 s buckets, markers) and ends at the breach the exit was
+    decided on (the seeded trailing-stop event at -₹710), not at the last snapshot before it."""
+    from db.models import StrategyRun
+    a = b.seed_account(db, "alpha")
+    b.seed_heartbeat(db)
+    run = b.seed_run(db, a, status="exited")
+    with db.write() as s:
+        r = s.get(StrategyRun, run)
+        r.started_at, r.exited_at, r.exit_reason = utcnow() - timedelta(seconds=3), utcnow(), "trailing_sl"
+    b.seed_pnl(db, [a], 3, step_s=1.0, run_id=run)
+    at = page("risk").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="risk.run_id").value == run
+    [chart] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+               if "trailing stop" in json.loads(c.proto.spec)["layout"]["title"]["text"]]
+    pnl = next(t for t in chart["data"] if t["name"] == "P&L")
+    ys = _values(pnl["y"])
+    assert len(ys) == 4 and ys[-1] == -710.0 and "markers" in pnl["mode"]
+    assert any(t["name"] == "Risk event" and _values(t["y"]) == [-710.0] for t in chart["data"])
+    assert chart["layout"]["yaxis"]["tickprefix"] == "₹"
+    at.sidebar.radio(key="risk.scope").set_value("live").run()
+    assert not at.exception and not any(s.key == "risk.run_id" for s in at.selectbox)  # nothing in progress

@@ -170,6 +170,7 @@ class Waiting(NamedTuple):
     """A waiting re-entry as the risk manager watches it."""
     execution_id: int
     run_id: int
+    account_id: int
     leg_no: int
     symbol: str
     exchange: str
@@ -180,8 +181,8 @@ class Waiting(NamedTuple):
     ready: bool  # no execution of the leg holds units any more (the stop's exit filled)
 
 
-WAITING_SQL = ("SELECT e.id, e.run_id, e.leg_no, e.symbol, e.exchange, e.action, e.attempt, e.reentry_ref, "
-               "e.reentry_wait, NOT EXISTS (SELECT 1 FROM executions o WHERE o.run_id = e.run_id "
+WAITING_SQL = ("SELECT e.id, e.run_id, r.account_id, e.leg_no, e.symbol, e.exchange, e.action, e.attempt, "
+               "e.reentry_ref, e.reentry_wait, NOT EXISTS (SELECT 1 FROM executions o WHERE o.run_id = e.run_id "
                f"AND o.leg_no = e.leg_no AND o.status IN {sql_in(ACTIVE_LEG)}) "
                "FROM executions e JOIN strategy_runs r ON r.id = e.run_id "
                f"WHERE r.status IN {sql_in(LIVE_RUN)} AND e.status = '{L.PENDING}' AND e.entry_intent_id IS NULL "
@@ -189,7 +190,7 @@ WAITING_SQL = ("SELECT e.id, e.run_id, e.leg_no, e.symbol, e.exchange, e.action,
 
 
 def waiting_reentries(s) -> list[Waiting]:
-    return [Waiting(*r[:8], bool(r[8]), bool(r[9])) for r in raw_cursor(s).execute(WAITING_SQL)]
+    return [Waiting(*r[:9], bool(r[9]), bool(r[10])) for r in raw_cursor(s).execute(WAITING_SQL)]
 
 
 def price_back(action: str, ref: float | None, ltp: float) -> bool:

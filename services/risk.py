@@ -27,6 +27,13 @@ fails with anything but a lock wait, or when the exit is still unwritten ``ALARM
 The market-data thread makes the first attempt itself (the fast path) but waits at most ``FEED_WAIT_S`` for the
 write lock, so a locked database never stops ticks being evaluated for long; the retry thread takes over.
 
+Per-leg stops (services/leg_stops.py): an entered leg with a stop-loss / target / trailing stop of its own gets its
+levels when it is loaded; ticks of its symbol check them (``_check_legs``). A hit is latched as a PendingExit keyed
+(run id, leg no) and written by the same exit writer (db/leg_exits.py ``write_leg_exit``): only that leg exits, the
+run's own limits keep applying to the rest. A stop with re-entries left writes a waiting re-entry row in the same
+transaction; its entry is written on the retry thread once the leg is flat (and the price is back, when asked):
+``process_reentries``. close_leg (``exit_leg``) and roll_leg (``roll_leg``) go through the same writer.
+
 Partial fills: a leg's ``quantity`` is what its entry filled (db/executions.py), so a partly filled entry is
 valued and exited on the filled units. The sweep cancels (cancelorder) the remainder of an entry still working at
 the broker once its run exits, and exits whatever of it filled after the exit was written. An exit partially
@@ -669,6 +676,10 @@ class RiskManager:
                 p = self.md.last_price(*key)
                 if p is None or now - p[1] > max_age:
                     need.setdefault(run.account_id, set()).add(key)
+        for key, waits in list(self._waiting.items()):  # a re-entry waiting for the price to come back
+            p = self.md.last_price(*key)
+            if p is None or now - p[1] > max_age:
+                need.setdefault(waits[0].account_id, set()).add(key)
         for account_id, keys in need.items():
             try:
                 results = self.ctx.client(account_id).multiquotes(

@@ -89,20 +89,6 @@ def test_straddle_when_the_ce_stop_hits_then_only_ce_exits_and_reenters_once_aft
         waiting = [e for e in _execs(sc.db, run_id) if e.status == "pending"]
         assert [(w.attempt, w.entry_intent_id) for w in waiting] == [(1, None)]
 
-        sc.kill()  # SIGKILL with the re-entry waiting: it lives in the database, not in memory
-        sim.set_price(ce, "NFO", round(ce_entry * 0.98, 1))  # back at (below) the first entry while down
-        sc.start()
-        assert wait_for(lambda: _entered(sc.db, run_id, 2), 40, 0.1), sc.tail()
-        sc.kill()  # and again, right after the re-entry
-        sc.start()
-        time.sleep(3.0)
-        reentries = [o for o in _sent(sim, name)[3:] if o[1] == ce]
-        assert reentries == [("SELL", ce, 65)], _sent(sim, name)
-        with sc.db.read() as s:
-            [intent] = s.scalars(select(OrderIntent).where(OrderIntent.client_order_id.like(f"re-{run_id}-%"))).all()
-        assert intent.client_order_id == f"re-{run_id}-1-1-{waiting[0].id}" and intent.purpose == "entry"
-        assert len(_events(sc.db, run_id, "leg_reentry")) == 1
-
         # the PE leg's trailing stop (8 points) follows its best (lowest) price
         best = round(pe_entry - 20, 1)
         sim.set_price(pe, "NFO", best)
@@ -111,11 +97,28 @@ def test_straddle_when_the_ce_stop_hits_then_only_ce_exits_and_reenters_once_aft
         time.sleep(1.0)
         assert not _events(sc.db, run_id, "leg_trailing")
         sim.set_price(pe, "NFO", round(best + 9, 1))
-        assert wait_for(lambda: _events(sc.db, run_id, "leg_trailing"), 20, 0.1), sc.tail()
+        assert wait_for(lambda: _events(sc.db, run_id, "leg_trailing"), 20, 0.1), (
+            [(e.symbol, e.status, e.entry_price, e.leg_best) for e in _execs(sc.db, run_id)], best, sc.tail())
         [tr] = _events(sc.db, run_id, "leg_trailing")
         assert tr.threshold == pytest.approx(best + 8, abs=0.01) and "leg 2" in tr.message
         assert wait_for(lambda: ("BUY", pe, 65) in _sent(sim, name), 20, 0.1)
-        assert _run(sc.db, run_id).status == "active"  # the re-entered CE leg is still held
+        assert wait_for(lambda: [e.status for e in _execs(sc.db, run_id)][:2] == ["exited", "exited"], 20, 0.1)
+        assert _run(sc.db, run_id).status == "active"  # the CE leg's re-entry is still waiting
+        sc.kill()  # SIGKILL with the re-entry waiting: it lives in the database, not in memory
+        sim.set_price(ce, "NFO", round(ce_entry * 0.98, 1))  # back at (below) the first entry while down
+        sc.start()
+        assert wait_for(lambda: _entered(sc.db, run_id, 1), 40, 0.1), sc.tail()
+        sc.kill()  # and again, right after the re-entry
+        sc.start()
+        time.sleep(3.0)
+        reentries = [o for o in _sent(sim, name)[4:] if o[1] == ce]
+        assert reentries == [("SELL", ce, 65)], _sent(sim, name)
+        with sc.db.read() as s:
+            [intent] = s.scalars(select(OrderIntent).where(OrderIntent.client_order_id.like(f"re-{run_id}-%"))).all()
+        assert intent.client_order_id == f"re-{run_id}-1-1-{waiting[0].id}" and intent.purpose == "entry"
+        assert len(_events(sc.db, run_id, "leg_reentry")) == 1
+
+        assert _run(sc.db, run_id).status == "active"  # the re-entered CE leg is held
     finally:
         stop_service(sc.proc)
 

@@ -3,6 +3,7 @@ SQLite): a hit exits only that leg, once, through the one exit path; the run's o
 is written once, and only after the stopped leg is flat (and, when asked, the price is back at the entry)."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
 from db.executions import apply_intent_outcome
@@ -179,3 +180,29 @@ def test_close_leg_when_asked_then_that_leg_exits_and_its_waiting_reentry_is_wit
     assert (ex.execution_id, ex.action) == (pe_ex, "BUY")
     with db.read() as s:
         assert s.get(StrategyRun, run_id).status == "active"
+
+
+@pytest.mark.parametrize("kind,payload,msg", [
+    ("close_leg", {"run_id": 1, "leg_no": 0}, "'leg_no' from 1 to 20"),
+    ("close_leg", {"run_id": 1, "leg_no": True}, "'leg_no' from 1 to 20"),
+    ("close_leg", {"run_id": 99, "leg_no": 1}, "no run with id 99"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1}, "exactly one of 'strike' or 'offset'"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1, "strike": 26000, "offset": 1}, "exactly one of"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1, "offset": 0}, "offset must be a whole number"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1, "offset": 1.5}, "offset must be a whole number"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1, "strike": -5}, "strike must be a positive number"),
+    ("roll_leg", {"run_id": 1, "leg_no": 1, "offset": 1, "expiry": "next week"}, "expiry must look like"),
+    ("modify_order", {"intent_id": 1, "price": "12"}, "needs a number 'price'"),
+    ("modify_order", {"intent_id": 1, "price": 0}, "must be a positive amount"),
+    ("modify_order", {"intent_id": 1, "price": float("nan")}, "finite"),
+    ("modify_order", {"intent_id": 1}, "needs a number 'price'"),
+])
+def test_leg_commands_when_payload_is_bad_then_clear_error_and_nothing_queued(db, kind, payload, msg):
+    from db.commands import CommandError, enqueue_control
+    from db.models import ControlCommand
+    acct = account(db)
+    make_run(db, acct, [dict(symbol=CE, action="SELL", qty=65, entry=100.0)])
+    with pytest.raises(CommandError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        enqueue_control(db, kind, payload)
+    with db.read() as s:
+        assert s.scalars(select(ControlCommand)).all() == []

@@ -195,6 +195,21 @@ class OpenAlgoClient:
             raise OrderRejected(_message(body) or "no orderid in response")
         return str(orderid)
 
+    def modifyorder(self, *, orderid: str, strategy: str, symbol: str, exchange: str, action: str, product: str,
+                    pricetype: str, price: float, quantity: int, trigger_price: float = 0.0,
+                    disclosed_quantity: int = 0) -> dict:
+        """Change a working order (OpenAlgo needs every field, not only the one that changes). Sent once: a
+        timeout is raised to the caller, who reads the orderbook rather than sending it again blindly."""
+        payload = dict(strategy=strategy, exchange=exchange, symbol=symbol, orderid=orderid, action=action,
+                       product=product, pricetype=pricetype, price=price, quantity=quantity,
+                       disclosed_quantity=disclosed_quantity, trigger_price=trigger_price)
+        try:
+            return self._post_once("modifyorder", payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise TemporaryBrokerError(f"modifyorder: cannot connect ({type(exc).__name__})") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise OrderOutcomeUnknown(f"modifyorder: no answer ({type(exc).__name__}); outcome unknown") from None
+
     def cancelorder(self, orderid: str, strategy: str = "AlgoMirror") -> dict:
         return self._read("cancelorder", {"orderid": orderid, "strategy": strategy})
 

@@ -7,6 +7,7 @@ click hits the UNIQUE constraint and returns the first intent instead of placing
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -291,6 +292,57 @@ def margin_check_payload(payload: dict) -> dict:
     return {"strategy_id": sid, "accounts": clean}
 
 
+def _leg_no(payload: dict, kind: str) -> int:
+    leg = payload.get("leg_no")
+    if not isinstance(leg, int) or isinstance(leg, bool) or not 1 <= leg <= 20:
+        raise CommandError(f"'{kind}' needs a whole-number 'leg_no' from 1 to 20 (got {leg!r:.20})")
+    return leg
+
+
+def close_leg_payload(payload: dict) -> dict:
+    """{"run_id": id, "leg_no": 1..20}."""
+    return {"run_id": _whole_id(payload.get("run_id"), "run_id", "close_leg"), "leg_no": _leg_no(payload, "close_leg")}
+
+
+def modify_order_payload(payload: dict) -> dict:
+    """{"intent_id": id, "price": a positive number}: the new limit price of a working LIMIT / SL order."""
+    iid = _whole_id(payload.get("intent_id"), "intent_id", "modify_order")
+    price = payload.get("price")
+    if isinstance(price, bool) or not isinstance(price, int | float):
+        raise CommandError(f"'modify_order' needs a number 'price' (got {price!r:.20})")
+    price = _number(price, "Price")
+    if not 0 < price < 1e8:
+        raise CommandError(f"'modify_order' price must be a positive amount (got {price:g})")
+    return {"intent_id": iid, "price": float(price)}
+
+
+def roll_leg_payload(payload: dict) -> dict:
+    """{"run_id", "leg_no", and "strike" (a listed strike) or "offset" (listed strikes from the leg's own, + higher,
+    not 0), optional "expiry" (DD-MMM-YY as the symbol master spells it)}."""
+    clean = {"run_id": _whole_id(payload.get("run_id"), "run_id", "roll_leg"), "leg_no": _leg_no(payload, "roll_leg")}
+    strike, offset = payload.get("strike"), payload.get("offset")
+    if (strike is None) == (offset is None):
+        raise CommandError("'roll_leg' needs exactly one of 'strike' or 'offset'")
+    if strike is not None:
+        if isinstance(strike, bool) or not isinstance(strike, int | float) or not 0 < strike < 1e7:
+            raise CommandError(f"'roll_leg' strike must be a positive number (got {strike!r:.20})")
+        clean["strike"] = float(strike)
+    else:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset == 0 or not -50 <= offset <= 50:
+            raise CommandError(f"'roll_leg' offset must be a whole number of strikes, -50..50 and not 0 "
+                               f"(got {offset!r:.20})")
+        clean["offset"] = offset
+    expiry = payload.get("expiry")
+    if expiry is not None:
+        if not isinstance(expiry, str) or not EXPIRY_RE.match(expiry.strip().upper()):
+            raise CommandError(f"'roll_leg' expiry must look like 30-DEC-25 (got {str(expiry)[:20]!r})")
+        clean["expiry"] = expiry.strip().upper()
+    return clean
+
+
+EXPIRY_RE = re.compile(r"^\d{2}-[A-Z]{3}-\d{2}$")
+
+
 # The one list of control commands: the UI enqueues only these (enqueue_control), the service carries out only
 # these, and refuses to start unless it has exactly one handler for each (check_handlers).
 COMMANDS: dict[str, CommandSpec] = {
@@ -313,6 +365,12 @@ COMMANDS: dict[str, CommandSpec] = {
                                 "their available cash; answered in margin_checks", "strategy_id", Strategy,
                                 margin_check_payload),
     "summarise_day": CommandSpec("write today's day summary now (the History page; replaces today's rows)"),
+    "close_leg": CommandSpec("exit one leg of a live strategy run at market (its other legs stay)", "run_id",
+                             StrategyRun, close_leg_payload),
+    "modify_order": CommandSpec("change the price of a LIMIT / SL order working at the broker (modifyorder)",
+                                "intent_id", OrderIntent, modify_order_payload),
+    "roll_leg": CommandSpec("close one leg of a live run and open the same lots at another strike / expiry "
+                            "(BUY orders first)", "run_id", StrategyRun, roll_leg_payload),
 }
 
 

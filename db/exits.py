@@ -87,6 +87,9 @@ def write_run_exit(s, run_id: int, reason: str, threshold, value, ts_ist: str,
         update_rows(cur, EXECUTIONS, dict(status=L.EXITING.value, exit_intent_id=intent_id, updated_at=now),
                     "id = ?", (ex.id,))
     _cancel_queued_entries(s, cur, run_id)
+    # re-entries still waiting for their turn will not come: nothing enters an exiting run
+    update_rows(cur, EXECUTIONS, dict(status=L.FAILED.value, updated_at=now),
+                f"run_id = ? AND status = '{L.PENDING}' AND entry_intent_id IS NULL", (run_id,))
     insert_row(cur, RiskEvent.__table__, dict(
         run_id=run_id, account_id=account_id, event_type=reason[:32], threshold=threshold, value=value,
         action="exit", ts_ist=ts_ist, ts_utc=now, exit_order_ids=json.dumps([f["client_order_id"] for f in fields]),

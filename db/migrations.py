@@ -121,9 +121,28 @@ def _v10_history(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE risk_events ADD COLUMN decided_on TEXT NOT NULL DEFAULT ''")
 
 
+LEG_COLUMNS = (("sl_mode", "VARCHAR(8) NOT NULL DEFAULT ''"), ("sl_value", "FLOAT"),
+               ("tp_mode", "VARCHAR(8) NOT NULL DEFAULT ''"), ("tp_value", "FLOAT"), ("trail_points", "FLOAT"),
+               ("reentry_count", "INTEGER NOT NULL DEFAULT 0"), ("reentry_mode", "VARCHAR(8) NOT NULL DEFAULT 'same'"),
+               ("reentry_wait", "BOOLEAN NOT NULL DEFAULT 0"))
+
+
+def _v11_leg_stops(conn: Connection) -> None:
+    """Strategy legs gain their own stop-loss / target / trailing stop and re-entry settings, and executions a copy
+    of them (taken at execute) with the leg's re-entry attempt, the reference price a re-entry waits for, the best
+    price since entry (trailing) and why the leg exited on its own. Every existing leg has none of them: off."""
+    for table, extra in (("strategy_legs", ()),
+                         ("executions", (("attempt", "INTEGER NOT NULL DEFAULT 0"), ("reentry_ref", "FLOAT"),
+                                         ("leg_best", "FLOAT"), ("exit_kind", "VARCHAR(16) NOT NULL DEFAULT ''")))):
+        have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+        for name, ddl in (*LEG_COLUMNS, *extra):
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
-              _v9_run_multiplier_and_margin_checks, _v10_history]
+              _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops]
 LATEST = len(MIGRATIONS)
 
 

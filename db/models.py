@@ -93,6 +93,16 @@ class StrategyLeg(Base):
     offset: Mapped[int] = mapped_column(Integer, default=0)
     strike: Mapped[float | None] = mapped_column(Float, nullable=True)
     lots: Mapped[int] = mapped_column(Integer, default=1)
+    # the leg's own stop-loss / target (db.vocab.StopMode points | pct of the entry price; '' / None = off),
+    # trailing stop in points below (BUY) / above (SELL) the best price since entry, and re-entry after its stop
+    sl_mode: Mapped[str] = mapped_column(String(8), default="")
+    sl_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_mode: Mapped[str] = mapped_column(String(8), default="")
+    tp_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trail_points: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reentry_count: Mapped[int] = mapped_column(Integer, default=0)  # 0 = no re-entry
+    reentry_mode: Mapped[str] = mapped_column(String(8), default="same")  # db.vocab.ReentryMode
+    reentry_wait: Mapped[bool] = mapped_column(Boolean, default=False)  # only once the price is back at the entry
     strategy: Mapped[Strategy] = relationship(back_populates="legs")
 
 
@@ -136,6 +146,21 @@ class Execution(Base):
     exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # the leg's stops and re-entry, copied from its StrategyLeg at execute (a later edit never changes a live run)
+    sl_mode: Mapped[str] = mapped_column(String(8), default="")
+    sl_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_mode: Mapped[str] = mapped_column(String(8), default="")
+    tp_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trail_points: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reentry_count: Mapped[int] = mapped_column(Integer, default=0)
+    reentry_mode: Mapped[str] = mapped_column(String(8), default="same")
+    reentry_wait: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # 0: the first entry; n: the leg's n-th re-entry
+    # a re-entry waiting for its turn is a 'pending' execution without an entry intent; reentry_ref is the
+    # price of the leg's first entry (the level the price must come back to, with reentry_wait)
+    reentry_ref: Mapped[float | None] = mapped_column(Float, nullable=True)
+    leg_best: Mapped[float | None] = mapped_column(Float, nullable=True)  # best price since entry (trailing)
+    exit_kind: Mapped[str] = mapped_column(String(16), default="")  # why this leg alone exited (leg_sl, close_leg..)
 
 
 # The WHERE of the one-exit-per-leg index, from the FSM (sql_in keeps enum order, so the SQL text is stable).

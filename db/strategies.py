@@ -21,7 +21,7 @@ from db.wake import notify
 from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun)
 from db.prices import fresh_ltp
-from db.vocab import ENTRIES_DENIED
+from db.vocab import ENTRIES_DENIED, ReentryMode, StopMode
 
 OPTION_EXCHANGE = {"NSE_INDEX": "NFO", "NSE": "NFO", "BSE_INDEX": "BFO", "BSE": "BFO"}
 NAME_RE = re.compile(r"^[A-Za-z0-9 _\-]{1,64}$")
@@ -35,6 +35,15 @@ class LegSpec:
     strike_mode: str = "ATM"  # ATM | ITM | OTM | STRIKE
     offset: int = 0
     strike: float | None = None
+    # the leg's own stop-loss / target: points or % (db.vocab.StopMode) of the leg's entry price; None = off
+    sl_mode: str = StopMode.POINTS.value
+    sl_value: float | None = None
+    tp_mode: str = StopMode.POINTS.value
+    tp_value: float | None = None
+    trail_points: float | None = None  # trailing stop: points from the best price since entry
+    reentry_count: int = 0  # re-enter up to this many times after the leg's stop (0 = never)
+    reentry_mode: str = ReentryMode.SAME.value  # the same contract, or the ATM strike at re-entry time
+    reentry_wait: bool = False  # re-enter only once the price is back at the first entry's level
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,69 @@ def _check_leg(i: int, leg: LegSpec) -> LegSpec:
             raise CommandError(f"Leg {i}: ITM/OTM offset must be 1-50")
         if leg.strike_mode == "STRIKE" and not (leg.strike and leg.strike > 0):
             raise CommandError(f"Leg {i}: a fixed strike must be a positive number")
+    return _check_leg_stops(i, leg)
+
+
+def _leg_number(v, what: str) -> float | None:
+    """A positive number, or None for 'not set' (empty, 0)."""
+    if v is None or v == "" or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, bool):
+        raise CommandError(f"{what} must be a number")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise CommandError(f"{what} must be a number (got '{str(v)[:20]}')") from None
+    if f == 0:
+        return None
+    if not (0 < f < 1e9):
+        raise CommandError(f"{what} must be a positive number (got {v})")
+    return f
+
+
+def _check_leg_stops(i: int, leg: LegSpec) -> LegSpec:
+    """The leg's stop-loss / target / trailing / re-entry, cleaned, or CommandError naming the leg. A stop-loss in %
+    must be under 100, and so must a SELL leg's target (below the entry: at 100 % it would be zero); a BUY leg's
+    target in % is capped at 1000."""
+    for what, mode_attr, value_attr, cap in (("stop-loss", "sl_mode", "sl_value", 100),
+                                             ("target", "tp_mode", "tp_value", 100 if leg.action == "SELL" else 1000)):
+        value = _leg_number(getattr(leg, value_attr), f"Leg {i}: {what}")
+        mode = getattr(leg, mode_attr) or StopMode.POINTS.value
+        if mode not in tuple(StopMode):
+            raise CommandError(f"Leg {i}: {what} must be in points or % (got '{str(mode)[:12]}')")
+        if value is not None and mode == StopMode.PCT and value >= cap:
+            raise CommandError(f"Leg {i}: a {what} of {value:g} % is out of range (must be below {cap} %)")
+        setattr(leg, value_attr, value)
+        setattr(leg, mode_attr, str(mode))
+    leg.trail_points = _leg_number(leg.trail_points, f"Leg {i}: trailing stop (points)")
+    n = leg.reentry_count or 0
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10:
+        raise CommandError(f"Leg {i}: re-entries must be a whole number from 0 to 10 (got {str(n)[:12]})")
+    if n and leg.sl_value is None and leg.trail_points is None:
+        raise CommandError(f"Leg {i}: re-entry follows the leg's stop: set a stop-loss or a trailing stop")
+    if (leg.reentry_mode or ReentryMode.SAME.value) not in tuple(ReentryMode):
+        raise CommandError(f"Leg {i}: re-entry must be at the same strike or the ATM strike")
+    if n and leg.reentry_mode == ReentryMode.ATM and leg.instrument == "FUT":
+        raise CommandError(f"Leg {i}: a future has no ATM strike to re-enter at")
+    leg.reentry_count, leg.reentry_mode = n, str(leg.reentry_mode or ReentryMode.SAME.value)
+    leg.reentry_wait = bool(leg.reentry_wait) and n > 0
     return leg
+
+
+LEG_STOP_FIELDS = ("sl_mode", "sl_value", "tp_mode", "tp_value", "trail_points", "reentry_count", "reentry_mode",
+                   "reentry_wait")
+
+
+def leg_stop_fields(leg) -> dict:
+    """The stop and re-entry settings of a LegSpec / StrategyLeg / Execution, to copy onto another row (modes are
+    kept only beside a value)."""
+    out = {f: getattr(leg, f) for f in LEG_STOP_FIELDS}
+    out["sl_mode"] = out["sl_mode"] if out["sl_value"] is not None else ""
+    out["tp_mode"] = out["tp_mode"] if out["tp_value"] is not None else ""
+    out["reentry_count"], out["reentry_wait"] = int(out["reentry_count"] or 0), bool(out["reentry_wait"])
+    return out
 
 
 def save_strategy(db: Database, name: str, underlying: str, exchange: str, expiry: str, legs: list[LegSpec], *,
@@ -102,7 +173,8 @@ def save_strategy(db: Database, name: str, underlying: str, exchange: str, expir
             raise CommandError(f"A strategy named '{name}' already exists")
         st = Strategy(name=name, underlying=underlying, exchange=exchange, expiry=expiry, product=product, **limits)
         st.legs = [StrategyLeg(leg_no=i, instrument=leg.instrument, action=leg.action, strike_mode=leg.strike_mode,
-                               offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots)
+                               offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots,
+                               **leg_stop_fields(leg))
                    for i, leg in enumerate(legs, start=1)]
         s.add(st)
         s.flush()
@@ -302,10 +374,12 @@ def _write_run(s, st: Strategy, acct: Account, group_id: str, legs: list[Resolve
                       max_profit=st.max_profit, trailing_sl=st.trailing_sl, multiplier=multiplier)
     s.add(run)
     s.flush()
+    stops = {leg.leg_no: leg_stop_fields(leg) for leg in st.legs}  # copied: a later edit never changes this run
     for leg in legs:
         for qty in split_qty(leg.quantity * multiplier, leg.freeze_qty, leg.lotsize):
             ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
-                           exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
+                           exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product,
+                           **stops[leg.leg_no])
             s.add(ex)
             s.flush()
             intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,

@@ -63,6 +63,26 @@ class StopMode(StrEnum):
     PCT = "pct"
 
 
+class ReentryMode(StrEnum):
+    """Which contract a strategy leg re-enters after its stop: the one it held, or the ATM strike re-resolved
+    from the underlying's price at the moment of re-entry."""
+    SAME = "same"
+    ATM = "atm"
+
+
+class LegExit(StrEnum):
+    """Why one leg of a run exited on its own (executions.exit_kind, the risk event's type)."""
+    STOP_LOSS = "leg_sl"
+    TARGET = "leg_target"
+    TRAILING = "leg_trailing"
+    CLOSE = "close_leg"  # the trader's control command
+    ROLL = "roll_leg"  # closed to open another strike / expiry
+
+
+LEG_STOP_EXITS = frozenset({LegExit.STOP_LOSS, LegExit.TARGET, LegExit.TRAILING})  # these may re-enter
+REENTER_AFTER = frozenset({LegExit.STOP_LOSS, LegExit.TRAILING})  # "after a leg's stop": not after its target
+
+
 class AlertOutcome(StrEnum):
     """What a webhook alert did (webhook_alerts.outcome)."""
     DONE = "done"  # the action was written (runs queued, exits requested, orders queued)

@@ -6,10 +6,12 @@ import streamlit as st
 from db import repo
 from db.commands import enqueue_control
 from db.models import utcnow
+from db.leg_exits import run_legs, working_priced_orders
 from db.order_fsm import values
-from db.run_fsm import UNFINISHED_RUN
+from db.run_fsm import LIVE_RUN, UNFINISHED_RUN
 from pages._common import USER_ERRORS, init_page
 from ui import charts
+from ui.actions import flash, selected_row, show_flash
 from ui.format import rupees, table
 from ui.greeks import GREEKS, leg_greeks, net
 
@@ -122,6 +124,73 @@ run_detail()
 
 status = all_runs.loc[all_runs["id"] == run_id, "status"].iloc[0]
 exitable = status in UNFINISHED_RUN
+
+
+def _ask(kind: str, payload: dict, done: str) -> None:
+    """Queue a control command; the outcome stays on screen (flash) across refreshes."""
+    try:
+        cmd = enqueue_control(db, kind, payload)
+        flash("risk", "success", f"{done} (command #{cmd}); the service carries it out.")
+    except USER_ERRORS as exc:
+        flash("risk", "error", f"{done.split(' requested')[0]} refused: {exc}")
+    st.rerun()
+
+
+def leg_actions(run_id: int, live: bool) -> None:
+    """Per leg of the run: Close leg (at market, the other legs stay) and Roll (close, then open another strike /
+    expiry, BUY orders first), each behind a confirmation."""
+    legs = pd.DataFrame(run_legs(db, run_id))
+    st.markdown("**Leg actions** (select a leg)")
+    ev = table(legs, key="risk.legs", empty="No legs.", on_select="rerun", selection_mode="single-row")
+    row = selected_row(ev, legs)
+    if row is None:
+        return
+    leg_no, held = int(row["leg_no"]), live and int(row["held"]) > 0
+    with st.container(border=True):
+        st.markdown(f"**Leg {leg_no}: {row['action']} {row['held']} {row['symbol']}** ({row['state']})"
+                    + ("" if held else " — nothing held in a live run: no action"))
+        sure = st.checkbox("Confirm the leg action", key=f"risk.leg_confirm.{run_id}.{leg_no}", disabled=not held)
+        c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+        if c1.button("Close leg", key="risk.close_leg", disabled=not (held and sure), type="primary"):
+            _ask("close_leg", {"run_id": run_id, "leg_no": leg_no}, f"Close of leg {leg_no} requested")
+        how = c2.selectbox("Roll to", ["strikes away", "strike"], key="risk.roll_how")
+        value = c3.number_input("Strikes (+ higher) / strike", value=1.0, step=1.0, key="risk.roll_value")
+        expiry = c4.text_input("Expiry (DD-MMM-YY, empty = same)", key="risk.roll_expiry")
+        if st.button("Roll…", key="risk.roll_leg", disabled=not (held and sure)):
+            payload = {"run_id": run_id, "leg_no": leg_no}
+            if how == "strike":
+                payload["strike"] = float(value)
+            else:
+                payload["offset"] = int(value) if float(value).is_integer() else value
+            if expiry.strip():
+                payload["expiry"] = expiry.strip()
+            _ask("roll_leg", payload, f"Roll of leg {leg_no} requested")
+
+
+def order_actions() -> None:
+    """LIMIT / SL orders working at the broker: a new price (modifyorder), behind a confirmation."""
+    orders = pd.DataFrame(working_priced_orders(db))
+    st.markdown("**Working LIMIT / SL orders** (select one to modify its price)")
+    ev = table(orders, key="risk.working", empty="No LIMIT or SL order is working at a broker.", on_select="rerun",
+               selection_mode="single-row")
+    row = selected_row(ev, orders)
+    if row is None:
+        return
+    iid = int(row["id"])
+    with st.container(border=True):
+        st.markdown(f"**Order #{iid}: {row['action']} {row['qty']} {row['symbol']} {row['pricetype']} "
+                    f"@ {row['price']:g}**")
+        c1, c2 = st.columns(2)
+        price = c1.number_input("New price", min_value=0.0, value=float(row["price"]), step=0.05,
+                                key=f"risk.modify_price.{iid}")
+        sure = c2.checkbox("Confirm the new price", key=f"risk.modify_confirm.{iid}")
+        if st.button("Modify price", key="risk.modify", disabled=not sure):
+            _ask("modify_order", {"intent_id": iid, "price": float(price)}, f"Price change of order #{iid} requested")
+
+
+show_flash("risk")
+leg_actions(int(run_id), status in LIVE_RUN)
+order_actions()
 with st.container(border=True):
     st.markdown("**Exit now** closes every leg of this run at market (reduce-only).")
     sure = st.checkbox("Confirm exit", key="risk.exit_confirm", disabled=not exitable)

@@ -8,7 +8,7 @@ from db.intents import new_client_order_id
 from db.margin import check_rows, command_state, refusal_text
 from db.models import utcnow
 from db.strategies import LegSpec, execute_plan, preview_execution, save_strategy
-from db.vocab import CommandStatus
+from db.vocab import CommandStatus, ReentryMode, StopMode
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui import charts
 from ui.black_scholes import implied_vol, years_to_expiry
@@ -18,9 +18,15 @@ from ui.widgets import status_chip
 
 db, settings, health = init_page("Strategies", ":material/account_tree:")
 ss = st.session_state
+# each leg's own stops: SL / target in points or % of the leg's entry price, a trailing stop in points, and up to
+# N re-entries after its stop (same strike or ATM re-resolved; optionally once the price is back at the entry)
+LEG_STOPS = dict(sl_mode="pts", sl=None, tp_mode="pts", tp=None, trail=None, reentries=0, reenter_at="same",
+                 reenter_on_return=False)
 DEFAULT_LEGS = pd.DataFrame([
-    dict(instrument="CE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1),
-    dict(instrument="PE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1)])
+    dict(instrument="CE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1, **LEG_STOPS),
+    dict(instrument="PE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1, **LEG_STOPS)])
+STOP_MODES = {"pts": StopMode.POINTS.value, "%": StopMode.PCT.value}
+REENTER_AT = {"same": ReentryMode.SAME.value, "ATM": ReentryMode.ATM.value}
 
 unders = repo.option_underlyings(db)
 if unders.empty:
@@ -42,12 +48,27 @@ legs_df = st.data_editor(
                                                         required=True),
         "offset": st.column_config.NumberColumn("ITM/OTM steps", min_value=0, max_value=50, step=1),
         "strike": st.column_config.NumberColumn("Fixed strike", min_value=0.0),
-        "lots": st.column_config.NumberColumn("Lots", min_value=1, max_value=500, step=1, required=True)})
+        "lots": st.column_config.NumberColumn("Lots", min_value=1, max_value=500, step=1, required=True),
+        "sl_mode": st.column_config.SelectboxColumn("SL in", options=list(STOP_MODES)),
+        "sl": st.column_config.NumberColumn("Stop-loss", help="points or % of the leg's entry price; empty = none"),
+        "tp_mode": st.column_config.SelectboxColumn("Target in", options=list(STOP_MODES)),
+        "tp": st.column_config.NumberColumn("Target", help="points or % of the leg's entry price; empty = none"),
+        "trail": st.column_config.NumberColumn("Trail (pts)", help="trailing stop: points from the leg's best price"),
+        "reentries": st.column_config.NumberColumn("Re-entries", min_value=0, max_value=10, step=1,
+                                                   help="re-enter this leg after its stop, up to this many times"),
+        "reenter_at": st.column_config.SelectboxColumn("Re-enter at", options=list(REENTER_AT)),
+        "reenter_on_return": st.column_config.CheckboxColumn(
+            "…when back at entry", help="re-enter only once the price is back at the first entry's level")})
 r1, r2, r3 = st.columns(3)
 max_loss = r1.number_input("Max loss (₹, 0 = none)", min_value=0.0, step=500.0, key="strategies.max_loss")
 max_profit = r2.number_input("Max profit (₹, 0 = none)", min_value=0.0, step=500.0, key="strategies.max_profit")
 trailing = r3.number_input("Trailing stop (₹ below peak, 0 = none)", min_value=0.0, step=250.0,
                            key="strategies.trailing_sl")
+
+
+def _cell(r, name: str, default=None):
+    v = getattr(r, name, default)
+    return default if v is None or (isinstance(v, float) and pd.isna(v)) else v
 
 
 def leg_specs(df: pd.DataFrame) -> list[LegSpec]:
@@ -56,7 +77,12 @@ def leg_specs(df: pd.DataFrame) -> list[LegSpec]:
         try:
             specs.append(LegSpec(instrument=str(r.instrument), action=str(r.action), lots=int(r.lots),
                                  strike_mode=str(r.strike_mode or "ATM"), offset=int(r.offset or 0),
-                                 strike=float(r.strike) if pd.notna(r.strike) and r.strike else None))
+                                 strike=float(r.strike) if pd.notna(r.strike) and r.strike else None,
+                                 sl_mode=STOP_MODES.get(_cell(r, "sl_mode", "pts"), "?"), sl_value=_cell(r, "sl"),
+                                 tp_mode=STOP_MODES.get(_cell(r, "tp_mode", "pts"), "?"), tp_value=_cell(r, "tp"),
+                                 trail_points=_cell(r, "trail"), reentry_count=_cell(r, "reentries", 0),
+                                 reentry_mode=REENTER_AT.get(_cell(r, "reenter_at", "same"), "?"),
+                                 reentry_wait=bool(_cell(r, "reenter_on_return", False))))
         except (TypeError, ValueError):
             raise CommandError(f"Leg {i}: fill instrument, action, strike and a whole number of lots") from None
     return specs

@@ -19,6 +19,13 @@
                                          basket and /funds per account, answered in margin_checks; finishes on
                                          its own thread (db/margin.py: how Execute is gated on it)
     summarise_day    {}               -> today's day summary written now (services/day_summary.py; idempotent)
+    close_leg        {"run_id", "leg_no"} -> risk.exit_leg: that leg's entered executions exit at market (its
+                                         waiting re-entries withdrawn); the run goes on with its other legs
+    modify_order     {"intent_id", "price"} -> modifyorder at the broker for a LIMIT / SL intent working there;
+                                         the intent carries the new price once the broker accepted it
+    roll_leg         {"run_id", "leg_no", "strike" | "offset", "expiry"?} -> risk.roll_leg: the leg's exits and
+                                         the new contract's entries in one transaction (BUY orders first);
+                                         client_order_ids from the command id, so a repeat places nothing
     halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
     reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
     rearm_account    {"account_id"}   -> trading state 'active' again
@@ -41,10 +48,12 @@ from db.commands import check_handlers, control_payload
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
+from db.leg_exits import modifiable, record_modified
 from db.models import OrderIntent
 from db.order_fsm import Status
 from db.stops import cancel_stop_in, stop_status
 from db.vocab import TradingState
+from broker.errors import BrokerError
 from services.cancels import CANCELLABLE, send_cancel
 
 if TYPE_CHECKING:
@@ -207,3 +216,42 @@ class ControlHandlers:
     def margin_check(self, p: dict, command_id: int | None = None) -> str:
         self.deps.margin_check(command_id, p)
         return DEFERRED
+
+    def _risk(self):
+        risk = self.deps.risk()
+        if risk is None:
+            raise RuntimeError("risk manager not running")
+        return risk
+
+    @handles("close_leg")
+    def close_leg(self, p: dict) -> str:
+        run_id, leg_no = int(p["run_id"]), int(p["leg_no"])
+        try:
+            ids = self._risk().exit_leg(run_id, leg_no)
+        except DbError as exc:
+            raise RuntimeError(f"exit could not be written ({exc}); the service keeps retrying it") from exc
+        if ids:
+            return f"run {run_id} leg {leg_no}: {len(ids)} exit order(s) queued; the other legs stay"
+        return f"run {run_id} leg {leg_no}: nothing entered to close (run not live, or the leg exited already)"
+
+    @handles("roll_leg", wants_command_id=True)
+    def roll_leg(self, p: dict, command_id: int | None = None) -> str:
+        return self._risk().roll_leg(int(command_id or 0), int(p["run_id"]), int(p["leg_no"]), p.get("strike"),
+                                     p.get("offset"), p.get("expiry"))
+
+    @handles("modify_order")
+    def modify_order(self, p: dict) -> str:
+        ctx, iid, price = self.deps.ctx, int(p["intent_id"]), float(p["price"])
+        with ctx.db.read() as s:
+            i = modifiable(s, iid, price)
+            order = dict(orderid=i.broker_order_id, strategy=i.strategy_tag, symbol=i.symbol, exchange=i.exchange,
+                         action=i.action, product=i.product, pricetype=i.pricetype, quantity=i.requested_qty,
+                         trigger_price=i.trigger_price or 0.0)
+            account_id, old = i.account_id, i.limit_price
+        try:
+            ctx.client(account_id).modifyorder(price=price, **order)
+        except BrokerError as exc:
+            raise RuntimeError(f"the broker did not modify order {order['orderid']}: {exc.message}") from exc
+        with ctx.db.write() as s:
+            record_modified(s, iid, price, old)
+        return f"order {order['orderid']} price {old:g} -> {price:g}"

@@ -39,6 +39,7 @@ class Leg:
     entry_price: float | None
     exit_price: float | None
     fill_seen: float = float("-inf")  # market-data clock time the entry fill was recorded; ticks before it are stale
+    stop: object = None  # services.leg_stops.LegStop: the leg's own stop-loss / target / trailing, once entered
 
     @classmethod
     def of(cls, ex, fill_seen: float = float("-inf")) -> "Leg":

@@ -27,6 +27,13 @@ fails with anything but a lock wait, or when the exit is still unwritten ``ALARM
 The market-data thread makes the first attempt itself (the fast path) but waits at most ``FEED_WAIT_S`` for the
 write lock, so a locked database never stops ticks being evaluated for long; the retry thread takes over.
 
+Per-leg stops (services/leg_stops.py): an entered leg with a stop-loss / target / trailing stop of its own gets its
+levels when it is loaded; ticks of its symbol check them (``_check_legs``). A hit is latched as a PendingExit keyed
+(run id, leg no) and written by the same exit writer (db/leg_exits.py ``write_leg_exit``): only that leg exits, the
+run's own limits keep applying to the rest. A stop with re-entries left writes a waiting re-entry row in the same
+transaction; its entry is written on the retry thread once the leg is flat (and the price is back, when asked):
+``process_reentries``. close_leg (``exit_leg``) and roll_leg (``roll_leg``) go through the same writer.
+
 Partial fills: a leg's ``quantity`` is what its entry filled (db/executions.py), so a partly filled entry is
 valued and exited on the filled units. The sweep cancels (cancelorder) the remainder of an entry still working at
 the broker once its run exits, and exits whatever of it filled after the exit was written. An exit partially
@@ -46,14 +53,18 @@ from typing import TYPE_CHECKING
 
 from db.clock import ist_now_str
 from db.errors import DbLocked, classify
+from db.commands import CommandError
 from db.exits import failed_exits, flag_once, late_fills, repairs_due, write_exit_intent, write_run_exit
+from db.leg_exits import Waiting, price_back, waiting_reentries, write_leg_exit, write_reentries, write_roll
 from db.models import OrderIntent
 from db.run_fsm import LegStatus
-from db.runs import live_runs, persist_pnl
+from db.runs import live_runs, persist_leg_best, persist_pnl
+from db.vocab import LegExit
 from services.alerts import Notifier
 from services.cancels import CancelSender
 from services.context import ServiceContext
 from services.health import heartbeat, service_log
+from services.leg_stops import leg_stop
 from services.dispatcher import PlainExitWriter, Written
 from services.market_data import MarketDataManager
 from services.pnl import ACTIVE_LEG, Leg, fill_seen_at, leg_price, run_pnl
@@ -88,7 +99,8 @@ class RunState:
 
 @dataclass
 class PendingExit:
-    """A decided exit that has not committed yet (see the module docstring)."""
+    """A decided exit that has not committed yet (see the module docstring): of the whole run, or of one leg
+    (``leg_no``: a leg's own stop, close_leg)."""
     run_id: int
     reason: str
     threshold: float | None
@@ -101,6 +113,17 @@ class PendingExit:
     error: str = ""
     alarmed_at: float | None = None
     decided_on: list = field(default_factory=list)  # the legs and their prices at the decision (the Journal)
+    leg_no: int | None = None
+    executions: frozenset = frozenset()  # a leg exit: the executions it was decided for
+
+    @property
+    def key(self):
+        """Where it is latched: the run id, or (run id, leg no) for one leg's exit."""
+        return self.run_id if self.leg_no is None else (self.run_id, self.leg_no)
+
+    @property
+    def label(self) -> str:
+        return f"run {self.run_id}" if self.leg_no is None else f"run {self.run_id} leg {self.leg_no}"
 
 
 def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
@@ -119,13 +142,19 @@ def check_limits(run: RunState, pnl: float) -> tuple[str, float, float] | None:
 
 
 def carry_state(st: RunState, old: RunState) -> None:
-    """A reloaded run keeps its in-memory P&L state; the peak only ratchets up. (Whether an exit is in flight is
-    not run state: it lives in RiskManager._pending, which a reload does not replace.)"""
+    """A reloaded run keeps its in-memory P&L state; the peak only ratchets up, and so does each leg's best price
+    (its trailing stop). (Whether an exit is in flight is not run state: it lives in RiskManager._pending, which a
+    reload does not replace.)"""
     peaks = [p for p in (st.peak, old.peak) if p is not None]
     st.peak = max(peaks) if peaks else None
     if st.peak is not None and st.trailing_sl:
         st.stop = st.peak - st.trailing_sl
     st.pnl, st.dirty = old.pnl, old.dirty
+    if any(leg.stop is not None for leg in st.legs):
+        before = {leg.execution_id: leg.stop for leg in old.legs if leg.stop is not None}
+        for leg in st.legs:
+            if leg.stop is not None and leg.execution_id in before:
+                leg.stop.carry(before[leg.execution_id])
 
 
 def _unfilled(failed: OrderIntent) -> int | None:
@@ -153,14 +182,20 @@ class RiskManager:
         self._runs: dict[int, RunState] = {}
         self._by_key: dict[tuple[str, str], list[RunState]] = {}
         self._lock = threading.RLock()
-        self._pending: dict[int, PendingExit] = {}  # decided exits not yet committed
+        self._pending: dict[object, PendingExit] = {}  # decided exits not yet committed (PendingExit.key)
         self._written: set[int] = set()  # exits committed that the last reload may not have seen yet
+        # the same for one leg's exits: (run id, leg no) -> the executions exited (a re-entered leg is new ones)
+        self._written_legs: dict[tuple[int, int], frozenset] = {}
+        self._leg_watch: dict[tuple[str, str], list[tuple[RunState, Leg]]] = {}  # entered legs with own stops
+        self._waiting: dict[tuple[str, str], list[Waiting]] = {}  # re-entries waiting for the price to come back
+        self._reentry_due: set[tuple[int, int]] = set()  # (run id, leg no) whose re-entry may be written now
         self._retry_wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_persist = self._last_beat = float("-inf")
         self._stopped = False
-        self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0, exit_write_failures=0)
+        self.stats = dict(exits=0, retries=0, exit_failed=0, rest_quotes=0, evaluations=0, exit_write_failures=0,
+                          leg_exits=0, reentries=0)
         md.add_listener(self._on_tick)
 
     def start(self) -> None:
@@ -180,11 +215,11 @@ class RiskManager:
             t.join(timeout)
         self._threads.clear()
         for p in self.pending_exits():
-            msg = (f"service stopping with the {p.reason} exit of run {p.run_id} (breach at {p.since_ist}) still "
+            msg = (f"service stopping with the {p.reason} exit of {p.label} (breach at {p.since_ist}) still "
                    f"not written: {p.error or 'waiting for the database'}; the position is open")
             log.error("%s", msg)
             if self.notifier is not None:
-                self.notifier.alert("exit_not_written", msg, subject=f"run {p.run_id} stopping")
+                self.notifier.alert("exit_not_written", msg, subject=f"{p.label} stopping")
         self._stopped = True
         heartbeat(self.ctx.db, "risk", "stopped", dict(runs=len(self._runs), **self.stats))
 
@@ -194,34 +229,46 @@ class RiskManager:
 
     # ---- loading ---------------------------------------------------------------------------------------------
     def reload(self) -> None:
-        fresh = self._load_runs()
+        fresh, waits = self._load_runs()
         with self._lock:
             for rid, st in fresh.items():
                 if rid in self._runs:
                     carry_state(st, self._runs[rid])
             by_key: dict = {}
+            leg_watch: dict = {}
             for st in fresh.values():
                 for key in st.keys:
                     by_key.setdefault(key, []).append(st)
-            self._runs, self._by_key = fresh, by_key
+                for leg in st.legs:
+                    if leg.stop is not None:
+                        leg_watch.setdefault(leg.key, []).append((st, leg))
+            self._runs, self._by_key, self._leg_watch = fresh, by_key, leg_watch
             # a committed exit leaves this set once a reload no longer loads the run as live
             self._written &= set(fresh)
-        self._sync_subscriptions(set(by_key))
+            entered = {leg.execution_id for st in fresh.values() for leg in st.legs if leg.status == LegStatus.ENTERED}
+            self._written_legs = {k: v for k, v in self._written_legs.items() if v & entered}
+        watch_keys = self._watch_waiting(waits)
+        self._sync_subscriptions(set(by_key) | watch_keys)
         try:
             self._maybe_persist()
         except Exception as exc:  # noqa: BLE001 - P&L persistence is display only; it must not stop the reload
             log.warning("risk: persisting run P&L failed: %s", exc)
         self._maybe_heartbeat()
 
-    def _load_runs(self) -> dict[int, RunState]:
-        """Every live run with its legs: two plain SELECTs (this runs every second, beside the feed thread)."""
+    def _load_runs(self) -> tuple[dict[int, RunState], list[Waiting]]:
+        """Every live run with its legs, and the re-entries waiting: three plain SELECTs (this runs every second,
+        beside the feed thread). An entered leg with stops of its own gets its levels here, once."""
         with self.ctx.db.read() as s:
             rows, execs = live_runs(s)
+            waits = waiting_reentries(s) if rows else []
         legs: dict[int, list[Leg]] = {}
         clock_now, wall_now = self.md.clock(), time.time()
-        for run_id, *fields, filled_epoch in execs:
-            leg = Leg(*fields)
-            leg.fill_seen = fill_seen_at(leg.status, filled_epoch, clock_now, wall_now)
+        for run_id, *fields in execs:
+            leg = Leg(*fields[:10])
+            leg.fill_seen = fill_seen_at(leg.status, fields[10], clock_now, wall_now)
+            sl_mode, sl_value, tp_mode, tp_value, trail, best = fields[11:17]
+            leg.stop = leg_stop(leg.action, leg.status, leg.entry_price, sl_mode, sl_value, tp_mode, tp_value,
+                                trail, best)
             legs.setdefault(run_id, []).append(leg)
         out = {}
         for run_id, account_id, max_loss, max_profit, trailing_sl, peak, stop, pnl, name in rows:
@@ -231,7 +278,7 @@ class RiskManager:
             out[run_id] = RunState(run_id, account_id, name, max_loss, max_profit, trailing_sl, run_legs,
                                    peak=peak, stop=stop, pnl=pnl,
                                    keys={leg.key for leg in run_legs if leg.status in ACTIVE_LEG})
-        return out
+        return out, waits
 
     def _sync_subscriptions(self, keys: set) -> None:
         held = self.md.held_by(CONSUMER)
@@ -252,6 +299,137 @@ class RiskManager:
                 return
             for run in runs:
                 self.evaluate(run, wait_s=FEED_WAIT_S)
+            legs = self._leg_watch.get((symbol, exchange))
+            if legs and p is not None:
+                self._check_legs(legs, p, FEED_WAIT_S)
+        if self._waiting:
+            waits = self._waiting.get((symbol, exchange))
+            if waits:
+                self._check_waiting(waits, self.md.last_price(symbol, exchange))
+
+    # ---- one leg's own stops ---------------------------------------------------------------------------------
+    def _check_legs(self, watched: list[tuple[RunState, Leg]], p: tuple[float, float],
+                    wait_s: float | None = None) -> None:
+        """The entered legs of one symbol with stops of their own, against its last price ``p`` (a tick older than
+        a leg's own fill does not value that leg). A hit latches ONE exit of that leg (all its executions) and
+        writes it through the one exit path; its run goes on with its other legs."""
+        decided = []
+        with self._lock:
+            for run, leg in watched:
+                if leg.status != LegStatus.ENTERED or p[1] < leg.fill_seen:
+                    continue
+                key = (run.run_id, leg.leg_no)
+                if run.run_id in self._pending or run.run_id in self._written or key in self._pending \
+                        or leg.execution_id in self._written_legs.get(key, ()):
+                    continue
+                hit = leg.stop.check(p[0])
+                if hit is None:
+                    continue
+                same = frozenset(x.execution_id for x in run.legs
+                                 if x.leg_no == leg.leg_no and x.status == LegStatus.ENTERED)
+                pending = self._pending[key] = PendingExit(
+                    run.run_id, hit[0], hit[1], p[0], since=time.monotonic(), since_ist=ist_now_str(),
+                    decided_on=self._prices_of(run), leg_no=leg.leg_no, executions=same)
+                decided.append(pending)
+        for pending in decided:
+            self._attempt(pending, wait_s)
+
+    def exit_leg(self, run_id: int, leg_no: int, reason: str = LegExit.CLOSE.value) -> list[int]:
+        """One leg's exit now (close_leg): its entered executions exit at market, its waiting re-entries are
+        withdrawn; the run goes on with its other legs. Idempotent like exit_run; raises a db.errors.DbError if it
+        could not be written (it then stays pending and is retried until it is)."""
+        key = (run_id, leg_no)
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                st = self._runs.get(run_id)
+                same = frozenset(x.execution_id for x in (st.legs if st else ())
+                                 if x.leg_no == leg_no and x.status == LegStatus.ENTERED)
+                pending = self._pending[key] = PendingExit(run_id, reason, None, None, since=time.monotonic(),
+                                                           since_ist=ist_now_str(), decided_on=self._prices_of(st),
+                                                           leg_no=leg_no, executions=same)
+        return self._attempt(pending, raise_errors=True) or []
+
+    def roll_leg(self, command_id: int, run_id: int, leg_no: int, strike=None, offset=None,
+                 expiry: str | None = None) -> str:
+        """roll_leg: the leg's exits and the new contract's entries in one transaction of the one exit writer
+        (the most urgent, a BUY, claimed and sent at once; the rest in priority order). CommandError (nothing
+        written) when it cannot be rolled."""
+        def write(s) -> Written:
+            done = write_roll(s, command_id, run_id, leg_no, strike, offset, expiry, ist_now_str())
+            return Written(done, (done[1],) if done else ())
+
+        done = self.exits.submit_now(write)
+        if done is None:
+            return f"run {run_id} leg {leg_no} was rolled already by this command"
+        ids, _account, what = done
+        log.warning("run %s: %s: intents %s", run_id, what, ids)
+        self.reload()
+        return f"{what}: {len(ids)} order(s) queued"
+
+    # ---- re-entry after a leg's stop -------------------------------------------------------------------------
+    def _watch_waiting(self, waits: list[Waiting]) -> set:
+        """Re-entries waiting for their turn: those whose leg is flat and need no price become due now; those
+        that wait for the price are watched on ticks of the leg's symbol (and checked on the last price now).
+        Returns the symbols to subscribe."""
+        watch: dict = {}
+        due = set()
+        for w in waits:
+            if not w.ready:
+                continue
+            if not w.wait:
+                due.add((w.run_id, w.leg_no))
+                continue
+            watch.setdefault((w.symbol, w.exchange), []).append(w)
+            p = self.md.last_price(w.symbol, w.exchange)
+            if p is not None and price_back(w.action, w.ref, p[0]):
+                due.add((w.run_id, w.leg_no))
+        with self._lock:
+            self._waiting = watch
+            if due:
+                self._reentry_due |= due
+        if due:
+            self._retry_wake.set()
+        return {(w.symbol, w.exchange) for w in waits if w.wait}
+
+    def _check_waiting(self, waits: list[Waiting], p: tuple[float, float] | None) -> None:
+        if p is None:
+            return
+        due = {(w.run_id, w.leg_no) for w in waits if price_back(w.action, w.ref, p[0])}
+        if due - self._reentry_due:
+            with self._lock:
+                self._reentry_due |= due
+            self._retry_wake.set()
+
+    def process_reentries(self) -> int:
+        """Write the entries of the re-entries that are due (on the retry thread, never the tick thread): one
+        transaction per leg, exactly once (db/leg_exits.py ``write_reentries``). Returns how many legs re-entered."""
+        with self._lock:
+            due, self._reentry_due = self._reentry_due, set()
+        done_legs = 0
+        for run_id, leg_no in sorted(due):
+            try:
+                with self.ctx.db.write(FEED_WAIT_S) as s:
+                    done = write_reentries(s, run_id, leg_no, ist_now_str())
+            except CommandError as exc:  # e.g. no live price to re-resolve the ATM strike: tried again next reload
+                log.warning("run %s leg %s: re-entry not written: %s", run_id, leg_no, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the next reload finds it due again
+                log.warning("run %s leg %s: re-entry not written (%s); trying again", run_id, leg_no,
+                            classify(exc) or exc)
+                continue
+            if not done:
+                continue
+            done_legs += 1
+            self.stats["reentries"] += 1
+            self.on_exit_enqueued()  # the dispatcher sends it (and denies it on a halted / reducing account)
+            msg = f"run {run_id} leg {leg_no}: re-entry queued (intents {done[0]})"
+            log.warning("%s", msg)
+            if self.notifier is not None:
+                self.notifier.alert("leg_reentry", msg, subject=f"run {run_id} leg {leg_no}")
+        if done_legs:
+            self.reload()
+        return done_legs
 
     def evaluate(self, run: RunState, wait_s: float | None = None) -> tuple[str, float, float] | None:
         """Recompute the run's P&L from the latest prices and exit on a breach. Returns the breach, if any.
@@ -295,7 +473,7 @@ class RiskManager:
         """One try at writing a pending exit. On success it is no longer pending; on any failure it stays pending
         for the retry thread (and is alarmed). Returns the exit intent ids, or None if not written now."""
         with self._lock:
-            if p.busy or self._pending.get(p.run_id) is not p:
+            if p.busy or self._pending.get(p.key) is not p:
                 return None
             p.busy, p.attempts = True, p.attempts + 1
         try:
@@ -310,12 +488,15 @@ class RiskManager:
                 raise
             return None
         with self._lock:
-            self._pending.pop(p.run_id, None)
-            self._written.add(p.run_id)
+            self._pending.pop(p.key, None)
+            if p.leg_no is None:
+                self._written.add(p.run_id)
+            else:
+                self._written_legs[p.key] = p.executions | self._written_legs.get(p.key, frozenset())
         try:
             self._after_written(p, ids, account_id)
         except Exception:  # the exit is committed and handed to the dispatcher: only the report failed
-            log.exception("run %s: after its exit was written", p.run_id)
+            log.exception("%s: after its exit was written", p.label)
         return ids
 
     def _write_exit(self, p: PendingExit, wait_s: float | None):
@@ -325,6 +506,14 @@ class RiskManager:
         st = self._runs.get(p.run_id)
         tsl = {"tsl_peak": st.peak, "tsl_stop": st.stop, "pnl": st.pnl} if st and st.pnl is not None else {}
         decided_on = json.dumps(p.decided_on) if p.decided_on else ""
+        if p.leg_no is not None:
+            def write(s) -> Written:
+                done = write_leg_exit(s, p.run_id, p.leg_no, p.reason, p.threshold, p.value, ist_now_str(),
+                                      decided_on)
+                return Written(done and done[:2], (done[1],) if done and done[0] else ())
+
+            done = self.exits.submit_now(write, wait_s)
+            return done if done else ([], None)
 
         def write(s) -> Written:
             done = write_run_exit(s, p.run_id, p.reason, p.threshold, p.value, ist_now_str(), tsl, decided_on)
@@ -336,6 +525,9 @@ class RiskManager:
     def _after_written(self, p: PendingExit, ids: list[int], account_id) -> None:
         st = self._runs.get(p.run_id)
         if not ids and account_id is None:  # the run was no longer live: exited by another trigger
+            return
+        if p.leg_no is not None:
+            self._leg_written(p, ids)
             return
         if st:
             st.dirty = False
@@ -349,15 +541,25 @@ class RiskManager:
             if self.notifier is not None and p.alarmed_at is not None:
                 self.notifier.alert("exit_written", msg, subject=f"run {p.run_id}")
 
+    def _leg_written(self, p: PendingExit, ids: list[int]) -> None:
+        self.stats["leg_exits"] += 1
+        level = f" at {p.threshold:g} (price {p.value:g})" if p.threshold is not None and p.value is not None else ""
+        msg = f"{p.label}: {p.reason}{level}: exit intents {ids}; the run's other legs stay"
+        if p.attempts > 1 or p.alarmed_at is not None:
+            msg += f" (written after {p.attempts} attempts, {time.monotonic() - p.since:.1f} s after {p.since_ist})"
+        log.warning("%s", msg)
+        if self.notifier is not None and p.reason != LegExit.CLOSE:
+            self.notifier.alert("leg_stop", msg, subject=p.label)
+
     # ---- exits that did not commit: retry until written, alarm loudly --------------------------------------
     def _not_written(self, p: PendingExit, exc: BaseException) -> None:
         self.stats["exit_write_failures"] += 1
         err = classify(exc)
         if p.attempts == 1 and err is None:  # not a database fault: a bug; keep its traceback
-            log.error("run %s: writing its %s exit failed", p.run_id, p.reason, exc_info=exc)
+            log.error("%s: writing its %s exit failed", p.label, p.reason, exc_info=exc)
         else:
             log.log(logging.WARNING if isinstance(err, DbLocked) and p.alarmed_at is None else logging.ERROR,
-                    "run %s: %s exit not written (attempt %d): %s; retrying", p.run_id, p.reason, p.attempts,
+                    "%s: %s exit not written (attempt %d): %s; retrying", p.label, p.reason, p.attempts,
                     p.error)
         # waiting for the lock is alarmed by the watch thread if it lasts; any other fault at once
         if not isinstance(err, DbLocked):
@@ -370,13 +572,13 @@ class RiskManager:
             if p.alarmed_at is not None and now - p.alarmed_at < REALARM_S:
                 return
             p.alarmed_at = now
-        msg = (f"EXIT NOT WRITTEN: run {p.run_id} breached {p.reason} at {p.since_ist} (P&L {p.value}, threshold "
+        msg = (f"EXIT NOT WRITTEN: {p.label} breached {p.reason} at {p.since_ist} (value {p.value}, threshold "
                f"{p.threshold}); its exit is still not written after {now - p.since:.1f} s and {p.attempts} "
                f"attempt(s): {p.error or 'waiting for the database write lock'}. Retrying until written; the "
                f"position is open meanwhile")
         log.error("%s", msg)
         if self.notifier is not None:
-            self.notifier.alert("exit_not_written", msg, subject=f"run {p.run_id}")
+            self.notifier.alert("exit_not_written", msg, subject=p.label)
 
     def retry_pending(self, force: bool = False) -> int:
         """Try every pending exit whose backoff has passed (``force``: all of them). Returns how many were tried."""
@@ -392,6 +594,8 @@ class RiskManager:
             self._retry_wake.clear()
             try:
                 self.retry_pending()
+                if self._reentry_due:
+                    self.process_reentries()
             except Exception:  # noqa: BLE001 - this loop must outlive any one failure
                 log.exception("risk: exit retry loop")
 
@@ -444,7 +648,13 @@ class RiskManager:
         self._refresh_stale_prices()
         for run in list(self._runs.values()):
             self.evaluate(run)
+        for key, legs in list(self._leg_watch.items()):
+            p = self.md.last_price(*key)
+            if p is not None:
+                self._check_legs(legs, p)
         self.retry_pending()
+        if self._reentry_due:
+            self.process_reentries()
         try:
             self._repair_exits()
         except Exception as exc:
@@ -466,6 +676,10 @@ class RiskManager:
                 p = self.md.last_price(*key)
                 if p is None or now - p[1] > max_age:
                     need.setdefault(run.account_id, set()).add(key)
+        for key, waits in list(self._waiting.items()):  # a re-entry waiting for the price to come back
+            p = self.md.last_price(*key)
+            if p is None or now - p[1] > max_age:
+                need.setdefault(waits[0].account_id, set()).add(key)
         for account_id, keys in need.items():
             try:
                 results = self.ctx.client(account_id).multiquotes(
@@ -556,10 +770,17 @@ class RiskManager:
                      if r.dirty and r.run_id not in self._pending and r.run_id not in self._written]
             for r in self._runs.values():
                 r.dirty = False
-        if not dirty:
+            best = [(leg.stop.best, leg.execution_id) for legs in self._leg_watch.values() for _, leg in legs
+                    if leg.stop.dirty]
+            for legs in self._leg_watch.values():
+                for _, leg in legs:
+                    leg.stop.dirty = False
+        if not dirty and not best:
             return
         with self.ctx.db.write() as s:  # one executemany: the writer lock is held for ~1 ms, not one ORM UPDATE per run
             persist_pnl(s, [(pnl, peak, stop, run_id) for run_id, pnl, peak, stop in dirty])
+            if best:
+                persist_leg_best(s, best)
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 
+from datetime import timezone
+
 from sqlalchemy import select
 
+from db.clock import now_ist
 from db.commands import CommandError
 from db.models import Instrument, LatestPrice, utcnow
 from db.prices import PRICE_MAX_AGE
@@ -45,7 +48,8 @@ def by_premium(chain: list[Instrument], ltps: dict[str, float], target: float) -
 def deltas(chain: list[Instrument], ltps: dict[str, float], spot: float, expiry: str) -> dict[str, float]:
     """symbol -> Black-Scholes delta at the volatility implied by its own price (contracts whose price implies
     no volatility, e.g. below intrinsic value, are left out)."""
-    t = years_to_expiry(expiry, utcnow())
+    # the market's clock (db/clock.py), the one the relative expiries are resolved on
+    t = years_to_expiry(expiry, now_ist().astimezone(timezone.utc).replace(tzinfo=None))
     out = {}
     for i in chain:
         ltp = ltps.get(i.symbol)

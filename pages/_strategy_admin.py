@@ -53,6 +53,7 @@ def load_for_edit(db, strategy_id: int) -> None:
     for k in LIMIT_KEYS:
         ss[f"strategies.{k}"] = st_[k]
     ss["strategies.editing"] = (st_["id"], st_["name"])
+    ss["strategies.edit_expiry"] = (st_["underlying"], st_["expiry"])
     more = any(leg["strike_mode"] in ("PREMIUM", "DELTA") or leg["entry_type"] == "LIMIT" for leg in st_["legs"])
     ss["strategies.more_columns"] = more or ss.get("strategies.more_columns", False)
     _renew_editor(legs_frame(st_["legs"]))
@@ -61,6 +62,7 @@ def load_for_edit(db, strategy_id: int) -> None:
 
 def stop_editing() -> None:
     ss.pop("strategies.editing", None)
+    ss.pop("strategies.edit_expiry", None)
 
 
 def _clone(db, strategy_id: int) -> None:

@@ -44,7 +44,9 @@ for mode in RELATIVE_EXPIRIES:
         resolved[mode] = resolve_expiry(mode, listed, today_ist())
     except NoSuchExpiry:
         pass
-dates = expiry_dates(listed, today_ist(), ss.get("strategies.expiry"))
+# a strategy loaded for edit keeps showing its own date, even one no longer listed
+kept = ss.get("strategies.edit_expiry", (None, None))
+dates = expiry_dates(listed, today_ist(), kept[1] if kept[0] == underlying else None)
 expiry_pick = c3.selectbox("Expiry", [*dates, *RELATIVE_EXPIRIES], key="strategies.expiry",
                            format_func=lambda v: expiry_label(v, resolved, EXPIRY_LABELS),
                            help="A date, or relative: resolved from the listed expiries each time it is executed")
@@ -84,6 +86,7 @@ def payoff_panel(specs: list[LegSpec]):
                     key="strategies.payoff", width="stretch")
     show = pd.DataFrame(legs)[["action", "symbol", "quantity", "premium", "iv", "pricetype", "limit_price"]]
     show["iv"] = (show["iv"] * 100).round(2)
+    show["limit_price"] = show["limit_price"].where(show["pricetype"] == "LIMIT")
     table(show, key="strategies.resolved")
     st.caption(f"Max P&L in range ₹{at_expiry.max():,.0f} · min ₹{at_expiry.min():,.0f} at expiry "
                f"({legs[0]['expiry']})")

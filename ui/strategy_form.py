@@ -68,12 +68,11 @@ def leg_columns() -> dict:
     }
 
 
-def expiry_dates(listed: list[str], today, chosen: str | None) -> list[str]:
-    """The listed expiries from today on (nearest first, as listed), plus ``chosen`` when it is a date no longer
-    listed (a saved strategy loaded for edit keeps showing its own date)."""
+def expiry_dates(listed: list[str], today, keep: str | None = None) -> list[str]:
+    """The listed expiries from today on (in the listed order), plus ``keep`` (a date) when it is not among them."""
     out = [e for e in listed if (d := _date(e)) is not None and d >= today]
-    if chosen and chosen not in out and chosen not in RELATIVE_EXPIRIES:
-        out.append(chosen)
+    if keep and keep not in out:
+        out.append(keep)
     return out
 
 

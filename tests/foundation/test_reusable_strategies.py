@@ -276,3 +276,33 @@ def test_clone_and_delete_when_a_run_is_live_then_delete_refused_with_reason_unt
         assert s.get(StrategyRun, runs[0]).strategy_id == sid  # the past run still names its strategy
     again = save_strategy(db, "iron fly", "NIFTY", "NSE_INDEX", "25-JAN-27", [LegSpec("CE", "SELL")])
     assert again not in (sid, copy)  # the name is free again
+
+
+def test_migration_when_a_v10_database_is_upgraded_then_saved_strategies_stay_fixed_and_market(tmp_path):
+    """A database from before reusable strategies: its strategies keep their fixed date and MARKET entries."""
+    import sqlite3
+
+    from db import Database
+    from db.migrations import LATEST, migrate
+    path = tmp_path / "old.db"
+    Database(path, key_file=tmp_path / "k")  # created at the latest version, then taken back to version 10
+    con = sqlite3.connect(path)
+    for table, cols in (("strategies", ("expiry_mode", "deleted_at")),
+                        ("strategy_legs", ("target", "entry_type", "entry_offset", "entry_offset_pct",
+                                           "convert_after_s")),
+                        ("order_intents", ("convert_after_s", "convert_state"))):
+        for col in cols:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    con.execute("DELETE FROM schema_version WHERE version > 10")
+    con.execute("INSERT INTO strategies (name, underlying, exchange, expiry, product, created_at) "
+                "VALUES ('old', 'NIFTY', 'NSE_INDEX', '25-JAN-27', 'NRML', '2026-12-01')")
+    con.execute("INSERT INTO strategy_legs (strategy_id, leg_no, instrument, action, strike_mode, offset, lots) "
+                "VALUES (1, 1, 'CE', 'SELL', 'ATM', 0, 1)")
+    con.commit()
+    con.close()
+    db = Database(path, key_file=tmp_path / "k")
+    assert migrate(db.store) == LATEST
+    with db.read() as s:
+        st = s.get(Strategy, 1)
+        assert (st.expiry_mode, st.deleted_at, st.legs[0].entry_type, st.legs[0].convert_after_s) == (
+            "fixed", None, "MARKET", 0)

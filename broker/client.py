@@ -195,20 +195,35 @@ class OpenAlgoClient:
             raise OrderRejected(_message(body) or "no orderid in response")
         return str(orderid)
 
-    def modifyorder(self, *, orderid: str, strategy: str, symbol: str, exchange: str, action: str, product: str,
-                    pricetype: str, price: float, quantity: int, trigger_price: float = 0.0,
-                    disclosed_quantity: int = 0) -> dict:
-        """Change a working order (OpenAlgo needs every field, not only the one that changes). Sent once: a
-        timeout is raised to the caller, who reads the orderbook rather than sending it again blindly."""
-        payload = dict(strategy=strategy, exchange=exchange, symbol=symbol, orderid=orderid, action=action,
-                       product=product, pricetype=pricetype, price=price, quantity=quantity,
-                       disclosed_quantity=disclosed_quantity, trigger_price=trigger_price)
+    def modifyorder(self, orderid: str, *, strategy: str, symbol: str, exchange: str, action: str, product: str,
+                    pricetype: str, quantity: int, price: float = 0.0, trigger_price: float = 0.0,
+                    disclosed_quantity: int = 0) -> str:
+        """POST modifyorder (every field is required by OpenAlgo's schema). Never retried: a refusal raises
+        OrderRejected (OrderNotFound for an unknown id), no connection TemporaryBrokerError (not sent), and no
+        answer, a timeout or a 5xx OrderOutcomeUnknown (the order may or may not have changed; the orderbook
+        says). Returns the order id."""
+        payload = dict(strategy=strategy, orderid=orderid, symbol=symbol, exchange=exchange, action=action,
+                       product=product, pricetype=pricetype, quantity=quantity, price=price,
+                       trigger_price=trigger_price, disclosed_quantity=disclosed_quantity)
+        body = self._action_once("modifyorder", payload)
+        return str(body.get("orderid") or orderid)
+
+    def closeposition(self, strategy: str = "AlgoMirror") -> dict:
+        """POST closeposition: the gateway squares off every open position of the account with MARKET orders.
+        Never retried (it places orders); errors as modifyorder's. Returns the body (message, counts)."""
+        return self._action_once("closeposition", {"strategy": strategy})
+
+    def _action_once(self, endpoint: str, payload: dict) -> dict:
         try:
-            return self._post_once("modifyorder", payload)
+            return self._post_once(endpoint, payload)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise TemporaryBrokerError(f"modifyorder: cannot connect ({type(exc).__name__})") from None
+            raise TemporaryBrokerError(f"{endpoint}: cannot connect ({type(exc).__name__})") from None
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise OrderOutcomeUnknown(f"modifyorder: no answer ({type(exc).__name__}); outcome unknown") from None
+            raise OrderOutcomeUnknown(f"{endpoint}: no answer ({type(exc).__name__}); outcome unknown") from None
+        except (RateLimited, AuthError):
+            raise
+        except TemporaryBrokerError as exc:
+            raise OrderOutcomeUnknown(f"{endpoint}: {exc.message}; outcome unknown", exc.status_code) from None
 
     def cancelorder(self, orderid: str, strategy: str = "AlgoMirror") -> dict:
         return self._read("cancelorder", {"orderid": orderid, "strategy": strategy})

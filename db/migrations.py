@@ -140,9 +140,31 @@ def _v11_leg_stops(conn: Connection) -> None:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
 
 
+def _add_columns(conn: Connection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+    for name, ddl in columns:
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+
+
+def _v12_reusable_strategies(conn: Connection) -> None:
+    """Strategies gain an expiry mode (every saved one stays 'fixed' on its date) and a deleted mark; legs gain the
+    premium / delta target and the entry order type (MARKET for every existing leg, as it traded); entry intents
+    gain the LIMIT-to-MARKET conversion (none for every existing intent)."""
+    _add_columns(conn, "strategies", (("expiry_mode", "VARCHAR(16) NOT NULL DEFAULT 'fixed'"),
+                                      ("deleted_at", "DATETIME")))
+    _add_columns(conn, "strategy_legs", (("target", "FLOAT"),
+                                         ("entry_type", "VARCHAR(8) NOT NULL DEFAULT 'MARKET'"),
+                                         ("entry_offset", "FLOAT NOT NULL DEFAULT 0"),
+                                         ("entry_offset_pct", "BOOLEAN NOT NULL DEFAULT 0"),
+                                         ("convert_after_s", "INTEGER NOT NULL DEFAULT 0")))
+    _add_columns(conn, "order_intents", (("convert_after_s", "INTEGER"),
+                                         ("convert_state", "VARCHAR(16) NOT NULL DEFAULT ''")))
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
-              _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops]
+              _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies]
 LATEST = len(MIGRATIONS)
 
 

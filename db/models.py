@@ -72,12 +72,17 @@ class Strategy(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     underlying: Mapped[str] = mapped_column(String(32))
     exchange: Mapped[str] = mapped_column(String(16))  # underlying's exchange, e.g. NSE_INDEX
-    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY
+    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY; '' when expiry_mode is relative
+    # fixed (the expiry above) | current_week | next_week | current_month | next_month (db/expiry_rules.py),
+    # resolved from the listed expiries each time the strategy is executed
+    expiry_mode: Mapped[str] = mapped_column(String(16), default="fixed")
     product: Mapped[str] = mapped_column(String(8), default="NRML")
     max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees, positive number
     max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
     trailing_sl: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees trailed below peak P&L
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # set by Delete: the row stays for the runs (and their history) that name it, hidden everywhere else
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     legs: Mapped[list[StrategyLeg]] = relationship(
         back_populates="strategy", cascade="all, delete-orphan", order_by="StrategyLeg.leg_no")
 
@@ -89,7 +94,7 @@ class StrategyLeg(Base):
     leg_no: Mapped[int] = mapped_column(Integer)
     instrument: Mapped[str] = mapped_column(String(4))  # CE | PE | FUT
     action: Mapped[str] = mapped_column(String(4))  # BUY | SELL
-    strike_mode: Mapped[str] = mapped_column(String(8), default="ATM")  # ATM | ITM | OTM | STRIKE
+    strike_mode: Mapped[str] = mapped_column(String(8), default="ATM")  # ATM | ITM | OTM | STRIKE | PREMIUM | DELTA
     offset: Mapped[int] = mapped_column(Integer, default=0)
     strike: Mapped[float | None] = mapped_column(Float, nullable=True)
     lots: Mapped[int] = mapped_column(Integer, default=1)
@@ -103,6 +108,12 @@ class StrategyLeg(Base):
     reentry_count: Mapped[int] = mapped_column(Integer, default=0)  # 0 = no re-entry
     reentry_mode: Mapped[str] = mapped_column(String(8), default="same")  # db.vocab.ReentryMode
     reentry_wait: Mapped[bool] = mapped_column(Boolean, default=False)  # only once the price is back at the entry
+    target: Mapped[float | None] = mapped_column(Float, nullable=True)  # PREMIUM: ₹; DELTA: |delta| e.g. 0.30
+    entry_type: Mapped[str] = mapped_column(String(8), default="MARKET")  # MARKET | LIMIT
+    # LIMIT: price = the leg's LTP + entry_offset (₹, or % of the LTP when entry_offset_pct); negative = below
+    entry_offset: Mapped[float] = mapped_column(Float, default=0.0)
+    entry_offset_pct: Mapped[bool] = mapped_column(Boolean, default=False)
+    convert_after_s: Mapped[int] = mapped_column(Integer, default=0)  # LIMIT still working after N s -> MARKET
     strategy: Mapped[Strategy] = relationship(back_populates="legs")
 
 
@@ -199,6 +210,10 @@ class OrderIntent(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # A LIMIT entry still working this many seconds after it was sent is modified to MARKET, once
+    # (services/entry_convert.py); convert_state (db/vocab.ConvertState) records that one attempt.
+    convert_after_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    convert_state: Mapped[str] = mapped_column(String(16), default="")
     __table_args__ = (
         UniqueConstraint("account_id", "broker_order_id", name="uq_intent_broker_order"),
         # One live exit per strategy leg: a second exit for the same position cannot be written while the first
@@ -501,7 +516,10 @@ class Instrument(Base):
     symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
     exchange: Mapped[str] = mapped_column(String(16), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), default="", index=True)
-    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY
+    expiry: Mapped[str] = mapped_column(String(16), default="")  # DD-MMM-YY; '' when expiry_mode is relative
+    # fixed (the expiry above) | current_week | next_week | current_month | next_month (db/expiry_rules.py),
+    # resolved from the listed expiries each time the strategy is executed
+    expiry_mode: Mapped[str] = mapped_column(String(16), default="fixed")
     strike: Mapped[float] = mapped_column(Float, default=0.0)
     lotsize: Mapped[int] = mapped_column(Integer, default=1)
     instrumenttype: Mapped[str] = mapped_column(String(16), default="")

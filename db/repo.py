@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from db import Database
 from db.clock import IST_OFFSET
-from db.models import Strategy, StrategyLeg, utcnow
+from db.models import Strategy, utcnow
 from db.order_fsm import sql_in
 from db.run_fsm import ACTIVE_LEG, HOLDING_RUN, UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
@@ -333,11 +333,12 @@ def _json_list(raw) -> list:
 
 
 def strategies(db: Database) -> pd.DataFrame:
-    return _df(db, "SELECT s.id, s.name, s.underlying, s.exchange, s.expiry, s.product, s.max_loss, s.max_profit, "
-                   "s.trailing_sl, (SELECT COUNT(*) FROM strategy_legs l WHERE l.strategy_id = s.id) AS legs "
-                   "FROM strategies s ORDER BY s.id DESC",
-               columns=["id", "name", "underlying", "exchange", "expiry", "product", "max_loss", "max_profit",
-                        "trailing_sl", "legs"])
+    """Saved strategies (deleted ones left out), newest first."""
+    return _df(db, "SELECT s.id, s.name, s.underlying, s.exchange, s.expiry, s.expiry_mode, s.product, s.max_loss, "
+                   "s.max_profit, s.trailing_sl, (SELECT COUNT(*) FROM strategy_legs l WHERE l.strategy_id = s.id) "
+                   "AS legs FROM strategies s WHERE s.deleted_at IS NULL ORDER BY s.id DESC",
+               columns=["id", "name", "underlying", "exchange", "expiry", "expiry_mode", "product", "max_loss",
+                        "max_profit", "trailing_sl", "legs"])
 
 
 # ---- instruments and prices -----------------------------------------------------------------------------------
@@ -416,16 +417,18 @@ def instrument(db: Database, symbol: str, exchange: str) -> dict | None:
     return None if df.empty else df.iloc[0].to_dict()
 
 
-def preview_legs(db: Database, underlying: str, exchange: str, expiry: str, legs: list[LegSpec]) -> list[dict]:
-    """Resolve unsaved legs against the symbol master and the underlying's live price (no writes).
-    Raises CommandError (e.g. no live price). Each row: leg fields + symbol, strike, quantity, ltp."""
-    from db.strategies import underlying_ltp
-    st = Strategy(name="preview", underlying=underlying, exchange=exchange, expiry=expiry)
-    st.legs = [StrategyLeg(leg_no=i, instrument=leg.instrument, action=leg.action, strike_mode=leg.strike_mode,
-                           offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots)
-               for i, leg in enumerate(legs, start=1)]
+def preview_legs(db: Database, underlying: str, exchange: str, expiry: str, legs: list[LegSpec],
+                 expiry_mode: str = "fixed") -> list[dict]:
+    """Resolve unsaved legs against the symbol master and the live prices (no writes), as Execute would now.
+    Raises CommandError (e.g. no live price). Each row: leg fields + symbol, strike, quantity, ltp, the expiry
+    traded (a relative mode resolved today), pricetype and limit_price."""
+    from db.strategies import check_legs, leg_rows, strategy_expiry, underlying_ltp
+    st = Strategy(name="preview", underlying=underlying, exchange=exchange, expiry=expiry, expiry_mode=expiry_mode)
+    legs = check_legs(legs)
+    st.legs = leg_rows(legs)
     with db.read() as s:
         ltp = underlying_ltp(s, st)
+        traded = strategy_expiry(s, st)
         resolved = resolve_legs(s, st, ltp)
         out = []
         for leg, r in zip(legs, resolved, strict=True):
@@ -433,7 +436,7 @@ def preview_legs(db: Database, underlying: str, exchange: str, expiry: str, legs
                             {"s": r.symbol, "e": r.exchange}).first()
             out.append(dict(kind=leg.instrument, action=r.action, symbol=r.symbol, exchange=r.exchange,
                             strike=r.strike, quantity=r.quantity, lots=leg.lots, ltp=row[0] if row else None,
-                            spot=ltp))
+                            spot=ltp, expiry=traded, pricetype=r.pricetype, limit_price=r.limit_price))
         return out
 
 

@@ -1,8 +1,11 @@
 """Strategies: save with legs, resolve legs to tradable symbols, execute on accounts (writes intents).
 
-Resolution uses the symbol master cached in ``instruments`` and the underlying's live price in
-``latest_prices`` (both written by the service). ATM is the listed strike nearest the underlying's LTP;
-ITMn / OTMn step n listed strikes away (CE: ITM = lower strikes; PE: ITM = higher strikes).
+Resolution uses the symbol master cached in ``instruments`` and the live prices in ``latest_prices`` (both written
+by the service). ATM is the listed strike nearest the underlying's LTP; ITMn / OTMn step n listed strikes away
+(CE: ITM = lower strikes; PE: ITM = higher strikes); PREMIUM / DELTA pick the strike whose price / |delta| is
+closest to the leg's target (db/leg_pick.py). A relative expiry (current week, ..., next month) is resolved from
+the listed expiries at that moment (db/expiry_rules.py). Editing, cloning and deleting saved strategies:
+db/strategy_admin.py.
 """
 from __future__ import annotations
 
@@ -15,35 +18,19 @@ from sqlalchemy import func, select
 
 from db import Database
 from db import margin
+from db.clock import today_ist
 from db.commands import CommandError, check_multiplier, split_qty
+from db.expiry_rules import LABELS, ExpiryMode, NoSuchExpiry, resolve
 from db.intents import new_client_order_id
 from db.wake import notify
+from db.leg_pick import by_delta, by_premium, chain_ltps, limit_price, no_prices
 from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun)
 from db.prices import fresh_ltp
-from db.vocab import ENTRIES_DENIED, ReentryMode, StopMode
-
-OPTION_EXCHANGE = {"NSE_INDEX": "NFO", "NSE": "NFO", "BSE_INDEX": "BFO", "BSE": "BFO"}
-NAME_RE = re.compile(r"^[A-Za-z0-9 _\-]{1,64}$")
-
-
-@dataclass
-class LegSpec:
-    instrument: str  # CE | PE | FUT
-    action: str  # BUY | SELL
-    lots: int = 1
-    strike_mode: str = "ATM"  # ATM | ITM | OTM | STRIKE
-    offset: int = 0
-    strike: float | None = None
-    # the leg's own stop-loss / target: points or % (db.vocab.StopMode) of the leg's entry price; None = off
-    sl_mode: str = StopMode.POINTS.value
-    sl_value: float | None = None
-    tp_mode: str = StopMode.POINTS.value
-    tp_value: float | None = None
-    trail_points: float | None = None  # trailing stop: points from the best price since entry
-    reentry_count: int = 0  # re-enter up to this many times after the leg's stop (0 = never)
-    reentry_mode: str = ReentryMode.SAME.value  # the same contract, or the ATM strike at re-entry time
-    reentry_wait: bool = False  # re-enter only once the price is back at the first entry's level
+from db.strategy_specs import (  # noqa: F401 - LegSpec and OPTION_EXCHANGE are named from here by callers
+    LEG_FIELDS, NAME_RE, OPTION_EXCHANGE, LegSpec, check_definition, check_legs, check_limits, leg_rows,
+    leg_stop_fields)
+from db.vocab import ENTRIES_DENIED
 
 
 @dataclass(frozen=True)
@@ -56,129 +43,76 @@ class ResolvedLeg:
     lotsize: int
     freeze_qty: int | None
     strike: float
+    pricetype: str = "MARKET"
+    limit_price: float = 0.0
+    convert_after_s: int | None = None
 
 
-def _positive_or_none(v, what: str) -> float | None:
-    if v in (None, "", 0, 0.0):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise CommandError(f"{what} must be a number") from None
-    if not (0 < f < 1e9):
-        raise CommandError(f"{what} must be a positive amount in rupees")
-    return f
-
-
-def _check_leg(i: int, leg: LegSpec) -> LegSpec:
-    if leg.instrument not in ("CE", "PE", "FUT"):
-        raise CommandError(f"Leg {i}: instrument must be CE, PE or FUT")
-    if leg.action not in ("BUY", "SELL"):
-        raise CommandError(f"Leg {i}: action must be BUY or SELL")
-    if isinstance(leg.lots, bool) or not isinstance(leg.lots, int) or not (1 <= leg.lots <= 500):
-        raise CommandError(f"Leg {i}: lots must be a whole number from 1 to 500")
-    if leg.instrument != "FUT":
-        if leg.strike_mode not in ("ATM", "ITM", "OTM", "STRIKE"):
-            raise CommandError(f"Leg {i}: strike must be ATM, ITM, OTM or a fixed strike")
-        if leg.strike_mode in ("ITM", "OTM") and not (1 <= int(leg.offset) <= 50):
-            raise CommandError(f"Leg {i}: ITM/OTM offset must be 1-50")
-        if leg.strike_mode == "STRIKE" and not (leg.strike and leg.strike > 0):
-            raise CommandError(f"Leg {i}: a fixed strike must be a positive number")
-    return _check_leg_stops(i, leg)
-
-
-def _leg_number(v, what: str) -> float | None:
-    """A positive number, or None for 'not set' (empty, 0)."""
-    if v is None or v == "" or (isinstance(v, float) and v != v):
-        return None
-    if isinstance(v, bool):
-        raise CommandError(f"{what} must be a number")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise CommandError(f"{what} must be a number (got '{str(v)[:20]}')") from None
-    if f == 0:
-        return None
-    if not (0 < f < 1e9):
-        raise CommandError(f"{what} must be a positive number (got {v})")
-    return f
-
-
-def _check_leg_stops(i: int, leg: LegSpec) -> LegSpec:
-    """The leg's stop-loss / target / trailing / re-entry, cleaned, or CommandError naming the leg. A stop-loss in %
-    must be under 100, and so must a SELL leg's target (below the entry: at 100 % it would be zero); a BUY leg's
-    target in % is capped at 1000."""
-    for what, mode_attr, value_attr, cap in (("stop-loss", "sl_mode", "sl_value", 100),
-                                             ("target", "tp_mode", "tp_value", 100 if leg.action == "SELL" else 1000)):
-        value = _leg_number(getattr(leg, value_attr), f"Leg {i}: {what}")
-        mode = getattr(leg, mode_attr) or StopMode.POINTS.value
-        if mode not in tuple(StopMode):
-            raise CommandError(f"Leg {i}: {what} must be in points or % (got '{str(mode)[:12]}')")
-        if value is not None and mode == StopMode.PCT and value >= cap:
-            raise CommandError(f"Leg {i}: a {what} of {value:g} % is out of range (must be below {cap} %)")
-        setattr(leg, value_attr, value)
-        setattr(leg, mode_attr, str(mode))
-    leg.trail_points = _leg_number(leg.trail_points, f"Leg {i}: trailing stop (points)")
-    n = leg.reentry_count or 0
-    if isinstance(n, float) and n.is_integer():
-        n = int(n)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10:
-        raise CommandError(f"Leg {i}: re-entries must be a whole number from 0 to 10 (got {str(n)[:12]})")
-    if n and leg.sl_value is None and leg.trail_points is None:
-        raise CommandError(f"Leg {i}: re-entry follows the leg's stop: set a stop-loss or a trailing stop")
-    if (leg.reentry_mode or ReentryMode.SAME.value) not in tuple(ReentryMode):
-        raise CommandError(f"Leg {i}: re-entry must be at the same strike or the ATM strike")
-    if n and leg.reentry_mode == ReentryMode.ATM and leg.instrument == "FUT":
-        raise CommandError(f"Leg {i}: a future has no ATM strike to re-enter at")
-    leg.reentry_count, leg.reentry_mode = n, str(leg.reentry_mode or ReentryMode.SAME.value)
-    leg.reentry_wait = bool(leg.reentry_wait) and n > 0
-    return leg
-
-
-LEG_STOP_FIELDS = ("sl_mode", "sl_value", "tp_mode", "tp_value", "trail_points", "reentry_count", "reentry_mode",
-                   "reentry_wait")
-
-
-def leg_stop_fields(leg) -> dict:
-    """The stop and re-entry settings of a LegSpec / StrategyLeg / Execution, to copy onto another row (modes are
-    kept only beside a value)."""
-    out = {f: getattr(leg, f) for f in LEG_STOP_FIELDS}
-    out["sl_mode"] = out["sl_mode"] if out["sl_value"] is not None else ""
-    out["tp_mode"] = out["tp_mode"] if out["tp_value"] is not None else ""
-    out["reentry_count"], out["reentry_wait"] = int(out["reentry_count"] or 0), bool(out["reentry_wait"])
-    return out
+def _check_expiry(s, underlying: str, exchange: str, expiry: str, expiry_mode: str) -> str:
+    """The expiry to store: the fixed date (which must be listed) or '' for a relative mode (which must resolve
+    today, so a strategy that could not execute is not saved)."""
+    opt_exch = OPTION_EXCHANGE[exchange]
+    if expiry_mode != ExpiryMode.FIXED:
+        listed = listed_expiries(s, underlying, opt_exch)
+        if not listed:
+            raise CommandError(f"No {underlying} options in the symbol master")
+        try:
+            resolve(expiry_mode, listed, today_ist())
+        except NoSuchExpiry as exc:
+            raise CommandError(f"{underlying}: {exc}") from None
+        return ""
+    if not s.scalar(select(func.count()).select_from(Instrument).where(
+            Instrument.name == underlying, Instrument.exchange == opt_exch, Instrument.expiry == expiry)):
+        raise CommandError(f"No {underlying} contracts expiring {expiry or '(none)'} in the symbol master")
+    return expiry
 
 
 def save_strategy(db: Database, name: str, underlying: str, exchange: str, expiry: str, legs: list[LegSpec], *,
-                  product: str = "NRML", max_loss=None, max_profit=None, trailing_sl=None) -> int:
+                  product: str = "NRML", max_loss=None, max_profit=None, trailing_sl=None,
+                  expiry_mode: str = ExpiryMode.FIXED, strategy_id: int | None = None) -> int:
+    """Save a new strategy, or (``strategy_id``) replace a saved one's definition under the same id. Every check
+    comes before the write; a bad value raises CommandError and nothing is written. Runs already started keep
+    what they copied (limits, symbols, quantities): an edit changes only later executions."""
     name = (name or "").strip()
-    if not NAME_RE.match(name):
-        raise CommandError("Strategy name must be 1-64 characters: letters, digits, space, _ or -")
-    if exchange not in OPTION_EXCHANGE:
-        raise CommandError("Underlying exchange must be NSE_INDEX, BSE_INDEX, NSE or BSE")
-    if product not in ("NRML", "MIS"):
-        raise CommandError("Product must be NRML or MIS")
-    if not legs or len(legs) > 20:
-        raise CommandError("A strategy needs 1 to 20 legs")
-    legs = [_check_leg(i, leg) for i, leg in enumerate(legs, start=1)]
-    limits = dict(max_loss=_positive_or_none(max_loss, "Max loss"),
-                  max_profit=_positive_or_none(max_profit, "Max profit"),
-                  trailing_sl=_positive_or_none(trailing_sl, "Trailing stop"))
+    legs = check_definition(name, exchange, product, expiry_mode, legs)
+    limits = check_limits(max_loss, max_profit, trailing_sl)
     with db.write() as s:
-        opt_exch = OPTION_EXCHANGE[exchange]
-        if not s.scalar(select(func.count()).select_from(Instrument).where(
-                Instrument.name == underlying, Instrument.exchange == opt_exch, Instrument.expiry == expiry)):
-            raise CommandError(f"No {underlying} contracts expiring {expiry or '(none)'} in the symbol master")
-        if s.scalar(select(func.count()).select_from(Strategy).where(Strategy.name == name)):
+        expiry = _check_expiry(s, underlying, exchange, expiry, expiry_mode)
+        st = None
+        if strategy_id is not None:
+            st = s.get(Strategy, strategy_id)
+            if st is None or st.deleted_at is not None:
+                raise CommandError(f"Unknown strategy {strategy_id}")
+        clash = s.scalar(select(Strategy.id).where(Strategy.name == name))
+        if clash is not None and clash != strategy_id:
             raise CommandError(f"A strategy named '{name}' already exists")
-        st = Strategy(name=name, underlying=underlying, exchange=exchange, expiry=expiry, product=product, **limits)
-        st.legs = [StrategyLeg(leg_no=i, instrument=leg.instrument, action=leg.action, strike_mode=leg.strike_mode,
-                               offset=int(leg.offset or 0), strike=leg.strike, lots=leg.lots,
-                               **leg_stop_fields(leg))
-                   for i, leg in enumerate(legs, start=1)]
-        s.add(st)
+        if st is None:
+            st = Strategy(name=name)
+            s.add(st)
+        for k, v in dict(name=name, underlying=underlying, exchange=exchange, expiry=expiry,
+                         expiry_mode=str(expiry_mode), product=product, **limits).items():
+            setattr(st, k, v)
+        st.legs = leg_rows(legs)
         s.flush()
         return st.id
+
+
+def listed_expiries(s, underlying: str, opt_exchange: str) -> list[str]:
+    return list(s.scalars(select(Instrument.expiry).distinct().where(
+        Instrument.name == underlying, Instrument.exchange == opt_exchange,
+        Instrument.instrumenttype.in_(("CE", "PE")), Instrument.expiry != "")))
+
+
+def strategy_expiry(s, strategy: Strategy) -> str:
+    """The expiry the strategy trades now: its fixed date, or its relative mode resolved on today's IST date."""
+    mode = strategy.expiry_mode or ExpiryMode.FIXED
+    if mode == ExpiryMode.FIXED:
+        return strategy.expiry
+    listed = listed_expiries(s, strategy.underlying, OPTION_EXCHANGE[strategy.exchange])
+    try:
+        return resolve(mode, listed, today_ist())
+    except NoSuchExpiry as exc:
+        raise CommandError(f"{strategy.underlying} {LABELS[ExpiryMode(mode)].lower()}: {exc}") from None
 
 
 def parse_expiry(expiry: str) -> datetime:
@@ -197,7 +131,9 @@ def underlying_ltp(s, strategy: Strategy) -> float:
 
 
 def resolve_legs(s, strategy: Strategy, ltp: float) -> list[ResolvedLeg]:
+    """Each leg as the contract and order it trades now (strike, quantity, MARKET or LIMIT price)."""
     exch = OPTION_EXCHANGE[strategy.exchange]
+    expiry = strategy_expiry(s, strategy) if any(leg.instrument != "FUT" for leg in strategy.legs) else ""
     out = []
     for leg in strategy.legs:
         if leg.instrument == "FUT":
@@ -210,22 +146,43 @@ def resolve_legs(s, strategy: Strategy, ltp: float) -> list[ResolvedLeg]:
         else:
             chain = list(s.scalars(select(Instrument).where(
                 Instrument.name == strategy.underlying, Instrument.exchange == exch,
-                Instrument.expiry == strategy.expiry, Instrument.instrumenttype == leg.instrument)
+                Instrument.expiry == expiry, Instrument.instrumenttype == leg.instrument)
                 .order_by(Instrument.strike)))
             if not chain:
-                raise CommandError(f"Leg {leg.leg_no}: no {leg.instrument} strikes for {strategy.expiry}")
-            inst = _pick_strike(chain, leg, ltp)
-        out.append(ResolvedLeg(leg.leg_no, inst.symbol, inst.exchange, leg.action, leg.lots * inst.lotsize,
-                               inst.lotsize, inst.freeze_qty, inst.strike))
+                raise CommandError(f"Leg {leg.leg_no}: no {leg.instrument} strikes for {expiry}")
+            inst = _pick_strike(s, chain, leg, ltp, strategy.underlying, expiry)
+        out.append(_order_of(s, leg, inst, strategy.underlying, expiry))
     return out
 
 
-def _pick_strike(chain: list[Instrument], leg: StrategyLeg, ltp: float) -> Instrument:
+def _order_of(s, leg: StrategyLeg, inst: Instrument, underlying: str, expiry: str) -> ResolvedLeg:
+    base = dict(leg_no=leg.leg_no, symbol=inst.symbol, exchange=inst.exchange, action=leg.action,
+                quantity=leg.lots * inst.lotsize, lotsize=inst.lotsize, freeze_qty=inst.freeze_qty,
+                strike=inst.strike)
+    if (leg.entry_type or "MARKET") == "MARKET":
+        return ResolvedLeg(**base)
+    ltp = fresh_ltp(s, inst.symbol, inst.exchange)
+    if ltp is None:
+        raise CommandError(f"Leg {leg.leg_no}: no live price for {inst.symbol} to set its LIMIT price: "
+                           f"open the {underlying} {expiry or 'futures'} chain or wait for the service")
+    price = limit_price(ltp, leg.entry_offset or 0.0, bool(leg.entry_offset_pct), inst.tick_size)
+    return ResolvedLeg(**base, pricetype="LIMIT", limit_price=price, convert_after_s=leg.convert_after_s or None)
+
+
+def _pick_strike(s, chain: list[Instrument], leg: StrategyLeg, ltp: float, underlying: str,
+                 expiry: str) -> Instrument:
     if leg.strike_mode == "STRIKE":
         for inst in chain:
             if abs(inst.strike - leg.strike) < 1e-6:
                 return inst
         raise CommandError(f"Leg {leg.leg_no}: strike {leg.strike:g} is not listed")
+    if leg.strike_mode in ("PREMIUM", "DELTA"):
+        ltps = chain_ltps(s, chain)
+        inst = (by_premium(chain, ltps, leg.target) if leg.strike_mode == "PREMIUM"
+                else by_delta(chain, ltps, ltp, expiry, leg.target))
+        if inst is None:
+            raise no_prices(underlying, expiry)
+        return inst
     atm = min(range(len(chain)), key=lambda i: abs(chain[i].strike - ltp))
     step = 0 if leg.strike_mode == "ATM" else leg.offset
     # CE: ITM = lower strikes; PE: ITM = higher strikes. OTM is the opposite.
@@ -274,6 +231,8 @@ def _strategy(s, strategy_id) -> Strategy:
     st = s.get(Strategy, int(strategy_id))
     if st is None:
         raise CommandError(f"Unknown strategy {strategy_id}")
+    if st.deleted_at is not None:
+        raise CommandError(f"Strategy '{st.name}' was deleted")
     if not st.legs:
         raise CommandError(f"Strategy '{st.name}' has no legs")
     return st
@@ -288,7 +247,7 @@ def strategy_ref(s, ref) -> int:
         found = s.scalar(select(Strategy).where(Strategy.name == ref.strip()))
     else:
         found = None
-    if found is None:
+    if found is None or found.deleted_at is not None:
         raise CommandError(f"Unknown strategy '{str(ref)[:64]}'")
     return found.id
 
@@ -386,7 +345,8 @@ def _write_run(s, st: Strategy, acct: Account, group_id: str, legs: list[Resolve
                                  execution_id=ex.id, purpose="entry", source="strategy",
                                  priority=entry_priority(leg.action, leg.leg_no),
                                  strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
-                                 action=leg.action, requested_qty=qty, pricetype="MARKET",
+                                 action=leg.action, requested_qty=qty, pricetype=leg.pricetype,
+                                 limit_price=leg.limit_price, convert_after_s=leg.convert_after_s,
                                  product=st.product)
             s.add(intent)
             s.flush()

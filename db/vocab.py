@@ -89,3 +89,17 @@ class AlertOutcome(StrEnum):
     PARTIAL = "partial"  # a symbol list: some orders queued, some refused (the message lists them)
     DUPLICATE = "duplicate"  # a retried delivery of an earlier alert: nothing new written
     ERROR = "error"  # refused (bad alert, service down, validation): nothing written
+
+
+class ConvertState(StrEnum):
+    """A LIMIT entry's one conversion to MARKET (order_intents.convert_state, services/entry_convert.py):
+
+        '' ─► modifying ─► converted        (modifyorder answered success)
+                  └──────► not_converted    (modifyorder refused, no answer, or the service stopped mid-call:
+                                             alerted; the LIMIT order is left as it is)
+
+    'modifying' is committed before the modifyorder call, so no order is ever modified twice."""
+    NONE = ""
+    MODIFYING = "modifying"
+    CONVERTED = "converted"
+    NOT_CONVERTED = "not_converted"

@@ -117,7 +117,7 @@ def create_rule(db: Database, name: str, kind: str, account_ids: list[int], *, s
     with db.write() as s:
         if kind == RuleKind.STRATEGY:
             st = s.get(Strategy, strategy_id) if isinstance(strategy_id, int) else None
-            if st is None:
+            if st is None or st.deleted_at is not None:
                 raise CommandError(f"Unknown strategy '{str(strategy_id)[:20]}'")
             fields["strategy_id"] = st.id
         ids = _account_ids(s, account_ids)
@@ -228,7 +228,7 @@ def _act(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
     if rule.kind == RuleKind.SYMBOLS:
         return _orders(s, rule, payload, alert_id, entries_ok, guards)
     st = s.get(Strategy, rule.strategy_id) if rule.strategy_id else None
-    if st is None:
+    if st is None or st.deleted_at is not None:
         raise CommandError("the rule's strategy no longer exists")
     named = payload.get("strategy")
     if named not in (None, "") and str(named).strip().casefold() != st.name.casefold():

@@ -3,30 +3,29 @@ import pandas as pd
 import streamlit as st
 
 from db import repo
-from db.commands import CommandError, enqueue_control
+from db.commands import enqueue_control
 from db.intents import new_client_order_id
 from db.margin import check_rows, command_state, refusal_text
 from db.models import utcnow
+from db.clock import today_ist
+from db.expiry_rules import LABELS as EXPIRY_LABELS
+from db.expiry_rules import NoSuchExpiry
+from db.expiry_rules import resolve as resolve_expiry
 from db.strategies import LegSpec, execute_plan, preview_execution, save_strategy
-from db.vocab import CommandStatus, ReentryMode, StopMode
+from db.strategy_specs import leg_from_row
+from db.vocab import CommandStatus
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
+from pages._strategy_admin import keep_edits, legs_data, on_more_columns, saved_panel, stop_editing
 from ui import charts
 from ui.black_scholes import implied_vol, years_to_expiry
 from ui.format import table
 from ui.payoff import DEFAULT_IV, breakevens, leg_value, payoff, spot_grid
+from ui.strategy_form import (RELATIVE_EXPIRIES, column_order, expiry_dates, expiry_label, frame_rows,
+                              leg_columns)
 from ui.widgets import status_chip
 
 db, settings, health = init_page("Strategies", ":material/account_tree:")
 ss = st.session_state
-# each leg's own stops: SL / target in points or % of the leg's entry price, a trailing stop in points, and up to
-# N re-entries after its stop (same strike or ATM re-resolved; optionally once the price is back at the entry)
-LEG_STOPS = dict(sl_mode="pts", sl=None, tp_mode="pts", tp=None, trail=None, reentries=0, reenter_at="same",
-                 reenter_on_return=False)
-DEFAULT_LEGS = pd.DataFrame([
-    dict(instrument="CE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1, **LEG_STOPS),
-    dict(instrument="PE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1, **LEG_STOPS)])
-STOP_MODES = {"pts": StopMode.POINTS.value, "%": StopMode.PCT.value}
-REENTER_AT = {"same": ReentryMode.SAME.value, "ATM": ReentryMode.ATM.value}
 
 unders = repo.option_underlyings(db)
 if unders.empty:
@@ -38,59 +37,42 @@ c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
 name = c1.text_input("Strategy name", key="strategies.name", placeholder="e.g. NIFTY short straddle")
 underlying = c2.selectbox("Underlying", unders["name"].tolist(), key="strategies.underlying")
 u = unders[unders["name"] == underlying].iloc[0]
-expiry = c3.selectbox("Expiry", repo.expiries(db, underlying, u["opt_exchange"]), key="strategies.expiry")
+listed = repo.expiries(db, underlying, u["opt_exchange"])
+resolved = {}
+for mode in RELATIVE_EXPIRIES:
+    try:
+        resolved[mode] = resolve_expiry(mode, listed, today_ist())
+    except NoSuchExpiry:
+        pass
+# a strategy loaded for edit keeps showing its own date, even one no longer listed
+kept = ss.get("strategies.edit_expiry", (None, None))
+dates = expiry_dates(listed, today_ist(), kept[1] if kept[0] == underlying else None)
+expiry_pick = c3.selectbox("Expiry", [*dates, *RELATIVE_EXPIRIES], key="strategies.expiry",
+                           format_func=lambda v: expiry_label(v, resolved, EXPIRY_LABELS),
+                           help="A date, or relative: resolved from the listed expiries each time it is executed")
+expiry_mode = expiry_pick if expiry_pick in RELATIVE_EXPIRIES else "fixed"
+expiry = "" if expiry_mode != "fixed" else expiry_pick
 product = c4.selectbox("Product", ["NRML", "MIS"], key="strategies.product")
-legs_df = st.data_editor(
-    DEFAULT_LEGS, num_rows="dynamic", key="strategies.legs", width="stretch", column_config={
-        "instrument": st.column_config.SelectboxColumn("Instrument", options=["CE", "PE", "FUT"], required=True),
-        "action": st.column_config.SelectboxColumn("Action", options=["BUY", "SELL"], required=True),
-        "strike_mode": st.column_config.SelectboxColumn("Strike", options=["ATM", "ITM", "OTM", "STRIKE"],
-                                                        required=True),
-        "offset": st.column_config.NumberColumn("ITM/OTM steps", min_value=0, max_value=50, step=1),
-        "strike": st.column_config.NumberColumn("Fixed strike", min_value=0.0),
-        "lots": st.column_config.NumberColumn("Lots", min_value=1, max_value=500, step=1, required=True),
-        "sl_mode": st.column_config.SelectboxColumn("SL in", options=list(STOP_MODES)),
-        "sl": st.column_config.NumberColumn("Stop-loss", help="points or % of the leg's entry price; empty = none"),
-        "tp_mode": st.column_config.SelectboxColumn("Target in", options=list(STOP_MODES)),
-        "tp": st.column_config.NumberColumn("Target", help="points or % of the leg's entry price; empty = none"),
-        "trail": st.column_config.NumberColumn("Trail (pts)", help="trailing stop: points from the leg's best price"),
-        "reentries": st.column_config.NumberColumn("Re-entries", min_value=0, max_value=10, step=1,
-                                                   help="re-enter this leg after its stop, up to this many times"),
-        "reenter_at": st.column_config.SelectboxColumn("Re-enter at", options=list(REENTER_AT)),
-        "reenter_on_return": st.column_config.CheckboxColumn(
-            "…when back at entry", help="re-enter only once the price is back at the first entry's level")})
+more = st.toggle("More leg settings: premium / delta target, LIMIT entry", key="strategies.more_columns",
+                 on_change=on_more_columns)
+data, editor_key = legs_data()
+legs_df = st.data_editor(data, num_rows="dynamic", key=editor_key, width="stretch", column_config=leg_columns(),
+                         column_order=column_order(more))
+keep_edits(legs_df)
 r1, r2, r3 = st.columns(3)
-max_loss = r1.number_input("Max loss (₹, 0 = none)", min_value=0.0, step=500.0, key="strategies.max_loss")
-max_profit = r2.number_input("Max profit (₹, 0 = none)", min_value=0.0, step=500.0, key="strategies.max_profit")
-trailing = r3.number_input("Trailing stop (₹ below peak, 0 = none)", min_value=0.0, step=250.0,
+max_loss = r1.number_input("Max loss (₹, empty = none)", value=None, step=500.0, key="strategies.max_loss")
+max_profit = r2.number_input("Max profit (₹, empty = none)", value=None, step=500.0, key="strategies.max_profit")
+trailing = r3.number_input("Trailing stop (₹ below peak, empty = none)", value=None, step=250.0,
                            key="strategies.trailing_sl")
 
 
-def _cell(r, name: str, default=None):
-    v = getattr(r, name, default)
-    return default if v is None or (isinstance(v, float) and pd.isna(v)) else v
-
-
 def leg_specs(df: pd.DataFrame) -> list[LegSpec]:
-    specs = []
-    for i, r in enumerate(df.dropna(how="all").itertuples(index=False), start=1):
-        try:
-            specs.append(LegSpec(instrument=str(r.instrument), action=str(r.action), lots=int(r.lots),
-                                 strike_mode=str(r.strike_mode or "ATM"), offset=int(r.offset or 0),
-                                 strike=float(r.strike) if pd.notna(r.strike) and r.strike else None,
-                                 sl_mode=STOP_MODES.get(_cell(r, "sl_mode", "pts"), "?"), sl_value=_cell(r, "sl"),
-                                 tp_mode=STOP_MODES.get(_cell(r, "tp_mode", "pts"), "?"), tp_value=_cell(r, "tp"),
-                                 trail_points=_cell(r, "trail"), reentry_count=_cell(r, "reentries", 0),
-                                 reentry_mode=REENTER_AT.get(_cell(r, "reenter_at", "same"), "?"),
-                                 reentry_wait=bool(_cell(r, "reenter_on_return", False))))
-        except (TypeError, ValueError):
-            raise CommandError(f"Leg {i}: fill instrument, action, strike and a whole number of lots") from None
-    return specs
+    return [leg_from_row(i, row) for i, row in enumerate(frame_rows(df), start=1)]
 
 
 def payoff_panel(specs: list[LegSpec]):
-    legs = repo.preview_legs(db, underlying, u["exchange"], expiry, specs)
-    spot, t = legs[0]["spot"], years_to_expiry(expiry, utcnow())
+    legs = repo.preview_legs(db, underlying, u["exchange"], expiry, specs, expiry_mode)
+    spot, t = legs[0]["spot"], years_to_expiry(legs[0]["expiry"], utcnow())
     for leg in legs:
         leg["premium"] = leg["ltp"] if leg["ltp"] else None
         if leg["kind"] != "FUT":
@@ -102,33 +84,45 @@ def payoff_panel(specs: list[LegSpec]):
     at_expiry, today = payoff(legs, grid), payoff(legs, grid, t)
     st.plotly_chart(charts.payoff_chart(grid, at_expiry, today, spot, breakevens(grid, at_expiry)),
                     key="strategies.payoff", width="stretch")
-    show = pd.DataFrame(legs)[["action", "symbol", "quantity", "premium", "iv"]]
+    show = pd.DataFrame(legs)[["action", "symbol", "quantity", "premium", "iv", "pricetype", "limit_price"]]
     show["iv"] = (show["iv"] * 100).round(2)
+    show["limit_price"] = show["limit_price"].where(show["pricetype"] == "LIMIT")
     table(show, key="strategies.resolved")
-    st.caption(f"Max P&L in range ₹{at_expiry.max():,.0f} · min ₹{at_expiry.min():,.0f} at expiry")
+    st.caption(f"Max P&L in range ₹{at_expiry.max():,.0f} · min ₹{at_expiry.min():,.0f} at expiry "
+               f"({legs[0]['expiry']})")
 
 
 b1, b2 = st.columns(2)
+leg_error = ""
 try:
     specs = leg_specs(legs_df)
 except USER_ERRORS as exc:
-    st.error(str(exc))
-    specs = []
+    leg_error, specs = str(exc), []
+    st.error(leg_error)
 if b1.toggle("Show payoff", value=True, key="strategies.show_payoff") and specs:
     try:
         payoff_panel(specs)
     except USER_ERRORS as exc:
         st.warning(f"Payoff unavailable: {exc}")
-if b2.button("Save strategy", key="strategies.save", type="primary"):
-    try:
-        sid = save_strategy(db, name, underlying, u["exchange"], expiry, specs, product=product,
-                            max_loss=max_loss, max_profit=max_profit, trailing_sl=trailing)
-        ss["strategies.exec_id"] = sid  # preselect it below
-        st.success(f"Saved strategy '{name.strip()}' (id {sid}).")
-    except USER_ERRORS as exc:
-        st.error(str(exc))
+editing = ss.get("strategies.editing")
+if editing:
+    b2.caption(f"Editing '{editing[1]}' (id {editing[0]})")
+    b2.button("Stop editing (save as new)", key="strategies.stop_edit", on_click=stop_editing)
+if b2.button("Save changes" if editing else "Save strategy", key="strategies.save", type="primary"):
+    if leg_error:
+        st.error(leg_error)  # nothing is saved while a leg is unreadable
+    else:
+        try:
+            sid = save_strategy(db, name, underlying, u["exchange"], expiry, specs, product=product,
+                                max_loss=max_loss, max_profit=max_profit, trailing_sl=trailing,
+                                expiry_mode=expiry_mode, strategy_id=editing[0] if editing else None)
+            ss["strategies.exec_id"] = sid  # preselect it below
+            st.success(f"Saved strategy '{name.strip()}' (id {sid}).")
+        except USER_ERRORS as exc:
+            st.error(str(exc))
 
 st.divider()
+saved_panel(db)
 st.subheader("Execute")
 saved = repo.strategies(db)
 accts = repo.accounts(db)
@@ -211,7 +205,6 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
 if saved.empty or accts.empty:
     st.caption("Save a strategy and add an active account to execute.")
 else:
-    table(saved, key="strategies.saved")
     labels = dict(zip(saved["id"].astype(int), saved["name"], strict=True))
     e1, e2 = st.columns(2)
     sid = e1.selectbox("Strategy", list(labels), format_func=labels.get, key="strategies.exec_id")

@@ -36,6 +36,7 @@ from services.control import DEFERRED, ControlDeps, ControlHandlers
 from services.margin_check import MarginChecker
 from services.flatten import Flattener
 from services.dispatcher import OrderDispatcher
+from services.entry_convert import EntryConverter
 from services.instruments import load_instruments
 from services.market_data import MarketDataManager
 from services.option_chain import OptionChainSessions
@@ -93,6 +94,7 @@ class ServiceRunner:
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
         self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
         self.account_sync = AccountSync(self.ctx)
+        self.entry_convert = EntryConverter(self.ctx, self.notifier)
         # Built in start(); still None for the reconciler's first pass (its on_change) and for a stop() after a
         # start that failed before them.
         self.md = self.positions = self.risk = self.chains = self.account_limits = self.stops = None
@@ -180,6 +182,8 @@ class ServiceRunner:
                 ("account_sync", self.account_sync.run_once, min(sv.funds_refresh_s, 1.0)),
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
+                # LIMIT strategy entries still working after their 'convert after N s': modifyorder to MARKET
+                ("entry_convert", self.entry_convert.run_once, 1.0),
                 ("heartbeat", self.beat, sv.heartbeat_s),
                 ("broker_calls", self.broker_health.flush, 1.0),
                 ("account_ping", self.broker_health.ping_all, sv.account_ping_s),

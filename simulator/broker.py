@@ -487,6 +487,10 @@ class Broker:
         inst = self.market.get(o.exchange, o.symbol)
         if o.exchange in LOT_EXCH and p["quantity"] % inst.lotsize:
             return err(f"Quantity must be in multiples of lot size {inst.lotsize}")
+        if p["quantity"] < o.filled_quantity:
+            return err(f"Quantity cannot be below the filled quantity {o.filled_quantity}")
+        if p.get("pricetype") == "MARKET" and o.pricetype == "LIMIT":
+            return self._to_market(acct, o, p["quantity"])
         o.quantity = p["quantity"]
         if p["price"] and o.pricetype in ("LIMIT", "SL"):
             o.price = p["price"]
@@ -494,4 +498,18 @@ class Broker:
             o.trigger_price = p["trigger_price"]
         o.updated = ist_stamp()
         self.on_prices([o.key])
+        return 200, {"message": "Order modified successfully", "orderid": o.orderid, "status": "success", **AN}
+
+    def _to_market(self, acct: Account, o: Order, quantity: int) -> tuple[int, dict]:
+        """A resting LIMIT order modified to MARKET, as live brokers allow (the OpenAlgo sandbox applies only
+        quantity, price and trigger): it fills now at the touch, like a MARKET order placed now."""
+        inst = self.market.get(o.exchange, o.symbol)
+        st = self.market.state(o.key)
+        o.quantity, o.pricetype, o.updated = quantity, "MARKET", ist_stamp()
+        self.pending[o.key] = [x for x in self.pending.get(o.key, []) if x[1] is not o]
+        if not self.pending[o.key]:
+            self.pending.pop(o.key)
+        bid, ask = self.market.bid_ask(inst, st)
+        status, px = initial_fill(o.action, "MARKET", 0.0, 0.0, st.ltp, bid, ask)
+        self._settle(acct, o, status, px)
         return 200, {"message": "Order modified successfully", "orderid": o.orderid, "status": "success", **AN}

@@ -182,7 +182,7 @@ def flow(page, stack, shots):
     add_wing_leg(page)
     until(lambda: legs_editor_cells(page)[12:18] == ["CE", "BUY", "OTM", "2", "", "1"],
           "the third leg (BUY CE OTM 2) in the leg editor", 20)
-    max_loss = page.get_by_label("Max loss (₹, 0 = none)")
+    max_loss = page.get_by_label("Max loss (₹, empty = none)")
     max_loss.fill(str(MAX_LOSS))
     max_loss.press("Enter")
     until(lambda: sum("NIFTY" in c and c.endswith(("CE", "PE")) for c in grid_cells(page)) == 3,

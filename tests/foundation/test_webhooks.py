@@ -89,3 +89,13 @@ def test_create_rule_when_input_is_bad_then_refused_and_nothing_written(db):
         with pytest.raises(CommandError):
             create_rule(db, **kwargs)
     assert rule_for_token(db, "0" * 48) is None and rule_for_token(db, "x") is None
+
+
+def test_rule_when_its_strategy_was_deleted_then_alerts_refused_and_no_new_rule_for_it(db, rule):
+    from db.strategy_admin import delete_strategy
+    delete_strategy(db, rule.strategy_id)
+    done = receive(db, rule, b'{"action": "enter", "alert_id": "d1"}', dedupe_s=0, entries_ok=True)
+    assert done.outcome == AlertOutcome.ERROR and "no longer exists" in done.message
+    assert count(db, StrategyRun) == 0
+    with pytest.raises(CommandError, match="Unknown strategy"):
+        create_rule(db, "tv2", RuleKind.STRATEGY, [1], strategy_id=rule.strategy_id)

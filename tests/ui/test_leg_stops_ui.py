@@ -47,11 +47,11 @@ def _save(at, edits: dict) -> AppTest:
 
 
 @pytest.mark.parametrize("edits,msg", [
-    ({0: {"sl_mode": "%", "sl": 150.0}}, "Leg 1: a stop-loss of 150 % is out of range (must be below 100 %)"),
-    ({1: {"sl": -5.0}}, "Leg 2: stop-loss must be a positive number"),
-    ({0: {"tp_mode": "%", "tp": 100.0}}, "Leg 1: a target of 100 % is out of range"),
-    ({0: {"trail": -1.0}}, "Leg 1: trailing stop (points) must be a positive number"),
-    ({0: {"reentries": 2}}, "Leg 1: re-entry follows the leg's stop"),
+    ({0: {"sl_mode": "pct", "sl_value": 150.0}}, "Leg 1: a stop-loss of 150 % is out of range (must be below 100 %)"),
+    ({1: {"sl_value": -5.0}}, "Leg 2: stop-loss must be a positive number"),
+    ({0: {"tp_mode": "pct", "tp_value": 100.0}}, "Leg 1: a target of 100 % is out of range"),
+    ({0: {"trail_points": -1.0}}, "Leg 1: trailing stop (points) must be a positive number"),
+    ({0: {"reentry_count": 2}}, "Leg 1: re-entry follows the leg's stop"),
 ])
 def test_builder_when_a_leg_stop_is_bad_then_a_clear_error_and_nothing_saved(builder, edits, msg):
     at = _save(page("strategies"), edits)
@@ -60,8 +60,8 @@ def test_builder_when_a_leg_stop_is_bad_then_a_clear_error_and_nothing_saved(bui
 
 
 def test_builder_when_leg_stops_are_set_then_saved_with_the_legs(builder):
-    at = _save(page("strategies"), {0: {"sl_mode": "%", "sl": 30.0, "reentries": 1, "reenter_at": "ATM",
-                                        "reenter_on_return": True}, 1: {"trail": 12.5, "tp": 40.0}})
+    at = _save(page("strategies"), {0: {"sl_mode": "pct", "sl_value": 30.0, "reentry_count": 1, "reentry_mode": "atm",
+                                        "reentry_wait": True}, 1: {"trail_points": 12.5, "tp_value": 40.0}})
     assert not errors(at), errors(at)
     with builder.read() as s:
         legs = list(s.scalars(select(StrategyLeg).order_by(StrategyLeg.leg_no)))

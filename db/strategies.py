@@ -28,8 +28,8 @@ from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, St
                        StrategyRun)
 from db.prices import fresh_ltp
 from db.strategy_specs import (  # noqa: F401 - LegSpec and OPTION_EXCHANGE are named from here by callers
-    LEG_FIELDS, NAME_RE, OPTION_EXCHANGE, LegSpec, check_definition, check_legs, check_limits, leg_rows,
-    leg_stop_fields)
+    LEG_FIELDS, LEG_STOP_FIELDS, NAME_RE, OPTION_EXCHANGE, LegSpec, check_definition, check_legs, check_limits,
+    leg_rows, leg_stop_fields)
 from db.vocab import ENTRIES_DENIED
 
 

@@ -11,7 +11,10 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from db.vocab import ReentryMode, StopMode
+# the values of db.vocab.StopMode and db.vocab.ReentryMode (ui/ may not import db/: tests/ui/test_leg_stops_ui.py
+# checks that they agree)
+STOP_MODES = ("points", "pct")
+REENTRY_MODES = ("same", "atm")
 
 BASIC_COLUMNS = ["instrument", "action", "strike_mode", "offset", "strike", "lots"]
 # each leg's own stops: SL / target in points or % of the leg's entry price, a trailing stop in points, and up to
@@ -21,8 +24,8 @@ STOP_COLUMNS = ["sl_mode", "sl_value", "tp_mode", "tp_value", "trail_points", "r
 MORE_COLUMNS = ["target", "entry_type", "entry_offset", "entry_offset_pct", "convert_after_s", *STOP_COLUMNS]
 LEG_DEFAULTS = dict(instrument="CE", action="SELL", strike_mode="ATM", offset=0, strike=None, lots=1, target=None,
                     entry_type="MARKET", entry_offset=0.0, entry_offset_pct=False, convert_after_s=0,
-                    sl_mode=StopMode.POINTS.value, sl_value=None, tp_mode=StopMode.POINTS.value, tp_value=None,
-                    trail_points=None, reentry_count=0, reentry_mode=ReentryMode.SAME.value, reentry_wait=False)
+                    sl_mode=STOP_MODES[0], sl_value=None, tp_mode=STOP_MODES[0], tp_value=None,
+                    trail_points=None, reentry_count=0, reentry_mode=REENTRY_MODES[0], reentry_wait=False)
 RELATIVE_EXPIRIES = ["current_week", "next_week", "current_month", "next_month"]
 
 
@@ -75,17 +78,17 @@ def leg_columns() -> dict:
         "convert_after_s": st.column_config.NumberColumn(
             "→ MARKET after (s)", format="plain",
             help="A LIMIT entry still working after this many seconds is modified to MARKET, once (0 = stays LIMIT)"),
-        "sl_mode": st.column_config.SelectboxColumn("SL in", options=[m.value for m in StopMode]),
+        "sl_mode": st.column_config.SelectboxColumn("SL in", options=list(STOP_MODES)),
         "sl_value": st.column_config.NumberColumn("Stop-loss", format="plain",
                                                   help="points or % of the leg's entry price; empty = none"),
-        "tp_mode": st.column_config.SelectboxColumn("Target in", options=[m.value for m in StopMode]),
+        "tp_mode": st.column_config.SelectboxColumn("Target in", options=list(STOP_MODES)),
         "tp_value": st.column_config.NumberColumn("Target", format="plain",
                                                   help="points or % of the leg's entry price; empty = none"),
         "trail_points": st.column_config.NumberColumn("Trail (pts)", format="plain",
                                                       help="trailing stop: points from the leg's best price"),
         "reentry_count": st.column_config.NumberColumn("Re-entries", format="plain",
                                                        help="re-enter this leg after its stop, up to this many times"),
-        "reentry_mode": st.column_config.SelectboxColumn("Re-enter at", options=[m.value for m in ReentryMode]),
+        "reentry_mode": st.column_config.SelectboxColumn("Re-enter at", options=list(REENTRY_MODES)),
         "reentry_wait": st.column_config.CheckboxColumn(
             "…when back at entry", help="re-enter only once the price is back at the first entry's level"),
     }

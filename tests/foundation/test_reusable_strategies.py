@@ -278,14 +278,14 @@ def test_clone_and_delete_when_a_run_is_live_then_delete_refused_with_reason_unt
     assert again not in (sid, copy)  # the name is free again
 
 
-def test_migration_when_a_v10_database_is_upgraded_then_saved_strategies_stay_fixed_and_market(tmp_path):
+def test_migration_when_a_v11_database_is_upgraded_then_saved_strategies_stay_fixed_and_market(tmp_path):
     """A database from before reusable strategies: its strategies keep their fixed date and MARKET entries."""
     import sqlite3
 
     from db import Database
     from db.migrations import LATEST, migrate
     path = tmp_path / "old.db"
-    Database(path, key_file=tmp_path / "k")  # created at the latest version, then taken back to version 10
+    Database(path, key_file=tmp_path / "k")  # created at the latest version, then taken back to version 11
     con = sqlite3.connect(path)
     for table, cols in (("strategies", ("expiry_mode", "deleted_at")),
                         ("strategy_legs", ("target", "entry_type", "entry_offset", "entry_offset_pct",
@@ -293,11 +293,12 @@ def test_migration_when_a_v10_database_is_upgraded_then_saved_strategies_stay_fi
                         ("order_intents", ("convert_after_s", "convert_state"))):
         for col in cols:
             con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
-    con.execute("DELETE FROM schema_version WHERE version > 10")
+    con.execute("DELETE FROM schema_version WHERE version > 11")
     con.execute("INSERT INTO strategies (name, underlying, exchange, expiry, product, created_at) "
                 "VALUES ('old', 'NIFTY', 'NSE_INDEX', '25-JAN-27', 'NRML', '2026-12-01')")
-    con.execute("INSERT INTO strategy_legs (strategy_id, leg_no, instrument, action, strike_mode, offset, lots) "
-                "VALUES (1, 1, 'CE', 'SELL', 'ATM', 0, 1)")
+    con.execute("INSERT INTO strategy_legs (strategy_id, leg_no, instrument, action, strike_mode, offset, lots, "
+                "sl_mode, tp_mode, reentry_count, reentry_mode, reentry_wait) "
+                "VALUES (1, 1, 'CE', 'SELL', 'ATM', 0, 1, '', '', 0, 'same', 0)")
     con.commit()
     con.close()
     db = Database(path, key_file=tmp_path / "k")

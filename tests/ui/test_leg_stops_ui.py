@@ -59,6 +59,12 @@ def test_builder_when_a_leg_stop_is_bad_then_a_clear_error_and_nothing_saved(bui
     assert count(builder, Strategy) == 0 and count(builder, StrategyLeg) == 0
 
 
+def test_builder_options_when_compared_then_they_are_the_vocabulary_of_the_stored_rows():
+    from db.vocab import ReentryMode, StopMode
+    from ui.strategy_form import REENTRY_MODES, STOP_MODES
+    assert set(STOP_MODES) == {m.value for m in StopMode} and set(REENTRY_MODES) == {m.value for m in ReentryMode}
+
+
 def test_builder_when_leg_stops_are_set_then_saved_with_the_legs(builder):
     at = _save(page("strategies"), {0: {"sl_mode": "pct", "sl_value": 30.0, "reentry_count": 1, "reentry_mode": "atm",
                                         "reentry_wait": True}, 1: {"trail_points": 12.5, "tp_value": 40.0}})

@@ -55,7 +55,7 @@ def test_service_when_a_component_cannot_be_imported_then_exits_non_zero_at_once
     without that component. The copy is the code under test, unchanged but for that one line."""
     code = tmp_path / "code"
     code.mkdir()
-    for part in ("config.py", "db", "broker", "services"):
+    for part in ("config.py", "db", "broker", "services", "quant"):
         src = ROOT / part
         if src.is_dir():
             shutil.copytree(src, code / part, ignore=shutil.ignore_patterns("__pycache__"))

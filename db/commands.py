@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from config import OrderGuardSettings
+from config import MarketSettings, OrderGuardSettings
 from db import Database
+from db.clock import entry_denial
 from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun, utcnow
 from db.order_guards import check_order
 from db.vocab import ENTRIES_DENIED, CommandStatus
@@ -67,8 +68,10 @@ def _quantity(value) -> int:
     return int(q)
 
 
-def validate_order(s, req: OrderRequest) -> dict:
-    """Return the normalised intent fields or raise CommandError. Reads the account and symbol master."""
+def validate_order(s, req: OrderRequest, market: MarketSettings | None = None) -> dict:
+    """Return the normalised intent fields or raise CommandError. Reads the account and symbol master.
+    ``market``: the time rules to check a new entry against (no new entries after the cut-off); None = not
+    checked here (the dispatcher checks every entry again before sending it)."""
     symbol = (req.symbol or "").strip().upper()
     exchange = (req.exchange or "").strip().upper()
     action = (req.action or "").strip().upper()
@@ -110,6 +113,9 @@ def validate_order(s, req: OrderRequest) -> dict:
     if acct.trading_state in ENTRIES_DENIED:  # the dispatcher would deny it: say so before it is queued
         raise CommandError(f"Account '{acct.name}' is {acct.trading_state}: {acct.trading_reason or 'by the trader'}"
                            " (re-arm it in Accounts to trade)")
+    late = entry_denial(market, product) if market is not None else ""
+    if late:
+        raise CommandError(f"Not queued: {late}")
     inst = s.get(Instrument, (symbol, exchange))
     if inst is None:
         raise CommandError(f"Unknown symbol {symbol} on {exchange} (not in the symbol master)")
@@ -154,12 +160,14 @@ def guarded(s, fields: dict, guards: OrderGuardSettings | None, confirmed: bool)
 
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
                   source: str = "ui", priority: int = 100, confirmed: bool = False,
-                  guards: OrderGuardSettings | None = None) -> tuple[int, bool]:
+                  guards: OrderGuardSettings | None = None,
+                  market: MarketSettings | None = None) -> tuple[int, bool]:
     """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
     returns the first intent with created=False: the double click is absorbed, never sent twice.
     A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...).
     The fat-finger guards (``guards``, default settings if None) hold an unusual order until ``confirmed``
-    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError)."""
+    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``market``: see validate_order;
+    an exit (``purpose='exit'``) is never refused by the time of day."""
     if not client_order_id or len(client_order_id) > 36:
         raise CommandError("client_order_id must be 1-36 characters")
     try:
@@ -167,7 +175,7 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
             if existing:
                 return existing, False
-            fields = validate_order(s, req)
+            fields = validate_order(s, req, market if purpose != "exit" else None)
             guarded(s, fields, guards, confirmed)
             inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
             ids = []

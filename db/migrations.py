@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion
+from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion, SquareOff
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -66,7 +66,18 @@ def _v4_account_day_limits(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} FLOAT")
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits]
+def _v5_time_protection(conn: Connection) -> None:
+    """Accounts gain ``trading_until`` (the day a halt lasts through, lifted on the next trading day: '' for every
+    existing halt, as they all wait for a re-arm by hand), and the ``square_offs`` table (one row per trading day
+    and product)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    if "trading_until" not in have:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN trading_until VARCHAR(10) NOT NULL DEFAULT ''")
+    SquareOff.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits,
+              _v5_time_protection]
 LATEST = len(MIGRATIONS)
 
 

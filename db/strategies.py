@@ -13,7 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
+from config import MarketSettings
 from db import Database
+from db.clock import entry_denial
 from db.commands import CommandError, split_qty
 from db.intents import new_client_order_id
 from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
@@ -171,7 +173,7 @@ EXECUTE_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
-                     execute_key: str | None = None) -> tuple[str, list[int]]:
+                     execute_key: str | None = None, market: MarketSettings | None = None) -> tuple[str, list[int]]:
     """Create one run per account with its executions and queued entry intents, in one transaction.
     Returns (group_id, run ids).
 
@@ -197,6 +199,9 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
             raise CommandError(f"Unknown strategy {strategy_id}")
         if not st.legs:
             raise CommandError(f"Strategy '{st.name}' has no legs")
+        late = entry_denial(market, st.product) if market is not None else ""  # the dispatcher checks again
+        if late:
+            raise CommandError(f"Not executed: {late}")
         accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
         if any(a is None or not a.is_active for a in accounts):
             raise CommandError("Unknown or deactivated account selected")

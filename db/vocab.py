@@ -35,3 +35,11 @@ class TradingState(StrEnum):
 
 
 ENTRIES_DENIED = frozenset({TradingState.REDUCING, TradingState.HALTED})
+
+
+class SquareOffStatus(StrEnum):
+    """A square_offs row (one product on one trading day): 'running' from before its first order until it has
+    finished, then 'done' (everything of the product closed) or 'incomplete' (something is still open: alerted)."""
+    RUNNING = "running"
+    DONE = "done"
+    INCOMPLETE = "incomplete"

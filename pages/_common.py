@@ -11,6 +11,7 @@ import streamlit as st
 from config import load_settings
 from db import Database
 from db import repo
+from db.clock import apply_clock
 from db.accounts import AccountError
 from db.commands import CommandError, enqueue_control
 from db.errors import DbError
@@ -35,7 +36,9 @@ def _database(path: str, busy_timeout_ms: int, key_file: str, fernet_key: str, m
 
 
 def get_settings():
-    return load_settings()
+    settings = load_settings()
+    apply_clock(settings.market)  # once per process: a clock start instant is where this process's clock starts
+    return settings
 
 
 def get_db(settings=None) -> Database:

@@ -72,7 +72,7 @@ if preview:
                        pricetype=pricetype, product=product, price=price, trigger_price=trigger)
     try:
         with db.read() as s:
-            fields = validate_order(s, req)
+            fields = validate_order(s, req, settings.market)
             problems = []
             try:
                 guarded(s, fields, settings.orders, confirmed=False)
@@ -106,7 +106,8 @@ if pending:
     if submit:
         try:
             intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"],
-                                               confirmed=confirmed, guards=settings.orders)
+                                               confirmed=confirmed, guards=settings.orders,
+                                               market=settings.market)
         except USER_ERRORS as exc:
             st.error(str(exc))
         else:

@@ -121,7 +121,8 @@ else:
     exec_key = ss.setdefault("strategies.exec_key", new_client_order_id())
     if st.button("Execute", key="strategies.execute", type="primary", disabled=not health["orders_ok"] or not chosen):
         try:
-            group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen], execute_key=exec_key)
+            group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen], execute_key=exec_key,
+                                                 market=settings.market)
             ss["strategies.last_runs"] = run_ids
             ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
             st.success(f"Queued {len(run_ids)} run(s) (group {group_id[:8]}).")

@@ -8,12 +8,14 @@
     max loss     trips when day P&L <= -daily_max_loss
     max profit   trips when day P&L >= daily_max_profit (locks the day's profit in)
 
-A trip halts the account ('daily max loss ₹5,000 at 2026-12-02 10:42:01 IST'), writes a risk event and queues a
-flatten of the account in the same transaction, then starts that flatten at once (services/flatten.py: cancel,
-close every position, exit the runs). The flatten is an ordinary flatten_account command, so a restart in the
-middle carries it out again without placing anything twice. A halted account is not evaluated; re-arming an
-account whose day P&L is still beyond its limit halts it again at once (raise or clear the limit first). A trip
-that cannot be written is alarmed and tried again on the next tick or reload.
+A trip halts the account for the trading day ('daily max loss ₹5,000 at 2026-12-02 10:42:01 IST; halted for the
+day, ...'; re-armed at the first check of the next trading day by services/square_off.py, unless the trader halts
+it by hand meanwhile), writes a risk event and queues a flatten of the account in the same transaction, then
+starts that flatten at once (services/flatten.py: cancel, close every position, exit the runs). The flatten is
+an ordinary flatten_account command, so a restart in the middle carries it out again without placing anything
+twice. The day P&L's day is the broker's: its positionbook starts afresh each session. A halted account is not
+evaluated; re-arming an account whose day P&L is still beyond its limit halts it again at once (raise or clear
+the limit first). A trip that cannot be written is alarmed and tried again on the next tick or reload.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from db.clock import ist_now_str
+from db.clock import ist_now_str, today_ist
 from db.accounts import day_positions, limited_accounts
 from db.flatten import halt_and_flatten
 from db.vocab import TradingState
@@ -105,10 +107,11 @@ class AccountLimits:
         return breach[0], pnl
 
     def _trip(self, b: AccountBook, pnl: float, event: str, threshold: float, what: str) -> None:
-        reason = f"{what} at {ist_now_str()}"
+        # the halt lasts the trading day: re-armed at the first check of the next one (services/square_off.py)
+        reason = f"{what} at {ist_now_str()}; halted for the day, re-armed on the next trading day"
         try:
             with self.ctx.db.write() as s:
-                cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl)
+                cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl, until=today_ist().isoformat())
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:
                 self._tripped.discard(b.account_id)

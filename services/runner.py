@@ -2,8 +2,8 @@
 
 Start-up order (design guide §13): instruments (primary account) -> reconciler first pass (orphaned claims
 re-queued, in-flight intents settled) -> market data -> position monitor -> risk manager -> dispatcher ->
-poller / account sync / option-chain sessions on an APScheduler BackgroundScheduler. SIGTERM / SIGINT stop it
-cleanly: scheduler, threads, broker clients, then the lock.
+poller / account sync / option-chain sessions / square-off on an APScheduler BackgroundScheduler. SIGTERM /
+SIGINT stop it cleanly: scheduler, threads, broker clients, then the lock.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
+from db.clock import apply_settings, ist_now_str
 from db.commands import finish_control, queued_controls
 from db.vocab import CommandStatus
 from services.account_limits import AccountLimits
@@ -39,6 +40,7 @@ from services.poller import OrderPoller
 from services.positions import PositionMonitor
 from services.reconciler import Reconciler
 from services.risk import RiskManager
+from services.square_off import SquareOffs
 
 log = logging.getLogger("services.runner")
 
@@ -96,6 +98,7 @@ class ServiceRunner:
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
             flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier)
+        self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -169,6 +172,7 @@ class ServiceRunner:
                 # reload picks up fills made outside this process's callbacks (e.g. after a restart)
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
+                ("square_off", self.square_offs.run_once, self.settings.market.square_off_check_s),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
         for name, fn, every in jobs:
@@ -262,6 +266,9 @@ def settings_for(db_path: str | None, base: Settings) -> Settings:
 
 def run(settings: Settings, stop_event: threading.Event) -> None:
     """Run until ``stop_event`` is set (the signal handlers in __main__ set it)."""
+    shift = apply_settings(settings.market)  # the process's market clock: a test's or the demo's, else the real one
+    if shift:
+        log.warning("market clock moved: %s (real clock %+.0f s)", ist_now_str(), shift.total_seconds())
     runner = ServiceRunner(settings)
     try:
         runner.start()

@@ -122,6 +122,10 @@ def next_trading_day(d: date) -> date:
 
 # ---- the time rules (config.MarketSettings) -------------------------------------------------------------------
 SQUARED_OFF_PRODUCTS = ("MIS", "NRML")  # CNC (delivery) is never squared off
+# A daily limit's halt is lifted on the next trading day from this IST time: the brokers' positionbooks have started
+# the new day by then (the sandbox's at 03:00, the pre-open at 09:00), so the day P&L the limit reads is the new
+# day's. At midnight it would still be yesterday's, and the account would trip again at once.
+REARM_FROM = time(9, 0)
 
 
 def square_off_time(m: MarketSettings, product: str) -> time | None:

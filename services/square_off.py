@@ -3,7 +3,8 @@ accounts a daily limit halted, on the next trading day.
 
     every square_off_check_s (1 s), on the market clock (db.clock: IST, moved by tests and the demo):
       1. halted accounts whose halt lasted through an earlier day (a daily limit: its trading day) are re-armed,
-         on a trading day only (audit row + risk event, like the trader's re-arm);
+         on a trading day from 09:00 IST (db.clock.REARM_FROM: the broker's positionbook, which the limit reads,
+         has started the new day by then), with an audit row + risk event like the trader's re-arm;
       2. not a trading day (the XBOM calendar: weekends, exchange holidays): nothing else happens;
       3. for each product with a square-off time (MIS 15:15 by default; NRML optional; CNC never) once the time
          has come: the square_offs row for (trading day, product) is written 'running' (the latch), and every
@@ -24,7 +25,7 @@ import logging
 import threading
 
 from db.accounts import list_accounts, rearm_due, set_trading_state
-from db.clock import SQUARED_OFF_PRODUCTS, is_trading_day, now_ist, square_off_time
+from db.clock import REARM_FROM, SQUARED_OFF_PRODUCTS, is_trading_day, now_ist, square_off_time
 from db.errors import DbError
 from db.square_offs import begin_square_off, finish_square_off
 from db.vocab import SquareOffStatus, TradingState
@@ -45,7 +46,8 @@ class SquareOffs:
         today = now.date()
         if not is_trading_day(today):  # the calendar is loaded here, on the scheduler's thread
             return
-        self.rearm(today.isoformat())
+        if now.time() >= REARM_FROM:
+            self.rearm(today.isoformat())
         for product in SQUARED_OFF_PRODUCTS:
             at = square_off_time(self.ctx.settings.market, product)
             if at is not None and now.time() >= at:

@@ -5,6 +5,7 @@ from db import repo
 from db.commands import (DERIVATIVE_EXCHANGES, NeedsConfirmation, OrderRequest, enqueue_order, guarded,
                          validate_order)
 from db.intents import new_client_order_id
+from db.order_fsm import Status
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui.format import rupees
 from ui.widgets import status_chip
@@ -133,6 +134,9 @@ def last_intent_status():
                     + (f" · broker id `{i['broker_order_id']}`" if i["broker_order_id"] else "")
                     + (f" · filled {i['broker_filled_qty']} @ {rupees(i['broker_avg_price'])}"
                        if i["broker_filled_qty"] else ""))
+        if i["status"] in (Status.REJECTED, Status.DENIED):  # why, in words a trader reads at a glance
+            who = "The broker rejected it" if i["status"] == Status.REJECTED else "Not sent"
+            st.error(f"{who}: {i['status_reason'] or 'no reason given'}")
 
 
 last_intent_status()

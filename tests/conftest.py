@@ -11,7 +11,27 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from datetime import timedelta  # noqa: E402
+
+from db import clock  # noqa: E402
+from simulator.testing import SimProcess  # noqa: E402
 from tests.builders import seed_instruments  # noqa: E402
+from tests.market_clock import market_hours_offset_s  # noqa: E402
+
+# Every clock of the test session inside market hours (tests/market_clock.py), and the simulators' MIS gate on, as
+# the real OpenAlgo server has it: a test placing MIS orders passes at any wall time.
+MARKET_OFFSET_S = market_hours_offset_s()
+os.environ["APP__MARKET__CLOCK_OFFSET_S"] = repr(MARKET_OFFSET_S)
+os.environ.pop("APP__MARKET__CLOCK_START_IST", None)
+clock.set_offset(timedelta(seconds=MARKET_OFFSET_S))
+SimProcess.defaults.update(mis_gate=True, clock_offset_s=MARKET_OFFSET_S)
+
+
+@pytest.fixture(autouse=True)
+def _market_clock():
+    """A test that moves this process's market clock gets the session's back afterwards."""
+    yield
+    clock.set_offset(timedelta(seconds=MARKET_OFFSET_S))
 
 
 @pytest.fixture

@@ -387,3 +387,14 @@ def test_alerts_when_raised_after_the_page_opened_then_toasted_once_and_listed_o
     messages = {m for df in health.dataframe if list(df.value.columns)[-1:] == ["message"]
                 and "component" not in df.value.columns for m in df.value["message"]}  # the Alerts table
     assert {"exit_rejected: intent 7 rejected: no margin", "exit_not_written: an old one"} <= messages
+
+
+def test_preview_when_mis_after_the_cut_off_then_refused_with_the_reason_and_nothing_written(seeded, monkeypatch):
+    db = seeded["db"]
+    monkeypatch.setenv("APP__MARKET__CLOCK_START_IST", "2026-12-01 15:20:00")  # the app's clock: after 15:15
+    monkeypatch.setenv("APP__MARKET__CLOCK_OFFSET_S", "0")
+    at = _order_page()
+    at.button(key="quick.preview").click().run()
+    assert any("no new MIS entries after 15:15 IST" in e for e in errors(at)), errors(at)
+    assert "quick.pending" not in at.session_state
+    assert count(db, OrderIntent) == 20

@@ -14,17 +14,12 @@ if str(ROOT) not in sys.path:
 from datetime import timedelta  # noqa: E402
 
 from db import clock  # noqa: E402
-from simulator.testing import SimProcess  # noqa: E402
 from tests.builders import seed_instruments  # noqa: E402
-from tests.market_clock import market_hours_offset_s  # noqa: E402
+from tests.market_clock import use_market_hours  # noqa: E402
 
 # Every clock of the test session inside market hours (tests/market_clock.py), and the simulators' MIS gate on, as
 # the real OpenAlgo server has it: a test placing MIS orders passes at any wall time.
-MARKET_OFFSET_S = market_hours_offset_s()
-os.environ["APP__MARKET__CLOCK_OFFSET_S"] = repr(MARKET_OFFSET_S)
-os.environ.pop("APP__MARKET__CLOCK_START_IST", None)
-clock.set_offset(timedelta(seconds=MARKET_OFFSET_S))
-SimProcess.defaults.update(mis_gate=True, clock_offset_s=MARKET_OFFSET_S)
+MARKET_OFFSET_S = use_market_hours()
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ PAGES = {
     ],
     "Setup": [
         st.Page("pages/accounts.py", title="Accounts", icon=":material/person:", url_path="accounts"),
+        st.Page("pages/api_access.py", title="API & Webhooks", icon=":material/api:", url_path="api"),
         st.Page("pages/health.py", title="Service Health", icon=":material/health_and_safety:", url_path="health"),
         st.Page("pages/settings.py", title="Settings", icon=":material/settings:", url_path="settings"),
     ],

@@ -62,6 +62,8 @@ class ServiceSettings:
     reconcile_max_checks: int = _s(6, "Checks before an unmatched in-flight intent is settled rejected", 1)
     reconcile_window_s: float = _s(120.0, "Time window for matching an unknown intent to a broker order", 1.0)
     heartbeat_s: float = _s(2.0, "Service heartbeat interval", 0.1)
+    account_ping_s: float = _s(30.0, "Every active account is pinged this often (its status, round trip and last "
+                                     "error on Service Health)", 1.0)
     chain_strikes: int = _s(20, "Option-chain session: strikes each side of ATM", 1)
     chain_ttl_s: float = _s(300.0, "Option-chain session lifetime without heartbeat", 1.0)
     chain_cleanup_s: float = _s(60.0, "Option-chain session cleanup interval", 1.0)
@@ -74,6 +76,7 @@ class ServiceSettings:
 class UiSettings:
     refresh_s: float = _s(2.0, "Live tile refresh interval in the Streamlit app", 0.5)
     service_stale_s: float = _s(10.0, "Service heartbeat older than this => 'service down' banner", 1.0)
+    margin_check_max_age_s: float = _s(120.0, "Strategies: Execute needs a margin check younger than this", 5.0)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,22 @@ class MarketSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    host: str = _s("127.0.0.1", "Address the local API (python -m api) binds; anything but loopback also needs "
+                                "allow_remote=1")
+    port: int = _s(5100, "Port of the local API", 1)
+    allow_remote: int = _s(0, "1 = the local API may bind a non-loopback address (it can place orders: keep it 0 "
+                              "unless a firewall guards it)", 0)
+    rate_global: str = _s("1000/minute", "Local API: requests per client address, every route (limits syntax: "
+                                         "N/second, N/minute, ...)")
+    rate_auth: str = _s("10/minute", "Local API: failed authentications per client address")
+    rate_api: str = _s("100/minute", "Local API: requests per API key, and alerts per webhook rule")
+    rate_heavy: str = _s("20/minute", "Local API: fan-out calls (execute, flatten) per API key")
+    webhook_dedupe_s: float = _s(60.0, "A webhook alert without an id whose body repeats within this many seconds is "
+                                       "a retried delivery: logged, nothing done", 0.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
@@ -124,6 +143,7 @@ class Settings:
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     orders: OrderGuardSettings = field(default_factory=OrderGuardSettings)
     market: MarketSettings = field(default_factory=MarketSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def key_file(self) -> Path:

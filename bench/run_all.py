@@ -18,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import machine  # noqa: E402
 
-BENCHES = ["exit_latency", "ingest", "fanout", "enqueue", "flatten", "dashboard", "memory"]
+BENCHES = ["exit_latency", "account_limit", "ingest", "fanout", "enqueue", "flatten", "webhook", "dashboard",
+           "memory"]
 
 
 def row(r: dict) -> list[tuple[str, str, str, str]]:
@@ -29,6 +30,11 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
                  f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
                  f"(n={r['trials']}, "
                  f"{r['ticks_per_s']:.0f} ticks/s); from the bench's control POST: p99 {r['from_post_p99']:.1f} ms",
+                 "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
+    if b == "account_limit":
+        return [("tick breaching an account's daily max loss -> first exit order at broker (as exit_latency)",
+                 f"median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                 f"max {r['max_ms']:.1f} ms (n={r['trials']}, {r['ticks_per_s']:.0f} ticks/s)",
                  "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
     if b == "ingest":
         return [("tick ingest, one core (on_message + positions + risk)",
@@ -48,6 +54,10 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
     if b == "flatten":
         return [(f"flatten 10 accts x 4 positions / 1 acct, {r['latency_ms']} ms broker (service process)",
                  f"{r['ten_ms']:.0f} ms / {r['one_ms']:.0f} ms = {r['ratio']:.2f}", "<= 1.5", ok(r["ratio"] <= 1.5))]
+    if b == "webhook":
+        return [("webhook alert -> first entry order at broker (service + API processes, default settings)",
+                 f"median {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (n={r['alerts']}); HTTP answer "
+                 f"p50 {r['answer_median_ms']:.1f} ms", "p99 <= 100 ms", ok(r["p99_ms"] <= 100))]
     if b == "dashboard":
         err = f"; PAGE ERROR: {r['error'][:80]}" if r.get("errors") else ""
         return [("Dashboard page script time (10 accts, full day)",

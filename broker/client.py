@@ -25,6 +25,10 @@ from broker.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 ORDER_ENDPOINTS = {"placeorder", "modifyorder", "cancelorder", "placesmartorder"}
+# What one call came to, for the observer (Service Health): answered ok; answered with a refusal of the request
+# itself (an order rejected, a 4xx) - the gateway is healthy; rate limited; key rejected (403); no such path (404);
+# the gateway failed (5xx); no answer at all (timeout, connection refused, reset).
+CALL_OUTCOMES = ("ok", "refused", "rate_limited", "auth", "not_found", "server_error", "network")
 
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
@@ -44,6 +48,18 @@ def _non_json_message(code: int, raw: bytes) -> str:
     return text.strip()[:200] or f"HTTP {code}"
 
 
+def _outcome_of(exc: BrokerError) -> str:
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, OrderNotFound):
+        return "not_found"
+    if isinstance(exc, TemporaryBrokerError):
+        return "server_error"
+    return "refused"
+
+
 def _message(body) -> str:
     if isinstance(body, dict):
         msg = body.get("message", body)
@@ -54,7 +70,10 @@ def _message(body) -> str:
 class OpenAlgoClient:
     def __init__(self, host_url: str, api_key: str, *, connect_timeout: float = 3.0, read_timeout: float = 10.0,
                  order_rate: float = 8.0, read_rate: float = 20.0, retries: int = 4, backoff_base: float = 2.0,
-                 backoff_max: float = 60.0, sleep=time.sleep, name: str = ""):
+                 backoff_max: float = 60.0, sleep=time.sleep, name: str = "", observer=None):
+        """``observer(endpoint, http_status | None, duration_ms, outcome, error)`` is told of every call after it
+        ended (outcome from CALL_OUTCOMES; error text never holds the key). It must be cheap: it runs on the
+        caller's thread, placeorder's included."""
         if not host_url.startswith(("http://", "https://")):
             raise ConfigError("host URL must start with http:// or https://")
         self.base = host_url.rstrip("/") + "/api/v1/"
@@ -70,6 +89,7 @@ class OpenAlgoClient:
         self.orders = (OrderConnections(self.base, connect_timeout, read_timeout)
                        if host_url.startswith("http://") else None)
         self.calls: dict[str, int] = {}
+        self.observer = observer
 
     def close(self) -> None:
         self.http.close()
@@ -85,6 +105,27 @@ class OpenAlgoClient:
         self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
         bucket = self.order_bucket if endpoint in ORDER_ENDPOINTS else self.read_bucket
         bucket.acquire()
+        if self.observer is None:
+            return self._post_raw(endpoint, payload, bucket, lean)
+        t0, code = time.perf_counter(), None
+        try:
+            body = self._post_raw(endpoint, payload, bucket, lean)
+        except BrokerError as exc:
+            self._observe(endpoint, exc.status_code, t0, _outcome_of(exc), exc.message)
+            raise
+        except Exception as exc:
+            self._observe(endpoint, code, t0, "network", type(exc).__name__)
+            raise
+        self._observe(endpoint, 200, t0, "ok", "")
+        return body
+
+    def _observe(self, endpoint: str, code: int | None, t0: float, outcome: str, error: str) -> None:
+        try:
+            self.observer(endpoint, code, (time.perf_counter() - t0) * 1000.0, outcome, error[:300])
+        except Exception:  # noqa: BLE001 - recording a call must never fail the call
+            log.exception("broker call observer failed")
+
+    def _post_raw(self, endpoint: str, payload: dict, bucket, lean: bool) -> dict:
         if lean:
             code, raw = self.orders.post(endpoint, json.dumps({"apikey": self._key, **payload}).encode())
         else:
@@ -197,6 +238,24 @@ class OpenAlgoClient:
     def search(self, query: str, exchange: str | None = None) -> list[dict]:
         payload = {"query": query, **({"exchange": exchange} if exchange else {})}
         return list(self._read("search", payload).get("data") or [])
+
+    def optiongreeks(self, symbol: str, exchange: str, interest_rate: float | None = None) -> dict:
+        """The whole /optiongreeks body: implied_volatility, greeks {delta, gamma, theta, vega, rho}, spot_price..."""
+        payload = {"symbol": symbol, "exchange": exchange,
+                   **({"interest_rate": interest_rate} if interest_rate is not None else {})}
+        return self._read("optiongreeks", payload)
+
+    def margin(self, positions: list[dict]) -> dict:
+        """Basket margin: {total_margin_required, span_margin, exposure_margin, margin_benefit?}. Each position is
+        {symbol, exchange, action, quantity, product, pricetype, price?, trigger_price?}; OpenAlgo's schema takes
+        the numbers as strings, so they are sent so. A gateway whose broker has no margin API answers 404: a
+        BrokerError saying so (never retried: it will not change)."""
+        sent = [{**p, **{k: str(p.get(k, 0) or 0) for k in ("quantity", "price", "trigger_price")}}
+                for p in positions]
+        try:
+            return dict(self._read("margin", {"positions": sent}).get("data") or {})
+        except OrderNotFound as exc:
+            raise BrokerError(f"margin calculation not available on this gateway ({exc.message})", 404) from None
 
     def instruments(self, exchange: str) -> list[dict]:
         """GET /instruments?apikey&exchange (format json)."""

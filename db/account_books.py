@@ -2,10 +2,12 @@
 account, read with ``Session.get``): the statements services/account_sync.py runs inside its write transaction."""
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from db.models import BrokerTrade, Holding, Position
+from db.models import Account, BrokerTrade, Holding, Position
 
 
 def positions_of(s: Session, account_id: int) -> list[Position]:
@@ -21,3 +23,9 @@ def delete_holdings(s: Session, account_id: int) -> None:
 def trade_keys(s: Session, account_id: int) -> set[str]:
     """The trade keys of the account's stored broker_trades (a trade is stored once)."""
     return set(s.scalars(select(BrokerTrade.trade_key).where(BrokerTrade.account_id == account_id)))
+
+
+def mark_positions_synced(s: Session, account_id: int, read_at: datetime) -> None:
+    """Record when the positionbook just stored was read (the time before the call): the stored book holds every
+    fill the broker had by then."""
+    s.execute(update(Account).where(Account.id == account_id).values(positions_synced_at=read_at))

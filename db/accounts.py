@@ -95,12 +95,16 @@ def add_account(db: Database, name: str, host_url: str, ws_url: str, api_key: st
 
 def update_account(db: Database, account_id: int, *, host_url: str | None = None, ws_url: str | None = None,
                    api_key: str | None = None, is_primary: bool | None = None, backup_order: int | None = -1,
-                   is_active: bool | None = None, daily_max_loss=-1, daily_max_profit=-1) -> None:
-    """``daily_max_loss`` / ``daily_max_profit``: rupees > 0, or 0 / None for no limit (-1: unchanged)."""
+                   is_active: bool | None = None, daily_max_loss=-1, daily_max_profit=-1,
+                   daily_trailing=-1) -> None:
+    """``daily_max_loss`` / ``daily_max_profit`` / ``daily_trailing``: rupees > 0, or 0 / None for no limit (-1:
+    unchanged)."""
     values: dict = {}
-    for field_name, v in (("daily_max_loss", daily_max_loss), ("daily_max_profit", daily_max_profit)):
+    for field_name, v, what in (("daily_max_loss", daily_max_loss, "daily max loss"),
+                                ("daily_max_profit", daily_max_profit, "daily max profit"),
+                                ("daily_trailing", daily_trailing, "daily trailing amount")):
         if v != -1:
-            values[field_name] = _check_limit(v, field_name.replace("_", " "))
+            values[field_name] = _check_limit(v, what)
     if host_url is not None:
         values["host_url"] = _check_url(host_url, ("http", "https"), "Host URL")
     if ws_url is not None:
@@ -190,6 +194,17 @@ def set_status_in(s, account_id: int, status: str, message: str = "", broker: st
     s.execute(update(Account).where(Account.id == account_id).values(**values))
 
 
+def status_of(s, account_id: int) -> tuple[str, str] | None:
+    """(status, status_message) of the account, None if it no longer exists."""
+    row = s.execute(select(Account.status, Account.status_message).where(Account.id == account_id)).first()
+    return (row[0], row[1]) if row else None
+
+
+def touch_checked(s, account_id: int, when) -> None:
+    """The account's status still holds as of ``when`` (a call answered as before)."""
+    s.execute(update(Account).where(Account.id == account_id).values(last_checked_at=when))
+
+
 class SendGate(NamedTuple):
     name: str
     is_active: bool
@@ -244,11 +259,29 @@ def rearm_due(s, today: str) -> list[tuple[int, str, str]]:
         Account.trading_until < today).order_by(Account.id))]
 
 
-def limited_accounts(s) -> list[tuple[int, str, float | None, float | None, str]]:
-    """(id, name, daily max loss, daily max profit, trading state) of every account with a day P&L limit."""
-    return [tuple(r) for r in s.execute(select(Account.id, Account.name, Account.daily_max_loss,
-                                               Account.daily_max_profit, Account.trading_state).where(
-        (Account.daily_max_loss.is_not(None)) | (Account.daily_max_profit.is_not(None))).order_by(Account.id))]
+class LimitRow(NamedTuple):
+    id: int
+    name: str
+    max_loss: float | None
+    max_profit: float | None
+    trailing: float | None
+    trading_state: str
+    day_peak: float | None
+    day_peak_date: str | None
+
+
+def limit_rows(s) -> list[LimitRow]:
+    """Every account's day P&L limits, trading state and stored day peak (the limits of one with none are None)."""
+    return [LimitRow(*r) for r in s.execute(select(
+        Account.id, Account.name, Account.daily_max_loss, Account.daily_max_profit, Account.daily_trailing,
+        Account.trading_state, Account.day_peak, Account.day_peak_date).order_by(Account.id))]
+
+
+def save_day_peaks(s, peaks: list[tuple[int, str, float]]) -> None:
+    """In the caller's write transaction: (account id, trading day ISO, peak) of the accounts whose day P&L peak
+    rose. Returns nothing."""
+    for account_id, day, peak in peaks:
+        s.execute(update(Account).where(Account.id == account_id).values(day_peak=peak, day_peak_date=day))
 
 
 def day_positions(s, account_ids: list[int]) -> list[tuple[int, str, str, int, float, float, float]]:

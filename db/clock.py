@@ -66,6 +66,16 @@ def today_ist() -> date:
     return now_ist().date()
 
 
+def trading_day(now: datetime | None = None) -> date:
+    """The day everything daily belongs to: the daily limits and the day's P&L peak, the day a limit's halt lasts
+    through (accounts.trading_until), the square-off's (day, product) row. The market clock's IST date, which is
+    the session's date on a trading day (XBOM sessions are dates); whether the exchange trades on it is
+    ``is_trading_day(trading_day())``. Not the last session on or before today: the brokers' positionbooks start
+    afresh every day (the sandbox's at 03:00), so a peak carried over a weekend would be compared with a fresh
+    book, and a halt of a non-trading day lifts on the next trading day either way (``rearm_due``)."""
+    return (now or now_ist()).date()
+
+
 def ist_now_str() -> str:
     return now_ist().strftime("%Y-%m-%d %H:%M:%S IST")
 

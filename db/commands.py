@@ -15,9 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from config import MarketSettings, OrderGuardSettings
 from db import Database
 from db.clock import entry_denial
-from db.models import Account, ControlCommand, Instrument, OrderIntent, StrategyRun, utcnow
+from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, Strategy, StrategyRun, utcnow
 from db.order_guards import check_order
-from db.vocab import ENTRIES_DENIED, CommandStatus
+from db.prices import fresh_ltp
+from db.stop_levels import STOP_LOSS, TARGET, StopSpec, level
+from db.vocab import ENTRIES_DENIED, CommandStatus, StopMode, StopStatus
 
 EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
 DERIVATIVE_EXCHANGES = {"NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX"}
@@ -129,6 +131,34 @@ def validate_order(s, req: OrderRequest, market: MarketSettings | None = None) -
                 pricetype=pricetype, product=product, limit_price=price, trigger_price=trigger, strategy_tag=tag)
 
 
+def validate_stops(spec: StopSpec | None, action: str, ltp: float | None) -> StopSpec | None:
+    """The clean stop-loss / target of a ticket (None when neither is set) or CommandError. Each is a positive
+    number of points or a % of the price; a level below the price (a long's stop, a short's target) must stay
+    above zero: under 100 %, and, when the last price is known, fewer points than it."""
+    if spec is None:
+        return None
+    clean = {}
+    for kind, what, mode, value in ((STOP_LOSS, "Stop-loss", spec.sl_mode, spec.sl_value),
+                                    (TARGET, "Target", spec.tp_mode, spec.tp_value)):
+        prefix = "sl" if kind == STOP_LOSS else "tp"
+        if value is None:
+            clean[f"{prefix}_mode"], clean[f"{prefix}_value"] = StopMode.POINTS.value, None
+            continue
+        if mode not in tuple(StopMode):
+            raise CommandError(f"{what} must be given in points or % (got '{str(mode)[:12]}')")
+        v = _number(value, what)
+        if v <= 0:
+            raise CommandError(f"{what} must be a positive number (got {value})")
+        below = (action == "BUY") == (kind == STOP_LOSS)
+        if mode == StopMode.PCT and (v >= 100 if below else v > 1000):
+            raise CommandError(f"{what} of {v:g} % is out of range (must be below {100 if below else 1000} %)")
+        if below and mode == StopMode.POINTS and ltp and level(action, kind, mode, v, ltp) <= 0:
+            raise CommandError(f"{what} of {v:g} points from the last price ₹{ltp:,.2f} would be at or below zero")
+        clean[f"{prefix}_mode"], clean[f"{prefix}_value"] = str(mode), v
+    out = StopSpec(**clean)
+    return out or None
+
+
 def split_qty(qty: int, freeze_qty: int | None, lotsize: int) -> list[int]:
     """Slices no larger than the exchange freeze quantity, each a whole number of lots."""
     if not freeze_qty or qty <= freeze_qty:
@@ -160,33 +190,21 @@ def guarded(s, fields: dict, guards: OrderGuardSettings | None, confirmed: bool)
 
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
                   source: str = "ui", priority: int = 100, confirmed: bool = False,
-                  guards: OrderGuardSettings | None = None,
+                  guards: OrderGuardSettings | None = None, stops: StopSpec | None = None,
                   market: MarketSettings | None = None) -> tuple[int, bool]:
     """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
     returns the first intent with created=False: the double click is absorbed, never sent twice.
     A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...).
     The fat-finger guards (``guards``, default settings if None) hold an unusual order until ``confirmed``
-    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``market``: see validate_order;
-    an exit (``purpose='exit'``) is never refused by the time of day."""
-    if not client_order_id or len(client_order_id) > 36:
-        raise CommandError("client_order_id must be 1-36 characters")
+    (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``stops`` (a stop-loss and/or
+    target) become one 'pending' quick_stops row per intent in the same transaction (the service arms each when its
+    entry fills); invalid ones raise CommandError and nothing is written. ``market``: the time rules a new entry
+    is checked against (no new entries after the cut-off; default settings if None); an exit
+    (``purpose='exit'``) is never refused by the time of day."""
     try:
         with db.write() as s:
-            existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
-            if existing:
-                return existing, False
-            fields = validate_order(s, req, market if purpose != "exit" else None)
-            guarded(s, fields, guards, confirmed)
-            inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
-            ids = []
-            for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
-                cid = client_order_id if n == 1 else f"{client_order_id}.{n}"
-                intent = OrderIntent(client_order_id=cid, purpose=purpose, source=source, priority=priority,
-                                     **{**fields, "requested_qty": qty})
-                s.add(intent)
-                s.flush()
-                ids.append(intent.id)
-            return ids[0], True
+            return enqueue_order_in(s, req, client_order_id, purpose=purpose, source=source, priority=priority,
+                                    confirmed=confirmed, guards=guards, stops=stops, market=market)
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
         with db.read() as s:
             existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
@@ -195,16 +213,90 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
         raise
 
 
+def enqueue_order_in(s, req: OrderRequest, client_order_id: str, *, purpose: str = "manual", source: str = "ui",
+                     priority: int = 100, confirmed: bool = False, guards: OrderGuardSettings | None = None,
+                     stops: StopSpec | None = None, market: MarketSettings | None = None) -> tuple[int, bool]:
+    """enqueue_order inside the caller's write transaction (the local API and webhooks write their record in the
+    same one). Everything is validated before the first row is added, so a CommandError leaves the session as it
+    was and the caller may go on with it. The time rules (``market``, default settings if None) refuse a new
+    entry after its cut-off here, so every way in (the UI, the API, webhooks) says so before queueing; the
+    dispatcher checks again before sending."""
+    if not client_order_id or len(client_order_id) > 36:
+        raise CommandError("client_order_id must be 1-36 characters")
+    existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
+    if existing:
+        return existing, False
+    fields = validate_order(s, req, None if purpose == "exit" else (market or MarketSettings()))
+    guarded(s, fields, guards, confirmed)
+    spec = validate_stops(stops, fields["action"], fresh_ltp(s, fields["symbol"], fields["exchange"]))
+    inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))
+    ids = []
+    for n, qty in enumerate(split_qty(fields["requested_qty"], inst.freeze_qty, inst.lotsize), start=1):
+        cid = client_order_id if n == 1 else f"{client_order_id}.{n}"
+        intent = OrderIntent(client_order_id=cid, purpose=purpose, source=source, priority=priority,
+                             **{**fields, "requested_qty": qty})
+        s.add(intent)
+        s.flush()
+        ids.append(intent.id)
+        if spec:
+            s.add(QuickStop(account_id=intent.account_id, entry_intent_id=intent.id, client_order_id=cid,
+                            symbol=intent.symbol, exchange=intent.exchange, product=intent.product,
+                            side=intent.action, status=StopStatus.PENDING.value, quantity=qty,
+                            sl_mode=spec.sl_mode if spec.sl_value is not None else "", sl_value=spec.sl_value,
+                            tp_mode=spec.tp_mode if spec.tp_value is not None else "", tp_value=spec.tp_value))
+    return ids[0], True
+
+
 class RegistryError(RuntimeError):
     """The command registry and the service's handlers disagree; the service refuses to start."""
 
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A control command kind: the id field its payload must carry (if any) and the table that id names."""
+    """A control command kind: the id field its payload must carry (if any) and the table that id names;
+    ``check``: the whole payload's validator (returns the clean payload, which carries ``id_field`` too) for a
+    command with more than one id."""
     summary: str
     id_field: str = ""
     model: type | None = None
+    check: object = None
+
+
+MAX_MULTIPLIER = 50
+MAX_CHECK_ACCOUNTS = 100
+
+
+def check_multiplier(value, who: str) -> int:
+    """A per-account lots multiplier: a whole number 1..MAX_MULTIPLIER, or CommandError naming ``who``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MULTIPLIER:
+        raise CommandError(f"Multiplier for {who} must be a whole number from 1 to {MAX_MULTIPLIER} "
+                           f"(got {str(value)[:20]!r})")
+    return value
+
+
+def _whole_id(value, what: str, kind: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CommandError(f"'{kind}' needs a whole-number '{what}' (got {value!r:.20})")
+    return value
+
+
+def margin_check_payload(payload: dict) -> dict:
+    """{"strategy_id": id, "accounts": [[account_id, multiplier], ...]}: 1..100 distinct accounts."""
+    sid = _whole_id(payload.get("strategy_id"), "strategy_id", "margin_check")
+    accts = payload.get("accounts")
+    if not isinstance(accts, list) or not 1 <= len(accts) <= MAX_CHECK_ACCOUNTS:
+        raise CommandError(f"'margin_check' needs 'accounts': 1 to {MAX_CHECK_ACCOUNTS} [account_id, multiplier]")
+    clean = []
+    for item in accts:
+        if not isinstance(item, list) or len(item) != 2:
+            raise CommandError("'margin_check' accounts must be [account_id, multiplier] pairs")
+        aid = _whole_id(item[0], "account_id", "margin_check")
+        clean.append([aid, check_multiplier(item[1], f"account {aid}")])
+    if len({a for a, _ in clean}) != len(clean):
+        raise CommandError("'margin_check' lists an account twice")
+    return {"strategy_id": sid, "accounts": clean}
 
 
 # The one list of control commands: the UI enqueues only these (enqueue_control), the service carries out only
@@ -223,6 +315,11 @@ COMMANDS: dict[str, CommandSpec] = {
     "flatten_account": CommandSpec("cancel every working order, close every position, then halt the account",
                                    "account_id", Account),
     "flatten_all": CommandSpec("flatten every account"),
+    "cancel_stop": CommandSpec("cancel a Quick Order stop-loss / target (the position stays open)", "stop_id",
+                               QuickStop),
+    "margin_check": CommandSpec("ask the broker the margin a strategy needs on accounts (at their multipliers) and "
+                                "their available cash; answered in margin_checks", "strategy_id", Strategy,
+                                margin_check_payload),
 }
 
 
@@ -236,6 +333,8 @@ def control_payload(kind: str, payload) -> dict:
         raise CommandError(f"Unknown control command '{str(kind)[:40]}'")
     if not isinstance(payload, dict):
         raise CommandError("Control command payload must be a mapping")
+    if spec.check is not None:
+        return spec.check(payload)
     if not spec.id_field:
         return {}
     value = payload.get(spec.id_field)
@@ -261,14 +360,20 @@ def enqueue_control(db: Database, kind: str, payload: dict) -> int:
     """Validate and write one control command. Only the validated field is stored (nothing else reaches the
     service), and the referenced row must exist, so the service never gets a command it cannot carry out."""
     clean = control_payload(kind, payload)
-    spec = COMMANDS[kind]
     with db.write() as s:
-        if spec.model is not None and s.get(spec.model, clean[spec.id_field]) is None:
-            raise CommandError(f"'{kind}': no {spec.id_field.removesuffix('_id')} with id {clean[spec.id_field]}")
-        cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
-        s.add(cmd)
-        s.flush()
-        return cmd.id
+        return enqueue_control_in(s, kind, clean)
+
+
+def enqueue_control_in(s, kind: str, payload: dict) -> int:
+    """enqueue_control inside the caller's write transaction; nothing is added when it raises CommandError."""
+    clean = control_payload(kind, payload)
+    spec = COMMANDS[kind]
+    if spec.model is not None and s.get(spec.model, clean[spec.id_field]) is None:
+        raise CommandError(f"'{kind}': no {spec.id_field.removesuffix('_id')} with id {clean[spec.id_field]}")
+    cmd = ControlCommand(kind=kind, payload_json=json.dumps(clean))
+    s.add(cmd)
+    s.flush()
+    return cmd.id
 
 
 # ---- the service's side of control_commands ---------------------------------------------------------------------

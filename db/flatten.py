@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.accounts import set_trading_state
 from db.clock import ist_now_str
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
-from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun, utcnow
-from db.order_fsm import LIVE, OPEN, Status
+from db.models import (Account, BrokerOrder, ControlCommand, Execution, Funds, OrderIntent, Position, RiskEvent,
+                       StrategyRun, utcnow)
+from db.order_fsm import BROKER_STATUS_MAP, LIVE, OPEN, Status
 from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus
 from db.vocab import TradingState
 
 ENTRY_PURPOSES = ("entry", "manual")  # intents that open or add to a position (everything but exits)
+# the broker's order_status words of an order still working (resting, or waiting for its trigger)
+WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
 
 
 def close_coid(key: str, account_id: int, symbol: str, exchange: str, product: str) -> str:
@@ -83,10 +86,17 @@ def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
     return out
 
 
-def live_orders(s, account_id: int, product: str | None = None) -> list[int]:
-    """Ids of the account's intents (of ``product``, if given) that may still trade (sent, working, unknown...)."""
-    q = select(OrderIntent.id).where(OrderIntent.account_id == account_id, OrderIntent.status.in_(LIVE))
+def live_orders(s, account_id: int, product: str | None = None) -> list[str]:
+    """The statuses of the account's intents (of ``product``, if given) that may still trade (sent, working,
+    outcome unknown...)."""
+    q = select(OrderIntent.status).where(OrderIntent.account_id == account_id, OrderIntent.status.in_(LIVE))
     return list(s.scalars(q if product is None else q.where(OrderIntent.product == product)))
+
+
+def all_at_broker(statuses: list[str]) -> bool:
+    """Every one of these orders is acknowledged by the broker and only waits for its fill: the next orderbook read
+    settles them (none is still being sent, or unknown: those are the dispatcher's and the reconciler's)."""
+    return all(st in OPEN for st in statuses)
 
 
 def busy_keys(s, account_id: int) -> set[tuple[str, str, str]]:
@@ -137,6 +147,32 @@ def close_intents(s, source: str, tag: str, account_id: int) -> list[OrderIntent
                                                     OrderIntent.strategy_tag == tag[:64])))
 
 
+def early_closes(s, command_id: int, account_id: int) -> int:
+    """At a limit's trip, in its transaction: the MARKET exits (step 0 of the flatten ``command_id``; BUYs first)
+    for the positions the stored positionbook shows that nothing can have moved since it was read, so the first
+    close goes out on the trip's commit instead of after the flatten's orderbook and positionbook reads. A
+    position is left to the flatten itself (cancel first, then a fresh positionbook) when a strategy leg holds
+    it or an order of ours on it may still trade (busy_keys), when an order on it is working at the broker, or
+    when a broker order on it was stored after the last account sync began (funds.updated_at): the stored
+    quantity may be out of date. The flatten then skips these positions while their exits are live and, once
+    everything has settled, closes whatever a fresh positionbook still shows. Returns how many were written."""
+    synced = s.scalar(select(Funds.updated_at).where(Funds.account_id == account_id))
+    if synced is None:
+        return 0
+    moved = {tuple(r) for r in s.execute(
+        select(BrokerOrder.symbol, BrokerOrder.exchange, BrokerOrder.product).where(
+            BrokerOrder.account_id == account_id,
+            (BrokerOrder.updated_at >= synced) | func.lower(BrokerOrder.order_status).in_(WORKING_AT_BROKER))
+        .distinct())}
+    skip = moved | busy_keys(s, account_id)
+    closes = {(sym, ex, prod): int(q) for sym, ex, prod, q in s.execute(
+        select(Position.symbol, Position.exchange, Position.product, Position.quantity).where(
+            Position.account_id == account_id, Position.quantity != 0)) if (sym, ex, prod) not in skip}
+    for n, (key, net) in enumerate(sorted(closes.items(), key=lambda kv: (kv[1] > 0, kv[0]))):
+        write_flatten_exit(s, command_id, account_id, *key, net, n, f"flatten-{command_id}", step=0)
+    return len(closes)
+
+
 def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold: float, value: float,
                      until: str = "") -> int:
     """A protection tripped: in the caller's transaction the account is halted with ``reason``, the risk event is
@@ -151,3 +187,20 @@ def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold
                     action="flatten", message=reason[:512], ts_ist=ist_now_str()))
     s.flush()
     return cmd.id
+
+
+def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, value: float,
+                         until: str = "") -> tuple[int, list[int]]:
+    """The portfolio's protection tripped: in the caller's transaction every account is halted with ``reason``
+    (each ``until`` that day, as halt_and_flatten), ONE risk event (no account: the portfolio's) is written and one
+    flatten_all command is queued (a restart carries it out again, on every account, as the control handler
+    does). Returns (command id, account ids)."""
+    account_ids = list(s.scalars(select(Account.id).order_by(Account.id)))
+    for account_id in account_ids:
+        set_trading_state(s, account_id, TradingState.HALTED, reason, "service", until=until)
+    cmd = ControlCommand(kind="flatten_all", payload_json="{}")
+    s.add(cmd)
+    s.add(RiskEvent(account_id=None, event_type=event_type[:32], threshold=threshold, value=value,
+                    action="flatten", message=reason[:512], ts_ist=ist_now_str()))
+    s.flush()
+    return cmd.id, account_ids

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import LIVE_EXIT_WHERE, Base, OrderIntent, SchemaVersion, SquareOff
+from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, MarginCheck, OrderIntent,
+                       PortfolioSettings, QuickStop, SchemaVersion, SquareOff, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -66,7 +67,53 @@ def _v4_account_day_limits(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} FLOAT")
 
 
-def _v5_time_protection(conn: Connection) -> None:
+def _v5_broker_calls(conn: Connection) -> None:
+    """Every broker call the service makes is recorded (endpoint, HTTP status, duration, outcome; never the key)."""
+    BrokerCall.__table__.create(conn, checkfirst=True)
+
+
+def _v6_trailing_and_portfolio_limits(conn: Connection) -> None:
+    """Accounts gain a trailing amount on their day P&L and the day's peak (with its trading day); the portfolio
+    (all accounts together) gets its own settings row table, with a daily max loss. Nothing is limited that was
+    not before: every new value starts empty."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    for name, ddl in (("daily_trailing", "FLOAT"), ("day_peak", "FLOAT"), ("day_peak_date", "VARCHAR(10)")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE accounts ADD COLUMN {name} {ddl}")
+    PortfolioSettings.__table__.create(conn, checkfirst=True)
+
+
+def _v7_quick_stops(conn: Connection) -> None:
+    """Quick Order stop-loss / target rows (quick_stops), and the time account sync last read an account's
+    positionbook (the stops trust the stored book only once it is newer than their fills)."""
+    QuickStop.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    if "positions_synced_at" not in have:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_synced_at DATETIME")
+
+
+def _v8_local_api(conn: Connection) -> None:
+    """The local API's tables: its keys (hashed), the idempotency records of its acting calls, webhook rules and
+    the log of their alerts. New tables only; create_all skips those a version-1 database of this release has."""
+    Base.metadata.create_all(conn, tables=[ApiKey.__table__, ApiRequest.__table__, WebhookRule.__table__,
+                                           WebhookAlert.__table__])
+
+
+def _v9_run_multiplier_and_margin_checks(conn: Connection) -> None:
+    """Strategy runs gain a lots multiplier (1 for every existing run: it traded its legs' lots as saved), the
+    margin_checks table holds the service's answers to margin_check commands, and latest_prices keeps the day's
+    first OI (the option chain's change in OI)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(strategy_runs)")}
+    if "multiplier" not in have:
+        conn.exec_driver_sql("ALTER TABLE strategy_runs ADD COLUMN multiplier INTEGER NOT NULL DEFAULT 1")
+    MarginCheck.__table__.create(conn, checkfirst=True)
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(latest_prices)")}
+    for name, ddl in (("oi_base", "FLOAT"), ("oi_base_day", "VARCHAR(10) NOT NULL DEFAULT ''")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE latest_prices ADD COLUMN {name} {ddl}")
+
+
+def _v10_time_protection(conn: Connection) -> None:
     """Accounts gain ``trading_until`` (the day a halt lasts through, lifted on the next trading day: '' for every
     existing halt, as they all wait for a re-arm by hand), and the ``square_offs`` table (one row per trading day
     and product)."""
@@ -76,8 +123,9 @@ def _v5_time_protection(conn: Connection) -> None:
     SquareOff.__table__.create(conn, checkfirst=True)
 
 
-MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits,
-              _v5_time_protection]
+MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
+              _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
+              _v9_run_multiplier_and_margin_checks, _v10_time_protection]
 LATEST = len(MIGRATIONS)
 
 

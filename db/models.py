@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, TradingState
+from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, StopStatus, TradingState
 
 
 def utcnow() -> datetime:
@@ -51,6 +51,22 @@ class Account(Base):
     # the account's day P&L limits in rupees (None = no limit); services/account_limits.py
     daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     daily_max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # trailing on the day P&L: once the day's peak is above 0, trip at peak - daily_trailing (None = off). The
+    # peak is kept for the trading day it was seen on (day_peak_date, ISO), so a restart within the day keeps it.
+    daily_trailing: Mapped[float | None] = mapped_column(Float, nullable=True)
+    day_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    day_peak_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # when account sync last READ the positionbook it stored (taken before the call): the stored book includes
+    # every fill the broker had by then (db/stops.py trusts it only when it is newer than our fills)
+    positions_synced_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class PortfolioSettings(Base):
+    """Limits on all accounts together (one row, id 1; no row = no limit): services/account_limits.py."""
+    __tablename__ = "portfolio_settings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)  # rupees, on the sum of day P&Ls
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Strategy(Base):
@@ -90,6 +106,7 @@ class StrategyRun(Base):
     strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     group_id: Mapped[str] = mapped_column(String(36), index=True)  # one Execute click across accounts
+    multiplier: Mapped[int] = mapped_column(Integer, default=1)  # each leg's lots are multiplied by this
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.ENTERING.value)  # db/run_fsm.py
     max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -240,6 +257,41 @@ class Position(Base):
     __table_args__ = (UniqueConstraint("account_id", "symbol", "exchange", "product", name="uq_position"),)
 
 
+class QuickStop(Base):
+    """A Quick Order's stop-loss / target (db/stops.py; states db.vocab.StopStatus). Written by the ticket in the
+    transaction of its entry intent, one per entry intent; the service arms it when the entry fills (levels from
+    the average fill price, on the filled quantity) and writes its one exit intent in the transaction that moves it
+    to 'triggered'."""
+    __tablename__ = "quick_stops"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    entry_intent_id: Mapped[int] = mapped_column(ForeignKey("order_intents.id"), unique=True)
+    client_order_id: Mapped[str] = mapped_column(String(40))  # the entry's
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(8))
+    side: Mapped[str] = mapped_column(String(4))  # the entry's action: BUY protects a long, SELL a short
+    sl_mode: Mapped[str] = mapped_column(String(8), default="")  # db.vocab.StopMode, '' = no stop-loss
+    sl_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_mode: Mapped[str] = mapped_column(String(8), default="")  # '' = no target
+    tp_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=StopStatus.PENDING.value, index=True)
+    status_reason: Mapped[str] = mapped_column(String(256), default="")
+    quantity: Mapped[int] = mapped_column(Integer, default=0)  # units protected: what the entry filled
+    entry_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # the entry's average fill price
+    sl_level: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tp_level: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # a level crossed while the stored positionbook could not be trusted yet: latched until the exit is written
+    hit_kind: Mapped[str] = mapped_column(String(16), default="")  # stop_loss | target
+    hit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hit_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    exit_intent_id: Mapped[int | None] = mapped_column(ForeignKey("order_intents.id"), nullable=True)
+    exit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    armed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Holding(Base):
     __tablename__ = "holdings"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -273,6 +325,8 @@ class LatestPrice(Base):
     ask: Mapped[float | None] = mapped_column(Float, nullable=True)
     volume: Mapped[float | None] = mapped_column(Float, nullable=True)
     oi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    oi_base: Mapped[float | None] = mapped_column(Float, nullable=True)  # the first OI seen on oi_base_day
+    oi_base_day: Mapped[str] = mapped_column(String(10), default="")  # IST date, YYYY-MM-DD
     depth_json: Mapped[str] = mapped_column(Text, default="")
     tick_ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -343,6 +397,20 @@ class ServiceHeartbeat(Base):
     last_beat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class BrokerCall(Base):
+    """One HTTP call to an account's OpenAlgo gateway, as the service saw it (never the key): Service Health's
+    per-account latency, error rate and recent calls. Kept for BROKER_CALLS_KEEP_H hours."""
+    __tablename__ = "broker_calls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    ts_utc: Mapped[datetime] = mapped_column(DateTime, index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no answer (network)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))  # broker.client.CALL_OUTCOMES
+    error: Mapped[str] = mapped_column(String(300), default="")
+
+
 class ServiceLog(Base):
     """Recent warnings/errors from the service, shown on the health page."""
     __tablename__ = "service_log"
@@ -363,6 +431,23 @@ class ControlCommand(Base):
     result: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class MarginCheck(Base):
+    """The service's answer to a margin_check control command, one row per account: the broker's basket margin
+    for the strategy at that account's multiplier (``plan_json``: the [symbol, action, quantity] it priced) and the
+    account's available cash. ``error`` is set instead when the broker could not say."""
+    __tablename__ = "margin_checks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command_id: Mapped[int] = mapped_column(ForeignKey("control_commands.id"), index=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    multiplier: Mapped[int] = mapped_column(Integer, default=1)
+    plan_json: Mapped[str] = mapped_column(Text, default="[]")
+    required: Mapped[float | None] = mapped_column(Float, nullable=True)
+    available: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str] = mapped_column(String(256), default="")
+    checked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class AuditLog(Base):
@@ -393,3 +478,67 @@ class Instrument(Base):
     tick_size: Mapped[float] = mapped_column(Float, default=0.05)
     freeze_qty: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A key of the local API (api/). Only its argon2 hash is kept; ``prefix`` (its first 8 characters, not
+    secret) finds the row to verify against and tells keys apart on the page."""
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ApiRequest(Base):
+    """The first answer to an acting API call, by its idempotency key: the same key again returns it and writes
+    nothing. Written in the same transaction as the command rows the call wrote."""
+    __tablename__ = "api_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("api_key_id", "idempotency_key", name="uq_api_request_key"),)
+
+
+class WebhookRule(Base):
+    """How an alert posted to /webhook/<token> becomes an action (db/webhooks.py). The token is kept as its
+    SHA-256 only (a 192-bit random value: a fast exact-match hash is enough, and the webhook's latency budget
+    has no room for argon2)."""
+    __tablename__ = "webhook_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # db.webhooks.RuleKind
+    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id"), nullable=True)
+    account_ids_json: Mapped[str] = mapped_column(Text, default="[]")
+    default_action: Mapped[str] = mapped_column(String(8), default="")  # strategy rules: enter | exit | ''
+    order_action: Mapped[str] = mapped_column(String(4), default="BUY")  # symbol-list rules
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    exchange: Mapped[str] = mapped_column(String(8), default="NSE")
+    product: Mapped[str] = mapped_column(String(8), default="MIS")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class WebhookAlert(Base):
+    """Every alert a rule received and what it did (db.vocab.AlertOutcome)."""
+    __tablename__ = "webhook_alerts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("webhook_rules.id"))
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    dedupe_key: Mapped[str] = mapped_column(String(80))
+    body: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(String(512), default="")
+    result_json: Mapped[str] = mapped_column(Text, default="{}")
+    first_alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a duplicate: the alert it repeats
+    __table_args__ = (Index("ix_webhook_alert_dedupe", "rule_id", "dedupe_key"),)

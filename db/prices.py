@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import DateTime, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert
 
+from db.clock import today_ist
 from db.models import Execution, LatestPrice, PnlSnapshot, Position, Strategy, StrategyRun, utcnow
 from db.order_fsm import values
 from db.run_fsm import ACTIVE_LEG, HOLDING_RUN
@@ -28,13 +29,19 @@ LEG_COLUMNS = (Execution.id, Execution.run_id, Execution.leg_no, Execution.symbo
 
 # ---- writes (one flush transaction) -------------------------------------------------------------------------------
 def upsert_prices(s, rows: list[dict]) -> None:
-    """Insert or update latest_prices rows (symbol, exchange + PRICE_COLUMNS) in one executemany. Returns
-    nothing."""
+    """Insert or update latest_prices rows (symbol, exchange + PRICE_COLUMNS) in one executemany. The first OI of
+    an IST day is kept as ``oi_base`` (the option chain's change in OI), kept until the next day's first OI.
+    Returns nothing."""
     if not rows:
         return
+    day = today_ist().isoformat()
+    rows = [{**r, "oi_base": r.get("oi"), "oi_base_day": day} for r in rows]
     stmt = insert(LatestPrice)
-    s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "exchange"],
-                                         set_={c: getattr(stmt.excluded, c) for c in PRICE_COLUMNS}), rows)
+    same_day = (LatestPrice.oi_base_day == stmt.excluded.oi_base_day) & LatestPrice.oi_base.is_not(None)
+    s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "exchange"], set_={
+        **{c: getattr(stmt.excluded, c) for c in PRICE_COLUMNS},
+        "oi_base": case((same_day, LatestPrice.oi_base), else_=stmt.excluded.oi_base),
+        "oi_base_day": case((same_day, LatestPrice.oi_base_day), else_=stmt.excluded.oi_base_day)}), rows)
 
 
 def mark_positions(s, ltps: dict[Key, float], now: datetime) -> None:

@@ -16,7 +16,7 @@ from db import Database
 from db.clock import IST_OFFSET
 from db.models import Strategy, StrategyLeg, utcnow
 from db.order_fsm import sql_in
-from db.run_fsm import UNFINISHED_RUN
+from db.run_fsm import ACTIVE_LEG, HOLDING_RUN, UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
 
 TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
@@ -61,14 +61,16 @@ def service_state(db: Database, stale_s: float) -> dict:
     """{'up', 'orders_ok', 'age_s' (newest beat), 'stale' (components not alive)}. A component is not alive
     when its beat is older than ``stale_s`` or its status is 'stopped'/'down' (written at shutdown).
     Order entry needs the service up and the 'dispatcher' component (when it reports) alive."""
-    hb = heartbeats(db)
-    if hb.empty:
+    with db.read() as s:  # plain rows, not a DataFrame: every page and every API entry asks this
+        rows = s.execute(text("SELECT component, status, last_beat FROM service_heartbeat ORDER BY component")).all()
+    if not rows:
         return {"up": False, "orders_ok": False, "age_s": None, "stale": []}
-    dead = (hb["age_s"] > stale_s) | hb["status"].isin(["stopped", "down"])
-    up = bool((~dead).any())
-    dispatcher_dead = bool(dead[hb["component"] == "dispatcher"].any())
-    return {"up": up, "orders_ok": up and not dispatcher_dead, "age_s": float(hb["age_s"].min()),
-            "stale": hb.loc[dead, "component"].tolist()}
+    now = utcnow()
+    ages = {c: (now - pd.Timestamp(beat).to_pydatetime()).total_seconds() for c, _, beat in rows}
+    dead = {c for c, status, _ in rows if ages[c] > stale_s or status in ("stopped", "down")}
+    up = len(dead) < len(rows)
+    return {"up": up, "orders_ok": up and "dispatcher" not in dead, "age_s": float(min(ages.values())),
+            "stale": [c for c, _, _ in rows if c in dead]}
 
 
 def queue_depths(db: Database) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,11 +112,37 @@ def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
 def accounts(db: Database) -> pd.DataFrame:
     return _df(db, "SELECT id, name, broker, host_url, ws_url, is_primary, backup_order, is_active, status, "
                    "status_message, last_checked_at, trading_state, trading_reason, daily_max_loss, "
-                   "daily_max_profit FROM accounts "
+                   "daily_max_profit, daily_trailing, day_peak, day_peak_date FROM accounts "
                    "ORDER BY is_primary DESC, backup_order IS NULL, backup_order, id",
                columns=["id", "name", "broker", "host_url", "ws_url", "is_primary", "backup_order", "is_active",
                         "status", "status_message", "last_checked_at", "trading_state", "trading_reason",
-                        "daily_max_loss", "daily_max_profit"])
+                        "daily_max_loss", "daily_max_profit", "daily_trailing", "day_peak", "day_peak_date"])
+
+
+def broker_health(db: Database, window_min: float = 15.0) -> pd.DataFrame:
+    """Per account: status as the service last saw it (with its error and time), and over the last ``window_min``
+    minutes of broker calls: calls, error rate, p50 / p99 latency, last error."""
+    from db.broker_calls import call_stats  # the stats are computed in Python (percentiles)
+    accts = accounts(db)
+    with db.read() as s:
+        stats = call_stats(s, window_min)
+    cols = ["account", "status", "status_message", "last_checked_at", "calls", "error_rate", "p50_ms", "p99_ms",
+            "last_error", "last_error_at"]
+    rows = []
+    for a in accts.itertuples():
+        st_ = stats.get(int(a.id), {})
+        rows.append((a.name, a.status, a.status_message, a.last_checked_at, st_.get("calls", 0),
+                     st_.get("error_rate"), st_.get("p50_ms"), st_.get("p99_ms"), st_.get("last_error", ""),
+                     st_.get("last_error_at")))
+    df = pd.DataFrame(rows, columns=cols)
+    df["last_error_at"] = pd.to_datetime(df["last_error_at"], errors="coerce")
+    return df
+
+
+def broker_calls(db: Database, limit: int = 50) -> pd.DataFrame:
+    return _df(db, "SELECT c.ts_utc, a.name AS account, c.endpoint, c.http_status, c.duration_ms, c.outcome, c.error "
+                   "FROM broker_calls c LEFT JOIN accounts a ON a.id = c.account_id ORDER BY c.id DESC LIMIT :n",
+               {"n": limit}, ["ts_utc", "account", "endpoint", "http_status", "duration_ms", "outcome", "error"])
 
 
 def account_names(db: Database) -> dict[int, str]:
@@ -166,6 +194,16 @@ def positions(db: Database, account_id: int | None = None) -> pd.DataFrame:
     return _df(db, "SELECT a.name AS account, t.symbol, t.exchange, t.product, t.quantity, t.average_price, t.ltp, "
                    "t.realized_pnl, t.unrealized_pnl, t.pnl, t.updated_at FROM positions t "
                    "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY a.name, t.symbol", p)
+
+
+def stops(db: Database, account_id: int | None = None, limit: int = 200) -> pd.DataFrame:
+    """Quick Order stop-loss / target rows, newest first: the ones that may still act, then the rest."""
+    where, p = _acct_filter(account_id)
+    return _df(db, "SELECT t.id, a.name AS account, t.symbol, t.exchange, t.product, t.side, t.quantity, "
+                   "t.entry_price, t.sl_level, t.tp_level, t.sl_mode, t.sl_value, t.tp_mode, t.tp_value, t.status, "
+                   "t.status_reason, t.entry_intent_id, t.exit_intent_id, t.created_at, t.updated_at "
+                   "FROM quick_stops t JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where
+               + " ORDER BY t.id DESC LIMIT :n", {**p, "n": limit})
 
 
 def holdings(db: Database, account_id: int | None = None) -> pd.DataFrame:
@@ -225,14 +263,35 @@ def bucket_for(since: datetime, max_points: int = 720) -> int:
 
 
 # ---- strategies, runs, risk -----------------------------------------------------------------------------------
-def runs(db: Database, active_only: bool = False, limit: int = 200) -> pd.DataFrame:
-    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else ""
+def runs(db: Database, active_only: bool = False, limit: int = 200, run_id: int | None = None) -> pd.DataFrame:
+    """Strategy runs, newest first; ``run_id``: only that one."""
+    where = f" WHERE r.status IN {sql_in(UNFINISHED_RUN)}" if active_only else " WHERE 1=1"
+    if run_id is not None:
+        where += " AND r.id = :run"
     return _df(db, "SELECT r.id, s.name AS strategy, a.name AS account, r.group_id, r.status, r.pnl, r.max_loss, "
                    "r.max_profit, r.trailing_sl, r.tsl_peak, r.tsl_stop, r.exit_reason, r.started_at, r.exited_at "
                    "FROM strategy_runs r JOIN strategies s ON s.id = r.strategy_id JOIN accounts a "
-                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit},
+                   "ON a.id = r.account_id" + where + " ORDER BY r.id DESC LIMIT :n", {"n": limit, "run": run_id},
                ["id", "strategy", "account", "group_id", "status", "pnl", "max_loss", "max_profit", "trailing_sl",
                 "tsl_peak", "tsl_stop", "exit_reason", "started_at", "exited_at"])
+
+
+GREEK_LEG_COLS = ["run_id", "account", "strategy", "leg_no", "symbol", "action", "quantity", "kind", "strike", "expiry",
+                  "ltp", "spot"]
+
+
+def held_legs(db: Database) -> pd.DataFrame:
+    """Every leg that holds units (entered / exiting) of a run that holds legs, with its instrument, its last price
+    and its underlying's: what the Risk Monitor's greeks are computed from."""
+    return _df(db, "SELECT e.run_id, a.name AS account, s.name AS strategy, e.leg_no, e.symbol, e.action, e.quantity, "
+                   "i.instrumenttype AS kind, i.strike, i.expiry, p.ltp, u.ltp AS spot FROM executions e "
+                   "JOIN strategy_runs r ON r.id = e.run_id JOIN strategies s ON s.id = r.strategy_id "
+                   "JOIN accounts a ON a.id = e.account_id "
+                   "LEFT JOIN instruments i ON i.symbol = e.symbol AND i.exchange = e.exchange "
+                   "LEFT JOIN latest_prices p ON p.symbol = e.symbol AND p.exchange = e.exchange "
+                   "LEFT JOIN latest_prices u ON u.symbol = s.underlying AND u.exchange = s.exchange "
+                   f"WHERE e.status IN {sql_in(ACTIVE_LEG)} AND r.status IN {sql_in(HOLDING_RUN)} "
+                   "ORDER BY e.run_id, e.leg_no, e.id", None, GREEK_LEG_COLS)
 
 
 def run_intents(db: Database, run_ids: list[int]) -> pd.DataFrame:
@@ -254,6 +313,15 @@ def risk_events(db: Database, run_id: int | None = None, limit: int = 200) -> pd
               "exit_order_ids", "message"])
     df["exit_order_ids"] = [", ".join(map(str, _json_list(v))) for v in df["exit_order_ids"]]
     return df
+
+
+def account_risk_events(db: Database, limit: int = 200) -> pd.DataFrame:
+    """Risk events of no strategy run: account limits, the portfolio limit (no account), flattens, trading
+    state changes. Newest first."""
+    return _df(db, "SELECT e.id, e.ts_utc, coalesce(a.name, 'portfolio') AS account, e.event_type, e.threshold, "
+                   "e.value, e.action, e.message FROM risk_events e LEFT JOIN accounts a ON a.id = e.account_id "
+                   "WHERE e.run_id IS NULL ORDER BY e.id DESC LIMIT :n", {"n": limit},
+               ["id", "ts_utc", "account", "event_type", "threshold", "value", "action", "message"])
 
 
 def _json_list(raw) -> list:
@@ -299,12 +367,12 @@ def expiries(db: Database, name: str, opt_exchange: str) -> list[str]:
 def chain(db: Database, name: str, opt_exchange: str, expiry: str) -> pd.DataFrame:
     """Every CE/PE of one expiry with its latest price row (NULLs when the service has no tick yet)."""
     return _df(db, "SELECT i.symbol, i.exchange, i.strike, i.instrumenttype AS kind, i.lotsize, p.ltp, p.bid, p.ask, "
-                   "p.oi, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
+                   "p.oi, p.oi_base, p.volume, p.depth_json, p.tick_ts FROM instruments i LEFT JOIN latest_prices p "
                    "ON p.symbol = i.symbol AND p.exchange = i.exchange WHERE i.name = :n AND i.exchange = :e "
                    "AND i.expiry = :x AND i.instrumenttype IN ('CE','PE') ORDER BY i.strike",
                {"n": name, "e": opt_exchange, "x": expiry},
-               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "volume", "depth_json",
-                "tick_ts"])
+               ["symbol", "exchange", "strike", "kind", "lotsize", "ltp", "bid", "ask", "oi", "oi_base", "volume",
+                "depth_json", "tick_ts"])
 
 
 def watchlist(db: Database, keys: list[tuple[str, str]]) -> pd.DataFrame:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
 
 from config import MarketSettings
 from db import Database
+from db import margin
 from db.clock import entry_denial
-from db.commands import CommandError, split_qty
+from db.commands import CommandError, check_multiplier, split_qty
 from db.intents import new_client_order_id
 from db.models import (Account, Execution, Instrument, OrderIntent, Strategy, StrategyLeg,
                        StrategyRun)
@@ -172,16 +173,22 @@ def entry_priority(action: str, leg_no: int) -> int:
 EXECUTE_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
-def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
-                     execute_key: str | None = None, market: MarketSettings | None = None) -> tuple[str, list[int]]:
-    """Create one run per account with its executions and queued entry intents, in one transaction.
-    Returns (group_id, run ids).
+@dataclass(frozen=True)
+class ExecuteResult:
+    group_id: str
+    run_ids: list[int]
+    refused: dict[int, str] = field(default_factory=dict)  # account_id -> why it got no run (margin shortfall)
 
-    ``execute_key`` (a uuid4 hex minted when the form renders, as Quick Order does with its client_order_id) makes
-    the call idempotent: it becomes the runs' group id, and a second call with the same key returns the runs the
-    first one wrote, writing nothing (a double click, a resubmitted form). The check and the write are one
-    BEGIN IMMEDIATE transaction, so two racing calls cannot both write."""
-    if not account_ids:
+
+def _multipliers(account_ids: list[int], multipliers: dict | None) -> dict[int, int]:
+    multipliers = multipliers if multipliers is not None else {}
+    if not isinstance(multipliers, dict) or any(a not in account_ids for a in multipliers):
+        raise CommandError("Multipliers must be given for the chosen accounts only")
+    return {a: check_multiplier(multipliers.get(a, 1), f"account {a}") for a in account_ids}
+
+
+def _check_ids(strategy_id, account_ids, execute_key) -> list[int]:
+    if not account_ids or not isinstance(account_ids, list | tuple):
         raise CommandError("Choose at least one account")
     if execute_key is not None and (not isinstance(execute_key, str) or not EXECUTE_KEY.match(execute_key)):
         raise CommandError("execute key must be 32 hex characters")
@@ -189,48 +196,132 @@ def execute_strategy(db: Database, strategy_id: int, account_ids: list[int],
         raise CommandError(f"Unknown strategy '{str(strategy_id)[:20]}'")
     if any(isinstance(a, bool) or not str(a).isdigit() for a in account_ids):
         raise CommandError("Unknown or deactivated account selected")
+    return [int(a) for a in dict.fromkeys(account_ids)]
+
+
+def _strategy(s, strategy_id) -> Strategy:
+    st = s.get(Strategy, int(strategy_id))
+    if st is None:
+        raise CommandError(f"Unknown strategy {strategy_id}")
+    if not st.legs:
+        raise CommandError(f"Strategy '{st.name}' has no legs")
+    return st
+
+
+def strategy_ref(s, ref) -> int:
+    """A strategy's id from its id or its exact name (the local API and webhook alerts name strategies either
+    way); CommandError for anything else."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        found = s.get(Strategy, ref)
+    elif isinstance(ref, str) and ref.strip():
+        found = s.scalar(select(Strategy).where(Strategy.name == ref.strip()))
+    else:
+        found = None
+    if found is None:
+        raise CommandError(f"Unknown strategy '{str(ref)[:64]}'")
+    return found.id
+
+
+def resolved_strategy(db: Database, strategy_id: int) -> tuple[str, list[ResolvedLeg]]:
+    """(product, legs resolved at the underlying's live price now): what a margin check prices."""
+    with db.read() as s:
+        st = _strategy(s, strategy_id)
+        return st.product, resolve_legs(s, st, underlying_ltp(s, st))
+
+
+def preview_execution(db: Database, strategy_id: int, multipliers: dict[int, int]) -> list[dict]:
+    """What Execute would send now (no writes), per account and leg: account_id, multiplier, leg_no, action,
+    symbol, lots, quantity, orders (freeze-quantity slices). CommandError for a bad multiplier or no live price."""
+    ids = _check_ids(strategy_id, list(multipliers), None)
+    mult = _multipliers(ids, multipliers)
+    with db.read() as s:
+        st = _strategy(s, strategy_id)
+        legs = resolve_legs(s, st, underlying_ltp(s, st))
+        return [dict(account_id=a, multiplier=m, leg_no=leg.leg_no, action=leg.action, symbol=leg.symbol,
+                     lots=leg.quantity * m // leg.lotsize, quantity=leg.quantity * m,
+                     orders=len(split_qty(leg.quantity * m, leg.freeze_qty, leg.lotsize)))
+                for a, m in mult.items() for leg in legs]
+
+
+def execute_strategy(db: Database, strategy_id: int, account_ids: list[int], execute_key: str | None = None,
+                     multipliers: dict[int, int] | None = None,
+                     market: MarketSettings | None = None) -> tuple[str, list[int]]:
+    """execute_plan without a margin check: (group_id, run ids)."""
+    r = execute_plan(db, strategy_id, account_ids, execute_key, multipliers, market=market)
+    return r.group_id, r.run_ids
+
+
+def execute_plan(db: Database, strategy_id: int, account_ids: list[int], execute_key: str | None = None,
+                 multipliers: dict[int, int] | None = None, margin_check_id: int | None = None,
+                 margin_max_age_s: float = 120.0, market: MarketSettings | None = None) -> ExecuteResult:
+    """Create one run per account with its executions and queued entry intents, in one transaction.
+
+    ``multipliers`` {account_id: 1..50} (default 1): that account trades each leg's lots times it (stored on the
+    run), split into freeze-quantity slices per account. ``margin_check_id``: the margin_check command whose
+    answers gate the accounts (db/margin.py): one short of margin gets no run and is named in ``refused``.
+
+    ``execute_key`` (a uuid4 hex minted when the form renders, as Quick Order does with its client_order_id) makes
+    the call idempotent: it becomes the runs' group id, and a second call with the same key returns the runs the
+    first one wrote, writing nothing (a double click, a resubmitted form). The check and the write are one
+    BEGIN IMMEDIATE transaction, so two racing calls cannot both write."""
+    _check_ids(strategy_id, account_ids, execute_key)
     group_id = execute_key or uuid.uuid4().hex
     with db.write() as s:
-        done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
-        if done:
-            return group_id, done
-        st = s.get(Strategy, int(strategy_id))
-        if st is None:
-            raise CommandError(f"Unknown strategy {strategy_id}")
-        if not st.legs:
-            raise CommandError(f"Strategy '{st.name}' has no legs")
-        late = entry_denial(market, st.product) if market is not None else ""  # the dispatcher checks again
-        if late:
-            raise CommandError(f"Not executed: {late}")
-        accounts = [s.get(Account, int(a)) for a in dict.fromkeys(account_ids)]
-        if any(a is None or not a.is_active for a in accounts):
-            raise CommandError("Unknown or deactivated account selected")
-        stopped = [a for a in accounts if a.trading_state in ENTRIES_DENIED]
-        if stopped:
-            raise CommandError("; ".join(f"account '{a.name}' is {a.trading_state}: "
-                                         f"{a.trading_reason or 'by the trader'}" for a in stopped)
-                               + " (re-arm it in Accounts to trade)")
-        legs = resolve_legs(s, st, underlying_ltp(s, st))
-        runs = []
-        for acct in accounts:
-            run = StrategyRun(strategy_id=st.id, account_id=acct.id, group_id=group_id, max_loss=st.max_loss,
-                              max_profit=st.max_profit, trailing_sl=st.trailing_sl)
-            s.add(run)
+        return execute_in(s, strategy_id, account_ids, group_id, multipliers, margin_check_id, margin_max_age_s,
+                          market)
+
+
+def execute_in(s, strategy_id, account_ids: list[int], group_id: str, multipliers: dict[int, int] | None = None,
+               margin_check_id: int | None = None, margin_max_age_s: float = 120.0,
+               market: MarketSettings | None = None) -> ExecuteResult:
+    """execute_plan inside the caller's write transaction (the local API and webhooks write their own record of
+    the call in the same one). The runs an earlier call wrote for ``group_id`` are returned, writing nothing,
+    when there are any. Every check comes before the first row is added. The time rules (``market``, default
+    settings if None) refuse the entries after their product's cut-off, whichever way the call came in (the UI,
+    the API, a webhook); the dispatcher checks every entry again before sending it."""
+    ids = _check_ids(strategy_id, account_ids, None)
+    mult = _multipliers(ids, multipliers)
+    done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
+    if done:
+        return ExecuteResult(group_id, done)
+    st = _strategy(s, strategy_id)
+    late = entry_denial(market or MarketSettings(), st.product)
+    if late:
+        raise CommandError(f"Not executed: {late}")
+    accounts = [s.get(Account, a) for a in ids]
+    if any(a is None or not a.is_active for a in accounts):
+        raise CommandError("Unknown or deactivated account selected")
+    stopped = [a for a in accounts if a.trading_state in ENTRIES_DENIED]
+    if stopped:
+        raise CommandError("; ".join(f"account '{a.name}' is {a.trading_state}: "
+                                     f"{a.trading_reason or 'by the trader'}" for a in stopped)
+                           + " (re-arm it in Accounts to trade)")
+    legs = resolve_legs(s, st, underlying_ltp(s, st))
+    refused = {} if margin_check_id is None else margin.gate(
+        s, int(margin_check_id), st.id, {a.id: (mult[a.id], margin.plan_of(legs, mult[a.id])) for a in accounts},
+        {a.id: a.name for a in accounts}, margin_max_age_s)
+    runs = [_write_run(s, st, acct, group_id, legs, mult[acct.id]) for acct in accounts if acct.id not in refused]
+    return ExecuteResult(group_id, runs, refused)
+
+
+def _write_run(s, st: Strategy, acct: Account, group_id: str, legs: list[ResolvedLeg], multiplier: int) -> int:
+    run = StrategyRun(strategy_id=st.id, account_id=acct.id, group_id=group_id, max_loss=st.max_loss,
+                      max_profit=st.max_profit, trailing_sl=st.trailing_sl, multiplier=multiplier)
+    s.add(run)
+    s.flush()
+    for leg in legs:
+        for qty in split_qty(leg.quantity * multiplier, leg.freeze_qty, leg.lotsize):
+            ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
+                           exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
+            s.add(ex)
             s.flush()
-            runs.append(run.id)
-            for leg in legs:
-                for qty in split_qty(leg.quantity, leg.freeze_qty, leg.lotsize):
-                    ex = Execution(run_id=run.id, account_id=acct.id, leg_no=leg.leg_no, symbol=leg.symbol,
-                                   exchange=leg.exchange, action=leg.action, quantity=qty, product=st.product)
-                    s.add(ex)
-                    s.flush()
-                    intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,
-                                         execution_id=ex.id, purpose="entry", source="strategy",
-                                         priority=entry_priority(leg.action, leg.leg_no),
-                                         strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
-                                         action=leg.action, requested_qty=qty, pricetype="MARKET",
-                                         product=st.product)
-                    s.add(intent)
-                    s.flush()
-                    ex.entry_intent_id = intent.id
-        return group_id, runs
+            intent = OrderIntent(client_order_id=new_client_order_id(), account_id=acct.id, run_id=run.id,
+                                 execution_id=ex.id, purpose="entry", source="strategy",
+                                 priority=entry_priority(leg.action, leg.leg_no),
+                                 strategy_tag=st.name[:64], symbol=leg.symbol, exchange=leg.exchange,
+                                 action=leg.action, requested_qty=qty, pricetype="MARKET",
+                                 product=st.product)
+            s.add(intent)
+            s.flush()
+            ex.entry_intent_id = intent.id
+    return run.id

@@ -43,3 +43,35 @@ class SquareOffStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     INCOMPLETE = "incomplete"
+class StopStatus(StrEnum):
+    """A Quick Order stop-loss / target (quick_stops row, db/stops.py):
+
+        pending ─► armed ─► triggered ─► exited
+           │         │          └─────► failed     (its exit order never filled, after the retries: alarmed)
+           └─────────┴─► cancelled  (entry filled nothing, the position was closed otherwise, a flatten, the trader)
+
+    'pending' until the entry fills; 'armed' (levels from the average fill price, on the filled quantity) while it
+    watches; 'triggered' in the same transaction as its one exit intent; 'exited' once that exit filled."""
+    PENDING = "pending"
+    ARMED = "armed"
+    TRIGGERED = "triggered"
+    EXITED = "exited"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+LIVE_STOP = frozenset({StopStatus.PENDING, StopStatus.ARMED})  # may still act: a flatten or the trader cancels these
+
+
+class StopMode(StrEnum):
+    """How a stop-loss / target distance is given on the ticket: rupee points from the price, or % of it."""
+    POINTS = "points"
+    PCT = "pct"
+
+
+class AlertOutcome(StrEnum):
+    """What a webhook alert did (webhook_alerts.outcome)."""
+    DONE = "done"  # the action was written (runs queued, exits requested, orders queued)
+    PARTIAL = "partial"  # a symbol list: some orders queued, some refused (the message lists them)
+    DUPLICATE = "duplicate"  # a retried delivery of an earlier alert: nothing new written
+    ERROR = "error"  # refused (bad alert, service down, validation): nothing written

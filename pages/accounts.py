@@ -7,10 +7,12 @@ from broker.errors import AuthError, BrokerError
 from db import repo
 from db.accounts import add_account, api_key_for, delete_account, set_status, update_account
 from db.commands import enqueue_control
+from db.clock import trading_day
 from db.crypto import SecretError
+from db.portfolio import day_pnl_by_account, get_portfolio_max_loss, set_portfolio_max_loss
 from db.vocab import TradingState
 from pages._common import USER_ERRORS, init_page
-from ui.format import table
+from ui.format import rupees, table
 
 db, settings, health = init_page("Accounts", ":material/person:")
 
@@ -51,7 +53,39 @@ if flashed := st.session_state.pop("accounts.flash", None):
     (flash_slot.success if ok else flash_slot.error)(msg)
 
 df = repo.accounts(db)
-table(df.drop(columns=["ws_url"]), key="accounts.table", empty="No accounts yet: add one below.")
+table(df.drop(columns=["ws_url", "day_peak", "day_peak_date"]), key="accounts.table",
+      empty="No accounts yet: add one below.")
+
+with st.container(border=True):  # the portfolio: every account together
+    limit = get_portfolio_max_loss(db)
+    by_account = day_pnl_by_account(db)
+    total = sum(p for _, _, p in by_account)
+    m1, m2 = st.columns(2)
+    m1.metric("Portfolio day P&L (all accounts)", rupees(total, signed=True),
+              help="Sum of every account's day P&L (its positions at the broker today, realised + unrealised)")
+    m2.metric("Portfolio daily max loss", rupees(-limit) if limit else "none")
+    st.caption("When the day P&L of all accounts together reaches the limit, every account is halted and "
+               "flattened (one risk event, an alert); re-arm each account on its own afterwards.")
+    with st.form("accounts.portfolio_form", clear_on_submit=True):
+        new_limit = st.text_input("Portfolio daily max loss (₹, greater than 0)", key="accounts.portfolio.loss",
+                                  placeholder=f"{limit:,.0f}" if limit else "e.g. 25000")
+        if st.form_submit_button("Save portfolio limit", key="accounts.portfolio.submit"):
+            try:
+                saved = set_portfolio_max_loss(db, new_limit.replace(",", "").replace("₹", "").strip())
+                flash(f"Portfolio daily max loss set to ₹{saved:,.0f}.")
+                st.rerun()
+            except USER_ERRORS as exc:
+                st.error(str(exc))
+    if limit:
+        r1, r2 = st.columns([3, 1])
+        sure_rm = r1.checkbox("Yes, remove the portfolio limit", key="accounts.portfolio.remove_confirm")
+        if r2.button("Remove", key="accounts.portfolio.remove", disabled=not sure_rm):
+            try:
+                set_portfolio_max_loss(db, None)
+                flash("Portfolio daily max loss removed: no limit on all accounts together.")
+                st.rerun()
+            except USER_ERRORS as exc:
+                st.error(str(exc))
 names = dict(zip(df["id"].astype(int), df["name"], strict=True))
 
 tab_add, tab_edit = st.tabs(["Add account", "Edit / test / delete"])
@@ -125,20 +159,28 @@ with tab_edit:
             backup = c2.number_input("Backup order (0 = none)", 0, 99, cur_backup,
                                      key=f"accounts.edit.backup.{acct_id}")
             active = c3.checkbox("Active", value=bool(row["is_active"]), key=f"accounts.edit.active.{acct_id}")
-            l1, l2 = st.columns(2)
+            l1, l2, l3 = st.columns(3)
             cur_loss = 0.0 if pd.isna(row["daily_max_loss"]) else float(row["daily_max_loss"])
             cur_profit = 0.0 if pd.isna(row["daily_max_profit"]) else float(row["daily_max_profit"])
+            cur_trail = 0.0 if pd.isna(row["daily_trailing"]) else float(row["daily_trailing"])
             day_loss = l1.number_input("Daily max loss (₹, 0 = none)", value=cur_loss, step=500.0,
                                        key=f"accounts.edit.day_loss.{acct_id}",
                                        help="On the account's day P&L: flatten and halt when it is reached")
             day_profit = l2.number_input("Daily max profit (₹, 0 = none)", value=cur_profit, step=500.0,
                                          key=f"accounts.edit.day_profit.{acct_id}",
                                          help="Lock the day's profit in: flatten and halt when it is reached")
+            day_trail = l3.number_input("Daily trailing (₹, 0 = none)", value=cur_trail, step=500.0,
+                                        key=f"accounts.edit.day_trail.{acct_id}",
+                                        help="Once the day P&L has been above 0, flatten and halt when it falls "
+                                             "this much below the day's peak")
+            peak = row["day_peak"] if row["day_peak_date"] == trading_day().isoformat() else None
+            if cur_trail and peak is not None and not pd.isna(peak) and peak > 0:
+                st.caption(f"Today's day P&L peak {rupees(peak)}: trailing floor {rupees(peak - cur_trail)}")
             if st.form_submit_button("Save changes", key="accounts.edit.submit"):
                 try:
                     update_account(db, int(acct_id), host_url=host, ws_url=ws, api_key=key or None,
                                    is_primary=primary or None, backup_order=int(backup) or None, is_active=active,
-                                   daily_max_loss=day_loss, daily_max_profit=day_profit)
+                                   daily_max_loss=day_loss, daily_max_profit=day_profit, daily_trailing=day_trail)
                     notify_service()
                     flash(f"Account '{names[acct_id]}' saved.")
                     st.rerun()

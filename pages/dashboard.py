@@ -26,33 +26,32 @@ WATCH = parse_watchlist(settings.service.watchlist)
 
 
 @st.fragment(run_every=REFRESH if auto else None)
-def live_tiles():
+def pnl_today():
+    """Tiles, the P&L chart and the strategy bars from ONE read of the latest snapshots: the chart's last point is
+    the tiles' value and the bars add up to the Total tile, at every refresh."""
     watchlist_metrics(repo.watchlist(db, WATCH))
-    pnl_metrics(repo.pnl_latest(db))
-
-
-@st.fragment(run_every=max(REFRESH, 10.0) if auto else None)
-def pnl_chart():
+    latest = repo.pnl_latest(db)
+    pnl_metrics(latest)
     since = repo.today_start_utc()
     # buckets sized to the span of today's data, not to the hours since midnight: a session that began a few
     # minutes ago is drawn in 10 s buckets
     bucket = repo.bucket_for(repo.pnl_first(db, since) or since)
-    # the cache key changes once per bucket, so a fresh point appears at most one bucket late
-    df = pnl_series(DB_PATH, since.isoformat(), bucket)
+    # the history is cached per bucket; the latest snapshot of each account is appended, so the line ends at now
+    df = charts.with_latest(pnl_series(DB_PATH, since.isoformat(), bucket), latest)
     st.plotly_chart(charts.pnl_lines(df), key="dashboard.pnl_chart", width="stretch")
-    st.caption(f"{len(df):,} points · {bucket}s buckets (last snapshot of each bucket)")
+    st.caption(f"{len(df):,} points · {bucket}s buckets (last snapshot of each bucket, then the latest)")
+    runs = repo.runs(db)
+    today = runs[runs["started_at"] >= pd.Timestamp(since)] if not runs.empty else runs
+    left, right = st.columns(2)
+    left.plotly_chart(charts.strategy_bars(charts.pnl_by_strategy(today, latest)), key="dashboard.strategy_bars",
+                      width="stretch")
+    right.plotly_chart(charts.margin_bars(repo.funds(db)), key="dashboard.margin", width="stretch")
+    return runs
 
 
 @st.fragment(run_every=REFRESH if auto else None)
-def runs_and_margin():
+def risk_distance():
     runs = repo.runs(db)
-    today = runs[runs["started_at"] >= pd.Timestamp(repo.today_start_utc())] if not runs.empty else runs
-    by_strategy = (today.groupby("strategy", as_index=False)["pnl"].sum() if not today.empty
-                   else pd.DataFrame(columns=["strategy", "pnl"]))
-    left, right = st.columns(2)
-    left.plotly_chart(charts.strategy_bars(by_strategy), key="dashboard.strategy_bars", width="stretch")
-    right.plotly_chart(charts.margin_bars(repo.funds(db)), key="dashboard.margin", width="stretch")
-
     active = runs[runs["status"].isin(values(UNFINISHED_RUN))] if not runs.empty else runs
     st.subheader("Risk distance (active runs)")
     if active.empty:
@@ -65,6 +64,5 @@ def runs_and_margin():
         st.caption(f"{len(active) - RISK_ROWS} more active runs: see Risk Monitor.")
 
 
-live_tiles()
-pnl_chart()
-runs_and_margin()
+pnl_today()
+risk_distance()

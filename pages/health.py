@@ -52,6 +52,24 @@ def components():
 
 
 components()
+
+
+@st.fragment(run_every=settings.ui.refresh_s if auto else None)
+def brokers():
+    st.subheader("Broker gateways")
+    st.caption(f"What the service last saw of each account (it pings every {settings.service.account_ping_s:g} s); "
+               "calls, error rate and latency over the last 15 minutes.")
+    bh = repo.broker_health(db)
+    if not bh.empty:
+        bh["error_rate"] = [f"{r:.0%}" if r == r and r is not None else "—" for r in bh["error_rate"]]
+        for c in ("p50_ms", "p99_ms"):
+            bh[c] = [f"{v:,.1f}" if v == v and v is not None else "—" for v in bh[c]]
+    table(bh, key="health.brokers", empty="No accounts yet.")
+    with st.expander("Recent broker calls"):
+        table(repo.broker_calls(db), key="health.calls", empty="No broker calls recorded yet.")
+
+
+brokers()
 st.subheader("Alerts")
 table(repo.alerts(db), key="health.alerts", height=240,
       empty="No alerts. Alerts also go to the targets in APP__ALERTS__URLS (Telegram, Discord, e-mail, webhooks).")

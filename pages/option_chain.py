@@ -1,4 +1,5 @@
-"""Option Chain: CE | strike | PE with LTP, bid/ask, OI and IV, ATM highlighted, depth, click-to-trade."""
+"""Option Chain: CE | strike | PE with LTP, bid/ask, OI, change in OI, volume, IV, delta and theta, ATM
+highlighted, depth, click-to-trade."""
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -79,7 +80,8 @@ def chain_grid():
     styler = shown.style.apply(highlight_atm(atm), axis=1).format(precision=2, na_rep="—", thousands=",")
     st.dataframe(styler, hide_index=True, width="stretch", height=min(800, 35 * (len(shown) + 1)),
                  key="chain.grid")
-    st.caption("IV: Black-Scholes from LTP (r = 6.5%), expiry 15:30 IST. Updated "
+    st.caption("IV: Black-Scholes from LTP (r = 6.5%), expiry 15:30 IST; delta and theta (₹/day) per unit at that "
+               "IV; OI chg: since the day's first OI the service saw. Updated "
                + ist_str(df["tick_ts"].max()) + " IST")
 
 

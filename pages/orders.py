@@ -5,6 +5,7 @@ from db import repo
 from db.commands import enqueue_control
 from pages._common import USER_ERRORS, init_page
 from ui.format import table
+from ui.stops import stops_view
 from ui.widgets import account_picker
 
 db, settings, health = init_page("Positions & Orders", ":material/receipt_long:")
@@ -63,6 +64,17 @@ def books():
         if not df.empty:
             st.metric("Positions P&L", f"₹{df['pnl'].sum():,.2f}")
         table(df, key="orders.positions", empty="No positions.")
+        st.markdown("**Quick Order stop-loss / target**")
+        table(stops_view(repo.stops(db, acct)), key="orders.stops",
+              empty="No stop-loss or target set on a Quick Order.")
+        with st.expander("Cancel a stop-loss / target (the position stays open)"):
+            stop_id = st.number_input("Stop id", min_value=1, step=1, key="orders.stop_cancel_id")
+            if st.button("Request cancel", key="orders.stop_cancel"):
+                try:
+                    enqueue_control(db, "cancel_stop", {"stop_id": int(stop_id)})
+                    st.success(f"Cancel requested for stop {int(stop_id)}.")
+                except USER_ERRORS as exc:
+                    st.error(str(exc))
     with tabs[4]:
         table(repo.holdings(db, acct), key="orders.holdings", empty="No holdings.")
     with tabs[5]:

@@ -3,11 +3,13 @@ import streamlit as st
 
 from db import repo
 from db.commands import (DERIVATIVE_EXCHANGES, NeedsConfirmation, OrderRequest, enqueue_order, guarded,
-                         validate_order)
+                         validate_order, validate_stops)
 from db.intents import new_client_order_id
 from db.order_fsm import Status
+from db.stop_levels import StopSpec, levels
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui.format import rupees
+from ui.stops import MODE_LABELS, preview_line
 from ui.widgets import status_chip
 
 db, settings, health = init_page("Quick Order", ":material/bolt:")
@@ -64,6 +66,13 @@ with st.form("quick.form"):
     price = c3.number_input("Price (LIMIT / SL)", min_value=0.0, step=tick, format="%.2f", key="quick.price")
     trigger = c1.number_input("Trigger price (SL / SL-M)", min_value=0.0, step=tick, format="%.2f",
                               key="quick.trigger")
+    # optional protection, watched by the service once the entry fills (empty = none)
+    sl_value = c2.number_input("Stop-loss (optional)", value=None, step=1.0, key="quick.sl_value")
+    sl_mode = c3.radio("Stop-loss in", list(MODE_LABELS), format_func=MODE_LABELS.get, horizontal=True,
+                       key="quick.sl_mode")
+    tp_value = c2.number_input("Target (optional)", value=None, step=1.0, key="quick.tp_value")
+    tp_mode = c3.radio("Target in", list(MODE_LABELS), format_func=MODE_LABELS.get, horizontal=True,
+                       key="quick.tp_mode")
     preview = st.form_submit_button("Preview order", key="quick.preview", disabled=not health["orders_ok"])
 if not health["orders_ok"]:
     st.warning("Order entry is disabled while the background service is down.")
@@ -75,11 +84,19 @@ if preview:
         with db.read() as s:
             fields = validate_order(s, req, settings.market)
             problems = []
+            ltp = price_row["ltp"] if price_row else None
+            spec = validate_stops(StopSpec(sl_mode, sl_value, tp_mode, tp_value), fields["action"], ltp)
             try:
                 guarded(s, fields, settings.orders, confirmed=False)
             except NeedsConfirmation as exc:  # shown on the ticket; Place order waits for the second confirmation
                 problems = exc.problems
-        ss["quick.pending"] = dict(req=req.__dict__, fields=fields, coid=ss["quick.coid"], problems=problems)
+        stops = None
+        if spec:
+            sl, tp = levels(spec, fields["action"], ltp) if ltp else (None, None)
+            stops = dict(spec=spec.__dict__, line=preview_line(fields["action"], ltp, (spec.sl_mode, spec.sl_value, sl),
+                                                               (spec.tp_mode, spec.tp_value, tp)))
+        ss["quick.pending"] = dict(req=req.__dict__, fields=fields, coid=ss["quick.coid"], problems=problems,
+                                   stops=stops)
     except USER_ERRORS as exc:
         ss.pop("quick.pending", None)
         st.error(str(exc))
@@ -92,6 +109,8 @@ if pending:
                     f"{f['pricetype']}{' @ ' + rupees(f['limit_price']) if f['limit_price'] else ''}"
                     f"{', trigger ' + rupees(f['trigger_price']) if f['trigger_price'] else ''}) "
                     f"on **{acct_names.get(f['account_id'], f['account_id'])}**")
+        if pending.get("stops"):
+            st.markdown(pending["stops"]["line"])
         st.caption(f"client_order_id `{pending['coid']}`")
         problems = pending.get("problems") or []
         confirmed = False
@@ -106,8 +125,10 @@ if pending:
             st.rerun()
     if submit:
         try:
+            stops = pending.get("stops")
             intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"],
                                                confirmed=confirmed, guards=settings.orders,
+                                               stops=StopSpec(**stops["spec"]) if stops else None,
                                                market=settings.market)
         except USER_ERRORS as exc:
             st.error(str(exc))

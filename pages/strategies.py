@@ -3,10 +3,12 @@ import pandas as pd
 import streamlit as st
 
 from db import repo
-from db.commands import CommandError
-from db.models import utcnow
+from db.commands import CommandError, enqueue_control
 from db.intents import new_client_order_id
-from db.strategies import LegSpec, execute_strategy, save_strategy
+from db.margin import check_rows, command_state, refusal_text
+from db.models import utcnow
+from db.strategies import LegSpec, execute_plan, preview_execution, save_strategy
+from db.vocab import CommandStatus
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui import charts
 from ui.black_scholes import implied_vol, years_to_expiry
@@ -105,6 +107,81 @@ st.subheader("Execute")
 saved = repo.strategies(db)
 accts = repo.accounts(db)
 accts = accts[accts["is_active"].astype(bool)]
+
+
+def multipliers_for(chosen: list[int], names: dict[int, str]) -> dict[int, int]:
+    """One lots multiplier per chosen account (1x, 2x, ...): each leg's lots times it, for that account."""
+    cols = st.columns(min(4, max(1, len(chosen))))
+    return {a: int(cols[i % len(cols)].number_input(f"{names[a]}: lots ×", min_value=1, max_value=50, step=1,
+                                                    value=1, key=f"strategies.mult.{a}"))
+            for i, a in enumerate(chosen)}
+
+
+def preview_table(sid: int, mult: dict[int, int], names: dict[int, str]) -> bool:
+    """What Execute would send per account (quantities after the multiplier and freeze splitting)."""
+    try:
+        rows = preview_execution(db, sid, mult)
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+        return False
+    df = pd.DataFrame(rows)
+    df.insert(0, "account", df.pop("account_id").map(names))
+    table(df, key="strategies.preview")
+    return True
+
+
+@st.fragment(run_every=settings.ui.refresh_s)
+def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
+    """The margin check of this exact plan (the service asks each account's broker), then Execute."""
+    plan = [sid, sorted(mult.items())]
+    check = ss.get("strategies.margin")
+    cid = check[1] if check and check[0] == plan else None
+    if st.button("Check margin", key="strategies.check_margin", disabled=not health["orders_ok"]):
+        try:
+            cid = enqueue_control(db, "margin_check",
+                                  {"strategy_id": sid, "accounts": [[a, m] for a, m in mult.items()]})
+            ss["strategies.margin"] = (plan, cid)
+        except USER_ERRORS as exc:
+            st.error(str(exc))
+    state, result = command_state(db, cid) if cid else ("", "")
+    if state == CommandStatus.QUEUED:
+        st.info("Checking margin with each account's broker…")
+    elif state == CommandStatus.FAILED:
+        st.error(f"Margin check failed: {result}")
+    elif state == CommandStatus.DONE:
+        df = pd.DataFrame(check_rows(db, cid))
+        df.insert(0, "account", df.pop("account_id").map(names))
+        table(df.drop(columns=["checked_at"]), key="strategies.margin_table")
+        for r in df.itertuples():
+            if r.error:
+                st.warning(f"{r.account}: margin not priced ({r.error}); the broker's own check applies")
+            elif r.shortfall > 0:
+                st.error(f"{r.account} will be refused: {refusal_text(r.required, r.available)}")
+    else:
+        st.caption("Check margin to see what each account needs before Execute.")
+    # minted when the form renders, like Quick Order's client_order_id: a double click or a resubmitted form
+    # carries the same key, and execute_plan fans out once for it
+    exec_key = ss.setdefault("strategies.exec_key", new_client_order_id())
+    ready = health["orders_ok"] and state == CommandStatus.DONE
+    if st.button("Execute", key="strategies.execute", type="primary", disabled=not ready):
+        try:
+            res = execute_plan(db, sid, list(mult), execute_key=exec_key, multipliers=mult, margin_check_id=cid,
+                               margin_max_age_s=settings.ui.margin_check_max_age_s, market=settings.market)
+            ss["strategies.last_runs"] = res.run_ids
+            ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
+            # kept for the fragment's later runs: a refusal must stay on screen, not flash for one refresh
+            ss["strategies.last_result"] = (f"Queued {len(res.run_ids)} run(s) (group {res.group_id[:8]}).",
+                                            [f"Refused {names[a]}: {why}. No order was sent for it."
+                                             for a, why in res.refused.items()])
+        except USER_ERRORS as exc:
+            st.error(str(exc))
+    done, refusals = ss.get("strategies.last_result", (None, []))
+    if done:
+        st.success(done)
+    for msg in refusals:
+        st.error(msg)
+
+
 if saved.empty or accts.empty:
     st.caption("Save a strategy and add an active account to execute.")
 else:
@@ -116,18 +193,10 @@ else:
     chosen = e2.multiselect("Accounts", list(names), format_func=names.get, key="strategies.exec_accounts")
     if not health["orders_ok"]:
         st.warning("Execution is disabled while the background service is down.")
-    # minted when the form renders, like Quick Order's client_order_id: a double click or a resubmitted form
-    # carries the same key, and execute_strategy fans out once for it
-    exec_key = ss.setdefault("strategies.exec_key", new_client_order_id())
-    if st.button("Execute", key="strategies.execute", type="primary", disabled=not health["orders_ok"] or not chosen):
-        try:
-            group_id, run_ids = execute_strategy(db, int(sid), [int(a) for a in chosen], execute_key=exec_key,
-                                                 market=settings.market)
-            ss["strategies.last_runs"] = run_ids
-            ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
-            st.success(f"Queued {len(run_ids)} run(s) (group {group_id[:8]}).")
-        except USER_ERRORS as exc:
-            st.error(str(exc))
+    if chosen:
+        mult = multipliers_for([int(a) for a in chosen], names)
+        if preview_table(int(sid), mult, names):
+            margin_and_execute(int(sid), mult, names)
 
 
 @st.fragment(run_every=settings.ui.refresh_s)

@@ -1,13 +1,13 @@
-"""Start the whole product on this machine: simulator (paper market) + demo accounts + service + Streamlit.
+"""Start the whole product on this machine: simulator (paper market), demo accounts, service, local API, Streamlit.
 
-    .venv/bin/python -m scripts.demo [--port 5000] [--ws-port 8765] [--ui-port 8501] [--seed 7]
+    .venv/bin/python -m scripts.demo [--port 5000] [--ws-port 8765] [--ui-port 8501] [--api-port 5100] [--seed 7]
                                      [--market-hours | --clock "YYYY-MM-DD HH:MM[:SS]"]
 
 The simulator refuses MIS orders from 15:15 to 09:00 IST unless they reduce a position (``--mis-gate``), as a real
 OpenAlgo server does, and the service squares MIS positions off at 15:15 IST on trading days. In the evening run
 the demo with ``--market-hours`` (every clock at 10:30 IST on the latest trading day, then running on) or
 ``--clock`` (a chosen IST instant, e.g. "2026-12-01 15:14:00" to watch the square-off): the simulator, the
-service and the app then share one market clock (APP__MARKET__CLOCK_OFFSET_S).
+service, the local API and the app then share one market clock (APP__MARKET__CLOCK_OFFSET_S).
 
 Demo accounts are created once: their API keys are generated here, registered with the simulator and stored
 encrypted (Fernet) in the database like any other account. On later starts the stored keys are registered
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ws-port", type=int, default=8765)
     ap.add_argument("--ui-port", type=int, default=8501)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--api-port", type=int, default=5100, help="the local API (python -m api); 0 = do not start it")
     ap.add_argument("--no-ui", action="store_true", help="start simulator + service only")
     clk = ap.add_mutually_exclusive_group()
     clk.add_argument("--market-hours", action="store_true",
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         raise SystemExit(f"demo: {exc}") from None
     db = Database.from_settings(settings)
-    # one market clock for the three processes: the offset, computed once here (a start instant would start
+    # one market clock for every process: the offset, computed once here (a start instant would start
     # each process's clock at its own start)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "APP__MARKET__CLOCK_OFFSET_S": repr(offset_s)}
     env.pop("APP__MARKET__CLOCK_START_IST", None)
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         names = register_demo_accounts(db, rest, ws)
         print(f"demo: simulator on {rest} / {ws}; accounts: {', '.join(names)}")
         procs.append(subprocess.Popen([py, "-m", "services"], cwd=ROOT, env=env))
+        if args.api_port:
+            procs.append(subprocess.Popen([py, "-m", "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
+                                          cwd=ROOT, env=env))
+            print(f"demo: local API on http://127.0.0.1:{args.api_port}/docs (keys: API & Webhooks page)")
         if not args.no_ui:
             procs.append(subprocess.Popen([py, "-m", "scripts.serve", "--server.address", "127.0.0.1",
                                            "--server.port", str(args.ui_port), "--server.headless", "true"],

@@ -55,5 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     return cli.main(prog_name="streamlit")
 
 
+def console() -> int:
+    """The ``algomirror-ui`` console script: an installed copy has no .streamlit/config.toml beside it, so the
+    loopback bind is passed on the command line unless the caller chose an address."""
+    args = sys.argv[1:]
+    if not any(a.startswith("--server.address") for a in args):
+        args = ["--server.address", "127.0.0.1", *args]
+    return main(args)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,7 @@ import threading
 import time
 
 from broker.errors import BrokerError
-from db.account_books import delete_holdings, positions_of, trade_keys
+from db.account_books import delete_holdings, mark_positions_synced, positions_of, trade_keys
 from db.accounts import list_accounts
 from db.models import BrokerTrade, Funds, Holding, Position, utcnow
 from services.context import ServiceContext
@@ -49,13 +49,14 @@ class AccountSync:
     def refresh(self, account_id: int) -> bool:
         with self._lock:
             self._last[account_id] = time.monotonic()
+            started = utcnow()  # the books are "as of" this: every read below comes after it
             try:
                 snap = self._fetch(account_id)
             except (BrokerError, KeyError) as exc:
                 self.errors[account_id] = str(exc)
                 log.warning("account %s sync failed: %s", account_id, exc)
                 return False
-            self._store(account_id, *snap)
+            self._store(account_id, *snap, now=started)
             self.errors.pop(account_id, None)
             return True
 
@@ -64,11 +65,14 @@ class AccountSync:
         return c.funds(), c.positionbook(), c.holdings(), c.tradebook()
 
     def _store(self, account_id: int, funds: dict, positions: list[dict], holdings: list[dict],
-               trades: list[dict]) -> None:
-        now = utcnow()
+               trades: list[dict], now=None) -> None:
+        """``now``: when the reads began (funds.updated_at: a broker order stored after it may have moved a
+        position this positionbook does not show yet; db/flatten.early_closes relies on that)."""
+        now = now or utcnow()
         with self.ctx.db.write() as s:
             self._store_funds(s, account_id, funds, now)
             self._store_positions(s, account_id, positions, now)
+            mark_positions_synced(s, account_id, now)
             self._store_holdings(s, account_id, holdings, now)
             self._store_trades(s, account_id, trades)
 

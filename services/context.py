@@ -18,6 +18,8 @@ class ServiceContext:
     _clients: dict[int, OpenAlgoClient] = field(default_factory=dict)
     _retired: list[tuple[float, OpenAlgoClient]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # told of every broker call (services/broker_calls.CallRecorder): None in tests that build a bare context
+    recorder: object | None = None
 
     def client(self, account_id: int) -> OpenAlgoClient:
         """One client (and so one set of token buckets) per account, shared by all components."""
@@ -32,7 +34,8 @@ class ServiceContext:
                 c = OpenAlgoClient(acct.host_url, api_key_for(self.db, account_id), name=acct.name,
                                    connect_timeout=b.connect_timeout_s, read_timeout=b.read_timeout_s,
                                    order_rate=b.order_rate_per_s, read_rate=b.read_rate_per_s,
-                                   retries=b.read_retries, backoff_base=b.backoff_base_s, backoff_max=b.backoff_max_s)
+                                   retries=b.read_retries, backoff_base=b.backoff_base_s, backoff_max=b.backoff_max_s,
+                                   observer=self.recorder.observer(account_id) if self.recorder else None)
                 self._clients[account_id] = c
         for old in due:
             old.close()

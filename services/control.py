@@ -12,6 +12,13 @@
                                          broker position, halt; finishes on its own thread (stays queued
                                          until done, so a restart runs it again: idempotent)
     flatten_all      {}               -> the same for every account, in parallel
+    cancel_stop      {"stop_id"}      -> a Quick Order stop-loss / target pending or armed -> cancelled (the
+                                         position stays open); one already triggered is refused
+
+    margin_check     {"strategy_id", "accounts": [[account_id, multiplier], ...]}
+                                      -> services/margin_check.py: the broker's /margin for the strategy's
+                                         basket and /funds per account, answered in margin_checks; finishes on
+                                         its own thread (db/margin.py: how Execute is gated on it)
     halt_account     {"account_id"}   -> trading state 'halted': new entries denied with the reason, exits sent
     reduce_account   {"account_id"}   -> trading state 'reducing' (exits only), the same gate
     rearm_account    {"account_id"}   -> trading state 'active' again
@@ -36,6 +43,7 @@ from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.models import OrderIntent
 from db.order_fsm import Status
+from db.stops import cancel_stop_in, stop_status
 from db.vocab import TradingState
 from services.cancels import CANCELLABLE, send_cancel
 
@@ -57,6 +65,7 @@ class ControlDeps:
     instruments_loaded: Callable[[], bool]
     load_instruments_soon: Callable[[], None]  # the symbol master, in a job of its own (may take seconds)
     flatten: Callable[[int, list[int]], bool] = lambda command_id, accounts: False  # services.flatten.Flattener.start
+    margin_check: Callable[[int, dict], bool] = lambda command_id, payload: False  # MarginChecker.start
 
 
 DEFERRED = "deferred"  # a handler's result: the command finishes later (its worker marks it done or failed)
@@ -177,4 +186,20 @@ class ControlHandlers:
     @handles("flatten_all", wants_command_id=True)
     def flatten_all(self, p: dict, command_id: int | None = None) -> str:
         self.deps.flatten(command_id, [a.id for a in list_accounts(self.deps.ctx.db)])
+        return DEFERRED
+
+    @handles("cancel_stop")
+    def cancel_stop(self, p: dict) -> str:
+        sid = int(p["stop_id"])
+        with self.deps.ctx.db.write() as s:
+            if cancel_stop_in(s, sid, f"cancelled by the trader at {ist_now_str()}"):
+                return f"stop {sid} cancelled; the position stays open"
+            now = stop_status(s, sid)
+        if now is None:
+            raise ValueError(f"unknown stop {sid}")
+        raise RuntimeError(f"stop {sid} is '{now[0]}' ({now[1]}); it cannot be cancelled now")
+
+    @handles("margin_check", wants_command_id=True)
+    def margin_check(self, p: dict, command_id: int | None = None) -> str:
+        self.deps.margin_check(command_id, p)
         return DEFERRED

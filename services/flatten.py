@@ -4,7 +4,8 @@ The time-based square-off (services/square_off.py) runs the same steps for one p
 (``CloseJob``).
 
 Per account, in this order:
-  1. halted (new entries denied with the reason) and its queued entries withdrawn, in one transaction;
+  1. halted (new entries denied with the reason), its queued entries withdrawn and its Quick Order stops
+     cancelled (the flatten closes what they protect), in one transaction;
   2. every live strategy run exits through the risk manager's one exit path (reason 'flatten');
   3. cancelorder for every order still working at the broker that is not one of our exits (Quick Order limits,
      orders placed outside the app);
@@ -15,7 +16,11 @@ Per account, in this order:
      event and the command's result; anything left open is an alert.
 The command stays 'queued' until the flatten has finished, so a service killed in the middle runs it again at
 start-up; every step is idempotent (db/flatten.py: the exits' client_order_ids derive from the command), so the
-second run closes what is left and never places anything twice.
+second run closes what is left and never places anything twice. A daily limit's trip writes the first closes in
+its own transaction (db.flatten.early_closes, step 0 of the same command); the flatten skips those positions
+while their exits are live and closes whatever is left once they settled. One close job of an account runs at a
+time (a flatten, a square-off): two at once would each read the positionbook before the other's exits are
+written and close the same units twice.
 """
 from __future__ import annotations
 
@@ -30,16 +35,15 @@ from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (busy_keys, close_intents, live_orders, live_run_ids, withdraw_queued_entries,
-                        working_orders_of_ours, write_close_exit)
+from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, close_intents, live_orders, live_run_ids,
+                        withdraw_queued_entries, working_orders_of_ours, write_close_exit)
 from db.models import RiskEvent
-from db.order_fsm import BROKER_STATUS_MAP, Status
+from db.order_fsm import Status
+from db.stops import cancel_account_stops
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 
 log = logging.getLogger("services.flatten")
-# the broker's order_status words of an order still working (resting, or waiting for its trigger)
-WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,17 @@ class CloseJob:
 
 
 class Flattener:
-    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0):
-        """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake."""
+    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0, poll_now=None):
+        """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake;
+        ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle)."""
         self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
+        self.poll_now = poll_now
         self._running: set[int] = set()
         self._lock = threading.Lock()
+        # One close job of an account at a time: two at once (the trader's Flatten all while a daily limit trips,
+        # a square-off while a flatten runs) would each read the positionbook before the other's exits are
+        # written and close the same units twice.
+        self._account_locks: dict[int, threading.Lock] = {}
 
     def start(self, command_id: int, account_ids: list[int]) -> bool:
         """Run the flatten of command ``command_id`` on a thread of its own (once: False if it runs already)."""
@@ -119,8 +129,11 @@ class Flattener:
                 all(idle for _, _, idle in results))
 
     def _guarded(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
+        with self._lock:
+            one_at_a_time = self._account_locks.setdefault(account_id, threading.Lock())
         try:
-            return self.close_account(job, account_id)
+            with one_at_a_time:
+                return self.close_account(job, account_id)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' close
             log.exception("%s: account %s", job.label, account_id)
             return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False, False
@@ -138,6 +151,8 @@ class Flattener:
             if job.halt:
                 set_trading_state(s, account_id, TradingState.HALTED, f"{job.label} at {when}", "service")
             withdrawn = withdraw_queued_entries(s, account_id, job.label, job.product)
+            # the job closes what the Quick Order stops (of its product) protect: they must not exit it a second time
+            cancel_account_stops(s, account_id, f"{job.label} at {when}", job.product)
             runs = live_run_ids(s, account_id, job.product)
         cancelled, to_cancel, problems = self._cancel_working(account_id, job)
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
@@ -223,10 +238,13 @@ class Flattener:
         deadline = time.monotonic() + self.settle_s
         while True:
             with self.ctx.db.read() as s:
-                busy = bool(live_orders(s, account_id, product))  # exits in flight included
-            if not busy or time.monotonic() > deadline:
-                return not busy
-            time.sleep(0.1)
+                live = live_orders(s, account_id, product)  # exits in flight included
+            if not live or time.monotonic() > deadline:
+                return not live
+            if self.poll_now is not None and all_at_broker(live):
+                self.poll_now(account_id)  # every order is at the broker: its fills are in the next orderbook
+            else:
+                time.sleep(0.05)
 
     def _flatten_outcome(self, job: CloseJob, account_id: int) -> tuple[int, int, list[str]]:
         """(the job's exits filled, exits written, the ones that did not fill, with the broker's reason)."""

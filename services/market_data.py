@@ -120,8 +120,8 @@ def tick_time(data: dict, now: float) -> float:
 
 
 class MarketDataManager:
-    def __init__(self, ctx: ServiceContext, *, clock=time.monotonic):
-        self.ctx, self.clock = ctx, clock
+    def __init__(self, ctx: ServiceContext, *, clock=time.monotonic, notifier=None):
+        self.ctx, self.clock, self.notifier = ctx, clock, notifier
         self.cfg = ctx.settings.service
         self._holds: dict[Key, set[tuple[str, int]]] = {}  # key -> {(consumer, mode)}
         self._wire: dict[Key, int] = {}  # what the server has, at which mode
@@ -140,6 +140,11 @@ class MarketDataManager:
         self._session_ticks = 0
         self.counters = dict(ticks=0, zero_ticks=0, late_ticks=0, coalesced=0, reconnects=0, failovers=0, stalls=0,
                              errors=0)
+        # Feed-down watch (heartbeat thread only): when the tick counter last moved, and whether an outage was
+        # alerted. Read from the counter, not from _last_tick, because every reconnect restarts the stall clock
+        # and a feed that reconnects into silence again and again must still count as one long outage.
+        self._flow = (-1, 0.0)
+        self._down_alerted: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -450,9 +455,43 @@ class MarketDataManager:
                 pass
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.cfg.heartbeat_s):
+        self._flow = (self.counters["ticks"], self.clock())
+        while not self._stop.wait(min(self.cfg.heartbeat_s, self.cfg.ws_stall_seconds / 2)):
             try:
+                self.watch_feed()
                 st = self.status()
                 heartbeat(self.ctx.db, "market_data", "ok" if st["connected"] else "degraded", st)
             except Exception:  # noqa: BLE001 - never let the heartbeat kill the thread
                 log.exception("market data heartbeat failed")
+
+    def watch_feed(self) -> str | None:
+        """Alert once when nothing has flowed for longer than the stall window while something is subscribed (the
+        run and account limits then live on the sweep's REST quotes), and once when ticks flow again. Returns the
+        alert kind sent, if any."""
+        now, ticks = self.clock(), self.counters["ticks"]
+        if ticks != self._flow[0]:
+            self._flow = (ticks, now)
+        silent = now - self._flow[1]
+        with self._lock:
+            subscribed = bool(self._holds)
+        acct = self._account
+        if self._down_alerted is None and subscribed and silent > self.cfg.ws_stall_seconds:
+            self._down_alerted = now - silent
+            why = "connected, no ticks" if self._ws is not None else "not connected"
+            msg = (f"market data feed down for {silent:.0f}s ({why}; feed account "
+                   f"{acct[1] if acct else 'none'}): run and account limits are checked on REST quotes every "
+                   f"{self.ctx.settings.service.risk_sweep_s:g}s until it is back")
+            log.error("%s", msg)
+            self._alert("feed_down", msg)
+            return "feed_down"
+        if self._down_alerted is not None and (silent <= self.cfg.ws_stall_seconds or not subscribed):
+            msg = f"market data feed back after {now - self._down_alerted:.0f}s"
+            self._down_alerted = None
+            log.warning("%s", msg)
+            self._alert("feed_restored", msg)
+            return "feed_restored"
+        return None
+
+    def _alert(self, kind: str, message: str) -> None:
+        if self.notifier is not None:
+            self.notifier.alert(kind, message, subject="feed")

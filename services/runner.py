@@ -28,9 +28,11 @@ from db.vocab import CommandStatus
 from services.account_limits import AccountLimits
 from services.account_sync import AccountSync
 from services.alerts import Notifier
+from services.broker_calls import BrokerHealth, CallRecorder
 from services.context import ServiceContext
 from services.health import heartbeat, service_log
 from services.control import DEFERRED, ControlDeps, ControlHandlers
+from services.margin_check import MarginChecker
 from services.flatten import Flattener
 from services.dispatcher import OrderDispatcher
 from services.instruments import load_instruments
@@ -41,6 +43,7 @@ from services.positions import PositionMonitor
 from services.reconciler import Reconciler
 from services.risk import RiskManager
 from services.square_off import SquareOffs
+from services.stops import StopWatcher
 
 log = logging.getLogger("services.runner")
 
@@ -82,7 +85,9 @@ class ServiceRunner:
     def __init__(self, settings: Settings, db: Database | None = None):
         ControlHandlers.check()  # a command the UI can queue that nothing here carries out: refuse to start
         self.settings = settings
-        self.ctx = ServiceContext(db or Database.from_settings(settings), settings)
+        self.calls = CallRecorder()
+        self.ctx = ServiceContext(db or Database.from_settings(settings), settings, recorder=self.calls)
+        self.broker_health = BrokerHealth(self.ctx, self.calls)
         self.notifier = Notifier(self.ctx.db, settings.alerts)
         self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed, notifier=self.notifier)
         self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
@@ -90,14 +95,17 @@ class ServiceRunner:
         self.account_sync = AccountSync(self.ctx)
         # Built in start(); still None for the reconciler's first pass (its on_change) and for a stop() after a
         # start that failed before them.
-        self.md = self.positions = self.risk = self.chains = self.account_limits = None
+        self.md = self.positions = self.risk = self.chains = self.account_limits = self.stops = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self.control = ControlHandlers(ControlDeps(
             ctx=self.ctx, account_sync=self.account_sync, risk=lambda: self.risk, market_data=lambda: self.md,
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
-            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts)))
-        self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier)
+            flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts),
+            margin_check=lambda command_id, payload: self.margin_checker.start(command_id, payload)))
+        self.margin_checker = MarginChecker(self.ctx)
+        self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
+                                   poll_now=self.poller.poll_now)
         self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
@@ -146,7 +154,7 @@ class ServiceRunner:
                                name="load_instruments", replace_existing=True)
 
     def _start_market_components(self) -> None:
-        self.md = MarketDataManager(self.ctx)
+        self.md = MarketDataManager(self.ctx, notifier=self.notifier)
         self.md.start()
         # Always-on watchlist (indices): a new user sees live prices on the dashboard within seconds.
         self.md.subscribe("watchlist", parse_watchlist(self.settings.service.watchlist), 2)
@@ -155,7 +163,12 @@ class ServiceRunner:
                                 notifier=self.notifier)
         self.risk.start()
         self.chains = OptionChainSessions(self.ctx, self.md)
-        self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier)
+        self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier,
+                                            wake=self.dispatcher.wake)
+        # Quick Order stop-loss / target: exits through the dispatcher like the risk manager's
+        self.stops = StopWatcher(self.ctx, self.md, self.dispatcher, refresh_account=self.account_sync.refresh,
+                                 notifier=self.notifier)
+        self.stops.start()
         self.on_runs_changed(set())
 
     def _schedule_jobs(self) -> None:
@@ -165,6 +178,8 @@ class ServiceRunner:
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
                 ("control", self.process_commands, 0.25),
                 ("heartbeat", self.beat, sv.heartbeat_s),
+                ("broker_calls", self.broker_health.flush, 1.0),
+                ("account_ping", self.broker_health.ping_all, sv.account_ping_s),
                 ("wal_checkpoint", self.ctx.db.checkpoint, 1.0),
                 # flush() also writes the P&L snapshot every pnl_snapshot_s
                 ("positions_flush", self.positions.flush, sv.flush_interval_s),
@@ -173,6 +188,7 @@ class ServiceRunner:
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
                 ("square_off", self.square_offs.run_once, self.settings.market.square_off_check_s),
+                ("stops_reload", self.stops.reload, 1.0), ("stops_sweep", self.stops.sweep, sv.risk_sweep_s),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s)]
         for name, fn, every in jobs:
@@ -232,6 +248,8 @@ class ServiceRunner:
             stale = last is None or time.monotonic() - last > 3 * every + 2
             status = "starting" if last is None and time.monotonic() - self.started_at < 3 * every + 2 else \
                 ("stale" if stale else "ok")
+            if status == "ok" and _has_errors(details):  # running, but not doing its job for every account
+                status = "degraded"
             heartbeat(db, name, status, details)
 
     # ---- shutdown ----------------------------------------------------------------------------------------------
@@ -247,6 +265,8 @@ class ServiceRunner:
             self._quietly(self.md.stop)  # after the feed thread: no tick reaches the risk manager any more
         if self.risk:
             self._quietly(self.risk.stop)
+        if self.stops:
+            self._quietly(self.stops.stop)
         self.ctx.close()
         for comp in ("runner", "dispatcher", "poller", "reconciler", "account_sync"):
             self._quietly(lambda c=comp: heartbeat(self.ctx.db, c, "stopped", {}))
@@ -258,6 +278,12 @@ class ServiceRunner:
             fn()
         except Exception:
             log.exception("during shutdown")
+
+
+def _has_errors(details: dict) -> bool:
+    """A component's details report a current failure: a non-empty 'errors' map, or an 'errors' count above 0."""
+    errors = details.get("errors") if isinstance(details, dict) else None
+    return bool(errors) if not isinstance(errors, (int, float)) else errors > 0
 
 
 def settings_for(db_path: str | None, base: Settings) -> Settings:

@@ -25,7 +25,7 @@ import logging
 import threading
 
 from db.accounts import list_accounts, rearm_due, set_trading_state
-from db.clock import REARM_FROM, SQUARED_OFF_PRODUCTS, is_trading_day, now_ist, square_off_time
+from db.clock import REARM_FROM, SQUARED_OFF_PRODUCTS, is_trading_day, now_ist, square_off_time, trading_day
 from db.errors import DbError
 from db.square_offs import begin_square_off, finish_square_off
 from db.vocab import SquareOffStatus, TradingState
@@ -43,7 +43,7 @@ class SquareOffs:
 
     def run_once(self) -> None:
         now = now_ist()
-        today = now.date()
+        today = trading_day(now)
         if not is_trading_day(today):  # the calendar is loaded here, on the scheduler's thread
             return
         if now.time() >= REARM_FROM:

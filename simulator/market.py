@@ -84,6 +84,7 @@ class Market:
         self.rngs: dict[tuple[str, str], random.Random] = {}
         self.versions: dict[tuple[str, str], int] = {}
         self.aux = random.Random(f"aux:{seed}")
+        self.oi_walk = random.Random(f"oi-walk:{seed}")  # its own stream: the other draws stay as they were
         for inst in self.master.items.values():
             if inst.base is None:
                 spot = inst.meta["spot"]
@@ -125,6 +126,7 @@ class Market:
             st.ver = base_ver
         elif st.ver != base_ver:
             st.set(self.fair_price(inst), inst.lotsize * self.aux.randint(1, 20))
+            st.oi = max(0, st.oi + inst.lotsize * self.oi_walk.randint(-10, 12))  # open interest builds and unwinds
             st.ver = base_ver
         return st
 

@@ -9,7 +9,7 @@ import logging
 
 from aiohttp import web
 
-from . import rest_data, rest_orders  # noqa: F401  (importing them registers their endpoints)
+from . import rest_data, rest_orders, rest_risk  # noqa: F401  (importing them registers their endpoints)
 from .broker import PreEncoded, compact_json
 from .engine import Sim
 from .guards import mask
@@ -34,8 +34,9 @@ def jresp(body, status: int = 200, sort_keys: bool = True) -> web.Response:
 def validation_error(family: str, errors: dict) -> web.Response:
     if family == "A":
         return jresp({"message": repr(errors), "mode": "analyze", "status": "error"}, 400)
-    if family == "C":
-        return jresp({"status": "error", "message": "Validation error", "errors": errors}, 400, False)
+    if family in ("C", "G"):  # G: the greeks endpoints say "Validation failed"
+        msg = "Validation error" if family == "C" else "Validation failed"
+        return jresp({"status": "error", "message": msg, "errors": errors}, 400, False)
     return jresp({"message": errors, "status": "error"}, 400)
 
 

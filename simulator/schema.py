@@ -189,3 +189,25 @@ OPTIONCHAIN = dict(apikey=APIKEY, underlying=F("str", True), exchange=EXCH,
                    strike_count=F("int", default=None, none_ok=True, lo=1, hi=100),
                    with_greeks=F("bool", default=False), interest_rate=F("float", default=None, none_ok=True))
 ANALYZER_TOGGLE = dict(apikey=APIKEY, mode=F("bool", True))
+FO_EXCHANGES = ["NFO", "BFO", "MCX", "CDS", "NCO", "BCD", "NCDEX", "CRYPTO"]
+
+
+def _hhmm(v: str):
+    return None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else "Expiry time must be in HH:MM format"
+
+
+OPTIONGREEKS = dict(apikey=APIKEY, symbol=SYM, exchange=F("str", True, choices=FO_EXCHANGES),
+                    interest_rate=F("float", default=0.0, none_ok=True, lo=0, hi=100),
+                    forward_price=F("float", default=None, none_ok=True, lo=0, lo_incl=False),
+                    underlying_symbol=F("str", default=None, none_ok=True),
+                    underlying_exchange=F("str", default=None, none_ok=True, choices=VALID_EXCHANGES),
+                    expiry_time=F("str", default=None, none_ok=True, check=_hhmm))
+# OpenAlgo's margin schema takes quantity and prices as strings (the SDK sends them so).
+MARGIN_ITEM = dict(symbol=F("str", True, check=lambda v: None if 1 <= len(v) <= 50 else
+                            "Length must be between 1 and 50."),
+                   exchange=EXCH, action=ACTION, quantity=F("str", True),
+                   product=F("str", True, choices=PRODUCTS), pricetype=F("str", True, choices=PRICETYPES),
+                   price=F("str", default="0"), trigger_price=F("str", default="0"))
+MARGIN = dict(apikey=APIKEY, positions=F("list", True, nested=MARGIN_ITEM,
+                                         check=lambda v: None if 1 <= len(v) <= 50 else
+                                         "Length must be between 1 and 50."))

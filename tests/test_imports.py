@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("app.py", "config.py", "pages", "ui", "db", "services", "broker", "simulator", "scripts")
+SOURCES = ("app.py", "config.py", "pages", "ui", "db", "services", "broker", "simulator", "scripts", "api")
 
 # Temporary: cycles still to be broken, each the exact set of modules in one cycle. An entry that is no longer a
 # cycle fails the test, so it is deleted with the change that breaks it.
@@ -162,6 +162,7 @@ LAYERS = {
     "services": ("db", "broker", "config"),
     "app": ("pages", "ui", "db", "broker", "config"),  # Streamlit never imports services/: it writes command rows
     "pages": ("ui", "db", "broker", "config"),
+    "api": ("db", "config"),  # the local API writes command rows like the pages; it never calls a broker
 }
 
 

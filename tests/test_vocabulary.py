@@ -29,13 +29,14 @@ from db.order_fsm import Status
 from db.run_fsm import LegStatus, RunStatus
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["app.py", "config.py", "pages", "ui", "db", "services", "broker", "scripts"]
+PRODUCT = ["app.py", "config.py", "pages", "ui", "db", "services", "broker", "scripts", "api"]
 FSM_MODULES = {"db/order_fsm.py", "db/run_fsm.py"}
 # (file, enum class) -> the status words its members may take as values.
 OTHER_VOCABULARIES = {
     ("db/vocab.py", "CommandStatus"): {"queued", "failed"},
     ("db/vocab.py", "ChainStatus"): {"active"},
     ("db/vocab.py", "TradingState"): {"active"},
+    ("db/vocab.py", "StopStatus"): {"pending", "exited", "cancelled", "failed"},
 }
 ALLOWLIST: set[str] = set()  # files exempt from the rule: none
 

@@ -70,3 +70,19 @@ def years_to_expiry(expiry: str, now_utc: datetime) -> float:
         return 0.0
     expiry_utc = day.replace(hour=15, minute=30) - IST
     return max(0.0, (expiry_utc - now_utc).total_seconds() / (365.0 * 86400))
+
+
+def greeks(spot: float, strike: float, t_years: float, vol: float, kind: str, r: float = RISK_FREE) -> dict:
+    """Per unit: delta, gamma, theta (₹ per calendar day), vega (₹ per 1 % point of volatility)."""
+    call = kind.upper() in ("CE", "C", "CALL")
+    if t_years <= 0 or vol <= 0 or spot <= 0 or strike <= 0:
+        itm = spot > strike if call else spot < strike
+        return {"delta": (1.0 if call else -1.0) if itm else 0.0, "gamma": 0.0, "theta": 0.0, "vega": 0.0}
+    sq = vol * math.sqrt(t_years)
+    d1 = (math.log(spot / strike) + (r + 0.5 * vol * vol) * t_years) / sq
+    d2 = d1 - sq
+    disc = strike * math.exp(-r * t_years)
+    decay = -spot * norm_pdf(d1) * vol / (2 * math.sqrt(t_years))
+    theta = decay - r * disc * norm_cdf(d2) if call else decay + r * disc * norm_cdf(-d2)
+    return {"delta": norm_cdf(d1) if call else norm_cdf(d1) - 1.0, "gamma": norm_pdf(d1) / (spot * sq),
+            "theta": theta / 365.0, "vega": spot * norm_pdf(d1) * math.sqrt(t_years) / 100.0}

@@ -6,9 +6,9 @@ from datetime import datetime
 
 import pandas as pd
 
-from ui.black_scholes import implied_vol, years_to_expiry
+from ui.black_scholes import greeks, implied_vol, years_to_expiry
 
-SIDE_COLS = ["oi", "iv", "bid", "ask", "ltp"]
+SIDE_COLS = ["oi", "oi_chg", "volume", "iv", "delta", "theta", "bid", "ask", "ltp"]
 
 
 def atm_strike(strikes, spot: float | None) -> float | None:
@@ -22,9 +22,10 @@ def atm_strike(strikes, spot: float | None) -> float | None:
 
 def build_grid(chain: pd.DataFrame, spot: float | None, expiry: str, now_utc: datetime,
                strikes_each_side: int = 20) -> tuple[pd.DataFrame, float | None]:
-    """chain: symbol, strike, kind (CE/PE), ltp, bid, ask, oi. Returns (grid, atm) where grid has
-    CE_oi, CE_iv, CE_bid, CE_ask, CE_ltp, strike, PE_ltp, PE_bid, PE_ask, PE_iv, PE_oi, CE_symbol, PE_symbol.
-    IV is in percent, computed from the LTP with Black-Scholes (None when it cannot be solved)."""
+    """chain: symbol, strike, kind (CE/PE), ltp, bid, ask, oi and optionally volume, oi_base (the day's first
+    OI). Returns (grid, atm) where grid has CE_<col> for SIDE_COLS, strike, PE_<col> in reverse order, CE_symbol,
+    PE_symbol. IV is in percent, computed from the LTP with Black-Scholes (None when it cannot be solved); delta
+    and theta (₹/day) are per unit at that IV; oi_chg is OI minus the day's first OI."""
     cols = [f"CE_{c}" for c in SIDE_COLS] + ["strike"] + [f"PE_{c}" for c in reversed(SIDE_COLS)]
     if chain.empty:
         return pd.DataFrame(columns=cols + ["CE_symbol", "PE_symbol"]), None
@@ -39,10 +40,16 @@ def build_grid(chain: pd.DataFrame, spot: float | None, expiry: str, now_utc: da
         if k not in keep or r.kind not in ("CE", "PE"):
             continue
         iv = implied_vol(r.ltp, spot, k, t, r.kind) if spot and not pd.isna(r.ltp) else None
+        g = greeks(spot, k, t, iv, r.kind) if iv else {}
+        base = getattr(r, "oi_base", None)
+        chg = r.oi - base if r.oi is not None and base is not None and not (pd.isna(r.oi) or pd.isna(base)) else None
         side = rows[k]
         side.update({f"{r.kind}_symbol": r.symbol, f"{r.kind}_ltp": r.ltp, f"{r.kind}_bid": r.bid,
-                     f"{r.kind}_ask": r.ask, f"{r.kind}_oi": r.oi,
-                     f"{r.kind}_iv": round(iv * 100, 2) if iv else None})
+                     f"{r.kind}_ask": r.ask, f"{r.kind}_oi": r.oi, f"{r.kind}_oi_chg": chg,
+                     f"{r.kind}_volume": getattr(r, "volume", None),
+                     f"{r.kind}_iv": round(iv * 100, 2) if iv else None,
+                     f"{r.kind}_delta": round(g["delta"], 3) if g else None,
+                     f"{r.kind}_theta": round(g["theta"], 2) if g else None})
     grid = pd.DataFrame(list(rows.values()))
     for c in cols + ["CE_symbol", "PE_symbol"]:
         if c not in grid.columns:

@@ -39,24 +39,68 @@ def pnl_lines(df: pd.DataFrame, title: str = "P&L today (₹)") -> go.Figure:
     return fig
 
 
+def with_latest(series: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
+    """The bucketed history with each account's latest snapshot appended (when newer than its last point), so the
+    chart's last point is the value the tiles show."""
+    if latest.empty:
+        return series
+    cols = ["account_id", "account", "ts_utc", "realized", "unrealized", "total"]
+    last = series.groupby("account_id")["ts_utc"].max() if not series.empty else pd.Series(dtype="datetime64[ns]")
+    newer = latest[[pd.isna(last.get(a)) or t > last.get(a) for a, t in zip(latest["account_id"], latest["ts_utc"],
+                                                                            strict=True)]]
+    if newer.empty:
+        return series
+    return pd.concat([series[cols], newer[cols]], ignore_index=True) if not series.empty else newer[cols]
+
+
+OTHER_POSITIONS = "Other positions"
+
+
+def pnl_by_strategy(runs_today: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
+    """One bar per strategy (today's runs), plus what the accounts hold outside any run (Quick Order, orders placed
+    outside the app): the account total minus the runs, so the bars add up to the Total P&L tile."""
+    by = (runs_today.groupby("strategy", as_index=False)["pnl"].sum() if not runs_today.empty
+          else pd.DataFrame(columns=["strategy", "pnl"]))
+    by["pnl"] = by["pnl"].fillna(0.0).astype(float)
+    if not latest.empty:
+        other = float(latest["total"].sum()) - float(by["pnl"].sum())
+        if abs(other) >= 0.005 or by.empty:
+            by = pd.concat([by, pd.DataFrame({"strategy": [OTHER_POSITIONS], "pnl": [round(other, 2)]})],
+                           ignore_index=True)
+    return by
+
+
 def strategy_bars(df: pd.DataFrame) -> go.Figure:
-    """df: strategy, pnl (one row per strategy)."""
+    """df: strategy, pnl (one row per strategy, 'Other positions' last)."""
     fig = _fig("P&L by strategy (₹)", yaxis_title="₹")
     if df.empty:
-        fig.add_annotation(text="No strategy runs today", showarrow=False)
+        fig.add_annotation(text="No P&L today", showarrow=False)
         return fig
-    fig.add_trace(go.Bar(x=df["strategy"], y=df["pnl"], marker_color=[GREEN if v >= 0 else RED for v in df["pnl"]]))
+    fig.add_trace(go.Bar(x=df["strategy"], y=df["pnl"], marker_color=[GREEN if v >= 0 else RED for v in df["pnl"]],
+                         text=[_short_rupees(v) for v in df["pnl"]], textposition="auto"))
     return fig
 
 
+def _short_rupees(v: float) -> str:
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    if v >= 1e7:
+        return f"{sign}₹{v / 1e7:.2f} Cr"
+    if v >= 1e5:
+        return f"{sign}₹{v / 1e5:.2f} L"
+    return f"{sign}₹{v:,.0f}"
+
+
 def margin_bars(df: pd.DataFrame) -> go.Figure:
-    """df: account, used_margin, available_cash."""
+    """df: account, used_margin, available_cash. Each segment is labelled with its amount."""
     fig = _fig("Margin (₹)", barmode="stack", yaxis_title="₹")
     if df.empty:
         fig.add_annotation(text="No funds reported yet", showarrow=False)
         return fig
-    fig.add_trace(go.Bar(x=df["account"], y=df["used_margin"], name="Used", marker_color=AMBER))
-    fig.add_trace(go.Bar(x=df["account"], y=df["available_cash"], name="Available", marker_color=GREEN))
+    fig.add_trace(go.Bar(x=df["account"], y=df["used_margin"], name="Used", marker_color=AMBER,
+                         text=[_short_rupees(v) for v in df["used_margin"].fillna(0)], textposition="inside"))
+    fig.add_trace(go.Bar(x=df["account"], y=df["available_cash"], name="Available", marker_color=GREEN,
+                         text=[_short_rupees(v) for v in df["available_cash"].fillna(0)], textposition="inside"))
     return fig
 
 

@@ -9,11 +9,11 @@ import streamlit as st
 IST_OFFSET = timedelta(hours=5, minutes=30)
 MONEY_COLS = {"ltp", "bid", "ask", "price", "trigger_price", "limit_price", "avg_price", "average_price",
               "broker_avg_price", "trade_value", "available_cash", "used_margin", "max_loss", "max_profit",
-              "trailing_sl", "threshold", "value", "entry_price", "exit_price", "strike"}
+              "trailing_sl", "threshold", "value", "entry_price", "exit_price", "strike", "sl_level", "tp_level"}
 PNL_COLS = {"pnl", "realized", "unrealized", "total", "realized_pnl", "unrealized_pnl", "tsl_peak", "tsl_stop"}
 QTY_COLS = {"quantity", "requested_qty", "filled_qty", "broker_filled_qty", "lotsize", "oi", "volume", "n"}
 TIME_COLS = {"ts_utc", "last_beat", "created_at", "updated_at", "sent_at", "tick_ts", "started_at", "exited_at",
-             "last_checked_at", "processed_at", "last_heartbeat"}
+             "last_checked_at", "processed_at", "last_heartbeat", "last_error_at"}
 
 
 def to_ist(value):

@@ -38,9 +38,10 @@ def watchlist_metrics(prices: pd.DataFrame) -> None:
     cols = st.columns(len(prices))
     for col, r in zip(cols, prices.itertuples(index=False), strict=True):
         if pd.isna(r.ltp):
-            col.metric(r.symbol, "—", "no price yet", delta_color="off")
+            col.metric(r.symbol, "—", "no price yet", delta_color="off", delta_arrow="off")
         else:
-            col.metric(r.symbol, f"{r.ltp:,.2f}", f"{r.exchange} · {age_str(r.age_s)} ago", delta_color="off")
+            col.metric(r.symbol, f"{r.ltp:,.2f}", f"{r.exchange} · {age_str(r.age_s)} ago", delta_color="off",
+                       delta_arrow="off")
 
 
 def pnl_metrics(latest: pd.DataFrame) -> None:
@@ -49,14 +50,15 @@ def pnl_metrics(latest: pd.DataFrame) -> None:
         st.info("No P&L snapshots yet (the service writes them once accounts are connected).")
         return
     total = float(latest["total"].sum())
-    cols = st.columns(min(6, len(latest) + 1))
-    cols[0].metric("Total P&L", rupees(total, signed=True),
-                   f"realized {rupees(latest['realized'].sum())}", delta_color="off")
-    for i, r in enumerate(latest.itertuples(index=False), start=1):
-        if i >= len(cols):
-            break
-        cols[i].metric(str(r.account), rupees(r.total, signed=True),
-                       f"U {rupees(r.unrealized)} / R {rupees(r.realized)}", delta_color="off")
+    tiles = [("Total P&L", rupees(total, signed=True), f"realized {rupees(latest['realized'].sum())}")]
+    tiles += [(str(r.account), rupees(r.total, signed=True), f"U {rupees(r.unrealized)} / R {rupees(r.realized)}")
+              for r in latest.itertuples(index=False)]
+    per_row = 6
+    for start in range(0, len(tiles), per_row):  # every account gets a tile, six to a row
+        cols = st.columns(per_row)
+        for col, (label, value, detail) in zip(cols, tiles[start:start + per_row], strict=False):
+            # the detail is a breakdown, not a change: no arrow (Streamlit would draw an up arrow on "U -₹50")
+            col.metric(label, value, detail, delta_color="off", delta_arrow="off")
 
 
 def account_picker(names: dict[int, str], key: str, label: str = "Account", all_label: str = "All accounts",

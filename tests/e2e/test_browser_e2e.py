@@ -194,6 +194,8 @@ def flow(page, stack, shots):
     page.get_by_text("Saved strategy 'NIFTY straddle with wing'").wait_for()
     choose(page, "Accounts", ACCOUNT)
     sim.freeze(True)  # no random walk from here on: only the test moves prices (P&L stays near 0 until then)
+    page.get_by_role("button", name="Check margin").click()  # the service asks the broker; Execute waits for it
+    until(lambda: page.get_by_role("button", name="Execute").is_enabled(), "the margin check answered", 30)
     page.get_by_role("button", name="Execute").click()
     page.get_by_text("Queued 1 run(s)").wait_for()
     until(lambda: grid_cells(page).count("filled") == 3, "three entry intents filled")

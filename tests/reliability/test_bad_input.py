@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from db import chain
 from db.accounts import AccountError, add_account, delete_account, update_account
 from db.commands import CommandError, enqueue_control
+from db.portfolio import PortfolioError, set_portfolio_max_loss
 from db.models import Base, OrderIntent, ServiceHeartbeat, utcnow
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from tests.builders import KEY_A, make_account, seed_instruments
@@ -107,6 +108,18 @@ CASES = [
      "Backup order"),
     ("update-good-host-bad-key", lambda w: update_account(w["db"], w["a1"], host_url="http://h:2", api_key="x"),
      AccountError, "API key"),
+    ("update-trailing-negative", lambda w: update_account(w["db"], w["a1"], daily_trailing=-100), AccountError,
+     "daily trailing amount"),
+    ("update-trailing-text", lambda w: update_account(w["db"], w["a1"], daily_trailing="lots"), AccountError,
+     "daily trailing amount"),
+    ("update-trailing-nan", lambda w: update_account(w["db"], w["a1"], daily_trailing=float("nan")), AccountError,
+     "daily trailing amount"),
+    # ---- set_portfolio_max_loss ---------------------------------------------------------------------------------
+    ("portfolio-zero", lambda w: set_portfolio_max_loss(w["db"], 0), PortfolioError, "greater than 0"),
+    ("portfolio-negative", lambda w: set_portfolio_max_loss(w["db"], -5000), PortfolioError, "greater than 0"),
+    ("portfolio-text", lambda w: set_portfolio_max_loss(w["db"], SQLI), PortfolioError, "number of rupees"),
+    ("portfolio-inf", lambda w: set_portfolio_max_loss(w["db"], "inf"), PortfolioError, "greater than 0"),
+    ("portfolio-bool", lambda w: set_portfolio_max_loss(w["db"], True), PortfolioError, "number of rupees"),
     # ---- delete_account -----------------------------------------------------------------------------------------
     ("delete-unknown", lambda w: delete_account(w["db"], 999), AccountError, "Unknown account"),
     ("delete-with-orders", lambda w: delete_account(w["db"], w["a1"]), AccountError, "deactivate it instead"),
@@ -247,6 +260,21 @@ def _accounts_edit(w, host=None, ws=None, key=""):
     return at
 
 
+def _accounts_trailing(w, value):
+    at = _page("accounts").run()
+    acct = at.selectbox(key="accounts.edit.id").value
+    at.number_input(key=f"accounts.edit.day_trail.{acct}").set_value(value)
+    at.button(key="accounts.edit.submit").click().run()
+    return at
+
+
+def _portfolio_limit(w, value):
+    at = _page("accounts").run()
+    at.text_input(key="accounts.portfolio.loss").input(value)
+    at.button(key="accounts.portfolio.submit").click().run()
+    return at
+
+
 def _strategy_save(name):
     at = _page("strategies").run()
     at.toggle(key="strategies.show_payoff").set_value(False)
@@ -266,6 +294,11 @@ UI_CASES = [
     ("accounts-add-duplicate", lambda w: _accounts_add(name="acct1"), "already exists"),
     ("accounts-edit-bad-ws", lambda w: _accounts_edit(w, ws="http://not-a-ws"), "WebSocket URL"),
     ("accounts-edit-bad-key", lambda w: _accounts_edit(w, key="has space in it !!!!!"), "API key"),
+    ("accounts-edit-trailing-negative", lambda w: _accounts_trailing(w, -500.0), "daily trailing amount"),
+    ("portfolio-limit-text", lambda w: _portfolio_limit(w, "five thousand"), "number of rupees"),
+    ("portfolio-limit-negative", lambda w: _portfolio_limit(w, "-5000"), "greater than 0"),
+    ("portfolio-limit-zero", lambda w: _portfolio_limit(w, "0"), "greater than 0"),
+    ("portfolio-limit-empty", lambda w: _portfolio_limit(w, ""), "greater than 0"),
     ("strategies-save-empty-name", lambda w: _strategy_save(""), "name"),
     ("strategies-save-sqli-name", lambda w: _strategy_save(SQLI), "name"),
     ("strategies-save-duplicate", lambda w: _strategy_save("straddle"), "already exists"),

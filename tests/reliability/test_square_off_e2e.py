@@ -137,7 +137,9 @@ def test_mis_square_off_when_the_clock_reaches_15_15_on_a_trading_day_then_mis_c
         with pytest.raises(CommandError, match="no new MIS entries after 15:15"):
             enqueue_order(db, OrderRequest(a, "SBIN", "NSE", "BUY", 1, product="MIS"), new_client_order_id(),
                           market=MarketSettings())
-        late, _ = enqueue_order(db, OrderRequest(a, "SBIN", "NSE", "BUY", 1, product="MIS"), new_client_order_id())
+        # one written under other rules (an app configured without the cut-off) is still denied by the service's
+        late, _ = enqueue_order(db, OrderRequest(a, "SBIN", "NSE", "BUY", 1, product="MIS"), new_client_order_id(),
+                                market=MarketSettings(mis_entries_until="off"))
         nrml, _ = enqueue_order(db, OrderRequest(a, fut, "NFO", "SELL", 65, product="NRML"), new_client_order_id(),
                                 market=MarketSettings(), confirmed=True)
         assert wait_for(lambda: _intent(db, late).status == "denied", 10), _intent(db, late).status

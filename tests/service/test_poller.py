@@ -206,3 +206,23 @@ def test_behind_book_when_the_book_changes_step_by_step_then_it_agrees_with_what
     fill_no_avg = bo("complete", 10, 0.0)
     assert behind_book("filled", "complete", 10, None, fill_no_avg)
     assert not behind_book("filled", "complete", 10, 801.0, fill_no_avg)
+
+
+def test_poll_now_when_cycle_just_polled_then_reads_again_within_the_flatten_gap_not_a_whole_second(
+        db, octx, order_sim):
+    """A flatten waiting for its exits' fills must not wait for the next 1 s cycle: poll_now reads the account's
+    orderbook after FLATTEN_GAP_S, where the scheduled cycle would skip the account as polled a moment ago."""
+    from services.poller import FLATTEN_GAP_S, MIN_GAP_S
+    acct, _ = sim_account(db, order_sim)
+    order_sim.set_price("HDFCBANK", "NSE", 1000.0)
+    run_id, (iid,) = make_strategy_run(db, acct, [dict(symbol="HDFCBANK", action="BUY", qty=3,
+                                                       pricetype="LIMIT", price=900.0)])
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    assert intent(db, iid).status == "placed"
+    order_sim.set_price("HDFCBANK", "NSE", 899.0)
+    assert poller.run_once()["accounts"] == 0  # the cycle paces the account: nothing read yet
+    assert FLATTEN_GAP_S < MIN_GAP_S
+    poller.poll_now(acct)
+    assert intent(db, iid).status == "filled" and run_and_execs(db, run_id)[0].status == "active"

@@ -68,6 +68,20 @@ def test_sdk_options(client):
     assert sym["symbol"] == oc["chain"][2]["ce"]["symbol"] and sym["lotsize"] == 65
 
 
+
+def test_sdk_optiongreeks_and_margin(client):
+    exp = client.expiry(symbol="NIFTY", exchange="NFO", instrumenttype="options")["data"][0].replace("-", "")
+    oc = client.optionchain(underlying="NIFTY", exchange="NSE_INDEX", expiry_date=exp, strike_count=1)
+    ce, pe = oc["chain"][1]["ce"]["symbol"], oc["chain"][1]["pe"]["symbol"]
+    g = client.optiongreeks(symbol=ce, exchange="NFO", interest_rate=6.5)
+    assert g["status"] == "success", g
+    assert g["symbol"] == ce and 0 < g["greeks"]["delta"] < 1 and g["interest_rate"] == 6.5
+    legs = [{"symbol": s, "exchange": "NFO", "action": "SELL", "product": "NRML", "pricetype": "MARKET",
+             "quantity": 65} for s in (ce, pe)]
+    m = client.margin(positions=legs)
+    assert m["status"] == "success", m
+    assert m["data"]["total_margin_required"] > 0 and "span_margin" in m["data"] and "exposure_margin" in m["data"]
+
 def test_sdk_websocket_feed(fsim, client):
     assert client.connect() is True
     got = {1: [], 2: [], 3: []}

@@ -15,7 +15,8 @@ from ui.widgets import SERVICE_DOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAGES = ["dashboard", "accounts", "orders", "option_chain", "strategies", "quick_order", "risk", "health", "settings"]
+PAGES = ["dashboard", "accounts", "orders", "option_chain", "strategies", "quick_order", "risk", "health", "settings",
+         "api_access"]
 
 
 def page(name: str) -> AppTest:
@@ -133,6 +134,14 @@ def test_option_chain_when_rendered_then_session_requested_and_atm_highlighted(s
     grid = at.dataframe[0].value  # the chain grid is the first table
     assert grid["CE_iv"].notna().sum() > 10  # IV solved from seeded Black-Scholes prices (14 %)
     assert abs(grid.loc[grid["strike"] == 26000.0, "CE_iv"].iloc[0] - 14.0) < 0.1
+    atm_row = grid[grid["strike"] == 26000.0].iloc[0]
+    assert 0.45 < atm_row["CE_delta"] < 0.6 and -0.55 < atm_row["PE_delta"] < -0.4 and atm_row["CE_theta"] < 0
+    assert atm_row["CE_volume"] == 500.0
+    with db.write() as s:  # the service saw 800 as the day's first OI of that call; it is 1000 now
+        s.get(LatestPrice, (b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE"), "NFO")).oi_base = 800.0
+    at.run()
+    grid = at.dataframe[0].value
+    assert grid.loc[grid["strike"] == 26000.0, "CE_oi_chg"].iloc[0] == 200.0
     at.run()  # rerun: same session, no new row
     assert count(db, OptionChainSession) == 1
 
@@ -281,14 +290,38 @@ def test_accounts_when_test_connection_ok_then_broker_shown_and_saved(db, openal
         assert s.get(Account, 2).status == "invalid_key"
 
 
-def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(seeded):
-    db = seeded["db"]
-    at = page("strategies").run()
+def answer_margin_check(db, at, answers: dict[int, tuple[float, float]]) -> int:
+    """Play the service: answer the page's queued margin_check command with (required, available) per account."""
+    from db.commands import finish_control
+    from db.margin import CheckResult, plan_of, record_checks
+    from db.strategies import resolved_strategy
+    plan, cid = at.session_state["strategies.margin"]
+    sid, mult = plan[0], dict(plan[1])
+    _, legs = resolved_strategy(db, sid)
+    with db.write() as s:
+        record_checks(s, cid, sid, [CheckResult(a, m, plan_of(legs, m), *answers[a]) for a, m in mult.items()])
+        finish_control(s, cid, "done", "checked")
+    return cid
+
+
+def save_and_choose(at, accounts: list[int]) -> None:
     at.text_input(key="strategies.name").input("Short straddle")
     at.number_input(key="strategies.max_loss").set_value(5000)
     at.button(key="strategies.save").click().run()
     assert not errors(at), errors(at)
-    at.multiselect(key="strategies.exec_accounts").select(seeded["accounts"][0]).run()
+    at.multiselect(key="strategies.exec_accounts").set_value(accounts).run()
+
+
+def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(seeded):
+    db = seeded["db"]
+    a1 = seeded["accounts"][0]
+    at = page("strategies").run()
+    save_and_choose(at, [a1])
+    assert at.button(key="strategies.execute").disabled  # no margin check yet
+    at.button(key="strategies.check_margin").click().run()
+    assert count(db, ControlCommand, ControlCommand.kind == "margin_check") == 1
+    answer_margin_check(db, at, {a1: (150_000.0, 1_000_000.0)})
+    at.run()
     before = count(db, OrderIntent)
     at.button(key="strategies.execute").click().run()
     assert not errors(at), errors(at)
@@ -299,6 +332,41 @@ def test_strategies_when_saved_and_executed_then_entry_intents_queued_and_shown(
     assert sorted((r.symbol, r.action, r.requested_qty) for r in rows) == sorted(
         (b.option_symbol("NIFTY", seeded["expiry"], 26000, k), "SELL", 65) for k in ("CE", "PE"))
     assert any("queued" in m.value for m in at.markdown if "Last execution" in m.value)
+
+
+def test_strategies_when_multipliers_set_then_preview_shows_each_accounts_quantities(seeded):
+    a1, a2 = seeded["accounts"]
+    at = page("strategies").run()
+    save_and_choose(at, [a1, a2])
+    at.number_input(key=f"strategies.mult.{a2}").set_value(3).run()
+    assert not at.exception and not errors(at), errors(at)
+    df = next(d.value for d in at.dataframe if "multiplier" in d.value.columns)
+    got = sorted(zip(df["account"], df["multiplier"], df["action"], df["quantity"], df["lots"], strict=True))
+    assert got == sorted([("alpha", 1, "SELL", 65, 1)] * 2 + [("beta", 3, "SELL", 195, 3)] * 2)
+
+
+def test_strategies_when_an_account_is_short_of_margin_then_it_is_refused_with_the_shortfall(seeded):
+    from db.models import StrategyRun
+    db = seeded["db"]
+    a1, a2 = seeded["accounts"]
+    at = page("strategies").run()
+    save_and_choose(at, [a1, a2])
+    at.number_input(key=f"strategies.mult.{a1}").set_value(2).run()
+    at.button(key="strategies.check_margin").click().run()
+    answer_margin_check(db, at, {a1: (300_000.0, 1_000_000.0), a2: (150_000.0, 40_000.0)})
+    at.run()
+    assert any("beta will be refused" in e and "short by ₹110,000" in e for e in errors(at)), errors(at)
+    runs_before = count(db, StrategyRun)
+    at.button(key="strategies.execute").click().run()
+    assert any("Refused beta" in e and "short by ₹110,000" in e for e in errors(at)), errors(at)
+    run_ids = at.session_state["strategies.last_runs"]
+    assert len(run_ids) == 1 and count(db, StrategyRun) == runs_before + 1
+    with db.read() as s:
+        run = s.get(StrategyRun, run_ids[0])
+        qtys = sorted(s.scalars(select(OrderIntent.requested_qty).where(OrderIntent.run_id == run.id)))
+        assert s.scalar(select(func.count()).select_from(OrderIntent).where(
+            OrderIntent.account_id == a2, OrderIntent.run_id.is_not(None), OrderIntent.created_at >= run.started_at)) == 0
+    assert (run.account_id, run.multiplier, qtys) == (a1, 2, [130, 130])
 
 
 def test_strategies_when_bad_name_then_error_and_nothing_saved(seeded):
@@ -398,3 +466,87 @@ def test_preview_when_mis_after_the_cut_off_then_refused_with_the_reason_and_not
     assert any("no new MIS entries after 15:15 IST" in e for e in errors(at)), errors(at)
     assert "quick.pending" not in at.session_state
     assert count(db, OrderIntent) == 20
+
+
+def test_dashboard_when_history_lags_then_tiles_chart_and_bars_agree_and_every_account_has_a_tile(db):
+    """One P&L on the screen: the chart's last Total is the Total tile, the strategy bars (plus what the accounts
+    hold outside any run) add up to it, and seven accounts get seven tiles (before, tiles stopped at five)."""
+    from db.models import PnlSnapshot
+    ids = [b.seed_account(db, f"acct{i}") for i in range(7)]
+    b.seed_heartbeat(db)
+    b.seed_pnl(db, ids, 120, step_s=5.0)  # history: the cache and the buckets lag behind it
+    with db.write() as s:  # the newest snapshot of each account, far from its history
+        for a in ids:
+            s.add(PnlSnapshot(ts_utc=utcnow(), account_id=a, run_id=None, realized=100.0, unrealized=-300.0 - a,
+                              total=-200.0 - a))
+    b.seed_run(db, ids[0], pnl=-50.0)
+    b.seed_run(db, ids[1], name="Iron fly", pnl=30.0)
+    at = page("dashboard").run()
+    assert not at.exception, at.exception
+    tiles = {m.label: m.value for m in at.metric}
+    total = sum(-200.0 - a for a in ids)
+    assert tiles["Total P&L"] == f"-₹{abs(total):,.2f}"
+    assert all(f"acct{i}" in tiles for i in range(7))
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+              for c in at.get("plotly_chart")}
+    lines = charts["P&L today (₹)"]["data"]
+    assert lines[-1]["name"] == "Total" and round(_values(lines[-1]["y"])[-1], 2) == round(total, 2)
+    bars = charts["P&L by strategy (₹)"]["data"][0]
+    bars["y"] = _values(bars["y"])
+    assert dict(zip(bars["x"], bars["y"], strict=True)) == {"Straddle": -50.0, "Iron fly": 30.0,
+                                                            "Other positions": round(total + 20.0, 2)}
+    assert round(sum(bars["y"]), 2) == round(total, 2)
+    margin = charts["Margin (₹)"]["data"] if "Margin (₹)" in charts else []
+    assert all("text" in t for t in margin)
+
+
+def _values(v) -> list[float]:
+    """A plotly figure's array as plain floats (plotly 6 sends numpy arrays as base64 'bdata' with a dtype)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def _hold(db, run_id: int, account_id: int, legs: list[tuple[str, str, int]]) -> None:
+    from db.models import Execution
+    with db.write() as s:
+        for n, (symbol, action, qty) in enumerate(legs, start=1):
+            s.add(Execution(run_id=run_id, account_id=account_id, leg_no=n, symbol=symbol, exchange="NFO",
+                            action=action, quantity=qty, product="NRML", status="entered", entry_price=100.0))
+
+
+def _metric(at, label: str) -> float:
+    return float(next(m.value for m in at.metric if m.label == label).replace(",", ""))
+
+
+def test_risk_when_legs_held_then_greeks_per_leg_run_account_and_net_are_live(seeded):
+    db, (a1, a2), exp = seeded["db"], seeded["accounts"], seeded["expiry"]
+    ce, pe = (b.option_symbol("NIFTY", exp, 26000, k) for k in ("CE", "PE"))
+    _hold(db, seeded["run"], a1, [(ce, "SELL", 65), (pe, "SELL", 65)])  # short straddle
+    long_run = b.seed_run(db, a2, name="Long call")
+    _hold(db, long_run, a2, [(ce, "BUY", 130)])
+    at = page("risk").run()
+    assert not at.exception and not errors(at), (at.exception, errors(at))
+    by_acct = next(d.value for d in at.dataframe if list(d.value.columns[:2]) == ["account", "delta"]).set_index(
+        "account")
+    assert 55 < by_acct.loc["beta", "delta"] < 80  # 130 units of an ATM call: delta ~0.53 each
+    assert by_acct.loc["beta", "theta"] < 0 < by_acct.loc["alpha", "theta"]  # short options earn the decay
+    assert by_acct.loc["alpha", "vega"] < 0 < by_acct.loc["beta", "vega"]
+    assert abs(by_acct.loc["alpha", "delta"]) < 15  # a straddle is near delta-neutral at the money
+    net_delta = _metric(at, "Net Δ")
+    assert net_delta == pytest.approx(by_acct["delta"].sum(), abs=0.1)
+    by_run = next(d.value for d in at.dataframe if "run_id" in d.value.columns and "delta" in d.value.columns
+                  and "leg_no" not in d.value.columns)
+    assert set(by_run["run_id"]) == {seeded["run"], long_run}
+    at.selectbox(key="risk.run_id").set_value(seeded["run"]).run()
+    legs = next(d.value for d in at.dataframe if "leg_no" in d.value.columns)
+    assert list(legs["symbol"]) == [ce, pe] and legs["iv"].between(13.5, 14.5).all()  # seeded at 14 % vol
+    b.seed_prices(db, spot=26300.0, expiry=exp)  # the market moves: the greeks follow on the next refresh
+    at.run()
+    moved = next(d.value for d in at.dataframe if list(d.value.columns[:2]) == ["account", "delta"]).set_index(
+        "account")
+    assert moved.loc["beta", "delta"] > by_acct.loc["beta", "delta"] + 20  # the call went in the money
+    assert moved.loc["alpha", "delta"] < by_acct.loc["alpha", "delta"] - 20  # the short straddle got short delta

@@ -85,8 +85,11 @@ def test_build_grid_when_chain_then_ce_strike_pe_with_atm_and_window():
     grid, atm = build_grid(pd.DataFrame(rows), 26040.0, "30-DEC-25", now, strikes_each_side=3)
     assert atm == 26000.0
     assert grid["strike"].tolist() == [25700.0, 25800.0, 25900.0, 26000.0, 26100.0, 26200.0, 26300.0]
-    assert list(grid.columns[:6]) == ["CE_oi", "CE_iv", "CE_bid", "CE_ask", "CE_ltp", "strike"]
+    assert list(grid.columns[:10]) == ["CE_oi", "CE_oi_chg", "CE_volume", "CE_iv", "CE_delta", "CE_theta", "CE_bid",
+                                       "CE_ask", "CE_ltp", "strike"]
     assert grid["PE_iv"].dropna().between(19.0, 21.0).all()
+    assert grid["CE_delta"].is_monotonic_decreasing and grid["PE_delta"].between(-1, 0).all()
+    assert (grid["CE_theta"] < 0).all() and grid["CE_oi_chg"].isna().all()  # no day's base OI given
 
 
 def test_atm_strike_when_no_spot_then_middle():

@@ -1,0 +1,90 @@
+"""margin_check control commands: price a strategy's basket on each account with the broker's /margin and read
+the account's available cash from /funds (reads only: retried by the client), then write the answers
+(db/margin.py record_checks) and finish the command.
+
+It runs on a thread of its own, like a flatten: a broker that is slow to answer (its reads back off for up to a
+minute) must not hold up the control commands queued behind it. The accounts are asked in parallel.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from broker.errors import BrokerError
+from db.commands import finish_control
+from db.errors import DbError
+from db.margin import CheckResult, plan_of, record_checks, shortfall
+from db.strategies import resolved_strategy
+from db.vocab import CommandStatus
+from services.context import ServiceContext
+
+log = logging.getLogger("services.margin_check")
+
+
+class MarginChecker:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start(self, command_id: int, payload: dict) -> bool:
+        """Carry out command ``command_id`` (a clean margin_check payload) on a thread (once: False if running)."""
+        with self._lock:
+            if command_id in self._running:
+                return False
+            self._running.add(command_id)
+        threading.Thread(target=self._run, args=(command_id, payload), name=f"margin-{command_id}",
+                         daemon=True).start()
+        return True
+
+    def _run(self, command_id: int, payload: dict) -> None:
+        try:
+            try:
+                summary, status = self.check(command_id, payload), CommandStatus.DONE
+            except Exception as exc:  # noqa: BLE001 - the page shows it on the command row
+                log.warning("margin check %s failed: %s", command_id, exc)
+                summary, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+            self._finish(command_id, status, summary)
+        finally:
+            with self._lock:
+                self._running.discard(command_id)
+
+    def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
+        for _ in range(10):
+            try:
+                with self.ctx.db.write() as s:
+                    finish_control(s, command_id, status, summary)
+                return
+            except DbError as exc:
+                log.warning("margin check %s: result not written yet (%s)", command_id, exc)
+                time.sleep(1.0)
+
+    def check(self, command_id: int, payload: dict) -> str:
+        """Ask every account, write the answers; returns the command's summary."""
+        sid = payload["strategy_id"]
+        product, legs = resolved_strategy(self.ctx.db, sid)
+        accounts = payload["accounts"]
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(accounts))), thread_name_prefix="margin") as pool:
+            results = list(pool.map(lambda am: self.account(am[0], am[1], product, legs), accounts))
+        with self.ctx.db.write() as s:
+            record_checks(s, command_id, sid, results)
+        short = sum(1 for r in results if not r.error and shortfall(r.required, r.available) > 0)
+        failed = sum(1 for r in results if r.error)
+        return f"{len(results)} account(s) checked: {short} short of margin, {failed} not priced"
+
+    def account(self, account_id: int, multiplier: int, product: str, legs) -> CheckResult:
+        plan = plan_of(legs, multiplier)
+        positions = [dict(symbol=sym, exchange=leg.exchange, action=action, quantity=qty, product=product,
+                          pricetype="MARKET", price=0, trigger_price=0)
+                     for leg, (sym, action, qty) in zip(legs, plan, strict=True)]
+        try:
+            client = self.ctx.client(account_id)
+            required = float(client.margin(positions)["total_margin_required"])
+            available = float(client.funds()["availablecash"])
+        except KeyError as exc:
+            return CheckResult(account_id, multiplier, plan, error=f"no such value or account: {exc}")
+        except (BrokerError, TypeError, ValueError) as exc:
+            return CheckResult(account_id, multiplier, plan, error=str(getattr(exc, "message", exc))[:256])
+        return CheckResult(account_id, multiplier, plan, required=round(required, 2), available=round(available, 2))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -108,6 +108,24 @@ class AlertsSettings:
 
 
 @dataclass(frozen=True)
+class MarketSettings:
+    mis_square_off: str = _s("15:15", "Square-off time (IST, HH:MM) of MIS (intraday) positions on NSE/BSE trading "
+                                      "days, like the brokers' own; 'off' = none")
+    nrml_square_off: str = _s("off", "Square-off time (IST, HH:MM) of NRML (carry-forward) positions; 'off' = none "
+                                     "(CNC is never squared off)")
+    mis_entries_until: str = _s("square_off", "No new MIS entries from this IST time (HH:MM); 'square_off' = the MIS "
+                                              "square-off time, 'off' = none. Exits always pass")
+    entries_until: str = _s("off", "No new entries of any product from this IST time (HH:MM); 'off' = none. Exits "
+                                   "always pass")
+    square_off_check_s: float = _s(1.0, "How often the service checks the square-off time and the next trading day",
+                                   0.1)
+    clock_start_ist: str = _s("", "Market clock for tests and the demo: the process's IST clock starts at this instant "
+                                  "('YYYY-MM-DD HH:MM[:SS]') and runs on in real time; empty = the real clock")
+    clock_offset_s: float = _s(0.0, "Market clock shift in seconds added to the real clock (one value shared by "
+                                    "several processes: simulator, service, app); 0 = the real clock")
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     host: str = _s("127.0.0.1", "Address the local API (python -m api) binds; anything but loopback also needs "
                                 "allow_remote=1")
@@ -132,6 +150,7 @@ class Settings:
     ui: UiSettings = field(default_factory=UiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     orders: OrderGuardSettings = field(default_factory=OrderGuardSettings)
+    market: MarketSettings = field(default_factory=MarketSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
@@ -186,12 +205,40 @@ def parse_watchlist(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_hhmm(text: str, name: str = "time") -> time:
-    """'15:35' -> time(15, 35); ConfigError on anything that is not a time of day HH:MM."""
-    hh, sep, mm = (text or "").strip().partition(":")
-    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60):
-        raise ConfigError(f"{name} must be a time of day HH:MM, got '{text}'")
-    return time(int(hh), int(mm))
+def parse_hhmm(text: str, name: str = "time", allowed: tuple[str, ...] = ("off",)) -> time | str | None:
+    """'15:15' -> time(15, 15); 'off' -> None; another word of ``allowed`` is returned as is. ConfigError else."""
+    word = (text or "").strip().lower()
+    if word in allowed:
+        return None if word == "off" else word
+    hh, sep, mm = word.partition(":")
+    if sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60:
+        return time(int(hh), int(mm))
+    raise ConfigError(f"{name}: '{text}' is not a time of day HH:MM (IST, e.g. 15:15) or one of {', '.join(allowed)}")
+
+
+def parse_clock_start(text: str, name: str = "APP__MARKET__CLOCK_START_IST") -> datetime | None:
+    """'2026-12-01 15:14:50' (IST, seconds optional) -> naive datetime; '' -> None; ConfigError else."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise ConfigError(f"{name}: '{text}' is not an IST instant 'YYYY-MM-DD HH:MM[:SS]' (e.g. 2026-12-01 15:14:50)")
+
+
+def check_market(m: "MarketSettings") -> None:
+    parse_hhmm(m.mis_square_off, "APP__MARKET__MIS_SQUARE_OFF")
+    parse_hhmm(m.nrml_square_off, "APP__MARKET__NRML_SQUARE_OFF")
+    parse_hhmm(m.mis_entries_until, "APP__MARKET__MIS_ENTRIES_UNTIL", ("off", "square_off"))
+    parse_hhmm(m.entries_until, "APP__MARKET__ENTRIES_UNTIL")
+    parse_clock_start(m.clock_start_ist)
+    if m.clock_start_ist.strip() and m.clock_offset_s:
+        raise ConfigError("APP__MARKET__CLOCK_START_IST and APP__MARKET__CLOCK_OFFSET_S both set: use one")
+    if abs(m.clock_offset_s) > 10 * 366 * 86400:
+        raise ConfigError(f"APP__MARKET__CLOCK_OFFSET_S: {m.clock_offset_s} is more than ten years")
 
 
 def _convert(raw: str, typ, name: str):
@@ -223,7 +270,8 @@ def load_settings(env: dict | None = None) -> Settings:
         sections[sec.name] = replace(obj, **changes)
     settings = Settings(**sections)
     parse_watchlist(settings.service.watchlist)  # fail fast on a malformed list
-    parse_hhmm(settings.service.day_summary_at, "APP__SERVICE__DAY_SUMMARY_AT")
+    parse_hhmm(settings.service.day_summary_at, "APP__SERVICE__DAY_SUMMARY_AT", ())
+    check_market(settings.market)
     return settings
 
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 
 from config import ConfigError, load_settings
-from db import logmask
+from db import clock, logmask
 
 LOOPBACK_NAMES = {"localhost"}
 
@@ -60,7 +60,12 @@ def main(argv=None) -> int:
         return 2
     # logging is set up once the process will really serve: a refused start leaves the caller's logging as it was
     logmask.install(logging.DEBUG if args.debug else logging.INFO, args.log_file)
+    # the market clock the service and the app run on (tests, the demo): entries after the cut-off are refused by it
+    shift = clock.apply_settings(settings.market)
     logging.getLogger("api").info("AlgoMirror API on http://%s:%d (docs at /docs)", api.host, api.port)
+    if shift:
+        logging.getLogger("api").warning("market clock moved: %s (real clock %+.0f s)", clock.ist_now_str(),
+                                         shift.total_seconds())
     uvicorn.run(app, host=api.host, port=api.port, log_config=None, access_log=False, server_header=False)
     return 0
 

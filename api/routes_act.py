@@ -88,7 +88,7 @@ def router(ctx: ApiContext) -> APIRouter:
         def action(s, key):
             group = key()
             runs = execute_in(s, strategy_ref(s, body.strategy), body.account_ids, group,
-                              _account_keyed(body.multipliers)).run_ids
+                              _account_keyed(body.multipliers), market=ctx.settings.market).run_ids
             return {"group_id": group, "run_ids": runs}
         return run(request, key_id, idem, body, action, entry=True)
 
@@ -101,7 +101,7 @@ def router(ctx: ApiContext) -> APIRouter:
                                strategy_tag=body.strategy_tag)
             cid = key()
             intent_id, created = enqueue_order_in(s, req, cid, source="api", confirmed=body.confirm is True,
-                                                  guards=ctx.settings.orders)
+                                                  guards=ctx.settings.orders, market=ctx.settings.market)
             return {"intent_id": intent_id, "client_order_id": cid, "created": created}
         return run(request, key_id, idem, body, action, entry=True)
 

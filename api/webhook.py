@@ -28,7 +28,7 @@ def router(ctx: ApiContext) -> APIRouter:
         ctx.limiter.hit("api", f"rule:{rule.id}")
         entries_ok = repo.service_state(db, ctx.settings.ui.service_stale_s)["orders_ok"]
         res = receive(db, rule, raw, content_type, dedupe_s=api.webhook_dedupe_s, entries_ok=entries_ok,
-                      guards=ctx.settings.orders, secret=token)
+                      guards=ctx.settings.orders, secret=token, market=ctx.settings.market)
         data = {"alert_id": res.alert_id, "outcome": res.outcome, "message": res.message, **res.data}
         if res.outcome == AlertOutcome.ERROR:
             return JSONResponse({"status": "error", "message": res.message, "alert_id": res.alert_id}, 400)

@@ -29,6 +29,11 @@ from db import Database  # noqa: E402
 from db.accounts import add_account  # noqa: E402
 from db.models import Execution, Strategy, StrategyRun  # noqa: E402
 from tests.harness import queue_runs, wait_for  # noqa: E402
+from tests.market_clock import use_market_hours  # noqa: E402
+
+# The benches place MIS orders: every clock at 10:30 IST on a trading day, as the tests run (tests/market_clock.py),
+# so a bench run in the evening measures orders, not the 15:15 cut-off.
+use_market_hours()
 
 wait_until = wait_for  # the benches' name for it
 
@@ -126,6 +131,7 @@ def service_process(db: Database, ready_timeout: float = 60.0):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP__")}
     env["PYTHONPATH"] = str(ROOT)
+    env["APP__MARKET__CLOCK_OFFSET_S"] = os.environ["APP__MARKET__CLOCK_OFFSET_S"]  # the simulators' clock too
     log = open(db.path.with_name("service.out"), "ab")
     proc = subprocess.Popen([sys.executable, "-m", "services", "--db", str(db.path), "--log-file",
                              str(db.path.with_name("service.log"))], cwd=str(ROOT), env=env, stdout=log, stderr=log)

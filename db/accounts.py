@@ -223,24 +223,40 @@ def send_gate(s, account_id: int) -> SendGate | None:
     return None if row is None else SendGate(row[0], bool(row[1]), row[2], row[3], row[4])
 
 
-def set_trading_state(s, account_id: int, state: TradingState | str, reason: str, actor: str) -> bool:
+def set_trading_state(s, account_id: int, state: TradingState | str, reason: str, actor: str,
+                      until: str | None = None) -> bool:
     """In the caller's write transaction: the account's trading state, with an audit row and a risk event (shown
-    on the Risk Monitor) when it changes. Returns False if the account was in that state already (nothing
-    written). ``reason`` is what a denied entry will say (e.g. 'daily max loss ₹5,000 at 10:42 IST')."""
+    on the Risk Monitor) when it changes. Returns False if nothing changed (nothing written). ``reason`` is what a
+    denied entry will say (e.g. 'daily max loss ₹5,000 at 10:42 IST'). ``until`` (halts only): the ISO date the
+    halt lasts through, lifted at the first check on a later trading day ('' = until re-armed by hand; None = a
+    new halt is by hand, an existing one keeps its own). A halt given another ``until`` (the trader halting an
+    account a daily limit halted) takes the new one, with its reason."""
     state = TradingState(state)
     acct = s.get(Account, account_id)
     if acct is None:
         raise AccountError(f"Account {account_id} does not exist")
-    if acct.trading_state == state.value:
+    same = acct.trading_state == state.value
+    if same and (state != TradingState.HALTED or until is None or until == (acct.trading_until or "")):
         return False
+    until = (until or "") if state == TradingState.HALTED else ""
     before, now = acct.trading_state, utcnow()
     acct.trading_state, acct.trading_reason, acct.trading_changed_at = state.value, reason[:256], now
+    acct.trading_until = until
     s.add(AuditLog(actor=actor[:32], action="trading_state", details=json.dumps(
-        dict(account_id=account_id, account=acct.name, before=before, after=state.value, reason=reason[:256]))))
+        dict(account_id=account_id, account=acct.name, before=before, after=state.value, reason=reason[:256],
+             until=until))))
     s.add(RiskEvent(account_id=account_id, event_type=f"account_{state.value}"[:32], action=state.value,
                     ts_utc=now, ts_ist=ist_now_str(),
                     message=f"{acct.name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")))
     return True
+
+
+def rearm_due(s, today: str) -> list[tuple[int, str, str]]:
+    """(id, name, reason) of the halted accounts whose halt lasted through a day before ``today`` (ISO; the caller
+    asks on trading days only)."""
+    return [tuple(r) for r in s.execute(select(Account.id, Account.name, Account.trading_reason).where(
+        Account.trading_state == TradingState.HALTED.value, Account.trading_until != "",
+        Account.trading_until < today).order_by(Account.id))]
 
 
 class LimitRow(NamedTuple):

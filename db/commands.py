@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from config import OrderGuardSettings
+from config import MarketSettings, OrderGuardSettings
 from db import Database
+from db.clock import entry_denial
 from db.wake import notify
 from db.models import Account, ControlCommand, Instrument, OrderIntent, QuickStop, Strategy, StrategyRun, utcnow
 from db.order_guards import check_order
@@ -71,8 +72,10 @@ def _quantity(value) -> int:
     return int(q)
 
 
-def validate_order(s, req: OrderRequest) -> dict:
-    """Return the normalised intent fields or raise CommandError. Reads the account and symbol master."""
+def validate_order(s, req: OrderRequest, market: MarketSettings | None = None) -> dict:
+    """Return the normalised intent fields or raise CommandError. Reads the account and symbol master.
+    ``market``: the time rules to check a new entry against (no new entries after the cut-off); None = not
+    checked here (the dispatcher checks every entry again before sending it)."""
     symbol = (req.symbol or "").strip().upper()
     exchange = (req.exchange or "").strip().upper()
     action = (req.action or "").strip().upper()
@@ -114,6 +117,9 @@ def validate_order(s, req: OrderRequest) -> dict:
     if acct.trading_state in ENTRIES_DENIED:  # the dispatcher would deny it: say so before it is queued
         raise CommandError(f"Account '{acct.name}' is {acct.trading_state}: {acct.trading_reason or 'by the trader'}"
                            " (re-arm it in Accounts to trade)")
+    late = entry_denial(market, product) if market is not None else ""
+    if late:
+        raise CommandError(f"Not queued: {late}")
     inst = s.get(Instrument, (symbol, exchange))
     if inst is None:
         raise CommandError(f"Unknown symbol {symbol} on {exchange} (not in the symbol master)")
@@ -186,18 +192,21 @@ def guarded(s, fields: dict, guards: OrderGuardSettings | None, confirmed: bool)
 
 def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purpose: str = "manual",
                   source: str = "ui", priority: int = 100, confirmed: bool = False,
-                  guards: OrderGuardSettings | None = None, stops: StopSpec | None = None) -> tuple[int, bool]:
+                  guards: OrderGuardSettings | None = None, stops: StopSpec | None = None,
+                  market: MarketSettings | None = None) -> tuple[int, bool]:
     """Write the queued intent(s) for one order. Returns (first intent id, created). A repeated client_order_id
     returns the first intent with created=False: the double click is absorbed, never sent twice.
     A quantity above the exchange freeze quantity becomes several intents (ids ``<cid>``, ``<cid>.2``, ...).
     The fat-finger guards (``guards``, default settings if None) hold an unusual order until ``confirmed``
     (NeedsConfirmation) and refuse one beyond their hard caps (CommandError). ``stops`` (a stop-loss and/or
     target) become one 'pending' quick_stops row per intent in the same transaction (the service arms each when its
-    entry fills); invalid ones raise CommandError and nothing is written."""
+    entry fills); invalid ones raise CommandError and nothing is written. ``market``: the time rules a new entry
+    is checked against (no new entries after the cut-off; default settings if None); an exit
+    (``purpose='exit'``) is never refused by the time of day."""
     try:
         with db.write() as s:
             out = enqueue_order_in(s, req, client_order_id, purpose=purpose, source=source, priority=priority,
-                                   confirmed=confirmed, guards=guards, stops=stops)
+                                   confirmed=confirmed, guards=guards, stops=stops, market=market)
         notify(db.path)
         return out
     except IntegrityError:  # a concurrent writer inserted the same client_order_id first
@@ -210,16 +219,18 @@ def enqueue_order(db: Database, req: OrderRequest, client_order_id: str, *, purp
 
 def enqueue_order_in(s, req: OrderRequest, client_order_id: str, *, purpose: str = "manual", source: str = "ui",
                      priority: int = 100, confirmed: bool = False, guards: OrderGuardSettings | None = None,
-                     stops: StopSpec | None = None) -> tuple[int, bool]:
-    """enqueue_order inside the caller's write transaction (the local API writes its idempotency record in the
+                     stops: StopSpec | None = None, market: MarketSettings | None = None) -> tuple[int, bool]:
+    """enqueue_order inside the caller's write transaction (the local API and webhooks write their record in the
     same one). Everything is validated before the first row is added, so a CommandError leaves the session as it
-    was and the caller may go on with it."""
+    was and the caller may go on with it. The time rules (``market``, default settings if None) refuse a new
+    entry after its cut-off here, so every way in (the UI, the API, webhooks) says so before queueing; the
+    dispatcher checks again before sending."""
     if not client_order_id or len(client_order_id) > 36:
         raise CommandError("client_order_id must be 1-36 characters")
     existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == client_order_id))
     if existing:
         return existing, False
-    fields = validate_order(s, req)
+    fields = validate_order(s, req, None if purpose == "exit" else (market or MarketSettings()))
     guarded(s, fields, guards, confirmed)
     spec = validate_stops(stops, fields["action"], fresh_ltp(s, fields["symbol"], fields["exchange"]))
     inst = s.get(Instrument, (fields["symbol"], fields["exchange"]))

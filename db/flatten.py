@@ -28,16 +28,22 @@ ENTRY_PURPOSES = ("entry", "manual")  # intents that open or add to a position (
 WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
 
 
+def close_coid(key: str, account_id: int, symbol: str, exchange: str, product: str) -> str:
+    """The client_order_id of the exit a close job (``key``: 'flatten:12', 'square_off:2026-12-01:MIS') writes
+    for one position: the same on every run of the job, so a second run finds the first one's intent."""
+    return hashlib.sha1(f"{key}:{account_id}:{symbol}:{exchange}:{product}".encode()).hexdigest()[:32]
+
+
 def flatten_coid(command_id: int, account_id: int, symbol: str, exchange: str, product: str) -> str:
-    return hashlib.sha1(f"flatten:{command_id}:{account_id}:{symbol}:{exchange}:{product}".encode()).hexdigest()[:32]
+    return close_coid(f"flatten:{command_id}", account_id, symbol, exchange, product)
 
 
-def withdraw_queued_entries(s, account_id: int, reason: str) -> int:
-    """Queued intents that would open or add to a position (strategy entries, manual orders) are cancelled before
-    they are sent; their legs fail. Returns how many."""
-    ids = list(s.scalars(select(OrderIntent.id).where(
-        OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED,
-        OrderIntent.purpose.in_(ENTRY_PURPOSES))))
+def withdraw_queued_entries(s, account_id: int, reason: str, product: str | None = None) -> int:
+    """Queued intents that would open or add to a position (strategy entries, manual orders; of ``product`` only,
+    if given) are cancelled before they are sent; their legs fail. Returns how many."""
+    q = select(OrderIntent.id).where(OrderIntent.account_id == account_id, OrderIntent.status == Status.QUEUED,
+                                     OrderIntent.purpose.in_(ENTRY_PURPOSES))
+    ids = list(s.scalars(q if product is None else q.where(OrderIntent.product == product)))
     done = 0
     for iid in ids:
         if transition(s, iid, Status.QUEUED, Status.CANCELLED, "risk", reason):
@@ -46,9 +52,13 @@ def withdraw_queued_entries(s, account_id: int, reason: str) -> int:
     return done
 
 
-def live_run_ids(s, account_id: int) -> list[int]:
-    return list(s.scalars(select(StrategyRun.id).where(StrategyRun.account_id == account_id,
-                                                       StrategyRun.status.in_(LIVE_RUN)).order_by(StrategyRun.id)))
+def live_run_ids(s, account_id: int, product: str | None = None) -> list[int]:
+    """The account's live runs (those with a leg of ``product`` only, if given)."""
+    q = select(StrategyRun.id).where(StrategyRun.account_id == account_id, StrategyRun.status.in_(LIVE_RUN))
+    if product is not None:
+        q = q.where(StrategyRun.id.in_(select(Execution.run_id).where(Execution.account_id == account_id,
+                                                                       Execution.product == product)))
+    return list(s.scalars(q.order_by(StrategyRun.id)))
 
 
 def working_orders_of_ours(s, account_id: int) -> set[str]:
@@ -76,10 +86,11 @@ def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
     return out
 
 
-def live_orders(s, account_id: int) -> list[str]:
-    """The statuses of the account's intents that may still trade (sent, working, outcome unknown...)."""
-    return list(s.scalars(select(OrderIntent.status).where(OrderIntent.account_id == account_id,
-                                                           OrderIntent.status.in_(LIVE))))
+def live_orders(s, account_id: int, product: str | None = None) -> list[str]:
+    """The statuses of the account's intents (of ``product``, if given) that may still trade (sent, working,
+    outcome unknown...)."""
+    q = select(OrderIntent.status).where(OrderIntent.account_id == account_id, OrderIntent.status.in_(LIVE))
+    return list(s.scalars(q if product is None else q.where(OrderIntent.product == product)))
 
 
 def all_at_broker(statuses: list[str]) -> bool:
@@ -103,12 +114,19 @@ def write_flatten_exit(s, command_id: int, account_id: int, symbol: str, exchang
     """The MARKET order that closes a net position of ``net_qty`` (>0 long: SELL; <0 short: BUY first). Returns
     (intent id, created): an intent this flatten wrote before for the same position and ``step`` is returned, not
     repeated."""
-    coid = flatten_coid(command_id, account_id, symbol, exchange, f"{product}:{step}")
+    return write_close_exit(s, f"flatten:{command_id}", "flatten", account_id, symbol, exchange, product, net_qty,
+                            n, tag, step)
+
+
+def write_close_exit(s, key: str, source: str, account_id: int, symbol: str, exchange: str, product: str,
+                     net_qty: int, n: int, tag: str, step: int = 1) -> tuple[int, bool]:
+    """write_flatten_exit for any close job (``key``, ``source``: a flatten, a square-off)."""
+    coid = close_coid(key, account_id, symbol, exchange, f"{product}:{step}")
     existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == coid))
     if existing:
         return existing, False
     action = "SELL" if net_qty > 0 else "BUY"
-    intent = OrderIntent(client_order_id=coid, account_id=account_id, purpose="exit", source="flatten",
+    intent = OrderIntent(client_order_id=coid, account_id=account_id, purpose="exit", source=source[:16],
                          priority=exit_priority(action, n), strategy_tag=tag[:64], symbol=symbol, exchange=exchange,
                          action=action, requested_qty=abs(net_qty), pricetype="MARKET", product=product,
                          created_at=utcnow())
@@ -119,9 +137,14 @@ def write_flatten_exit(s, command_id: int, account_id: int, symbol: str, exchang
 
 def flatten_intents(s, command_id: int, account_id: int) -> list[OrderIntent]:
     """The intents this flatten wrote for the account (found by their derived client_order_ids' source)."""
+    return close_intents(s, "flatten", f"flatten-{command_id}", account_id)
+
+
+def close_intents(s, source: str, tag: str, account_id: int) -> list[OrderIntent]:
+    """The exits a close job (``source``, strategy ``tag``) wrote for the account."""
     return list(s.scalars(select(OrderIntent).where(OrderIntent.account_id == account_id,
-                                                    OrderIntent.source == "flatten",
-                                                    OrderIntent.strategy_tag == f"flatten-{command_id}")))
+                                                    OrderIntent.source == source[:16],
+                                                    OrderIntent.strategy_tag == tag[:64])))
 
 
 def early_closes(s, command_id: int, account_id: int) -> int:
@@ -150,11 +173,14 @@ def early_closes(s, command_id: int, account_id: int) -> int:
     return len(closes)
 
 
-def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold: float, value: float) -> int:
+def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold: float, value: float,
+                     until: str = "") -> int:
     """A protection tripped: in the caller's transaction the account is halted with ``reason``, the risk event is
     written and a flatten_account command is queued (carried out like the trader's own, so it survives a restart
-    the same way). Returns the command id."""
-    set_trading_state(s, account_id, TradingState.HALTED, reason, "service")
+    the same way). ``until``: the ISO date the halt lasts through (a daily limit: its trading day; re-armed at
+    the first check on a later trading day, services/square_off.py); '' = until re-armed by hand. Returns the
+    command id."""
+    set_trading_state(s, account_id, TradingState.HALTED, reason, "service", until=until)
     cmd = ControlCommand(kind="flatten_account", payload_json=json.dumps({"account_id": account_id}))
     s.add(cmd)
     s.add(RiskEvent(account_id=account_id, event_type=event_type[:32], threshold=threshold, value=value,
@@ -163,13 +189,15 @@ def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold
     return cmd.id
 
 
-def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, value: float) -> tuple[int, list[int]]:
-    """The portfolio's protection tripped: in the caller's transaction every account is halted with ``reason``,
-    ONE risk event (no account: the portfolio's) is written and one flatten_all command is queued (a restart
-    carries it out again, on every account, as the control handler does). Returns (command id, account ids)."""
+def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, value: float,
+                         until: str = "") -> tuple[int, list[int]]:
+    """The portfolio's protection tripped: in the caller's transaction every account is halted with ``reason``
+    (each ``until`` that day, as halt_and_flatten), ONE risk event (no account: the portfolio's) is written and one
+    flatten_all command is queued (a restart carries it out again, on every account, as the control handler
+    does). Returns (command id, account ids)."""
     account_ids = list(s.scalars(select(Account.id).order_by(Account.id)))
     for account_id in account_ids:
-        set_trading_state(s, account_id, TradingState.HALTED, reason, "service")
+        set_trading_state(s, account_id, TradingState.HALTED, reason, "service", until=until)
     cmd = ControlCommand(kind="flatten_all", payload_json="{}")
     s.add(cmd)
     s.add(RiskEvent(account_id=None, event_type=event_type[:32], threshold=threshold, value=value,

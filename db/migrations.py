@@ -10,7 +10,8 @@ from sqlalchemy import Connection, select
 
 from db.engine import Store
 from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
-                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, WebhookAlert, WebhookRule)
+                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, SquareOff, WebhookAlert,
+                       WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -162,9 +163,20 @@ def _v12_reusable_strategies(conn: Connection) -> None:
                                          ("convert_state", "VARCHAR(16) NOT NULL DEFAULT ''")))
 
 
+def _v13_time_protection(conn: Connection) -> None:
+    """Accounts gain ``trading_until`` (the day a halt lasts through, lifted on the next trading day: '' for every
+    existing halt, as they all wait for a re-arm by hand), and the ``square_offs`` table (one row per trading day
+    and product)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    if "trading_until" not in have:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN trading_until VARCHAR(10) NOT NULL DEFAULT ''")
+    SquareOff.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
-              _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies]
+              _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies,
+              _v13_time_protection]
 LATEST = len(MIGRATIONS)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus, StopStatus, TradingState
+from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, StopStatus, TradingState
 
 
 def utcnow() -> datetime:
@@ -45,6 +45,9 @@ class Account(Base):
     trading_state: Mapped[str] = mapped_column(String(16), default=TradingState.ACTIVE.value)
     trading_reason: Mapped[str] = mapped_column(String(256), default="")
     trading_changed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # a halt that lifts by itself: the ISO date (IST) of the day it lasts through (a daily limit's halt lasts its
+    # trading day; re-armed at the first check on a later trading day); '' = until re-armed by hand
+    trading_until: Mapped[str] = mapped_column(String(10), default="")
     # the account's day P&L limits in rupees (None = no limit); services/account_limits.py
     daily_max_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     daily_max_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -431,6 +434,20 @@ class OptionChainSession(Base):
     message: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SquareOff(Base):
+    """One time-based square-off: a product's positions closed at its time on one trading day (services/square_off.py).
+    The row is the once-per-day latch: written 'running' before the first order, 'done' / 'incomplete' after."""
+    __tablename__ = "square_offs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))  # the trading day, ISO (IST)
+    product: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=SquareOffStatus.RUNNING.value)  # db/vocab.py
+    summary: Mapped[str] = mapped_column(String(1024), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("day", "product", name="uq_square_off_day"),)
 
 
 class ServiceHeartbeat(Base):

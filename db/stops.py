@@ -107,10 +107,13 @@ def cancel_stop_in(s, stop_id: int, reason: str, only: frozenset = LIVE_STOP) ->
         status=T.CANCELLED.value, status_reason=reason[:256], updated_at=utcnow())).rowcount == 1
 
 
-def cancel_account_stops(s, account_id: int, reason: str) -> int:
-    """A flatten closes everything the account holds: its stops that may still act are cancelled with it."""
-    return s.execute(update(QuickStop).where(QuickStop.account_id == account_id, QuickStop.status.in_(LIVE_STOP))
-                     .values(status=T.CANCELLED.value, status_reason=reason[:256], updated_at=utcnow())).rowcount
+def cancel_account_stops(s, account_id: int, reason: str, product: str | None = None) -> int:
+    """A flatten closes everything the account holds (a square-off: everything of ``product``): its stops (of that
+    product) that may still act are cancelled with it."""
+    q = update(QuickStop).where(QuickStop.account_id == account_id, QuickStop.status.in_(LIVE_STOP))
+    if product is not None:
+        q = q.where(QuickStop.product == product)
+    return s.execute(q.values(status=T.CANCELLED.value, status_reason=reason[:256], updated_at=utcnow())).rowcount
 
 
 def stop_status(s, stop_id: int) -> tuple[str, str, int | None] | None:

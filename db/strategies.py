@@ -16,9 +16,10 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
+from config import MarketSettings
 from db import Database
 from db import margin
-from db.clock import today_ist
+from db.clock import entry_denial, today_ist
 from db.commands import CommandError, check_multiplier, split_qty
 from db.expiry_rules import LABELS, ExpiryMode, NoSuchExpiry, resolve
 from db.intents import new_client_order_id
@@ -274,15 +275,16 @@ def preview_execution(db: Database, strategy_id: int, multipliers: dict[int, int
 
 
 def execute_strategy(db: Database, strategy_id: int, account_ids: list[int], execute_key: str | None = None,
-                     multipliers: dict[int, int] | None = None) -> tuple[str, list[int]]:
+                     multipliers: dict[int, int] | None = None,
+                     market: MarketSettings | None = None) -> tuple[str, list[int]]:
     """execute_plan without a margin check: (group_id, run ids)."""
-    r = execute_plan(db, strategy_id, account_ids, execute_key, multipliers)
+    r = execute_plan(db, strategy_id, account_ids, execute_key, multipliers, market=market)
     return r.group_id, r.run_ids
 
 
 def execute_plan(db: Database, strategy_id: int, account_ids: list[int], execute_key: str | None = None,
                  multipliers: dict[int, int] | None = None, margin_check_id: int | None = None,
-                 margin_max_age_s: float = 120.0) -> ExecuteResult:
+                 margin_max_age_s: float = 120.0, market: MarketSettings | None = None) -> ExecuteResult:
     """Create one run per account with its executions and queued entry intents, in one transaction.
 
     ``multipliers`` {account_id: 1..50} (default 1): that account trades each leg's lots times it (stored on the
@@ -296,22 +298,29 @@ def execute_plan(db: Database, strategy_id: int, account_ids: list[int], execute
     _check_ids(strategy_id, account_ids, execute_key)
     group_id = execute_key or uuid.uuid4().hex
     with db.write() as s:
-        out = execute_in(s, strategy_id, account_ids, group_id, multipliers, margin_check_id, margin_max_age_s)
+        out = execute_in(s, strategy_id, account_ids, group_id, multipliers, margin_check_id, margin_max_age_s,
+                         market)
     notify(db.path)
     return out
 
 
 def execute_in(s, strategy_id, account_ids: list[int], group_id: str, multipliers: dict[int, int] | None = None,
-               margin_check_id: int | None = None, margin_max_age_s: float = 120.0) -> ExecuteResult:
+               margin_check_id: int | None = None, margin_max_age_s: float = 120.0,
+               market: MarketSettings | None = None) -> ExecuteResult:
     """execute_plan inside the caller's write transaction (the local API and webhooks write their own record of
     the call in the same one). The runs an earlier call wrote for ``group_id`` are returned, writing nothing,
-    when there are any. Every check comes before the first row is added."""
+    when there are any. Every check comes before the first row is added. The time rules (``market``, default
+    settings if None) refuse the entries after their product's cut-off, whichever way the call came in (the UI,
+    the API, a webhook); the dispatcher checks every entry again before sending it."""
     ids = _check_ids(strategy_id, account_ids, None)
     mult = _multipliers(ids, multipliers)
     done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
     if done:
         return ExecuteResult(group_id, done)
     st = _strategy(s, strategy_id)
+    late = entry_denial(market or MarketSettings(), st.product)
+    if late:
+        raise CommandError(f"Not executed: {late}")
     accounts = [s.get(Account, a) for a in ids]
     if any(a is None or not a.is_active for a in accounts):
         raise CommandError("Unknown or deactivated account selected")

@@ -37,6 +37,12 @@ class TradingState(StrEnum):
 ENTRIES_DENIED = frozenset({TradingState.REDUCING, TradingState.HALTED})
 
 
+class SquareOffStatus(StrEnum):
+    """A square_offs row (one product on one trading day): 'running' from before its first order until it has
+    finished, then 'done' (everything of the product closed) or 'incomplete' (something is still open: alerted)."""
+    RUNNING = "running"
+    DONE = "done"
+    INCOMPLETE = "incomplete"
 class StopStatus(StrEnum):
     """A Quick Order stop-loss / target (quick_stops row, db/stops.py):
 

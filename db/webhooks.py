@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 from sqlalchemy import select
 
-from config import OrderGuardSettings
+from config import MarketSettings, OrderGuardSettings
 from db import Database
 from db.commands import (ACTIONS, EXCHANGES, PRODUCTS, CommandError, OrderRequest, enqueue_control_in,
                          enqueue_order_in)
@@ -179,10 +179,12 @@ def dedupe_key(payload: dict, raw: bytes) -> tuple[str, bool]:
 
 
 def receive(db: Database, rule: RuleView, raw: bytes, content_type: str = "", *, dedupe_s: float,
-            entries_ok: bool, guards: OrderGuardSettings | None = None, secret: str = "") -> AlertResult:
+            entries_ok: bool, guards: OrderGuardSettings | None = None, secret: str = "",
+            market: MarketSettings | None = None) -> AlertResult:
     """Carry out one alert (its raw body) for ``rule`` (see the module docstring) and log it, a body that cannot
     be read included. ``entries_ok``: the service can take new entries now (else entries are refused with the
-    reason; exits are still requested). ``secret`` (the token) is blanked in the logged body."""
+    reason; exits are still requested). ``secret`` (the token) is blanked in the logged body. ``market``: the time
+    rules (no new entries after the cut-off; default settings if None)."""
     try:
         payload, unreadable = parse_body(raw, content_type), ""
     except CommandError as exc:
@@ -210,7 +212,7 @@ def receive(db: Database, rule: RuleView, raw: bytes, content_type: str = "", *,
         try:
             if unreadable:
                 raise CommandError(unreadable)
-            outcome, message, data = _act(s, rule, payload, alert.id, entries_ok, guards)
+            outcome, message, data = _act(s, rule, payload, alert.id, entries_ok, guards, market)
         except CommandError as exc:  # checked before any row was added: only the log row is written
             outcome, message, data = AlertOutcome.ERROR, str(exc), {}
         alert.outcome, alert.message, alert.result_json = outcome, message[:512], json.dumps(data)
@@ -223,10 +225,10 @@ def _alert_key(alert_id: int, *parts) -> str:
     return _digest(":".join(map(str, ("webhook", alert_id, *parts))))[:32]
 
 
-def _act(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
-         guards: OrderGuardSettings | None) -> tuple[str, str, dict]:
+def _act(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool, guards: OrderGuardSettings | None,
+         market: MarketSettings | None = None) -> tuple[str, str, dict]:
     if rule.kind == RuleKind.SYMBOLS:
-        return _orders(s, rule, payload, alert_id, entries_ok, guards)
+        return _orders(s, rule, payload, alert_id, entries_ok, guards, market)
     st = s.get(Strategy, rule.strategy_id) if rule.strategy_id else None
     if st is None or st.deleted_at is not None:
         raise CommandError("the rule's strategy no longer exists")
@@ -247,7 +249,7 @@ def _act(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
     if not entries_ok:
         raise CommandError("the background service is down: entries are not queued (nothing was written)")
     group = _alert_key(alert_id)
-    runs = execute_in(s, st.id, list(rule.account_ids), group).run_ids
+    runs = execute_in(s, st.id, list(rule.account_ids), group, market=market).run_ids
     return (AlertOutcome.DONE, f"executed '{st.name}' on {len(runs)} account(s): run(s) {', '.join(map(str, runs))}",
             {"action": ENTER, "group_id": group, "run_ids": runs})
 
@@ -263,8 +265,8 @@ def symbols_of(payload: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _orders(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
-            guards: OrderGuardSettings | None) -> tuple[str, str, dict]:
+def _orders(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool, guards: OrderGuardSettings | None,
+            market: MarketSettings | None = None) -> tuple[str, str, dict]:
     symbols = symbols_of(payload)
     if not entries_ok:
         raise CommandError("the background service is down: orders are not queued (nothing was written)")
@@ -275,7 +277,7 @@ def _orders(s, rule: RuleView, payload: dict, alert_id: int, entries_ok: bool,
                                quantity=rule.quantity, product=rule.product, strategy_tag=rule.name)
             try:  # every check comes before the order's first row: a refusal leaves the others to go on
                 intent_id, _ = enqueue_order_in(s, req, _alert_key(alert_id, acct, sym), source="webhook",
-                                                guards=guards)
+                                                guards=guards, market=market)
                 queued.append({"account_id": acct, "symbol": sym, "intent_id": intent_id})
             except CommandError as exc:
                 refused.append({"account_id": acct, "symbol": sym, "reason": str(exc)})

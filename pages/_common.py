@@ -13,6 +13,7 @@ import streamlit as st
 from config import is_loopback, load_settings, password_hash_of
 from db import Database
 from db import repo
+from db.clock import apply_clock
 from db.accounts import AccountError
 from db.commands import CommandError, enqueue_control
 from db.errors import DbError
@@ -38,7 +39,9 @@ def _database(path: str, busy_timeout_ms: int, key_file: str, fernet_key: str, m
 
 
 def get_settings():
-    return load_settings()
+    settings = load_settings()
+    apply_clock(settings.market)  # once per process: a clock start instant is where this process's clock starts
+    return settings
 
 
 def get_db(settings=None) -> Database:

@@ -5,6 +5,7 @@ from db import repo
 from db.commands import (DERIVATIVE_EXCHANGES, NeedsConfirmation, OrderRequest, enqueue_order, guarded,
                          validate_order, validate_stops)
 from db.intents import new_client_order_id
+from db.order_fsm import Status
 from db.stop_levels import StopSpec, levels
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from ui.format import rupees
@@ -81,7 +82,7 @@ if preview:
                        pricetype=pricetype, product=product, price=price, trigger_price=trigger)
     try:
         with db.read() as s:
-            fields = validate_order(s, req)
+            fields = validate_order(s, req, settings.market)
             problems = []
             ltp = price_row["ltp"] if price_row else None
             spec = validate_stops(StopSpec(sl_mode, sl_value, tp_mode, tp_value), fields["action"], ltp)
@@ -127,7 +128,8 @@ if pending:
             stops = pending.get("stops")
             intent_id, created = enqueue_order(db, OrderRequest(**pending["req"]), pending["coid"],
                                                confirmed=confirmed, guards=settings.orders,
-                                               stops=StopSpec(**stops["spec"]) if stops else None)
+                                               stops=StopSpec(**stops["spec"]) if stops else None,
+                                               market=settings.market)
         except USER_ERRORS as exc:
             st.error(str(exc))
         else:
@@ -153,6 +155,9 @@ def last_intent_status():
                     + (f" · broker id `{i['broker_order_id']}`" if i["broker_order_id"] else "")
                     + (f" · filled {i['broker_filled_qty']} @ {rupees(i['broker_avg_price'])}"
                        if i["broker_filled_qty"] else ""))
+        if i["status"] in (Status.REJECTED, Status.DENIED):  # why, in words a trader reads at a glance
+            who = "The broker rejected it" if i["status"] == Status.REJECTED else "Not sent"
+            st.error(f"{who}: {i['status_reason'] or 'no reason given'}")
 
 
 last_intent_status()

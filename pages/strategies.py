@@ -186,7 +186,7 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
     if st.button("Execute", key="strategies.execute", type="primary", disabled=not ready):
         try:
             res = execute_plan(db, sid, list(mult), execute_key=exec_key, multipliers=mult, margin_check_id=cid,
-                               margin_max_age_s=settings.ui.margin_check_max_age_s)
+                               margin_max_age_s=settings.ui.margin_check_max_age_s, market=settings.market)
             ss["strategies.last_runs"] = res.run_ids
             ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
             # kept for the fragment's later runs: a refusal must stay on screen, not flash for one refresh

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from simulator.testing import SimProcess  # noqa: E402
+from tests.market_clock import use_market_hours  # noqa: E402
 from tests.reliability.crash_harness import CrashScenario  # noqa: E402
 
 
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--accounts", type=int, default=10)
     p.add_argument("--keep", help="keep the database and logs in this folder (default: a temp folder, removed)")
     a = p.parse_args(argv)
+    use_market_hours()  # the strategy enters MIS legs: run every clock inside market hours, as the tests do
     with tempfile.TemporaryDirectory(prefix="crash-soak-") as tmp:
         work = Path(a.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)

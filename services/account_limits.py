@@ -19,16 +19,19 @@ Per account:
 Portfolio:
     max loss       trips when the sum of every account's day P&L (limited or not, halted or not) <= -limit.
 
-An account trip halts the account ('daily max loss ₹5,000 at 2026-12-02 10:42:01 IST'), writes a risk event and
-queues a flatten of it in the same transaction, then starts that flatten at once (services/flatten.py: cancel,
-close every position, exit the runs). A portfolio trip halts every account, writes one risk event (the
-portfolio's) and queues one flatten_all in one transaction, then starts it. Either transaction also writes the
-first closes (db/flatten.early_closes: the positions the stored positionbook shows that nothing can have moved
-since it was read, BUYs first), so they go out on its commit; the flatten reconciles the rest against a fresh
-positionbook. The flatten is an ordinary control command, so a restart in the middle carries it out again
-without placing anything twice. A halted account's own limits are not evaluated; re-arming an account whose day
-P&L (or the portfolio's) is still beyond its limit halts it again at once (raise or clear the limit first). A
-trip that cannot be written is alarmed and tried again on the next tick or reload.
+An account trip halts the account for the trading day ('daily max loss ₹5,000 at 2026-12-02 10:42:01 IST; halted
+for the day, ...'; re-armed at the first check of the next trading day by services/square_off.py, unless the
+trader halts it by hand meanwhile), writes a risk event and queues a flatten of it in the same transaction, then
+starts that flatten at once (services/flatten.py: cancel, close every position, exit the runs). A portfolio trip
+halts every account for the trading day (each re-armed on the next one like an account trip), writes one risk
+event (the portfolio's) and queues one flatten_all in one transaction, then starts it. Either transaction also
+writes the first closes (db/flatten.early_closes: the positions the stored positionbook shows that nothing can
+have moved since it was read, BUYs first), so they go out on its commit; the flatten reconciles the rest against
+a fresh positionbook. The flatten is an ordinary control command, so a restart in the middle carries it out again
+without placing anything twice. The day P&L's day is the broker's: its positionbook starts afresh each session. A
+halted account's own limits are not evaluated; re-arming an account whose day P&L (or the portfolio's) is still
+beyond its limit halts it again at once (raise or clear the limit first). A trip that cannot be written is
+alarmed and tried again on the next tick or reload.
 """
 from __future__ import annotations
 
@@ -200,11 +203,13 @@ class AccountLimits:
         return breach[0], pnl
 
     def _trip(self, b: AccountBook, pnl: float, event: str, threshold: float, what: str) -> None:
-        reason = f"{what} at {ist_now_str()}"
+        # the halt lasts the trading day: re-armed at the first check of the next one (services/square_off.py)
+        reason = f"{what} at {ist_now_str()}; halted for the day, re-armed on the next trading day"
         peak = [(b.account_id, b.peak.day, b.peak.value)] if b.peak is not None and b.peak.value > 0 else []
         try:
             with self.ctx.db.write() as s:
-                cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl)
+                cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl,
+                                       until=trading_day().isoformat())
                 early = early_closes(s, cid, b.account_id)
                 save_day_peaks(s, peak)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
@@ -243,10 +248,12 @@ class AccountLimits:
 
     def _trip_portfolio(self, total: float, limit: float) -> None:
         what = f"portfolio daily max loss ₹{limit:,.0f}"
-        reason = f"{what} at {ist_now_str()}"
+        # every account's halt lasts the trading day: each is re-armed on the next one (services/square_off.py)
+        reason = f"{what} at {ist_now_str()}; halted for the day, re-armed on the next trading day"
         try:
             with self.ctx.db.write() as s:
-                cid, accounts = halt_all_and_flatten(s, reason, "portfolio_max_loss", -limit, total)
+                cid, accounts = halt_all_and_flatten(s, reason, "portfolio_max_loss", -limit, total,
+                                                     until=trading_day().isoformat())
                 early = sum(early_closes(s, cid, a) for a in accounts)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:

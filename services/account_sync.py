@@ -40,8 +40,16 @@ class AccountSync:
         every = self.ctx.settings.service.funds_refresh_s
         now = time.monotonic()
         done = 0
-        for acct in list_accounts(self.ctx.db, active_only=True):
-            if acct.status == "invalid_key" or now - self._last.get(acct.id, -1e9) < every:
+        accounts = list_accounts(self.ctx.db, active_only=True)
+        for gone in set(self.errors) - {a.id for a in accounts}:  # deleted or deactivated: nothing to read
+            self.errors.pop(gone, None)
+        for acct in accounts:
+            if acct.status == "invalid_key":
+                # not read while the broker refuses its key: a current error, whichever call (a ping, a read
+                # of this job's) met the refusal first; the first read after the key works again clears it
+                self.errors[acct.id] = f"not synced: invalid API key ({acct.status_message or 'refused'})"[:300]
+                continue
+            if now - self._last.get(acct.id, -1e9) < every:
                 continue
             done += int(self.refresh(acct.id))
         return done

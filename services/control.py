@@ -170,7 +170,8 @@ class ControlHandlers:
 
     @handles("halt_account")
     def halt_account(self, p: dict) -> str:
-        return self._trading_state(p["account_id"], TradingState.HALTED, "halted by the trader")
+        # until='': the trader's halt waits for the trader's re-arm, even on an account a daily limit halted
+        return self._trading_state(p["account_id"], TradingState.HALTED, "halted by the trader", until="")
 
     @handles("reduce_account")
     def reduce_account(self, p: dict) -> str:
@@ -180,11 +181,11 @@ class ControlHandlers:
     def rearm_account(self, p: dict) -> str:
         return self._trading_state(p["account_id"], TradingState.ACTIVE, "re-armed by the trader")
 
-    def _trading_state(self, account_id: int, state: TradingState, reason: str) -> str:
+    def _trading_state(self, account_id: int, state: TradingState, reason: str, until: str | None = None) -> str:
         """Entries queued already are denied by the dispatcher when their turn comes (it reads the state in the
         transaction that would send them), so nothing here needs to chase them."""
         with self.deps.ctx.db.write() as s:
-            changed = set_trading_state(s, account_id, state, f"{reason} at {ist_now_str()}", "ui")
+            changed = set_trading_state(s, account_id, state, f"{reason} at {ist_now_str()}", "ui", until=until)
         return f"account {account_id} {state.value}" if changed else f"account {account_id} was already {state.value}"
 
     @handles("flatten_account", wants_command_id=True)

@@ -18,7 +18,7 @@ log = logging.getLogger("services.day_summary")
 class DaySummaries:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
-        self.close_at = parse_hhmm(ctx.settings.service.day_summary_at)
+        self.close_at = parse_hhmm(ctx.settings.service.day_summary_at, "APP__SERVICE__DAY_SUMMARY_AT", ())
         self._done: date | None = None  # the last day summarised after its close by this process
 
     def summarise(self, moment: datetime | None = None) -> str:

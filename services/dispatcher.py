@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from broker.errors import (AuthError, BrokerError, OrderOutcomeUnknown, OrderRejected, RateLimited,
                            TemporaryBrokerError)
 from db.accounts import send_gate, set_status_in
+from db.clock import entry_denial
 from db.executions import Outcome, apply_intent_outcome
 from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem, next_queued_view,
                         queued_accounts, transition)
@@ -161,7 +162,7 @@ class OrderDispatcher:
             self._busy[account_id] = None  # reserved: the loop leaves this account alone
         try:
             nxt, refused = self._next_sendable(s, account_id)  # unreadable/invalid rows ahead are denied in s too
-            if nxt is not None and self._denial_reason(s, account_id, nxt.purpose):
+            if nxt is not None and self._denial_reason(s, account_id, nxt.purpose, nxt.product):
                 nxt = None  # the drain denies it, with its reason and alarm, in a transaction of its own
             with self._lock:  # on_change runs after the caller's commit, on a dispatcher thread
                 self._changed_runs |= refused.run_ids
@@ -319,7 +320,7 @@ class OrderDispatcher:
                                              f"broker order {placed[1]}", broker_order_id=placed[1])
                     nxt, refused = self._next_sendable(s, account_id)
                     if nxt is not None:
-                        denial = self._denial_reason(s, nxt.account_id, nxt.purpose)
+                        denial = self._denial_reason(s, nxt.account_id, nxt.purpose, nxt.product)
                         if denial and claim_path(s, nxt.id, [Status.QUEUED, Status.CLAIMED, Status.DENIED],
                                                  COMPONENT, denial, claimed_by=self.worker_id):
                             outcome, denied = apply_intent_outcome(s, nxt.id), nxt
@@ -385,11 +386,12 @@ class OrderDispatcher:
                            f"intent {bad_id} denied: {problem}{exit_note}")
             refused.run_ids |= out.run_ids
 
-    def _denial_reason(self, s, account_id: int, purpose: str) -> str:
+    def _denial_reason(self, s, account_id: int, purpose: str, product: str = "") -> str:
         """Why this intent may not be sent now ('' = send it). The account's state (deactivated, key rejected,
-        reducing or halted) denies new entries only: an exit is sent whenever it can be sent at all (the account
-        exists and a client can be built for it), and a key the broker rejected is tried again for an exit, since
-        the trader may have fixed it at the gateway; if it is rejected again, that is alarmed at once."""
+        reducing or halted) and the time of day (no new entries after the product's cut-off, db.clock) deny new
+        entries only: an exit is sent whenever it can be sent at all (the account exists and a client can be
+        built for it), and a key the broker rejected is tried again for an exit, since the trader may have fixed
+        it at the gateway; if it is rejected again, that is alarmed at once."""
         acct = send_gate(s, account_id)
         if acct is None:
             return f"account {account_id} no longer exists"
@@ -401,6 +403,9 @@ class OrderDispatcher:
                 return f"account '{name}' has an invalid API key; update it in Accounts"
             if acct.trading_state in ENTRIES_DENIED:
                 return f"account {acct.trading_state}: {acct.trading_reason or 'by the trader'}"
+            late = entry_denial(self.ctx.settings.market, product)
+            if late:
+                return late
         try:
             self.ctx.client(account_id)
         except Exception as exc:  # key cannot be decrypted, bad URL: nothing can be sent

@@ -1,8 +1,11 @@
 """Flatten (the kill switch): cancel every working order of an account and close every position it holds at the
 broker, then leave it halted. One account, or all of them (in parallel: a slow broker holds up only its own).
+The time-based square-off (services/square_off.py) runs the same steps for one product, without the halt
+(``CloseJob``).
 
 Per account, in this order:
-  1. halted (new entries denied with the reason) and its queued entries withdrawn, in one transaction;
+  1. halted (new entries denied with the reason), its queued entries withdrawn and its Quick Order stops
+     cancelled (the flatten closes what they protect), in one transaction;
   2. every live strategy run exits through the risk manager's one exit path (reason 'flatten');
   3. cancelorder for every order still working at the broker that is not one of our exits (Quick Order limits,
      orders placed outside the app);
@@ -13,7 +16,11 @@ Per account, in this order:
      event and the command's result; anything left open is an alert.
 The command stays 'queued' until the flatten has finished, so a service killed in the middle runs it again at
 start-up; every step is idempotent (db/flatten.py: the exits' client_order_ids derive from the command), so the
-second run closes what is left and never places anything twice.
+second run closes what is left and never places anything twice. A daily limit's trip writes the first closes in
+its own transaction (db.flatten.early_closes, step 0 of the same command); the flatten skips those positions
+while their exits are live and closes whatever is left once they settled. One close job of an account runs at a
+time (a flatten, a square-off): two at once would each read the positionbook before the other's exits are
+written and close the same units twice.
 """
 from __future__ import annotations
 
@@ -21,14 +28,15 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from broker.errors import BrokerError
 from db.clock import ist_now_str
 from db.accounts import set_trading_state
 from db.commands import finish_control
 from db.errors import DbError
-from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, flatten_intents, live_orders, live_run_ids,
-                        withdraw_queued_entries, working_orders_of_ours, write_flatten_exit)
+from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, close_intents, live_orders, live_run_ids,
+                        withdraw_queued_entries, working_orders_of_ours, write_close_exit)
 from db.models import RiskEvent
 from db.order_fsm import Status
 from db.stops import cancel_account_stops
@@ -36,6 +44,28 @@ from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 
 log = logging.getLogger("services.flatten")
+
+
+@dataclass(frozen=True)
+class CloseJob:
+    """What to close and how it is labelled: a flatten (everything, the account halted) or a square-off (one
+    product, the account's trading state untouched)."""
+    key: str  # the exits' client_order_id base (db.flatten.close_coid)
+    tag: str  # the exits' strategy tag (and the cancels'), the job's own
+    source: str  # order_intents.source of its exits, the risk event's type
+    label: str  # in reasons and logs
+    product: str | None = None  # None = every product
+    halt: bool = True
+    run_reason: str = "flatten"  # strategy runs exit with this reason
+
+    @classmethod
+    def flatten(cls, command_id: int) -> "CloseJob":
+        return cls(f"flatten:{command_id}", f"flatten-{command_id}", "flatten", f"flatten #{command_id}")
+
+    @classmethod
+    def square_off(cls, day: str, product: str) -> "CloseJob":
+        return cls(f"square_off:{day}:{product}", f"sqoff-{day.replace('-', '')}-{product}", "square_off",
+                   f"square-off {product} {day}", product=product, halt=False, run_reason="square_off")
 
 
 class Flattener:
@@ -46,8 +76,9 @@ class Flattener:
         self.poll_now = poll_now
         self._running: set[int] = set()
         self._lock = threading.Lock()
-        # One flatten of an account at a time: two at once (the trader's Flatten all while a daily limit trips)
-        # would each read the positionbook before the other's exits are written and close the same units twice.
+        # One close job of an account at a time: two at once (the trader's Flatten all while a daily limit trips,
+        # a square-off while a flatten runs) would each read the positionbook before the other's exits are
+        # written and close the same units twice.
         self._account_locks: dict[int, threading.Lock] = {}
 
     def start(self, command_id: int, account_ids: list[int]) -> bool:
@@ -87,56 +118,72 @@ class Flattener:
 
     def flatten(self, command_id: int, account_ids: list[int]) -> tuple[str, bool]:
         """Flatten the accounts (in parallel); returns (summary, everything closed)."""
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(account_ids))), thread_name_prefix="flatten") as pool:
-            results = list(pool.map(lambda a: self._guarded(command_id, a), account_ids))
-        return "; ".join(r for r, _ in results) or "no accounts", all(ok for _, ok in results)
+        summary, ok, _idle = self.close_all(CloseJob.flatten(command_id), account_ids)
+        return summary, ok
 
-    def _guarded(self, command_id: int, account_id: int) -> tuple[str, bool]:
+    def close_all(self, job: CloseJob, account_ids: list[int]) -> tuple[str, bool, bool]:
+        """``close_account`` of every account, in parallel; returns (summary, everything closed, nothing to do)."""
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(account_ids))), thread_name_prefix="flatten") as pool:
+            results = list(pool.map(lambda a: self._guarded(job, a), account_ids))
+        return ("; ".join(r for r, _, _ in results) or "no accounts", all(ok for _, ok, _ in results),
+                all(idle for _, _, idle in results))
+
+    def _guarded(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
         with self._lock:
             one_at_a_time = self._account_locks.setdefault(account_id, threading.Lock())
         try:
             with one_at_a_time:
-                return self.flatten_account(command_id, account_id)
-        except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' flatten
-            log.exception("flatten %s: account %s", command_id, account_id)
-            return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False
+                return self.close_account(job, account_id)
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' close
+            log.exception("%s: account %s", job.label, account_id)
+            return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False, False
 
     # ---- one account -----------------------------------------------------------------------------------------
     def flatten_account(self, command_id: int, account_id: int) -> tuple[str, bool]:
+        summary, ok, _idle = self.close_account(CloseJob.flatten(command_id), account_id)
+        return summary, ok
+
+    def close_account(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
+        """Close what the account holds (of ``job.product``, or everything) at the broker: the steps above.
+        Returns (summary, everything closed, there was nothing to do)."""
         when = ist_now_str()
         with self.ctx.db.write() as s:
-            set_trading_state(s, account_id, TradingState.HALTED, f"flatten #{command_id} at {when}", "service")
-            withdrawn = withdraw_queued_entries(s, account_id, f"flatten #{command_id}")
-            # the flatten closes what the Quick Order stops protect: they must not exit it a second time
-            cancel_account_stops(s, account_id, f"flatten #{command_id} at {when}")
-            runs = live_run_ids(s, account_id)
-        cancelled, to_cancel, problems = self._cancel_working(account_id, command_id)
+            if job.halt:
+                set_trading_state(s, account_id, TradingState.HALTED, f"{job.label} at {when}", "service")
+            withdrawn = withdraw_queued_entries(s, account_id, job.label, job.product)
+            # the job closes what the Quick Order stops (of its product) protect: they must not exit it a second time
+            cancel_account_stops(s, account_id, f"{job.label} at {when}", job.product)
+            runs = live_run_ids(s, account_id, job.product)
+        cancelled, to_cancel, problems = self._cancel_working(account_id, job)
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
         # are written and their SELLs after (the dispatcher sends an account's queue in priority order).
-        free, unread = self._free_positions(account_id)
-        self._write_exits(command_id, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
-        self._exit_runs(command_id, runs)
-        self._write_exits(command_id, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
+        free, unread = self._free_positions(account_id, job.product)
+        self._write_exits(job, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
+        self._exit_runs(job, runs)
+        self._write_exits(job, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
         self.wake()
         # Step 2, once everything in flight has settled: whatever is still open (what a run's exit did not close,
         # a fill that raced the first read) gets its exit now.
-        self._wait_settled(account_id)
-        rest, unread2 = self._free_positions(account_id)
-        self._write_exits(command_id, account_id, rest, step=2)
+        self._wait_settled(account_id, job.product)
+        rest, unread2 = self._free_positions(account_id, job.product)
+        self._write_exits(job, account_id, rest, step=2)
         self.wake()
-        self._wait_settled(account_id)
-        closed, to_close, left = self._flatten_outcome(command_id, account_id)
-        problems += [p for p in (unread, unread2) if p] + left + self._still_open(account_id)
+        self._wait_settled(account_id, job.product)
+        closed, to_close, left = self._flatten_outcome(job, account_id)
+        problems += [p for p in (unread, unread2) if p] + left + self._still_open(account_id, job.product)
         ok = not problems
+        idle = ok and not (to_cancel or to_close or runs or withdrawn)
         summary = (f"account {account_id}: cancelled {cancelled}/{to_cancel}, closed {closed}/{to_close}, "
                    f"{len(runs)} run(s) exited, {withdrawn} queued entr(ies) withdrawn"
                    + (f"; NOT DONE: {'; '.join(problems)}" if problems else ""))
-        self._event(account_id, ok, summary)
-        return summary, ok
+        if job.halt or not idle:  # a daily square-off of an account that holds nothing is not news
+            self._event(account_id, ok, summary, job.source)
+        return summary, ok, idle
 
-    def _free_positions(self, account_id: int) -> tuple[dict[tuple[str, str, str], int], str]:
-        """Open positions at the broker that no strategy leg holds and no order of ours may still trade:
-        ({(symbol, exchange, product): net qty}, '' or why the positionbook could not be read)."""
+    def _free_positions(self, account_id: int, product: str | None = None
+                        ) -> tuple[dict[tuple[str, str, str], int], str]:
+        """Open positions at the broker (of ``product``, if given) that no strategy leg holds and no order of ours
+        may still trade: ({(symbol, exchange, product): net qty}, '' or why the positionbook could not be read)."""
         try:
             book = self.ctx.client(account_id).positionbook()
         except (BrokerError, KeyError) as exc:
@@ -146,27 +193,28 @@ class Flattener:
         out = {}
         for p in book:
             key = (str(p.get("symbol")), str(p.get("exchange")), str(p.get("product")))
-            if _qty(p) and key not in busy:
+            if _qty(p) and key not in busy and product in (None, key[2]):
                 out[key] = _qty(p)
         return out, ""
 
-    def _write_exits(self, command_id: int, account_id: int, rest: dict, step: int) -> None:
+    def _write_exits(self, job: CloseJob, account_id: int, rest: dict, step: int) -> None:
         if not rest:
             return
         with self.ctx.db.write() as s:
             for n, (key, net) in enumerate(sorted(rest.items())):
-                write_flatten_exit(s, command_id, account_id, *key, net, n, f"flatten-{command_id}", step)
+                write_close_exit(s, job.key, job.source, account_id, *key, net, n, job.tag, step)
 
-    def _exit_runs(self, command_id: int, runs: list[int]) -> None:
+    def _exit_runs(self, job: CloseJob, runs: list[int]) -> None:
         risk = self.risk()
         for run_id in runs if risk is not None else ():
             try:
-                risk.exit_run(run_id, "flatten")
+                risk.exit_run(run_id, job.run_reason)
             except DbError:  # left pending in the risk manager: retried there until written, and alarmed
-                log.error("flatten %s: exit of run %s not written yet", command_id, run_id)
+                log.error("%s: exit of run %s not written yet", job.label, run_id)
 
-    def _cancel_working(self, account_id: int, command_id: int) -> tuple[int, int, list[str]]:
-        """cancelorder for every working order at the broker that is not one of our exits."""
+    def _cancel_working(self, account_id: int, job: CloseJob) -> tuple[int, int, list[str]]:
+        """cancelorder for every working order at the broker (of ``job.product``, if given) that is not one of our
+        exits."""
         with self.ctx.db.read() as s:
             ours = working_orders_of_ours(s, account_id)
         try:
@@ -174,22 +222,23 @@ class Flattener:
         except (BrokerError, KeyError) as exc:
             return 0, 0, [f"orderbook unavailable: {exc}"]
         working = [o for o in book if str(o.get("order_status", "")).strip().lower() in WORKING_AT_BROKER
-                   and str(o.get("orderid")) not in ours]
+                   and str(o.get("orderid")) not in ours and job.product in (None, str(o.get("product")))]
         done, problems = 0, []
         for o in working:
             try:
-                self.ctx.client(account_id).cancelorder(str(o["orderid"]), f"flatten-{command_id}")
+                self.ctx.client(account_id).cancelorder(str(o["orderid"]), job.tag)
                 done += 1
             except BrokerError as exc:
                 problems.append(f"order {o.get('orderid')} ({o.get('symbol')}) not cancelled: {exc}")
         return done, len(working), problems
 
-    def _wait_settled(self, account_id: int) -> bool:
-        """Wait (bounded by settle_s) until no order of the account may still trade. True if none may."""
+    def _wait_settled(self, account_id: int, product: str | None = None) -> bool:
+        """Wait (bounded by settle_s) until no order of the account (of ``product``, if given) may still trade.
+        True if none may."""
         deadline = time.monotonic() + self.settle_s
         while True:
             with self.ctx.db.read() as s:
-                live = live_orders(s, account_id)  # exits in flight included
+                live = live_orders(s, account_id, product)  # exits in flight included
             if not live or time.monotonic() > deadline:
                 return not live
             if self.poll_now is not None and all_at_broker(live):
@@ -197,35 +246,36 @@ class Flattener:
             else:
                 time.sleep(0.05)
 
-    def _flatten_outcome(self, command_id: int, account_id: int) -> tuple[int, int, list[str]]:
-        """(flatten exits filled, flatten exits written, the ones that did not fill, with the broker's reason)."""
+    def _flatten_outcome(self, job: CloseJob, account_id: int) -> tuple[int, int, list[str]]:
+        """(the job's exits filled, exits written, the ones that did not fill, with the broker's reason)."""
         with self.ctx.db.read() as s:
             rows = [(i.symbol, i.status, i.status_reason, i.requested_qty) for i in
-                    flatten_intents(s, command_id, account_id)]
+                    close_intents(s, job.source, job.tag, account_id)]
         closed = sum(1 for _, st, _, _ in rows if st == Status.FILLED)
         left = [f"{sym} {qty}: {st}" + (f" ({why})" if why else "") for sym, st, why, qty in rows
                 if st != Status.FILLED]
         return closed, len(rows), left
 
-    def _still_open(self, account_id: int) -> list[str]:
-        """What the broker still reports open after the flatten (each named, for the alert)."""
+    def _still_open(self, account_id: int, product: str | None = None) -> list[str]:
+        """What the broker still reports open (of ``product``, if given) afterwards (each named, for the alert)."""
         try:
             book = self.ctx.client(account_id).positionbook()
         except (BrokerError, KeyError) as exc:
-            return [f"positionbook unavailable after the flatten: {exc}"]
-        return [f"{p.get('symbol')} {p.get('product')} still {_qty(p):+d} at the broker" for p in book if _qty(p)]
+            return [f"positionbook unavailable after the close: {exc}"]
+        return [f"{p.get('symbol')} {p.get('product')} still {_qty(p):+d} at the broker" for p in book
+                if _qty(p) and product in (None, str(p.get("product")))]
 
     # ---- reporting -------------------------------------------------------------------------------------------
-    def _event(self, account_id: int, ok: bool, summary: str) -> None:
+    def _event(self, account_id: int, ok: bool, summary: str, kind: str = "flatten") -> None:
         try:
             with self.ctx.db.write() as s:
-                s.add(RiskEvent(account_id=account_id, event_type="flatten", action="flatten" if ok else "alert",
+                s.add(RiskEvent(account_id=account_id, event_type=kind, action=kind if ok else "alert",
                                 message=summary[:512], ts_ist=ist_now_str()))
         except DbError as exc:
-            log.error("flatten event not written: %s", exc)
+            log.error("%s event not written: %s", kind, exc)
 
     def _alert(self, kind: str, message: str, subject: str) -> None:
-        (log.warning if kind == "flatten_done" else log.error)("%s", message)
+        (log.warning if kind.endswith("_done") else log.error)("%s", message)
         if self.notifier is not None:
             self.notifier.alert(kind, message, subject=subject)
 

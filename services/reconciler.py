@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Callable
 
 from broker.errors import BrokerError
+from db.clock import offset as market_offset
 from db.broker_orders import BookOrder, book_changes, linked_order_ids, parse_book, upsert_orders
 from db.crypto import SecretError
 from db.accounts import list_accounts
@@ -129,7 +130,9 @@ class Reconciler:
         if intent.broker_order_id:
             return next((o for o in book if o.orderid == intent.broker_order_id), None)
         window = timedelta(seconds=self.ctx.settings.service.reconcile_window_s)
-        ref = intent.sent_at or intent.created_at
+        # broker times are market time (IST on the exchange's clock); ours are the real clock's: a market clock
+        # moved for a test or the demo (db.clock, the simulator's the same) is moved back here
+        ref = (intent.sent_at or intent.created_at) + market_offset()
         cands = [o for o in book if o.orderid not in taken and self._same_order(intent, o)
                  and (o.ts_utc is None or abs(o.ts_utc - ref) <= window)]
         if not cands:

@@ -476,6 +476,9 @@ class RiskManager:
             if p.busy or self._pending.get(p.key) is not p:
                 return None
             p.busy, p.attempts = True, p.attempts + 1
+            # the state the exit is decided on, for its log line: once the exit is written its fill may come
+            # back (and a reload drop the finished run) before that line is written
+            st = self._runs.get(p.run_id)
         try:
             ids, account_id = self._write_exit(p, wait_s)
         except Exception as exc:
@@ -494,7 +497,7 @@ class RiskManager:
             else:
                 self._written_legs[p.key] = p.executions | self._written_legs.get(p.key, frozenset())
         try:
-            self._after_written(p, ids, account_id)
+            self._after_written(p, ids, account_id, st)
         except Exception:  # the exit is committed and handed to the dispatcher: only the report failed
             log.exception("%s: after its exit was written", p.label)
         return ids
@@ -522,8 +525,8 @@ class RiskManager:
         done = self.exits.submit_now(write, wait_s)
         return done if done is not None else ([], None)
 
-    def _after_written(self, p: PendingExit, ids: list[int], account_id) -> None:
-        st = self._runs.get(p.run_id)
+    def _after_written(self, p: PendingExit, ids: list[int], account_id, st: RunState | None = None) -> None:
+        st = st or self._runs.get(p.run_id)
         if not ids and account_id is None:  # the run was no longer live: exited by another trigger
             return
         if p.leg_no is not None:

@@ -2,8 +2,8 @@
 
 Start-up order (design guide §13): instruments (primary account) -> reconciler first pass (orphaned claims
 re-queued, in-flight intents settled) -> market data -> position monitor -> risk manager -> dispatcher ->
-poller / account sync / option-chain sessions on an APScheduler BackgroundScheduler. SIGTERM / SIGINT stop it
-cleanly: scheduler, threads, broker clients, then the lock.
+poller / account sync / option-chain sessions / square-off on an APScheduler BackgroundScheduler. SIGTERM /
+SIGINT stop it cleanly: scheduler, threads, broker clients, then the lock.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from config import Settings, parse_watchlist
 from db import Database
 from db.accounts import list_accounts
+from db.clock import apply_settings, ist_now_str
 from db.commands import finish_control, queued_controls
 from db.vocab import CommandStatus
 from db.wake import WakeListener
@@ -44,6 +45,7 @@ from services.poller import OrderPoller
 from services.positions import PositionMonitor
 from services.reconciler import Reconciler
 from services.risk import RiskManager
+from services.square_off import SquareOffs
 from services.stops import StopWatcher
 
 log = logging.getLogger("services.runner")
@@ -111,6 +113,7 @@ class ServiceRunner:
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now)
         self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)
+        self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -194,6 +197,7 @@ class ServiceRunner:
                 # reload picks up fills made outside this process's callbacks (e.g. after a restart)
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
+                ("square_off", self.square_offs.run_once, self.settings.market.square_off_check_s),
                 ("stops_reload", self.stops.reload, 1.0), ("stops_sweep", self.stops.sweep, sv.risk_sweep_s),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s),
@@ -306,6 +310,9 @@ def settings_for(db_path: str | None, base: Settings) -> Settings:
 
 def run(settings: Settings, stop_event: threading.Event) -> None:
     """Run until ``stop_event`` is set (the signal handlers in __main__ set it)."""
+    shift = apply_settings(settings.market)  # the process's market clock: a test's or the demo's, else the real one
+    if shift:
+        log.warning("market clock moved: %s (real clock %+.0f s)", ist_now_str(), shift.total_seconds())
     runner = ServiceRunner(settings)
     try:
         runner.start()

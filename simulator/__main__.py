@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import gc
 import json
 import logging
@@ -11,6 +12,7 @@ import signal
 
 from aiohttp import web
 
+from . import timeutil
 from .control import loopback_only, setup_control
 from .engine import Config, Sim
 from .guards import mask
@@ -29,7 +31,9 @@ def parse_args(argv=None) -> Config:
     p.add_argument("--tick-hz", type=float, default=4.0, help="random-walk updates per second")
     p.add_argument("--order-rate", type=int, default=10, help="order endpoints: requests/s per key")
     p.add_argument("--api-rate", type=int, default=50, help="other endpoints: requests/s per key")
-    p.add_argument("--mis-gate", action="store_true", help="enforce the MIS square-off time gate")
+    p.add_argument("--mis-gate", action="store_true", help="enforce the MIS square-off time gate (15:15-09:00 IST)")
+    p.add_argument("--clock-offset-s", type=float, default=0.0,
+                   help="market clock = real clock + this many seconds (also /_sim/clock)")
     p.add_argument("--ws-auth-timeout", type=float, default=15.0)
     p.add_argument("--ws-queue", type=int, default=2000, help="per-client outbound queue bound")
     p.add_argument("--accounts-file", default=None, help='JSON [{"name","apikey","capital"}]')
@@ -41,6 +45,7 @@ def parse_args(argv=None) -> Config:
                  order_rate=a.order_rate, api_rate=a.api_rate, mis_gate=a.mis_gate,
                  ws_auth_timeout=a.ws_auth_timeout, ws_queue=a.ws_queue, accounts_file=a.accounts_file)
     cfg.frozen = a.frozen
+    timeutil.set_offset(dt.timedelta(seconds=a.clock_offset_s))  # before Sim(): the session and master use it
     return cfg
 
 

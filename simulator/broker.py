@@ -23,7 +23,7 @@ from .fills import (
 )
 from .instruments import Instrument
 from .market import Market
-from .timeutil import ist_stamp, now_ist
+from .timeutil import ist_stamp, now_ist, session_day
 
 DEFAULT_CAPITAL = 10_000_000.0
 EQUITY = ("NSE", "BSE")
@@ -196,6 +196,7 @@ class Broker:
         self.rng = random.Random()
         self.listeners: list = []  # callables(order) on status change
         self.partials: dict[tuple[str, str], dict] = {}  # (exchange, symbol) -> partial-fill rule (/_sim/partial)
+        self.session = session_day()
 
     # ----- accounts ------------------------------------------------------
     def add_account(self, name: str, capital: float | None = None, apikey: str | None = None) -> Account:
@@ -215,6 +216,23 @@ class Broker:
         self.log.clear()
         self.pending.clear()
         self.partials.clear()
+
+    def roll_session(self) -> bool:
+        """At a new session (03:00 IST on the sim's clock, or a clock moved past it) the positionbook starts the
+        day afresh, as the sandbox's does: closed positions drop out, open ones carry forward with no realised
+        P&L of the new day (yesterday's is booked into the capital). Orders and trades stay listed. True if it
+        rolled."""
+        day = session_day()
+        if day == self.session:
+            return False
+        self.session = day
+        for acct in self.by_key.values():
+            for k, p in list(acct.positions.items()):
+                acct.capital += p.realized
+                p.realized = 0.0
+                if not p.quantity:
+                    del acct.positions[k]
+        return True
 
     # ----- helpers -------------------------------------------------------
     def new_orderid(self) -> str:

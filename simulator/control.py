@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import math
 import time
 
 from aiohttp import web
 
+from . import timeutil
 from .engine import Sim
 from .guards import mask
 
@@ -141,9 +144,51 @@ class Control:
                   ws_subscribed_symbols=len(hub.subscribed) if hub else 0,
                   ws_dropped=hub.dropped if hub else 0)
 
+    def _clock(self, **kw) -> web.Response:
+        now = timeutil.now_ist()
+        return ok(now_ist=timeutil.ist_stamp(now), offset_s=timeutil.offset().total_seconds(),
+                  session=str(self.sim.broker.session), **kw)
+
+    async def get_clock(self, request):
+        return self._clock()
+
+    async def set_clock(self, request):
+        """Move the market clock: ``{"ist": "YYYY-MM-DD HH:MM[:SS]"}`` (the clock reads that instant now and runs
+        on in real time), ``{"offset_s": N}`` (real clock + N seconds) or ``{"real": true}``. Everything
+        time-of-day follows at once: the MIS gate, timestamps, order ids, the session (a clock moved into a new
+        session rolls the positionbook, as 03:00 IST does)."""
+        d = await body_of(request)
+        try:
+            delta = clock_delta(d)
+        except ValueError as e:
+            return bad(str(e))
+        timeutil.set_offset(delta)
+        rolled = self.sim.broker.roll_session()
+        log.info("clock set to %s IST (offset %+.0fs)", timeutil.ist_stamp(), delta.total_seconds())
+        return self._clock(rolled=rolled)
+
     async def reset(self, request):
         self.sim.reset()
         return ok(message="orders, positions and trades cleared")
+
+
+def clock_delta(d: dict) -> dt.timedelta:
+    """The clock offset a /_sim/clock body asks for (ValueError with the reason for a bad one)."""
+    if d.get("real") is True and len(d) == 1:
+        return dt.timedelta(0)
+    if set(d) == {"offset_s"}:
+        v = d["offset_s"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 3.2e8:
+            raise ValueError("offset_s must be a finite number of seconds (at most ten years)")
+        return dt.timedelta(seconds=float(v))
+    if set(d) == {"ist"} and isinstance(d["ist"], str):
+        for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+            try:
+                when = dt.datetime.strptime(d["ist"].strip(), fmt).replace(tzinfo=timeutil.IST)
+            except ValueError:
+                continue
+            return when - dt.datetime.now(timeutil.IST)
+    raise ValueError('give one of {"ist": "YYYY-MM-DD HH:MM[:SS]"}, {"offset_s": seconds} or {"real": true}')
 
 
 def setup_control(app: web.Application, sim: Sim) -> None:
@@ -162,3 +207,5 @@ def setup_control(app: web.Application, sim: Sim) -> None:
     r.add_get("/_sim/orders", c.orders)
     r.add_get("/_sim/stats", c.stats)
     r.add_post("/_sim/reset", c.reset)
+    r.add_get("/_sim/clock", c.get_clock)
+    r.add_post("/_sim/clock", c.set_clock)

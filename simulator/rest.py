@@ -71,6 +71,7 @@ def make_handler(sim: Sim, name: str):
             return validation_error(family, errors)
         if acct is None or sim.faults.key_revoked(apikey, acct.name):
             return jresp(INVALID_KEY, 403)
+        sim.broker.roll_session()  # a new session (03:00 IST) starts the day's positionbook afresh
         try:
             res = fn(sim, acct, data)
             if inspect.isawaitable(res):

@@ -33,14 +33,25 @@ def free_port() -> int:
 
 
 class SimProcess:
-    """A running `python -m simulator` subprocess on free loopback ports."""
+    """A running `python -m simulator` subprocess on free loopback ports.
+
+    ``mis_gate`` / ``clock_offset_s`` default to ``SimProcess.defaults``: a test suite sets those once (the MIS gate
+    on, the market clock inside market hours) and every simulator it starts follows."""
+
+    defaults: dict = {"mis_gate": False, "clock_offset_s": 0.0}
 
     def __init__(self, seed: int = 1, args: list[str] | tuple = (), tick_hz: float | None = None,
-                 python: str | None = None, startup_timeout: float = 20.0, log_path: str | None = None):
+                 python: str | None = None, startup_timeout: float = 20.0, log_path: str | None = None,
+                 mis_gate: bool | None = None, clock_offset_s: float | None = None):
         self.seed = seed
         self.args = list(args)
         if tick_hz is not None:
             self.args += ["--tick-hz", str(tick_hz)]
+        if (self.defaults["mis_gate"] if mis_gate is None else mis_gate) and "--mis-gate" not in self.args:
+            self.args.append("--mis-gate")
+        self.clock_offset_s = self.defaults["clock_offset_s"] if clock_offset_s is None else clock_offset_s
+        if self.clock_offset_s and "--clock-offset-s" not in self.args:
+            self.args += ["--clock-offset-s", repr(float(self.clock_offset_s))]
         self.python = python or sys.executable
         self.startup_timeout = startup_timeout
         self.log_path = log_path
@@ -185,6 +196,16 @@ class SimProcess:
 
     def reset(self) -> None:
         self._post("/_sim/reset", {})
+
+    def clock(self) -> dict:
+        """{"now_ist": "YYYY-MM-DD HH:MM:SS", "offset_s": N, "session": "YYYY-MM-DD"}"""
+        return self._get("/_sim/clock")
+
+    def set_clock(self, ist: str | None = None, offset_s: float | None = None) -> dict:
+        """Move the market clock to the IST instant ``ist`` ('YYYY-MM-DD HH:MM[:SS]', then running on in real
+        time) or to real + ``offset_s`` seconds; neither: back to the real clock."""
+        body = {"ist": ist} if ist is not None else {"offset_s": offset_s} if offset_s is not None else {"real": True}
+        return self._post("/_sim/clock", body)
 
     def api(self, endpoint: str, body: dict, timeout: float = 10.0) -> httpx.Response:
         """POST an OpenAlgo /api/v1 call and return the raw response."""

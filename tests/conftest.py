@@ -11,7 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from datetime import timedelta  # noqa: E402
+
+from db import clock  # noqa: E402
 from tests.builders import seed_instruments  # noqa: E402
+from tests.market_clock import use_market_hours  # noqa: E402
+
+# Every clock of the test session inside market hours (tests/market_clock.py), and the simulators' MIS gate on, as
+# the real OpenAlgo server has it: a test placing MIS orders passes at any wall time.
+MARKET_OFFSET_S = use_market_hours()
+
+
+@pytest.fixture(autouse=True)
+def _market_clock():
+    """A test that moves this process's market clock gets the session's back afterwards."""
+    yield
+    clock.set_offset(timedelta(seconds=MARKET_OFFSET_S))
 
 
 @pytest.fixture

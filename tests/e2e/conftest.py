@@ -55,7 +55,9 @@ class Stack:
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("APP__")}
-        env.update(SERVICE_ENV, APP__DB__PATH=str(self.db_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env.update(SERVICE_ENV, APP__DB__PATH=str(self.db_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+                   # the market clock of the session (tests/conftest.py), the simulator's too
+                   APP__MARKET__CLOCK_OFFSET_S=os.environ.get("APP__MARKET__CLOCK_OFFSET_S", "0"))
         return env
 
     def _spawn(self, name: str, args: list[str]) -> None:

@@ -87,3 +87,22 @@ def test_execute_when_multipliers_given_then_each_account_trades_its_lots_times_
     with db.read() as s:
         qty = dict(s.execute(select(OrderIntent.account_id, OrderIntent.requested_qty)).all())
     assert qty[other] == 3 * qty[acct] > 0
+
+
+def test_entry_when_after_the_mis_cut_off_then_400_naming_it_nothing_written_and_cnc_and_flatten_still_go(
+        db, client):
+    from datetime import timedelta
+
+    from db import clock
+    from tests.market_clock import offset_to
+    c, acct = client
+    b.seed_heartbeat(db, "dispatcher")
+    clock.set_offset(timedelta(seconds=offset_to("2026-12-01 15:20:00")))  # the API's clock: after 15:15 IST
+    order = {"account_id": acct, "symbol": "RELIANCE", "exchange": "NSE", "action": "BUY", "quantity": 1}
+    late = c.post("/api/v1/orders", json=order, headers={"Idempotency-Key": "late1"})
+    assert late.status_code == 400 and "no new MIS entries after 15:15 IST" in late.json()["message"], late.json()
+    assert count(db, OrderIntent) == 0
+    cnc = c.post("/api/v1/orders", json={**order, "product": "CNC"}, headers={"Idempotency-Key": "late2"})
+    assert cnc.status_code == 200 and count(db, OrderIntent) == 1, cnc.json()
+    f = c.post(f"/api/v1/accounts/{acct}/flatten", headers={"Idempotency-Key": "late3"})
+    assert f.status_code == 200 and count(db, ControlCommand) == 1

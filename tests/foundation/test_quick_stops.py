@@ -195,3 +195,15 @@ def test_cancel_account_stops_when_flattened_then_live_stops_cancelled_and_never
         assert write_stop_exit(s, stop_id, STOP_LOSS, 790.0, 789.0, "now").what == "gone"
     with seeded_db.read() as s:
         assert s.get(QuickStop, stop_id).status_reason == "flatten #1"
+
+
+def test_cancel_account_stops_when_a_square_off_of_one_product_then_only_that_products_stops_cancelled(
+        seeded_db, acct):
+    for product in ("MIS", "CNC"):
+        enqueue_order(seeded_db, OrderRequest(acct, "SBIN", "NSE", "BUY", 10, product=product), new_client_order_id(),
+                      stops=StopSpec(sl_value=10))
+    with seeded_db.write() as s:
+        assert cancel_account_stops(s, acct, "square-off MIS 2026-12-01", "MIS") == 1
+    with seeded_db.read() as s:
+        got = {st.product: (st.status, st.status_reason) for st in s.scalars(select(QuickStop))}
+    assert got == {"MIS": (StopStatus.CANCELLED, "square-off MIS 2026-12-01"), "CNC": (StopStatus.PENDING, "")}

@@ -99,3 +99,24 @@ def test_rule_when_its_strategy_was_deleted_then_alerts_refused_and_no_new_rule_
     assert count(db, StrategyRun) == 0
     with pytest.raises(CommandError, match="Unknown strategy"):
         create_rule(db, "tv2", RuleKind.STRATEGY, [1], strategy_id=rule.strategy_id)
+
+
+def test_receive_when_an_mis_strategy_alert_comes_after_the_cut_off_then_refused_and_its_exit_still_requested(db):
+    from datetime import timedelta
+
+    from db import clock
+    from tests.market_clock import offset_to
+    acct = b.seed_account(db, "alpha")
+    expiry = b.seed_instruments(db)
+    b.seed_prices(db, expiry=expiry)
+    sid = save_strategy(db, "mis straddle", "NIFTY", "NSE_INDEX", expiry, [LegSpec("CE", "SELL")], product="MIS")
+    _, token = create_rule(db, "mis", RuleKind.STRATEGY, [acct], strategy_id=sid)
+    rule = rule_for_token(db, token)
+    assert receive(db, rule, b'{"action": "enter", "alert_id": "m1"}', dedupe_s=60,
+                   entries_ok=True).outcome == AlertOutcome.DONE  # 10:30 IST: the session's clock
+    clock.set_offset(timedelta(seconds=offset_to("2026-12-01 15:16:00")))
+    late = receive(db, rule, b'{"action": "enter", "alert_id": "m2"}', dedupe_s=60, entries_ok=True)
+    assert late.outcome == AlertOutcome.ERROR and "no new MIS entries after 15:15 IST" in late.message
+    assert count(db, StrategyRun) == 1 and count(db, OrderIntent) == 1
+    out = receive(db, rule, b'{"action": "exit", "alert_id": "m3"}', dedupe_s=60, entries_ok=True)
+    assert out.outcome == AlertOutcome.DONE and len(out.data["run_ids"]) == 1 and count(db, ControlCommand) == 1

@@ -72,6 +72,7 @@ def test_quiet_account_then_ok_from_pings_calls_recorded_and_revoked_key_shown_w
 
             sim.clear_faults()  # the key works again: the next ping says so
             assert wait_for(lambda: _acct(db, acct).status == "ok", 10)
+            assert wait_for(lambda: _beat(db, "account_sync").status == "ok", 10), _beat(db, "account_sync")
         finally:
             sim.clear_faults()
             assert stop_service(proc) == 0

@@ -254,3 +254,25 @@ def test_trip_when_an_order_may_have_moved_a_stored_position_then_the_flatten_re
     tick(md, SYM, 785.0, exchange="NSE")
     assert _commands(db, "flatten_account")
     assert [(i.symbol, i.action) for i in _flatten_exits(db, acct)] == [("TCS", "SELL")]  # only the one at rest
+
+
+def test_trips_when_trailing_or_portfolio_then_each_halt_lasts_the_trading_day_and_is_rearmed_on_the_next(
+        db, ctx, md):
+    from services.square_off import SquareOffs
+    trail = _trailing_account(db, name="trail")
+    accts = _portfolio(db)
+    limits = AccountLimits(ctx, md, Flattens())
+    limits.reload()
+    tick(md, SYM, 820.0, exchange="NSE")  # trail's peak 200; the portfolio +800
+    limits.reload()
+    tick(md, SYM, 775.0, exchange="NSE")  # trail -250 (through its floor); 4 x -250 = -1000 <= -250
+    today = clock.trading_day().isoformat()
+    assert "peak ₹200.00" in _acct(db, trail).trading_reason
+    assert [_events(db, k) != [] for k in ("account_trailing_stop", "portfolio_max_loss")] == [True, True]
+    for a in (trail, *accts):
+        assert (_acct(db, a).trading_state, _acct(db, a).trading_until) == (TradingState.HALTED, today), a
+    rearmed = SquareOffs(ctx, flattener=None).rearm(today)  # the same day: nothing lifts
+    assert rearmed == []
+    nxt = clock.next_trading_day(clock.trading_day()).isoformat()
+    assert sorted(SquareOffs(ctx, flattener=None).rearm(nxt)) == sorted([trail, *accts])
+    assert all(_acct(db, a).trading_state == TradingState.ACTIVE for a in (trail, *accts))

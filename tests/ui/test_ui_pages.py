@@ -487,6 +487,17 @@ def test_alerts_when_raised_after_the_page_opened_then_toasted_once_and_listed_o
     assert {"exit_rejected: intent 7 rejected: no margin", "exit_not_written: an old one"} <= messages
 
 
+def test_preview_when_mis_after_the_cut_off_then_refused_with_the_reason_and_nothing_written(seeded, monkeypatch):
+    db = seeded["db"]
+    monkeypatch.setenv("APP__MARKET__CLOCK_START_IST", "2026-12-01 15:20:00")  # the app's clock: after 15:15
+    monkeypatch.setenv("APP__MARKET__CLOCK_OFFSET_S", "0")
+    at = _order_page()
+    at.button(key="quick.preview").click().run()
+    assert any("no new MIS entries after 15:15 IST" in e for e in errors(at)), errors(at)
+    assert "quick.pending" not in at.session_state
+    assert count(db, OrderIntent) == 20
+
+
 def test_dashboard_when_history_lags_then_tiles_chart_and_bars_agree_and_every_account_has_a_tile(db):
     """One P&L on the screen: the chart's last Total is the Total tile, the strategy bars (plus what the accounts
     hold outside any run) add up to it, and seven accounts get seven tiles (before, tiles stopped at five)."""

@@ -35,13 +35,23 @@ if not acct_names:
     st.warning("Add an active account on the Accounts page first.")
     st.stop()
 
-query = st.text_input("Search symbol (name or symbol prefix)", key="quick.search", placeholder="NIFTY, RELIANCE…")
+def new_search():
+    """A new search is a new instrument: the contract picked for the previous one must not stay selected (Preview
+    would order it). The option chain's prefill sets the search and the contract together, before this runs."""
+    ss.pop("quick.contract", None)
+
+
+query = st.text_input("Search symbol (name or symbol prefix)", key="quick.search", placeholder="NIFTY, RELIANCE…",
+                      on_change=new_search)
 matches = repo.search_instruments(db, query)
 options = [f"{r.symbol}|{r.exchange}" for r in matches.itertuples(index=False)]
 if ss.get("quick.contract") and ss["quick.contract"] not in options:
     sym, ex = ss["quick.contract"].split("|", 1)
-    if repo.instrument(db, sym, ex):
+    # kept only while it still answers the search (a prefilled contract beyond the search's first results)
+    if query and sym.upper().startswith(query.strip().upper()) and repo.instrument(db, sym, ex):
         options.insert(0, ss["quick.contract"])
+    else:
+        ss.pop("quick.contract", None)
 if not options:
     st.caption("Type a symbol or underlying name to search the symbol master." if not query
                else f"No instrument starts with '{query}'.")

@@ -655,3 +655,18 @@ def test_risk_monitor_when_a_short_run_was_exited_today_then_listed_by_default_a
     assert chart["layout"]["yaxis"]["tickprefix"] == "₹"
     at.sidebar.radio(key="risk.scope").set_value("live").run()
     assert not at.exception and not any(s.key == "risk.run_id" for s in at.selectbox)  # nothing in progress
+
+
+def test_quick_order_when_a_new_search_is_typed_then_the_old_contract_is_not_kept(seeded):
+    """Prefilled with a NIFTY option from the chain, then 'RELIANCE' typed: the contract must be RELIANCE (before,
+    the NIFTY option stayed selected and Preview would have ordered it); a search matching nothing leaves none."""
+    opt = b.option_symbol("NIFTY", seeded["expiry"], 26000, "CE")
+    at = _order_page(opt, "NFO", 65)
+    assert at.selectbox(key="quick.contract").value == f"{opt}|NFO"
+    at.text_input(key="quick.search").input("RELIANCE").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="quick.contract").value == "RELIANCE|NSE"
+    assert f"{opt}|NFO" not in at.selectbox(key="quick.contract").options
+    at.text_input(key="quick.search").input("ZZZNOTHING").run()
+    assert not any(s.key == "quick.contract" for s in at.selectbox)
+    assert any("No instrument starts with 'ZZZNOTHING'" in c.value for c in at.caption)

@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from db.clock import trading_day
+
 from db.models import Account, BrokerTrade, Holding, Position
 
 
@@ -28,4 +30,5 @@ def trade_keys(s: Session, account_id: int) -> set[str]:
 def mark_positions_synced(s: Session, account_id: int, read_at: datetime) -> None:
     """Record when the positionbook just stored was read (the time before the call): the stored book holds every
     fill the broker had by then."""
-    s.execute(update(Account).where(Account.id == account_id).values(positions_synced_at=read_at))
+    s.execute(update(Account).where(Account.id == account_id).values(
+        positions_synced_at=read_at, positions_day=trading_day().isoformat()))

@@ -284,11 +284,16 @@ def save_day_peaks(s, peaks: list[tuple[int, str, float]]) -> None:
         s.execute(update(Account).where(Account.id == account_id).values(day_peak=peak, day_peak_date=day))
 
 
-def day_positions(s, account_ids: list[int]) -> list[tuple[int, str, str, int, float, float, float]]:
+def day_positions(s, account_ids: list[int], day: str | None = None) -> list[tuple[int, str, str, int, float, float,
+                                                                             float]]:
     """(account id, symbol, exchange, quantity, average price, last price, realised P&L) of every position the
-    broker reported for these accounts today (account sync's positionbook rows, closed ones included)."""
+    broker reported for these accounts today (account sync's positionbook rows, closed ones included).
+    ``day`` (ISO trading day): only accounts whose positionbook was read on that day; the rows of one not read
+    yet today are yesterday's book (its realised loss would trip today's limit the moment it is re-armed)."""
     if not account_ids:
         return []
-    return [tuple(r) for r in s.execute(select(Position.account_id, Position.symbol, Position.exchange,
-                                               Position.quantity, Position.average_price, Position.ltp,
-                                               Position.realized_pnl).where(Position.account_id.in_(account_ids)))]
+    q = select(Position.account_id, Position.symbol, Position.exchange, Position.quantity, Position.average_price,
+               Position.ltp, Position.realized_pnl).where(Position.account_id.in_(account_ids))
+    if day is not None:
+        q = q.join(Account, Account.id == Position.account_id).where(Account.positions_day == day)
+    return [tuple(r) for r in s.execute(q)]

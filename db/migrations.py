@@ -173,10 +173,18 @@ def _v13_time_protection(conn: Connection) -> None:
     SquareOff.__table__.create(conn, checkfirst=True)
 
 
+def _v14_positions_day(conn: Connection) -> None:
+    """Accounts record the trading day their positionbook was last read on ('' = unknown: not today's, so the
+    daily limits wait for the next read instead of trading on yesterday's realised P&L)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(accounts)")}
+    if "positions_day" not in have:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_day VARCHAR(10) NOT NULL DEFAULT ''")
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
               _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies,
-              _v13_time_protection]
+              _v13_time_protection, _v14_positions_day]
 LATEST = len(MIGRATIONS)
 
 

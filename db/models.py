@@ -59,6 +59,8 @@ class Account(Base):
     # when account sync last READ the positionbook it stored (taken before the call): the stored book includes
     # every fill the broker had by then (db/stops.py trusts it only when it is newer than our fills)
     positions_synced_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the market clock's trading day (ISO) that read happened on: a book read on an earlier day is not today's P&L
+    positions_day: Mapped[str] = mapped_column(String(10), default="")
 
 
 class PortfolioSettings(Base):

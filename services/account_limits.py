@@ -103,7 +103,7 @@ class AccountLimits:
             armed = {r.id for r in rows if r.trading_state != TradingState.HALTED
                      and (r.max_loss or r.max_profit or r.trailing)}
             watched = [r for r in rows if limit or r.id in armed]
-            positions = day_positions(s, [r.id for r in watched])
+            positions = day_positions(s, [r.id for r in watched], day=day)
         books = {r.id: AccountBook(r.id, r.name, r.max_loss, r.max_profit, r.trailing, r.id in armed,
                                    self._peak_of(r, day) if r.trailing else None) for r in watched}
         for acct, symbol, exchange, qty, avg, ltp, realized in positions:

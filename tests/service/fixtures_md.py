@@ -12,7 +12,10 @@ import pytest
 
 from config import load_settings
 from db.accounts import add_account
-from db.models import Execution, Position, Strategy, StrategyRun
+from sqlalchemy import update
+
+from db.clock import trading_day
+from db.models import Account, Execution, Position, Strategy, StrategyRun, utcnow
 from services.context import ServiceContext
 from services.market_data import MarketDataManager
 
@@ -79,9 +82,13 @@ def make_run(db, account_id: int, legs: list[dict], *, max_loss=None, max_profit
 
 def add_position(db, account_id: int, symbol: str, qty: int, avg: float, exchange: str = "NFO",
                  realized: float = 0.0) -> None:
+    """A positionbook row as account sync stores it, with the account's 'positionbook read' time (a book not read
+    today is yesterday's, and the daily limits leave it out)."""
     with db.write() as s:
         s.add(Position(account_id=account_id, symbol=symbol, exchange=exchange, product="NRML", quantity=qty,
                        average_price=avg, realized_pnl=realized))
+        s.execute(update(Account).where(Account.id == account_id).values(positions_synced_at=utcnow(),
+                                                                              positions_day=trading_day().isoformat()))
 
 
 def wait_for(pred, timeout: float = 5.0, interval: float = 0.02):

@@ -131,7 +131,14 @@ def test_trailing_when_a_new_trading_day_starts_then_yesterdays_peak_is_forgotte
     assert a.trading_state == TradingState.ACTIVE
     assert (a.day_peak, a.day_peak_date) == (50.0, clock.trading_day().isoformat())
     clock.set_offset(timedelta(days=1))  # the service runs on into the next trading day
-    limits.reload()  # the day turns on the reload: the peak starts again from 0 (the day P&L now, 20)
+    limits.reload()  # yesterday's book is not today's P&L: nothing counts until account sync reads it again
+    assert limits._books[acct].positions == []
+    from db.account_books import mark_positions_synced
+    with db.write() as s:  # the new day's positionbook read (the same position, carried)
+        mark_positions_synced(s, acct, utcnow())
+    limits.reload()  # subscribed again
+    tick(md, SYM, 802.0, exchange="NSE")  # the day turns: the peak starts again from 0 (the day P&L now, 20)
+    limits.reload()
     a = _acct(db, acct)
     assert a.trading_state == TradingState.ACTIVE
     assert (a.day_peak, a.day_peak_date) == (20.0, clock.trading_day().isoformat())

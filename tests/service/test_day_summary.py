@@ -148,5 +148,5 @@ def test_exit_when_breached_then_its_risk_event_keeps_the_prices_it_was_decided_
 @pytest.mark.parametrize("bad", ["25:00", "15:5", "3pm", "", "15:60"])
 def test_settings_when_day_summary_time_is_not_hh_mm_then_refused_at_load(bad):
     from config import ConfigError, load_settings
-    with pytest.raises(ConfigError, match="APP__SERVICE__DAY_SUMMARY_AT must be a time of day HH:MM"):
+    with pytest.raises(ConfigError, match="APP__SERVICE__DAY_SUMMARY_AT: .* is not a time of day HH:MM"):
         load_settings({"APP__SERVICE__DAY_SUMMARY_AT": bad})

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import machine  # noqa: E402
 
-BENCHES = ["exit_latency", "account_limit", "ingest", "fanout", "enqueue", "flatten", "webhook", "dashboard",
+BENCHES = ["exit_latency", "limit", "account_limit", "ingest", "fanout", "enqueue", "flatten", "webhook", "dashboard",
            "memory"]
 
 
@@ -31,6 +31,15 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
                  f"(n={r['trials']}, "
                  f"{r['ticks_per_s']:.0f} ticks/s); from the bench's control POST: p99 {r['from_post_p99']:.1f} ms",
                  "p99 <= 20 ms", ok(r["p99_ms"] <= 20))]
+    if b == "limit":
+        q = lambda p: (f"median {r[p + '_median']:.1f}, p90 {r[p + '_p90']:.1f}, p99 {r[p + '_p99']:.1f}, "  # noqa: E731
+                       f"max {r[p + '_max']:.1f} ms")
+        return [("tick -> exit, service vs the limit (a reflex client: frame -> decide -> POST, no DB), one sim run, "
+                 "alternating trials",
+                 f"service {q('service')}; limit {q('limit')} (n={r['trials']} each); ratio median "
+                 f"{r['ratio_median']:.2f}, p90 {r['ratio_p90']:.2f}, p99 {r['ratio_p99']:.2f}, "
+                 f"max {r['ratio_max']:.2f}", "ratio p50 <= 1.5, p99 <= 2.0",
+                 ok(r["ratio_median"] <= 1.5 and r["ratio_p99"] <= 2.0))]
     if b == "account_limit":
         return [("tick breaching an account's daily max loss -> first exit order at broker (as exit_latency)",
                  f"median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "

@@ -83,7 +83,7 @@ def seed(db, now_utc: datetime) -> dict:
     return dict(accounts=10, intents=2000, snapshots=22_500 * 10 + 3_600 * 20, runs=20)
 
 
-def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dict:
+def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime, page: str = "dashboard.py") -> dict:
     """In THIS (fresh) process: optionally scripts.serve.preload() (what `python -m scripts.serve` does before the
     server starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
     os.environ["APP__DB__PATH"] = db_path
@@ -102,7 +102,7 @@ def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dic
         preload_s = preload()
 
     times, errors = [], []
-    at = AppTest.from_file(str(ROOT / "pages" / "dashboard.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=120)
     for _ in range(runs):
         t = time.perf_counter()
         at.run()
@@ -125,10 +125,11 @@ def main() -> int:
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # child mode: DB path
     ap.add_argument("--preloaded", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fake-now", help=argparse.SUPPRESS)
+    ap.add_argument("--page", default="dashboard.py", help=argparse.SUPPRESS)  # child mode: pages/<page>
     a = ap.parse_args()
     if a.measure:
         print("MEASURED " + json.dumps(measure(a.measure, a.runs, a.preloaded,
-                                               datetime.fromisoformat(a.fake_now))), flush=True)
+                                               datetime.fromisoformat(a.fake_now), a.page)), flush=True)
         return 0
     db = temp_db("dash")
     ist_today = (datetime.utcnow() + timedelta(hours=5, minutes=30)).date()

@@ -175,21 +175,24 @@ def q4_of(r: dict) -> dict:
 
 
 # ---- pages ---------------------------------------------------------------------------------------------------
-def seed_history(db, fake_now: datetime, days: int, snap_s: int) -> dict:
-    """Past trading days (weekdays before today) for the accounts bench_dashboard.seed made."""
-    from db.models import (Account, BrokerOrder, BrokerTrade, DaySummary, Execution, OrderEvent, OrderIntent,
-                           PnlSnapshot, RiskEvent, Strategy, StrategyRun)
+def seed_history(db, fake_now: datetime, days: int, snap_s: int, accts: list[int]) -> dict:
+    """Past trading days (weekdays before today), oldest rows first as the service would have written them (so
+    today's rows, seeded after, have the highest ids: the pages read newest-first by id)."""
+    from db.models import (BrokerOrder, BrokerTrade, DaySummary, Execution, OrderEvent, OrderIntent, PnlSnapshot,
+                           RiskEvent, Strategy, StrategyRun)
     rng = random.Random(11)
-    with db.read() as s:
-        accts = list(s.scalars(select(Account.id).order_by(Account.id)))
-        strat = s.scalar(select(Strategy.id))
-    counts = dict(history_intents=0, history_snapshots=0)
-    day, done = fake_now.date(), 0
-    while done < days - 1:
+    with db.write() as s:
+        st = Strategy(name="past-straddle", underlying="NIFTY", exchange="NSE_INDEX", product="NRML")
+        s.add(st)
+        s.flush()
+        strat = st.id
+    dates, day = [], fake_now.date()
+    while len(dates) < days - 1:
         day -= timedelta(days=1)
-        if day.weekday() >= 5:
-            continue
-        done += 1
+        if day.weekday() < 5:
+            dates.append(day)
+    counts = dict(history_intents=0, history_snapshots=0)
+    for day in reversed(dates):
         open_utc = datetime(day.year, day.month, day.day, 3, 45)  # 09:15 IST
         with db.write() as s:
             runs = []
@@ -251,8 +254,9 @@ def cmd_pages(a) -> int:
         ist_today = (datetime.utcnow() + timedelta(hours=5, minutes=30)).date()
         fake_now = datetime(ist_today.year, ist_today.month, ist_today.day, 10, 0, 0)  # 15:30 IST
         t = time.perf_counter()
-        bench_dashboard.seed(db, fake_now)
-        hist = seed_history(db, fake_now, days, a.past_snapshot_s)
+        accts = bench_dashboard.make_accounts(db)
+        hist = seed_history(db, fake_now, days, a.past_snapshot_s, accts)
+        bench_dashboard.seed(db, fake_now, accts)
         seeded = time.perf_counter() - t
         size = db.path.stat().st_size / 2**20
         for page in ("dashboard.py", "orders.py"):

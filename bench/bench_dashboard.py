@@ -33,10 +33,15 @@ from db.models import (  # noqa: E402
     Execution, Funds, OrderIntent, PnlSnapshot, Position, ServiceHeartbeat, Strategy, StrategyRun)
 
 
-def seed(db, now_utc: datetime) -> dict:
+def make_accounts(db) -> list[int]:
+    return [add_account(db, f"acct{i:02d}", "http://127.0.0.1:9", "ws://127.0.0.1:9", f"{'k' * 30}{i:04d}",
+                        is_primary=i == 0) for i in range(10)]
+
+
+def seed(db, now_utc: datetime, accts: list[int] | None = None) -> dict:
+    """Today's data; ``accts``: the accounts already made (bench_curves.py seeds past days first)."""
     rng = random.Random(5)
-    accts = [add_account(db, f"acct{i:02d}", "http://127.0.0.1:9", "ws://127.0.0.1:9", f"{'k' * 30}{i:04d}",
-                         is_primary=i == 0) for i in range(10)]
+    accts = accts or make_accounts(db)
     start = now_utc - timedelta(seconds=22_500)
     with db.write() as s:
         s.execute(insert(Funds), [dict(account_id=a, available_cash=1e6, used_margin=2e5) for a in accts])

@@ -47,13 +47,18 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
     stdout: ``ready``, ``seen ID`` (first evaluation of a held position on a tick), ``sent ID HTTP-STATUS``."""
     import websocket
 
-    ws = websocket.create_connection(ws_url, timeout=5, skip_utf8_validation=True)
-    ws.send(json.dumps({"action": "authenticate", "api_key": apikey}))
-    while json.loads(ws.recv()).get("type") != "auth":
-        pass
-    ws.send(json.dumps({"action": "subscribe", "mode": 2, "depth": 5,
-                        "symbols": [{"symbol": s, "exchange": e} for s, e in symbols]}))
-    ws.settimeout(0.25)
+    def connect():
+        ws = websocket.create_connection(ws_url, timeout=5, skip_utf8_validation=True)
+        ws.send(json.dumps({"action": "authenticate", "api_key": apikey}))
+        while json.loads(ws.recv()).get("type") != "auth":
+            pass
+        ws.send(json.dumps({"action": "subscribe", "mode": 2, "depth": 5,
+                            "symbols": [{"symbol": s, "exchange": e} for s, e in symbols]}))
+        ws.settimeout(0.25)
+        return ws
+
+    ws = connect()
+    done = threading.Event()
     u = urlsplit(rest_url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
     conn.connect()
@@ -68,15 +73,25 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
             sys.stdout.flush()
 
     def feed() -> None:
+        nonlocal ws
         loads = json.loads
-        while True:
+        while not done.is_set():
             try:
                 raw = ws.recv()
+                msg = loads(raw)
             except websocket.WebSocketTimeoutException:
                 continue
-            except Exception:  # noqa: BLE001 - closed: the parent is done
-                return
-            msg = loads(raw)
+            except Exception as exc:  # noqa: BLE001 - a closed or broken session: reconnect, as a client must
+                if done.is_set():
+                    return
+                print(f"reflex: feed session ended ({type(exc).__name__}: {exc}); reconnecting", file=sys.stderr)
+                try:
+                    ws.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                time.sleep(0.2)
+                ws = connect()
+                continue
             if msg.get("type") != "market_data":
                 continue
             held = by_key.get((msg["symbol"], msg["exchange"]))
@@ -108,6 +123,7 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
         if not parts:
             continue
         if parts[0] == "quit":
+            done.set()
             break
         with lock:
             if parts[0] == "hold":

@@ -86,8 +86,8 @@ def main() -> int:
     growth = end - after_warm
     print(f"start {start:.1f} MiB, after {points[1][0] // 1000}k {after_warm:.1f} MiB, end {end:.1f} MiB "
           f"(growth after warm-up {growth:+.1f} MiB; flat: {'yes' if abs(growth) < 5 else 'NO'})")
-    result("memory", rss_start_mb=start, rss_100k_mb=after_warm, rss_end_mb=end, growth_mb=growth,
-           points=[round(v, 1) for _, v in points])
+    result("memory", subs=len(syms), ticks=a.ticks, rss_start_mb=start, rss_100k_mb=after_warm, rss_end_mb=end,
+           growth_mb=growth, points=[round(v, 1) for _, v in points])
     return 0
 
 

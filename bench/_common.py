@@ -122,18 +122,21 @@ def queue_strategy(db: Database, account_ids: list[int], legs: list[dict], name:
 
 
 @contextlib.contextmanager
-def service_process(db: Database, ready_timeout: float = 60.0):
+def service_process(db: Database, ready_timeout: float = 60.0, cmd: list[str] | None = None,
+                    extra_env: dict | None = None):
     """The service as its own process (``python -m services``, default settings, the deployment shape), started
     on ``db``; yields once its dispatcher heartbeat and the symbol master are in the database; SIGTERM on exit.
-    Its output goes to service.out beside the temp DB."""
+    Its output goes to service.out beside the temp DB. ``cmd`` replaces ``[python, -m, services]`` (the traced
+    launcher, bench/_traced_service.py); ``extra_env`` is added to its environment."""
     from db.models import Instrument, ServiceHeartbeat
     from sqlalchemy import func
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP__")}
     env["PYTHONPATH"] = str(ROOT)
     env["APP__MARKET__CLOCK_OFFSET_S"] = os.environ["APP__MARKET__CLOCK_OFFSET_S"]  # the simulators' clock too
+    env.update(extra_env or {})
     log = open(db.path.with_name("service.out"), "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "services", "--db", str(db.path), "--log-file",
+    proc = subprocess.Popen([*(cmd or [sys.executable, "-m", "services"]), "--db", str(db.path), "--log-file",
                              str(db.path.with_name("service.log"))], cwd=str(ROOT), env=env, stdout=log, stderr=log)
     try:
         def ready():

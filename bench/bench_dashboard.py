@@ -33,10 +33,15 @@ from db.models import (  # noqa: E402
     Execution, Funds, OrderIntent, PnlSnapshot, Position, ServiceHeartbeat, Strategy, StrategyRun)
 
 
-def seed(db, now_utc: datetime) -> dict:
+def make_accounts(db) -> list[int]:
+    return [add_account(db, f"acct{i:02d}", "http://127.0.0.1:9", "ws://127.0.0.1:9", f"{'k' * 30}{i:04d}",
+                        is_primary=i == 0) for i in range(10)]
+
+
+def seed(db, now_utc: datetime, accts: list[int] | None = None) -> dict:
+    """Today's data; ``accts``: the accounts already made (bench_curves.py seeds past days first)."""
     rng = random.Random(5)
-    accts = [add_account(db, f"acct{i:02d}", "http://127.0.0.1:9", "ws://127.0.0.1:9", f"{'k' * 30}{i:04d}",
-                         is_primary=i == 0) for i in range(10)]
+    accts = accts or make_accounts(db)
     start = now_utc - timedelta(seconds=22_500)
     with db.write() as s:
         s.execute(insert(Funds), [dict(account_id=a, available_cash=1e6, used_margin=2e5) for a in accts])
@@ -83,7 +88,7 @@ def seed(db, now_utc: datetime) -> dict:
     return dict(accounts=10, intents=2000, snapshots=22_500 * 10 + 3_600 * 20, runs=20)
 
 
-def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dict:
+def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime, page: str = "dashboard.py") -> dict:
     """In THIS (fresh) process: optionally scripts.serve.preload() (what `python -m scripts.serve` does before the
     server starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
     os.environ["APP__DB__PATH"] = db_path
@@ -102,7 +107,7 @@ def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime) -> dic
         preload_s = preload()
 
     times, errors = [], []
-    at = AppTest.from_file(str(ROOT / "pages" / "dashboard.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=120)
     for _ in range(runs):
         t = time.perf_counter()
         at.run()
@@ -125,10 +130,11 @@ def main() -> int:
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # child mode: DB path
     ap.add_argument("--preloaded", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fake-now", help=argparse.SUPPRESS)
+    ap.add_argument("--page", default="dashboard.py", help=argparse.SUPPRESS)  # child mode: pages/<page>
     a = ap.parse_args()
     if a.measure:
         print("MEASURED " + json.dumps(measure(a.measure, a.runs, a.preloaded,
-                                               datetime.fromisoformat(a.fake_now))), flush=True)
+                                               datetime.fromisoformat(a.fake_now), a.page)), flush=True)
         return 0
     db = temp_db("dash")
     ist_today = (datetime.utcnow() + timedelta(hours=5, minutes=30)).date()

@@ -48,6 +48,95 @@ def option_symbols(sim, key: str, n: int) -> list[str]:
     return out[:n]
 
 
+class ServiceBench:
+    """The service side of the measurement, reusable in one simulator run (bench_limit.py runs it beside the
+    limit): the background runs, the service process, and one breach trial at a time."""
+
+    def __init__(self, sim, db, positions: int, option_syms: list[str] | None = None, accounts: int = 1,
+                 legs_per_run: int = 1, service_cmd: list[str] | None = None, service_env: dict | None = None):
+        self.sim, self.db = sim, db
+        self.acct, self.name = sim_account(db, sim, prefix="exit", is_primary=True)
+        self.key = sim.create_account("probe")
+        others = [self.acct] + [sim_account(db, sim, prefix="exit")[0] for _ in range(accounts - 1)]
+        syms = option_syms if option_syms is not None else option_symbols(sim, self.key, positions - 1)
+        # background legs: ``positions - 1`` of them, round-robin over the accounts, ``legs_per_run`` per run
+        legs = [syms[i % len(syms)] for i in range(positions - 1)]
+        for n in range(0, len(legs), legs_per_run):
+            make_run(db, others[(n // legs_per_run) % len(others)],
+                     [dict(symbol=sym, exchange="NFO", action="BUY", qty=65, entry=100.0)
+                      for sym in legs[n:n + legs_per_run]], max_loss=1e12, name="background")
+        self.service_cmd, self.service_env = service_cmd, service_env
+        self.lat, self.lat_post, self.created, self.sent, self.t0s = [], [], [], [], []
+
+    def ltp(self) -> float:
+        return self.sim.api("quotes", {"apikey": self.key, "symbol": TARGET[0],
+                                       "exchange": TARGET[1]}).json()["data"]["ltp"]
+
+    def ticks_sent(self) -> int:
+        return self.sim.stats()["ticks_sent"]
+
+    def service(self):
+        return service_process(self.db, cmd=self.service_cmd, extra_env=self.service_env)
+
+    def wait_flowing(self) -> float:
+        """Once the service runs: wait for its feed, then measure the simulator's send rate (ticks/s)."""
+        if not wait_until(lambda: self.ticks_sent() > 0, 30, 0.2):
+            raise RuntimeError("the service never subscribed to the feed")
+        time.sleep(2.0)  # the risk manager loads the background runs and subscribes their symbols
+        n0, c0 = time.monotonic(), self.ticks_sent()
+        time.sleep(2.0)
+        return (self.ticks_sent() - c0) / (time.monotonic() - n0)
+
+    def trial(self, i: int) -> float:
+        """One breach: a fresh run, evaluated live, then the price drop. Returns the latency (ms)."""
+        sim, db = self.sim, self.db
+        entry = round(self.ltp() + 1.0, 2)
+        run_id, _ = make_run(db, self.acct, [dict(symbol=TARGET[0], exchange=TARGET[1], action="BUY", qty=1,
+                                                  entry=entry, product="MIS")], max_loss=0.05 * entry,
+                             name="target")
+
+        def evaluated(r=run_id):
+            with db.read() as s:
+                return s.scalar(select(StrategyRun.pnl).where(StrategyRun.id == r)) != 0.0
+        if not wait_until(evaluated, 10, 0.05):
+            raise RuntimeError(f"trial {i}: the risk manager did not evaluate run {run_id}")
+        time.sleep(0.1)
+        t_post = time.time()
+        t0 = sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"] / 1000.0
+
+        def exit_done(run_id=run_id):
+            with db.read() as s:
+                return s.scalar(select(OrderIntent).where(
+                    OrderIntent.run_id == run_id, OrderIntent.purpose == "exit",
+                    OrderIntent.status.notin_(("queued", "claimed", "sent"))).limit(1))
+        row = wait_until(exit_done, 10, 0.05)  # the figure comes from the sim log: poll gently
+        if not row:
+            raise RuntimeError(f"trial {i}: no exit order recorded within 10 s")
+        got = [o for o in sim.orders() if o.get("account") == self.name and o.get("symbol") == TARGET[0]
+               and o.get("action") == "SELL" and o.get("received_at_ms", 0) >= t_post * 1000.0]
+        if not got:
+            raise RuntimeError("the simulator's order log has no received_at_ms for the exit order")
+        t1 = min(o["received_at_ms"] for o in got)
+        self.t0s.append(t0)
+        self.lat.append(t1 - t0 * 1000.0)
+        self.lat_post.append(t1 - t_post * 1000.0)
+        utc = lambda d: d.replace(tzinfo=timezone.utc).timestamp()  # noqa: E731
+        self.created.append((utc(row.created_at) - t0) * 1000.0)
+        self.sent.append((utc(row.sent_at) - t0) * 1000.0)
+        sim.set_price(*TARGET, entry)
+        time.sleep(0.05)
+        return self.lat[-1]
+
+    def report(self) -> None:
+        print(f"tick (price applied at the sim) -> first exit placeorder at the sim: {fmt_stats(self.lat)}")
+        print(f"  the same from before the bench's control POST: {fmt_stats(self.lat_post)}")
+        print("breakdown (ms after the tick):")
+        print(f"  exit intent row created (risk)                        : {fmt_stats(self.created)}")
+        print(f"  exit intent claimed 'sent' (stamped before its commit): {fmt_stats(self.sent)}")
+        hop = [t1 - t for t1, t in zip(self.lat, self.sent, strict=True)]
+        print(f"  'sent' stamp -> received by the sim (commit + POST)   : {fmt_stats(hop)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=100)
@@ -55,72 +144,17 @@ def main() -> int:
     ap.add_argument("--positions", type=int, default=50)
     a = ap.parse_args()
     db = temp_db("exit")
-    lat, lat_post, created, sent = [], [], [], []
     with SimProcess(seed=3, tick_hz=a.tick_hz) as sim:
-        acct, name = sim_account(db, sim, prefix="exit", is_primary=True)
-        key = sim.create_account("probe")
-        for sym in option_symbols(sim, key, a.positions - 1):
-            make_run(db, acct, [dict(symbol=sym, exchange="NFO", action="BUY", qty=65, entry=100.0)],
-                     max_loss=1e12, name="background")
-
-        def ltp() -> float:
-            return sim.api("quotes", {"apikey": key, "symbol": TARGET[0], "exchange": TARGET[1]}).json()["data"]["ltp"]
-
-        def ticks_sent() -> int:
-            return sim.stats()["ticks_sent"]
-
-        with service_process(db):
-            if not wait_until(lambda: ticks_sent() > 0, 30, 0.2):
-                raise RuntimeError("the service never subscribed to the feed")
-            time.sleep(2.0)  # the risk manager loads the background runs and subscribes their symbols
-            n0, c0 = time.monotonic(), ticks_sent()
-            time.sleep(2.0)
-            ticks_s = (ticks_sent() - c0) / (time.monotonic() - n0)
+        b = ServiceBench(sim, db, a.positions)
+        with b.service():
+            ticks_s = b.wait_flowing()
             for i in range(a.trials):
-                entry = round(ltp() + 1.0, 2)
-                run_id, _ = make_run(db, acct, [dict(symbol=TARGET[0], exchange=TARGET[1], action="BUY", qty=1,
-                                                     entry=entry, product="MIS")], max_loss=0.05 * entry,
-                                     name="target")
-
-                def evaluated(r=run_id):
-                    with db.read() as s:
-                        return s.scalar(select(StrategyRun.pnl).where(StrategyRun.id == r)) != 0.0
-                if not wait_until(evaluated, 10, 0.05):
-                    raise RuntimeError(f"trial {i}: the risk manager did not evaluate run {run_id}")
-                time.sleep(0.1)
-                t_post = time.time()
-                t0 = sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"] / 1000.0
-
-                def exit_done(run_id=run_id):
-                    with db.read() as s:
-                        return s.scalar(select(OrderIntent).where(
-                            OrderIntent.run_id == run_id, OrderIntent.purpose == "exit",
-                            OrderIntent.status.notin_(("queued", "claimed", "sent"))).limit(1))
-                row = wait_until(exit_done, 10, 0.05)  # the figure comes from the sim log: poll gently
-                if not row:
-                    raise RuntimeError(f"trial {i}: no exit order recorded within 10 s")
-                got = [o for o in sim.orders() if o.get("account") == name and o.get("symbol") == TARGET[0]
-                       and o.get("action") == "SELL" and o.get("received_at_ms", 0) >= t_post * 1000.0]
-                if not got:
-                    raise RuntimeError("the simulator's order log has no received_at_ms for the exit order")
-                t1 = min(o["received_at_ms"] for o in got)
-                lat.append(t1 - t0 * 1000.0)
-                lat_post.append(t1 - t_post * 1000.0)
-                utc = lambda d: d.replace(tzinfo=timezone.utc).timestamp()  # noqa: E731
-                created.append((utc(row.created_at) - t0) * 1000.0)
-                sent.append((utc(row.sent_at) - t0) * 1000.0)
-                sim.set_price(*TARGET, entry)
-                time.sleep(0.05)
+                b.trial(i)
+    lat, lat_post, created, sent = b.lat, b.lat_post, b.created, b.sent
     st = stats(lat)
     print(f"ticks flowing into the service: {ticks_s:.0f} ticks/s "
           f"({a.positions} positions + watchlist, sim tick-hz {a.tick_hz:g})")
-    print(f"tick (price applied at the sim) -> first exit placeorder at the sim: {fmt_stats(lat)}")
-    print(f"  the same from before the bench's control POST: {fmt_stats(lat_post)}")
-    print("breakdown (ms after the tick):")
-    print(f"  exit intent row created (risk)                        : {fmt_stats(created)}")
-    print(f"  exit intent claimed 'sent' (stamped before its commit): {fmt_stats(sent)}")
-    hop = [t1 - t for t1, t in zip(lat, sent, strict=True)]
-    print(f"  'sent' stamp -> received by the sim (commit + POST)   : {fmt_stats(hop)}")
+    b.report()
     print(f"target p99 <= 20 ms: {'met' if st['p99'] <= 20 else 'MISSED'}")
     result("exit_latency", median_ms=st["median"], p99_ms=st["p99"], max_ms=st["max"], trials=st["n"],
            from_post_p50=stats(lat_post)["median"], from_post_p99=stats(lat_post)["p99"],

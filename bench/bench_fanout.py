@@ -8,6 +8,11 @@ ts_utc, written by the dispatcher when it records the broker's order id). The di
 runs its normal loop and is woken at once (as a risk exit wakes it; the UI-side poll pick-up is measured by
 bench_enqueue.py). Two broker conditions: the bare local simulator (~1-3 ms per order) and the simulator's
 `latency` fault on placeorder (a real broker answers in tens to hundreds of ms).
+
+CPU per placed order: the dispatcher runs in this process, so over the timed trials the CPU time of every thread
+but the main one (``time.process_time()`` less the main thread's ``time.thread_time()``: the main thread only
+queues the legs and polls for the outcome) is the service-side cost of claim + POST + outcome, divided by the
+orders placed. The simulator's CPU (its own process) is not in it.
 """
 from __future__ import annotations
 
@@ -73,16 +78,30 @@ def scenario(sim, latency_ms: int, trials: int) -> dict:
     try:
         one_trial(db, disp, single, "warm")  # warm-up: HTTP keep-alive, SQLAlchemy statement caches
         one_trial(db, disp, ten, "warm")
+        idle_ms_per_s = others_cpu_ms(2.0)  # the dispatcher's idle polling, to take out of the per-order figure
+        cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.monotonic()
         for i in range(trials):
             t1.append(one_trial(db, disp, single, f"s{i}"))
             t10.append(one_trial(db, disp, ten, f"t{i}"))
+        cpu_ms = ((time.process_time() - cpu0) - (time.thread_time() - main0)) * 1000.0
+        idle_ms = idle_ms_per_s * (time.monotonic() - wall0)
     finally:
         disp.stop()
         ctx.close()
         if latency_ms:
             sim.clear_faults()
     m1, m10 = statistics.median(t1), statistics.median(t10)
-    return dict(latency_ms=latency_ms, one_ms=m1, ten_ms=m10, ratio=m10 / m1, one_all=t1, ten_all=t10)
+    orders = trials * len(LEGS) * (len(single) + len(ten))
+    return dict(latency_ms=latency_ms, one_ms=m1, ten_ms=m10, ratio=m10 / m1, one_all=t1, ten_all=t10,
+                cpu_ms_per_order=(cpu_ms - idle_ms) / orders, cpu_gross_ms_per_order=cpu_ms / orders,
+                idle_ms_per_s=idle_ms_per_s, orders=orders)
+
+
+def others_cpu_ms(seconds: float) -> float:
+    """CPU ms per second of every thread but this one, while this one sleeps (the dispatcher idle)."""
+    c0, m0 = time.process_time(), time.thread_time()
+    time.sleep(seconds)
+    return ((time.process_time() - c0) - (time.thread_time() - m0)) * 1000.0 / seconds
 
 
 def main() -> int:
@@ -100,12 +119,19 @@ def main() -> int:
                   f"(trials {', '.join(f'{x:.0f}' for x in r['one_all'])})")
             print(f"[{label}] 4 legs x 10 accounts: median {r['ten_ms']:.1f} ms  "
                   f"(trials {', '.join(f'{x:.0f}' for x in r['ten_all'])})")
-            print(f"[{label}] ratio 10/1 = {r['ratio']:.2f}  (target <= 1.5: "
-                  f"{'met' if r['ratio'] <= 1.5 else 'MISSED'})")
+            limit = 1.5 if not lat else 1.2
+            print(f"[{label}] ratio 10/1 = {r['ratio']:.2f}  (target <= {limit}: "
+                  f"{'met' if r['ratio'] <= limit else 'MISSED'})")
+            print(f"[{label}] service CPU per placed order (dispatcher threads, claim + POST + outcome): "
+                  f"{r['cpu_ms_per_order']:.2f} ms over {r['orders']} orders, net of idle polling "
+                  f"({r['idle_ms_per_s']:.1f} ms/s; gross {r['cpu_gross_ms_per_order']:.2f} ms) (target <= 1 ms: "
+                  f"{'met' if r['cpu_ms_per_order'] <= 1.0 else 'MISSED'})")
             out["local" if not lat else "latency"] = r
     loc, lat = out["local"], out["latency"]
     result("fanout", one_ms=loc["one_ms"], ten_ms=loc["ten_ms"], ratio=loc["ratio"],
-           lat_ms=a.latency_ms, lat_one_ms=lat["one_ms"], lat_ten_ms=lat["ten_ms"], lat_ratio=lat["ratio"])
+           lat_ms=a.latency_ms, lat_one_ms=lat["one_ms"], lat_ten_ms=lat["ten_ms"], lat_ratio=lat["ratio"],
+           cpu_ms_per_order=loc["cpu_ms_per_order"], lat_cpu_ms_per_order=lat["cpu_ms_per_order"],
+           orders=loc["orders"])
     return 0
 
 

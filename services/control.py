@@ -38,13 +38,15 @@ it passes, so {"run_id": 2.9} fails, never exits run 2, and an unregistered kind
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts, set_trading_state
 from db.clock import ist_now_str
-from db.commands import check_handlers, control_payload
+from db.commands import check_handlers, control_payload, finish_control
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
@@ -78,7 +80,22 @@ class ControlDeps:
     summarise_day: Callable[[], str] = lambda: "day summaries not running"  # services.day_summary.DaySummaries
 
 
+log = logging.getLogger("services.control")
 DEFERRED = "deferred"  # a handler's result: the command finishes later (its worker marks it done or failed)
+
+
+def finish_deferred(db, command_id: int, status, summary: str, what: str, attempts: int) -> bool:
+    """A deferred command's worker marks its row done / failed. The database may be busy or full for a while after
+    the work itself is done, so the write is tried ``attempts`` times a second apart. True once written."""
+    for _ in range(attempts):
+        try:
+            with db.write() as s:
+                finish_control(s, command_id, status, summary)
+            return True
+        except DbError as exc:
+            log.warning("%s %s: result not written yet (%s)", what, command_id, exc)
+            time.sleep(1.0)
+    return False
 
 
 def handles(kind: str, wants_command_id: bool = False) -> Callable:

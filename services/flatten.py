@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from broker.errors import BrokerError
 from db.clock import ist_now_str
 from db.accounts import set_trading_state
-from db.commands import finish_control
 from db.errors import DbError
 from db.flatten import (WORKING_AT_BROKER, all_at_broker, busy_keys, close_intents, live_orders, live_run_ids,
                         withdraw_queued_entries, working_orders_of_ours, write_close_exit)
@@ -42,6 +41,7 @@ from db.order_fsm import Status
 from db.stops import cancel_account_stops
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
+from services.control import finish_deferred
 
 log = logging.getLogger("services.flatten")
 
@@ -107,14 +107,7 @@ class Flattener:
                 self._running.discard(command_id)
 
     def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
-        for _ in range(20):  # the database may be busy or full for a while: the flatten itself is done
-            try:
-                with self.ctx.db.write() as s:
-                    finish_control(s, command_id, status, summary)
-                return
-            except DbError as exc:
-                log.warning("flatten %s: result not written yet (%s)", command_id, exc)
-                time.sleep(1.0)
+        finish_deferred(self.ctx.db, command_id, status, summary, "flatten", 20)
 
     def flatten(self, command_id: int, account_ids: list[int]) -> tuple[str, bool]:
         """Flatten the accounts (in parallel); returns (summary, everything closed)."""

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from broker.errors import BrokerError
-from db.commands import finish_control
-from db.errors import DbError
 from db.margin import CheckResult, plan_of, record_checks, shortfall
 from db.strategies import resolved_strategy
 from db.vocab import CommandStatus
 from services.context import ServiceContext
+from services.control import finish_deferred
 
 log = logging.getLogger("services.margin_check")
 
@@ -52,14 +50,7 @@ class MarginChecker:
                 self._running.discard(command_id)
 
     def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
-        for _ in range(10):
-            try:
-                with self.ctx.db.write() as s:
-                    finish_control(s, command_id, status, summary)
-                return
-            except DbError as exc:
-                log.warning("margin check %s: result not written yet (%s)", command_id, exc)
-                time.sleep(1.0)
+        finish_deferred(self.ctx.db, command_id, status, summary, "margin check", 10)
 
     def check(self, command_id: int, payload: dict) -> str:
         """Ask every account, write the answers; returns the command's summary."""

@@ -10,6 +10,32 @@ from config import Settings
 from db import Database
 from db.accounts import api_key_for, list_accounts
 
+
+class Changes:
+    """Counters per account that threads can wait on: bumped after a commit that moved one of the account's order
+    intents (the dispatcher's outcomes, the poller's fills). A flatten waiting for its exits to settle sleeps on
+    it instead of re-reading the intents every few milliseconds: with ten accounts flattening at once, those reads
+    were a tenth of the process's CPU, GIL time taken from the threads posting the exits."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._n: dict[int, int] = {}
+
+    def seen(self, account_id: int) -> int:
+        with self._cond:
+            return self._n.get(account_id, 0)
+
+    def bump(self, account_id: int) -> None:
+        with self._cond:
+            self._n[account_id] = self._n.get(account_id, 0) + 1
+            self._cond.notify_all()
+
+    def wait_past(self, account_id: int, n: int, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until the account's intents changed after ``seen()`` returned ``n``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n.get(account_id, 0) != n, timeout)
+
+
 @dataclass
 class ServiceContext:
     """What every component gets: the database, the settings and a per-account broker client cache."""
@@ -20,6 +46,7 @@ class ServiceContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # told of every broker call (services/broker_calls.CallRecorder): None in tests that build a bare context
     recorder: object | None = None
+    intents_changed: Changes = field(default_factory=Changes)
 
     def client(self, account_id: int) -> OpenAlgoClient:
         """One client (and so one set of token buckets) per account, shared by all components."""

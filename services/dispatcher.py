@@ -354,7 +354,7 @@ class OrderDispatcher:
                     self._alert("exit_not_sendable", f"EXIT NOT SENT: intent {denied.id} ({denied.action} "
                                 f"{denied.requested_qty} {denied.symbol}) cannot be sent: {denial}; the position "
                                 "is open, act manually", f"intent {denied.id}")
-                self._after(outcome, denied.id)
+                self._after(outcome, denied.id, denied.account_id)
                 continue  # the account's next intent, if any
             if view is None and nxt is not None:
                 continue  # another process claimed that one first: look again
@@ -480,10 +480,11 @@ class OrderDispatcher:
             if not reason.startswith("authentication failed"):  # a 403 has its own alert
                 self._alert("exit_rejected" if iv.purpose == "exit" else "order_rejected", what,
                             f"intent {iv.id}" if iv.purpose == "exit" else f"account {iv.account_id}")
-        self._after(outcome, iv.id)
+        self._after(outcome, iv.id, iv.account_id)
 
-    def _after(self, outcome: Outcome, intent_id: int) -> None:
+    def _after(self, outcome: Outcome, intent_id: int, account_id: int) -> None:
         """After the commit: a failed exit is reported (ERROR), changed runs go to ``on_change``."""
+        self.ctx.intents_changed.bump(account_id)
         if outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent {intent_id} failed; execution left "
                                                           f"'{LegStatus.EXITING}' for the risk manager to retry")

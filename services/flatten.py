@@ -42,6 +42,7 @@ from db.stops import cancel_account_stops
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
 from services.control import finish_deferred
+from services.dispatcher import PlainExitWriter, Written
 
 log = logging.getLogger("services.flatten")
 
@@ -69,11 +70,15 @@ class CloseJob:
 
 
 class Flattener:
-    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0, poll_now=None):
+    def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0, poll_now=None,
+                 submit=None):
         """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake;
-        ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle)."""
+        ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle);
+        ``submit``: the dispatcher's ``submit_now`` (the exits are claimed in their own transaction and posted at
+        once, not on the dispatcher loop's next pass); without one, the exits are written and the loop woken."""
         self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
         self.poll_now = poll_now
+        self.submit = submit or PlainExitWriter(ctx.db, wake).submit_now
         self._running: set[int] = set()
         self._lock = threading.Lock()
         # One close job of an account at a time: two at once (the trader's Flatten all while a daily limit trips,
@@ -151,16 +156,18 @@ class Flattener:
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
         # are written and their SELLs after (the dispatcher sends an account's queue in priority order).
         free, unread = self._free_positions(account_id, job.product)
-        self._write_exits(job, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
-        self._exit_runs(job, runs)
-        self._write_exits(job, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
-        self.wake()
+        if runs:
+            self._write_exits(job, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
+            self._exit_runs(job, runs)
+            self._write_exits(job, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
+            self.wake()
+        else:  # one transaction: the dispatcher sends an account's queue BUYs first (exit_priority)
+            self._write_exits(job, account_id, free, step=1)
         # Step 2, once everything in flight has settled: whatever is still open (what a run's exit did not close,
         # a fill that raced the first read) gets its exit now.
         self._wait_settled(account_id, job.product)
         rest, unread2 = self._free_positions(account_id, job.product)
         self._write_exits(job, account_id, rest, step=2)
-        self.wake()
         self._wait_settled(account_id, job.product)
         closed, to_close, left = self._flatten_outcome(job, account_id)
         problems += [p for p in (unread, unread2) if p] + left + self._still_open(account_id, job.product)
@@ -193,9 +200,13 @@ class Flattener:
     def _write_exits(self, job: CloseJob, account_id: int, rest: dict, step: int) -> None:
         if not rest:
             return
-        with self.ctx.db.write() as s:
-            for n, (key, net) in enumerate(sorted(rest.items())):
+
+        def write(s) -> Written:
+            # BUYs (closing shorts) numbered first, so each sorts ahead of every SELL (exit_priority)
+            for n, (key, net) in enumerate(sorted(rest.items(), key=lambda kv: (kv[1] > 0, kv[0]))):
                 write_close_exit(s, job.key, job.source, account_id, *key, net, n, job.tag, step)
+            return Written(None, (account_id,))
+        self.submit(write)
 
     def _exit_runs(self, job: CloseJob, runs: list[int]) -> None:
         risk = self.risk()
@@ -229,7 +240,9 @@ class Flattener:
         """Wait (bounded by settle_s) until no order of the account (of ``product``, if given) may still trade.
         True if none may."""
         deadline = time.monotonic() + self.settle_s
+        changes = self.ctx.intents_changed
         while True:
+            seen = changes.seen(account_id)  # before the read: a change committed after it ends the wait
             with self.ctx.db.read() as s:
                 live = live_orders(s, account_id, product)  # exits in flight included
             if not live or time.monotonic() > deadline:
@@ -237,7 +250,9 @@ class Flattener:
             if self.poll_now is not None and all_at_broker(live):
                 self.poll_now(account_id)  # every order is at the broker: its fills are in the next orderbook
             else:
-                time.sleep(0.05)
+                # the dispatcher's outcomes and the poller's fills bump it; the reconciler's verdicts do not, so
+                # the wait stays short
+                changes.wait_past(account_id, seen, 0.2)
 
     def _flatten_outcome(self, job: CloseJob, account_id: int) -> tuple[int, int, list[str]]:
         """(the job's exits filled, exits written, the ones that did not fill, with the broker's reason)."""

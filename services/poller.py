@@ -151,6 +151,7 @@ class OrderPoller:
                 if (intent.status, intent.broker_filled_qty, intent.broker_avg_price) != before:
                     result["updated"] += 1
                 outcome.merge(out)
+        self.ctx.intents_changed.bump(account_id)
         self._report(warnings, outcome)
         return outcome
 

@@ -111,7 +111,7 @@ class ServiceRunner:
         self.margin_checker = MarginChecker(self.ctx)
         self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
-                                   poll_now=self.poller.poll_now)
+                                   poll_now=self.poller.poll_now, submit=self.dispatcher.submit_now)
         self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)
         self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
         self.job_errors: dict[str, int] = {}

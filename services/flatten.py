@@ -155,7 +155,7 @@ class Flattener:
         cancelled, to_cancel, problems = self._cancel_working(account_id, job)
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
         # are written and their SELLs after (the dispatcher sends an account's queue in priority order).
-        free, unread = self._free_positions(account_id, job.product)
+        free, unread, _ = self._free_positions(account_id, job.product)
         if runs:
             self._write_exits(job, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
             self._exit_runs(job, runs)
@@ -166,11 +166,15 @@ class Flattener:
         # Step 2, once everything in flight has settled: whatever is still open (what a run's exit did not close,
         # a fill that raced the first read) gets its exit now.
         self._wait_settled(account_id, job.product)
-        rest, unread2 = self._free_positions(account_id, job.product)
+        rest, unread2, held = self._free_positions(account_id, job.product)
         self._write_exits(job, account_id, rest, step=2)
         self._wait_settled(account_id, job.product)
         closed, to_close, left = self._flatten_outcome(job, account_id)
-        problems += [p for p in (unread, unread2) if p] + left + self._still_open(account_id, job.product)
+        # The step-2 read, taken once nothing of ours could still trade, is the check when it showed the account
+        # flat and nothing was sent after it; otherwise the broker is asked again.
+        flat = not unread2 and not rest and not held
+        problems += [p for p in (unread, unread2) if p] + left + ([] if flat else self._still_open(account_id,
+                                                                                                   job.product))
         ok = not problems
         idle = ok and not (to_cancel or to_close or runs or withdrawn)
         summary = (f"account {account_id}: cancelled {cancelled}/{to_cancel}, closed {closed}/{to_close}, "
@@ -181,21 +185,25 @@ class Flattener:
         return summary, ok, idle
 
     def _free_positions(self, account_id: int, product: str | None = None
-                        ) -> tuple[dict[tuple[str, str, str], int], str]:
+                        ) -> tuple[dict[tuple[str, str, str], int], str, bool]:
         """Open positions at the broker (of ``product``, if given) that no strategy leg holds and no order of ours
-        may still trade: ({(symbol, exchange, product): net qty}, '' or why the positionbook could not be read)."""
+        may still trade: ({(symbol, exchange, product): net qty}, '' or why the positionbook could not be read,
+        whether the book showed any other open position of ``product``)."""
         try:
             book = self.ctx.client(account_id).positionbook()
         except (BrokerError, KeyError) as exc:
-            return {}, f"positionbook unavailable: {exc}"
+            return {}, f"positionbook unavailable: {exc}", False
         with self.ctx.db.read() as s:
             busy = busy_keys(s, account_id)
-        out = {}
+        out, held = {}, False
         for p in book:
             key = (str(p.get("symbol")), str(p.get("exchange")), str(p.get("product")))
-            if _qty(p) and key not in busy and product in (None, key[2]):
-                out[key] = _qty(p)
-        return out, ""
+            if _qty(p) and product in (None, key[2]):
+                if key in busy:
+                    held = True
+                else:
+                    out[key] = _qty(p)
+        return out, "", held
 
     def _write_exits(self, job: CloseJob, account_id: int, rest: dict, step: int) -> None:
         if not rest:

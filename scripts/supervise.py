@@ -4,7 +4,8 @@ services``).
 A service that dies (a crash, an out-of-memory kill, ``kill -9``) is started again after a delay that doubles
 with each quick death (1 s, 2 s, 4 s ... at most 30 s) and goes back to the first step once a start has stayed up
 for ``stable_s``: a crash loop costs a start every 30 s, not a spinning CPU, and a service that ran for hours and
-then crashed comes back after a second. Every restart is printed with the exit code.
+then crashed comes back after a second. Every restart is printed with the exit code. A service stopped from
+outside (SIGTERM, exit code 0) is started again too: in the demo only the launcher itself stops it for good.
 
 Some exit codes are the service's own refusals: starting it again cannot help until the operator acts (the
 configuration, a second service holding the database lock, a database that cannot be upgraded as it is, a release

@@ -316,7 +316,8 @@ def close_leg_payload(payload: dict) -> dict:
 
 
 def modify_order_payload(payload: dict) -> dict:
-    """{"intent_id": id, "price": a positive number}: the new limit price of a working LIMIT / SL order."""
+    """{"intent_id": id, "price": a positive number, "quantity"?: a whole number > 0}: the new limit price (and
+    quantity) of a working LIMIT / SL order."""
     iid = _whole_id(payload.get("intent_id"), "intent_id", "modify_order")
     price = payload.get("price")
     if isinstance(price, bool) or not isinstance(price, int | float):
@@ -324,7 +325,31 @@ def modify_order_payload(payload: dict) -> dict:
     price = _number(price, "Price")
     if not 0 < price < 1e8:
         raise CommandError(f"'modify_order' price must be a positive amount (got {price:g})")
-    return {"intent_id": iid, "price": float(price)}
+    clean = {"intent_id": iid, "price": float(price)}
+    qty = payload.get("quantity")
+    if qty is not None:
+        if isinstance(qty, bool) or not isinstance(qty, int) or not 0 < qty <= MAX_QTY:
+            raise CommandError(f"'modify_order' quantity must be a whole number from 1 to {MAX_QTY} "
+                               f"(got {qty!r:.20})")
+        clean["quantity"] = qty
+    return clean
+
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9&.\-]{1,64}$")
+
+
+def square_off_position_payload(payload: dict) -> dict:
+    """{"account_id": id, "symbol", "exchange", "product"}: one position as the positionbook names it."""
+    clean = {"account_id": _whole_id(payload.get("account_id"), "account_id", "square_off_position")}
+    for name, allowed in (("symbol", None), ("exchange", EXCHANGES), ("product", PRODUCTS)):
+        value = payload.get(name)
+        text = value.strip().upper() if isinstance(value, str) else None
+        if text is None or (allowed is None and not SYMBOL_RE.match(text)) or (allowed and text not in allowed):
+            what = ("1-64 letters, digits, '-', '&' or '.'" if allowed is None
+                    else f"one of {', '.join(sorted(allowed))}")
+            raise CommandError(f"'square_off_position' {name} must be {what} (got {str(value)[:20]!r})")
+        clean[name] = text
+    return clean
 
 
 def roll_leg_payload(payload: dict) -> dict:
@@ -378,8 +403,11 @@ COMMANDS: dict[str, CommandSpec] = {
     "summarise_day": CommandSpec("write today's day summary now (the History page; replaces today's rows)"),
     "close_leg": CommandSpec("exit one leg of a live strategy run at market (its other legs stay)", "run_id",
                              StrategyRun, close_leg_payload),
-    "modify_order": CommandSpec("change the price of a LIMIT / SL order working at the broker (modifyorder)",
-                                "intent_id", OrderIntent, modify_order_payload),
+    "modify_order": CommandSpec("change the price (and the quantity of a Quick Order) of a LIMIT / SL order "
+                                "working at the broker (modifyorder)", "intent_id", OrderIntent, modify_order_payload),
+    "square_off_position": CommandSpec("close one position (account, symbol, exchange, product) at market: the "
+                                       "quantity a fresh positionbook shows; a strategy leg's through its leg exit",
+                                       "account_id", Account, square_off_position_payload),
     "roll_leg": CommandSpec("close one leg of a live run and open the same lots at another strike / expiry "
                             "(BUY orders first)", "run_id", StrategyRun, roll_leg_payload),
 }

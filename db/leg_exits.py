@@ -104,11 +104,12 @@ def describe_leg(leg_no: int, symbol: str, action: str) -> str:
 
 
 def write_leg_exit(s, run_id: int, leg_no: int, kind: str, threshold, value, ts_ist: str,
-                   decided_on: str = "") -> tuple[list[int], int, int] | None:
+                   decided_on: str = "", coid_of=None) -> tuple[list[int], int, int] | None:
     """In the caller's transaction: the leg's entered executions -> 'exiting', one exit intent each, its queued
     entries and waiting re-entries withdrawn, the re-entries a stop earns written waiting, the risk event naming
     the leg and the level. Returns (exit intent ids, account id, re-entries written), or None when the run is not
-    live or the leg holds nothing entered (exited already: idempotent)."""
+    live or the leg holds nothing entered (exited already: idempotent). ``coid_of(execution_id)``: the exits'
+    client_order_ids when a caller must find them again (a command carried out twice), else fresh ones."""
     cur = raw_cursor(s)
     live = _live_run(cur, run_id)
     if live is None:
@@ -120,6 +121,9 @@ def write_leg_exit(s, run_id: int, leg_no: int, kind: str, threshold, value, ts_
         return ([], account_id, 0) if kind == LegExit.CLOSE and fail_waiting(cur, run_id, leg_no) else None
     now = utcnow()
     fields = [exit_intent_fields(account_id, run_id, tag, ex) for ex in legs]
+    if coid_of is not None:
+        for ex, f in zip(legs, fields, strict=True):
+            f["client_order_id"] = coid_of(ex.id)
     ids = [insert_row(cur, INTENTS, f, now) for f in fields]
     for ex, intent_id in zip(legs, ids, strict=True):
         if update_rows(cur, EXECUTIONS, dict(status=L.EXITING.value, exit_intent_id=intent_id, exit_kind=kind[:16],
@@ -367,8 +371,10 @@ def check_roll_leg(s, run_id: int, leg_no: int) -> None:
 MODIFIABLE = frozenset({"LIMIT", "SL"})
 
 
-def modifiable(s, intent_id: int, price: float) -> OrderIntent:
-    """The working LIMIT / SL intent whose price may become ``price``, or CommandError saying why not."""
+def modifiable(s, intent_id: int, price: float, quantity: int | None = None) -> OrderIntent:
+    """The working LIMIT / SL intent whose price may become ``price`` (and its quantity ``quantity``), or
+    CommandError saying why not. Only a Quick Order's quantity can change: a strategy leg's quantity is its run's,
+    and an exit's is what it closes."""
     intent = s.get(OrderIntent, intent_id)
     if intent is None:
         raise CommandError(f"no order intent {intent_id}")
@@ -382,15 +388,33 @@ def modifiable(s, intent_id: int, price: float) -> OrderIntent:
     tick = (inst.tick_size if inst else 0.05) or 0.05
     if abs(round(price / tick) * tick - price) > 1e-6:
         raise CommandError(f"Price must be a multiple of the tick size {tick}")
+    if quantity is not None and quantity != intent.requested_qty:
+        _check_new_quantity(intent, inst, quantity)
     return intent
 
 
-def record_modified(s, intent_id: int, price: float, old: float) -> None:
-    """The broker accepted the new price: the intent carries it, and its audit trail says so."""
+def _check_new_quantity(intent: OrderIntent, inst: Instrument | None, quantity: int) -> None:
+    if intent.purpose != "manual" or intent.execution_id is not None:
+        raise CommandError(f"intent {intent.id} is a strategy or exit order: only its price can change")
+    lot = max(1, (inst.lotsize if inst else 1) or 1)
+    if quantity % lot:
+        raise CommandError(f"Quantity must be a multiple of the lot size {lot}")
+    if quantity <= (intent.broker_filled_qty or 0):
+        raise CommandError(f"Quantity must stay above the {intent.broker_filled_qty} already filled")
+    if inst is not None and inst.freeze_qty and quantity > inst.freeze_qty:
+        raise CommandError(f"Quantity must be at most the freeze quantity {inst.freeze_qty} (one order)")
+
+
+def record_modified(s, intent_id: int, price: float, old: float, quantity: int | None = None) -> None:
+    """The broker accepted the new price (and quantity): the intent carries it, and its audit trail says so."""
     intent = s.get(OrderIntent, intent_id)
+    what = f"price modified {old:g} -> {price:g}"
+    if quantity is not None and quantity != intent.requested_qty:
+        what += f", quantity {intent.requested_qty} -> {quantity}"
+        intent.requested_qty = quantity
     intent.limit_price, intent.updated_at = price, utcnow()
     s.add(OrderEvent(intent_id=intent_id, from_status=intent.status, to_status=intent.status, source="ui",
-                     reason=f"price modified {old:g} -> {price:g}"))
+                     reason=what))
 
 
 def run_legs(db, run_id: int) -> list[dict]:

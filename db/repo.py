@@ -102,6 +102,14 @@ def last_flatten(db: Database) -> dict | None:
     return None if df.empty else df.iloc[0].to_dict()
 
 
+def command_outcome(db: Database, command_id: int) -> tuple[str, str] | None:
+    """(status, result) of one control command (a row action's message follows it), None if there is none."""
+    with db.read() as s:
+        row = s.execute(text("SELECT status, result FROM control_commands WHERE id = :i"),
+                        {"i": int(command_id)}).first()
+    return None if row is None else (row[0], row[1] or "")
+
+
 def control_commands(db: Database, limit: int = 50) -> pd.DataFrame:
     return _df(db, "SELECT id, kind, payload_json, status, result, created_at, processed_at FROM control_commands "
                    "ORDER BY id DESC LIMIT :n", {"n": limit},
@@ -192,7 +200,7 @@ def trades(db: Database, account_id: int | None = None, limit: int = 1000) -> pd
 def positions(db: Database, account_id: int | None = None) -> pd.DataFrame:
     where, p = _acct_filter(account_id)
     return _df(db, "SELECT a.name AS account, t.symbol, t.exchange, t.product, t.quantity, t.average_price, t.ltp, "
-                   "t.realized_pnl, t.unrealized_pnl, t.pnl, t.updated_at FROM positions t "
+                   "t.realized_pnl, t.unrealized_pnl, t.pnl, t.updated_at, t.account_id FROM positions t "
                    "JOIN accounts a ON a.id = t.account_id WHERE 1=1" + where + " ORDER BY a.name, t.symbol", p)
 
 

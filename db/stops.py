@@ -116,6 +116,14 @@ def cancel_account_stops(s, account_id: int, reason: str, product: str | None = 
     return s.execute(q.values(status=T.CANCELLED.value, status_reason=reason[:256], updated_at=utcnow())).rowcount
 
 
+def cancel_position_stops(s, account_id: int, symbol: str, exchange: str, product: str, reason: str) -> int:
+    """A square-off of one position closes what its stops protect: those that may still act are cancelled."""
+    return s.execute(update(QuickStop).where(
+        QuickStop.account_id == account_id, QuickStop.symbol == symbol, QuickStop.exchange == exchange,
+        QuickStop.product == product, QuickStop.status.in_(LIVE_STOP)).values(
+        status=T.CANCELLED.value, status_reason=reason[:256], updated_at=utcnow())).rowcount
+
+
 def stop_status(s, stop_id: int) -> tuple[str, str, int | None] | None:
     """(status, reason, exit intent id) of a stop, None if there is no such stop."""
     r = s.execute(select(QuickStop.status, QuickStop.status_reason, QuickStop.exit_intent_id)

@@ -1,12 +1,12 @@
-"""Positions & Orders: intents, broker orders, trades, positions, holdings and funds across accounts."""
+"""Positions & Orders: intents, broker orders, trades, positions, holdings and funds across accounts; per row
+Cancel / Modify (orders), Square off (positions), Cancel (Quick Order stops): pages/_row_actions.py."""
 import streamlit as st
 
 from db import repo
 from db.commands import enqueue_control
 from pages._common import USER_ERRORS, init_page
-from db.order_fsm import OPEN, Status, values
-from db.vocab import LIVE_STOP
-from ui.actions import first, flash, selected_row, show_flash
+from pages._row_actions import intent_action, outcome_of, position_action, stop_action
+from ui.actions import first, selected_row, show_flash
 from ui.format import table
 from ui.stops import stops_view
 from ui.widgets import account_picker
@@ -40,43 +40,11 @@ if acct is not None:
 
 INTENT_FIRST = ["status", "purpose", "id", "account", "symbol", "action", "requested_qty", "broker_filled_qty",
                 "pricetype", "limit_price", "status_reason"]
-CANCELLABLE_HERE = {Status.QUEUED.value, *values(OPEN)}  # queued: withdrawn here; working: cancelorder at the broker
-
-
-def intent_action(row: dict) -> None:
-    iid = int(row["id"])
-    what = f"#{iid} {row['action']} {row['requested_qty']} {row['symbol']} ({row['status']})"
-    can = row["status"] in CANCELLABLE_HERE
-    left, right = st.columns([3, 1])
-    left.markdown(f"**Order {what}**" + ("" if can else f" — a '{row['status']}' order cannot be cancelled"))
-    if right.button("Cancel order", key=f"orders.cancel.{iid}", disabled=not can, type="primary"):
-        try:
-            cmd = enqueue_control(db, "cancel_intent", {"intent_id": iid})
-            flash("orders", "success", f"Cancel requested for order {what} (command #{cmd}).")
-        except USER_ERRORS as exc:
-            flash("orders", "error", f"Order {what} not cancelled: {exc}")
-        st.rerun()
-
-
-def stop_action(row: dict) -> None:
-    sid = int(row["id"])
-    live = row.get("status") in {s.value for s in LIVE_STOP}
-    left, right = st.columns([3, 1])
-    left.markdown(f"**Stop #{sid} on {row.get('symbol', '')} ({row.get('status', '')})**"
-                  + ("" if live else " — it has already acted or ended"))
-    if right.button("Cancel stop", key=f"orders.stop_cancel.{sid}", disabled=not live,
-                    help="The position stays open, unprotected by this stop"):
-        try:
-            cmd = enqueue_control(db, "cancel_stop", {"stop_id": sid})
-            flash("orders", "success", f"Cancel requested for stop #{sid} (command #{cmd}).")
-        except USER_ERRORS as exc:
-            flash("orders", "error", f"Stop #{sid} not cancelled: {exc}")
-        st.rerun()
 
 
 @st.fragment(run_every=settings.ui.refresh_s if auto else None)
 def books():
-    show_flash("orders")
+    show_flash("orders", outcome_of(db))
     tabs = st.tabs(["Order intents", "Broker orders", "Trades", "Positions", "Holdings", "Funds"])
     with tabs[0]:
         df = first(repo.intents(db, acct), INTENT_FIRST)
@@ -89,9 +57,9 @@ def books():
                    selection_mode="single-row")
         row = selected_row(ev, df)
         if row is None and not df.empty:
-            st.caption("Select an order's row to cancel it.")
+            st.caption("Select an order's row to cancel it (or to modify a working LIMIT / SL order).")
         elif row is not None:
-            intent_action(row)
+            intent_action(db, settings, row)
     with tabs[1]:
         table(repo.broker_orders(db, acct), key="orders.broker_orders", height=420,
               empty="No broker orders reported yet.")
@@ -101,14 +69,20 @@ def books():
         df = repo.positions(db, acct)
         if not df.empty:
             st.metric("Positions P&L", f"₹{df['pnl'].sum():,.2f}")
-        table(df, key="orders.positions", empty="No positions.")
+        ev = table(df, key="orders.positions", empty="No positions.", on_select="rerun",
+                   selection_mode="single-row")
+        position = selected_row(ev, df)
+        if position is None and not df.empty:
+            st.caption("Select a position's row to square it off.")
+        elif position is not None:
+            position_action(db, position, health["up"])
         st.markdown("**Quick Order stop-loss / target**")
         stops = first(stops_view(repo.stops(db, acct)), ["status", "id", "symbol", "side", "quantity"])
         ev = table(stops, key="orders.stops", empty="No stop-loss or target set on a Quick Order.",
                    on_select="rerun", selection_mode="single-row")
         stop = selected_row(ev, stops)
         if stop is not None:
-            stop_action(stop)
+            stop_action(db, stop)
     with tabs[4]:
         table(repo.holdings(db, acct), key="orders.holdings", empty="No holdings.")
     with tabs[5]:

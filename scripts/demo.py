@@ -11,7 +11,10 @@ service, the local API and the app then share one market clock (APP__MARKET__CLO
 
 Demo accounts are created once: their API keys are generated here, registered with the simulator and stored
 encrypted (Fernet) in the database like any other account. On later starts the stored keys are registered
-with the fresh simulator again, so the database stays valid. Everything binds to 127.0.0.1. Ctrl-C stops all.
+with the fresh simulator again, so the database stays valid. Everything binds to 127.0.0.1. Ctrl-C (or SIGTERM)
+stops all. The service is supervised: if it dies it is started again with backoff (1 s, 2 s, 4 s ... 30 s), the
+other processes staying up; an exit code that means it refuses to run (a second service on the database, a
+database it cannot upgrade, ...) stops the restarts with the reason (scripts/supervise.py).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from db import Database  # noqa: E402
 from db.accounts import AccountError, add_account, api_key_for, list_accounts  # noqa: E402
 from db.clock import IST, is_trading_day, ist_now_str, set_offset  # noqa: E402
 from db.logmask import install  # noqa: E402
+from scripts.supervise import Supervisor  # noqa: E402
 
 DEMO_ACCOUNTS = [("Demo Primary", None), ("Demo Backup", 1), ("Demo Third", None)]
 
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "APP__MARKET__CLOCK_OFFSET_S": repr(offset_s)}
     env.pop("APP__MARKET__CLOCK_START_IST", None)
     py = sys.executable
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []  # simulator, API, app: if one of them exits, the demo stops
+    service = Supervisor("service", [py, "-m", "services"], cwd=ROOT, env=env)
     set_offset(timedelta(seconds=offset_s))
     print(f"demo: market clock {ist_now_str()}" + (" (moved)" if offset_s else " (real); MIS orders are refused "
           "15:15-09:00 IST like a real server: --market-hours runs the demo on a 10:30 IST clock"))
@@ -122,18 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         rest, ws = f"http://127.0.0.1:{args.port}", f"ws://127.0.0.1:{args.ws_port}"
         wait_http(f"{rest}/_sim/accounts")
         names = register_demo_accounts(db, rest, ws)
-        print(f"demo: simulator on {rest} / {ws}; accounts: {', '.join(names)}")
-        procs.append(subprocess.Popen([py, "-m", "services"], cwd=ROOT, env=env))
+        print(f"demo: simulator on {rest} / {ws} (pid {procs[0].pid}); accounts: {', '.join(names)}")
+        service.start()
         if args.api_port:
             procs.append(subprocess.Popen([py, "-m", "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
                                           cwd=ROOT, env=env))
-            print(f"demo: local API on http://127.0.0.1:{args.api_port}/docs (keys: API & Webhooks page)")
+            print(f"demo: local API on http://127.0.0.1:{args.api_port}/docs (pid {procs[-1].pid}; keys: API & "
+                  "Webhooks page)")
         if not args.no_ui:
             procs.append(subprocess.Popen([py, "-m", "scripts.serve", "--server.address", "127.0.0.1",
                                            "--server.port", str(args.ui_port), "--server.headless", "true"],
                                           cwd=ROOT, env=env))
-            print(f"demo: open http://127.0.0.1:{args.ui_port}  (Ctrl-C to stop)")
+            print(f"demo: open http://127.0.0.1:{args.ui_port}  (app pid {procs[-1].pid}; Ctrl-C to stop)")
+        # The service is supervised (restarted with backoff when it dies, scripts/supervise.py): the simulator's
+        # paper positions and the app stay up meanwhile, and the app's banner says the service is down.
         while all(p.poll() is None for p in procs):
+            service.poll()
             time.sleep(0.5)
         bad = [p.args[2] if len(p.args) > 2 else p.args for p in procs if p.poll() is not None]
         print(f"demo: a process exited: {bad}; stopping the rest")
@@ -141,15 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, service)
 
+
+def stop_all(procs: list[subprocess.Popen], service: Supervisor) -> None:
+    """The app and the API first, then the service (no restart after this), the simulator last."""
+    for p in reversed(procs[1:]):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    service.stop()
+    if procs and procs[0].poll() is None:
+        procs[0].send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,8 +21,14 @@
     summarise_day    {}               -> today's day summary written now (services/day_summary.py; idempotent)
     close_leg        {"run_id", "leg_no"} -> risk.exit_leg: that leg's entered executions exit at market (its
                                          waiting re-entries withdrawn); the run goes on with its other legs
-    modify_order     {"intent_id", "price"} -> modifyorder at the broker for a LIMIT / SL intent working there;
-                                         the intent carries the new price once the broker accepted it
+    modify_order     {"intent_id", "price", "quantity"?} -> modifyorder at the broker for a LIMIT / SL intent
+                                         working there (a quantity only for a Quick Order; a price beyond the
+                                         fat-finger caps refused); the intent carries the new price (quantity)
+                                         once the broker accepted it
+    square_off_position {"account_id", "symbol", "exchange", "product"} -> services/position_exit.py: a fresh
+                                         positionbook, then the quantity it reports closed through the one exit
+                                         writer (a strategy leg's units through its leg exit); finishes on its
+                                         own thread, idempotent by the command id
     roll_leg         {"run_id", "leg_no", "strike" | "offset", "expiry"?} -> risk.roll_leg: the leg's exits and
                                          the new contract's entries in one transaction (BUY orders first);
                                          client_order_ids from the command id, so a repeat places nothing
@@ -46,13 +52,14 @@ from typing import TYPE_CHECKING
 
 from db.accounts import list_accounts, set_trading_state
 from db.clock import ist_now_str
-from db.commands import check_handlers, control_payload, finish_control
+from db.commands import check_handlers, control_payload, finish_control, guarded
 from db.errors import DbError
 from db.executions import apply_intent_outcome
 from db.intents import transition
 from db.leg_exits import modifiable, record_modified
 from db.models import OrderIntent
 from db.order_fsm import Status
+from db.row_actions import modify_fields
 from db.stops import cancel_stop_in, stop_status
 from db.vocab import TradingState
 from broker.errors import BrokerError
@@ -78,6 +85,8 @@ class ControlDeps:
     flatten: Callable[[int, list[int]], bool] = lambda command_id, accounts: False  # services.flatten.Flattener.start
     margin_check: Callable[[int, dict], bool] = lambda command_id, payload: False  # MarginChecker.start
     summarise_day: Callable[[], str] = lambda: "day summaries not running"  # services.day_summary.DaySummaries
+    # services.position_exit.PositionSquareOffs.start
+    square_off_position: Callable[[int, dict], bool] = lambda command_id, payload: False
 
 
 log = logging.getLogger("services.control")
@@ -259,17 +268,25 @@ class ControlHandlers:
 
     @handles("modify_order")
     def modify_order(self, p: dict) -> str:
-        ctx, iid, price = self.deps.ctx, int(p["intent_id"]), float(p["price"])
+        ctx, iid, price, qty = self.deps.ctx, int(p["intent_id"]), float(p["price"]), p.get("quantity")
         with ctx.db.read() as s:
-            i = modifiable(s, iid, price)
+            i = modifiable(s, iid, price, qty)
+            # the fat-finger caps no confirmation overrides (the page asked for the band's confirmation already)
+            guarded(s, modify_fields(i, price, qty), ctx.settings.orders, confirmed=True)
             order = dict(orderid=i.broker_order_id, strategy=i.strategy_tag, symbol=i.symbol, exchange=i.exchange,
-                         action=i.action, product=i.product, pricetype=i.pricetype, quantity=i.requested_qty,
+                         action=i.action, product=i.product, pricetype=i.pricetype, quantity=qty or i.requested_qty,
                          trigger_price=i.trigger_price or 0.0)
-            account_id, old = i.account_id, i.limit_price
+            account_id, old, old_qty = i.account_id, i.limit_price, i.requested_qty
         try:
             ctx.client(account_id).modifyorder(price=price, **order)
         except BrokerError as exc:
             raise RuntimeError(f"the broker did not modify order {order['orderid']}: {exc.message}") from exc
         with ctx.db.write() as s:
-            record_modified(s, iid, price, old)
-        return f"order {order['orderid']} price {old:g} -> {price:g}"
+            record_modified(s, iid, price, old, qty)
+        return f"order {order['orderid']} price {old:g} -> {price:g}" + (
+            f", quantity {old_qty} -> {qty}" if qty and qty != old_qty else "")
+
+    @handles("square_off_position", wants_command_id=True)
+    def square_off_position(self, p: dict, command_id: int | None = None) -> str:
+        self.deps.square_off_position(command_id, p)
+        return DEFERRED

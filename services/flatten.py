@@ -126,11 +126,14 @@ class Flattener:
         return ("; ".join(r for r, _, _ in results) or "no accounts", all(ok for _, ok, _ in results),
                 all(idle for _, _, idle in results))
 
-    def _guarded(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
+    def account_lock(self, account_id: int) -> threading.Lock:
+        """The lock a close job of the account holds while it runs (a position's square-off takes it too)."""
         with self._lock:
-            one_at_a_time = self._account_locks.setdefault(account_id, threading.Lock())
+            return self._account_locks.setdefault(account_id, threading.Lock())
+
+    def _guarded(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
         try:
-            with one_at_a_time:
+            with self.account_lock(account_id):
                 return self.close_account(job, account_id)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' close
             log.exception("%s: account %s", job.label, account_id)

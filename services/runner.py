@@ -42,6 +42,7 @@ from services.instruments import load_instruments
 from services.market_data import MarketDataManager
 from services.option_chain import OptionChainSessions
 from services.poller import OrderPoller
+from services.position_exit import PositionSquareOffs
 from services.positions import PositionMonitor
 from services.reconciler import Reconciler
 from services.risk import RiskManager
@@ -107,11 +108,14 @@ class ServiceRunner:
             instruments_loaded=lambda: self.instruments_loaded, load_instruments_soon=self.load_instruments_soon,
             flatten=lambda command_id, accounts: self.flattener.start(command_id, accounts),
             margin_check=lambda command_id, payload: self.margin_checker.start(command_id, payload),
-            summarise_day=lambda: self.day_summaries.summarise()))
+            summarise_day=lambda: self.day_summaries.summarise(),
+            square_off_position=lambda command_id, payload: self.position_exits.start(command_id, payload)))
         self.margin_checker = MarginChecker(self.ctx)
         self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
                                    poll_now=self.poller.poll_now, submit=self.dispatcher.submit_now)
+        self.position_exits = PositionSquareOffs(self.ctx, self.dispatcher, lambda: self.risk,
+                                                 self.flattener.account_lock)
         self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)
         self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
         self.job_errors: dict[str, int] = {}

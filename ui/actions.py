@@ -11,15 +11,22 @@ import streamlit as st
 KINDS = {"success": st.success, "error": st.error, "info": st.info, "warning": st.warning}
 
 
-def flash(key: str, kind: str, text: str) -> None:
-    st.session_state[f"flash.{key}"] = (kind, text)
+def flash(key: str, kind: str, text: str, command_id: int | None = None) -> None:
+    """Keep ``text`` on screen; with ``command_id`` (a control command just queued) the message follows that
+    command: waiting for the service, then its result."""
+    st.session_state[f"flash.{key}"] = (kind, text, command_id)
 
 
-def show_flash(key: str) -> None:
+def show_flash(key: str, outcome=None) -> None:
+    """The kept message. ``outcome(command_id) -> (kind, text to add) | None`` tells how the command it follows
+    went (the page reads it; ui/ reads no database)."""
     msg = st.session_state.get(f"flash.{key}")
     if not msg:
         return
-    kind, text = msg
+    kind, text, command_id = (*msg, None)[:3]
+    now = outcome(command_id) if command_id is not None and outcome is not None else None
+    if now is not None:
+        kind, text = now[0], f"{text} {now[1]}"
     left, right = st.columns([12, 1])
     with left:
         KINDS.get(kind, st.info)(text)

@@ -122,3 +122,28 @@ def test_control_payload_when_id_is_not_a_positive_json_integer_then_refused(kin
 def test_control_payload_when_valid_then_only_the_id_field_is_kept():
     assert control_payload("exit_run", {"run_id": 2, "reason": "x"}) == {"run_id": 2}
     assert control_payload("reload_accounts", {"anything": 1}) == {}
+
+
+GOOD_POSITION = {"account_id": 3, "symbol": "sbin", "exchange": "nse", "product": "mis"}
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"account_id": 2.0}, "whole-number 'account_id'"), ({"account_id": None}, "whole-number 'account_id'"),
+    ({"symbol": ""}, "symbol must be 1-64"), ({"symbol": "SB IN"}, "symbol must be 1-64"),
+    ({"symbol": 5}, "symbol must be 1-64"), ({"exchange": "NASDAQ"}, "exchange must be one of"),
+    ({"product": "BO"}, "product must be one of"), ({"product": None}, "product must be one of"),
+])
+def test_square_off_position_payload_when_bad_then_refused_naming_the_field(change, msg):
+    with pytest.raises(CommandError, match=msg):
+        control_payload("square_off_position", {**GOOD_POSITION, **change})
+
+
+def test_square_off_position_payload_when_valid_then_normalised_and_nothing_else_kept():
+    assert control_payload("square_off_position", {**GOOD_POSITION, "quantity": 10}) == {
+        "account_id": 3, "symbol": "SBIN", "exchange": "NSE", "product": "MIS"}
+
+
+@pytest.mark.parametrize("qty", [0, -5, 2.5, "5", True, 10_000_000])
+def test_modify_order_payload_when_quantity_is_not_a_whole_number_in_range_then_refused(qty):
+    with pytest.raises(CommandError, match="quantity must be a whole number"):
+        control_payload("modify_order", {"intent_id": 1, "price": 10.0, "quantity": qty})

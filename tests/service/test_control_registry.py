@@ -88,6 +88,7 @@ def test_unregistered_kind_when_enqueued_or_written_by_hand_then_refused_by_both
 @pytest.mark.parametrize("kind, payload", [
     ("exit_run", {"run_id": 2.9}), ("exit_run", {"run_id": "2"}), ("exit_run", {"run_id": True}),
     ("refresh_account", {}), ("cancel_intent", {"intent_id": -1}), ("exit_run", [2]), ("halt_everything", {}),
+    ("square_off_position", {"account_id": 1, "symbol": "SBIN", "exchange": "NASDAQ", "product": "MIS"}),
 ])
 def test_payload_when_invalid_then_ui_and_service_refuse_it_with_the_same_message(db, kind, payload):
     with pytest.raises(CommandError) as ui:

@@ -6,7 +6,9 @@ with both market clocks moved together (the service's APP__MARKET__CLOCK_OFFSET_
   a restart right after (inside the grace window) enters nothing again; at 15:10 every run of it is exited
   through the one exit path (reason time_exit), BUY exits before the SELL;
 * on an NSE holiday nothing fires; a service that comes up long after the entry time (beyond the grace window)
-  records the entry 'missed' with an alert and places nothing.
+  records the entry 'missed' with an alert and places nothing;
+* a service SIGKILLed the moment the entry is committed (its orders queued or being sent) and restarted inside
+  the grace window places each leg exactly once.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ import pytest
 from sqlalchemy import select
 
 from db import clock
-from db.models import StrategyRun, TimedFire
+from db.models import Execution, StrategyRun, TimedFire
 from db.schedules import save_schedule, today_rows
 from db.strategies import LegSpec, save_strategy
 from db.vocab import TimedKind, TimedState
 from simulator.testing import SimProcess
 from tests.market_clock import offset_to
-from tests.reliability.crash_harness import CrashScenario, service_env, start_service, stop_service, wait_for
+from tests.reliability.crash_harness import (CrashScenario, kill_service, service_env, start_service, stop_service,
+                                             wait_for)
 
 FAST = dict(APP__MARKET__SQUARE_OFF_CHECK_S="0.2", APP__SERVICE__FUNDS_REFRESH_S="1", APP__ALERTS__THROTTLE_S="0")
-LEGS = [LegSpec("CE", "SELL"), LegSpec("PE", "SELL"), LegSpec("CE", "BUY", strike_mode="OTM", offset=2)]
+# the trader's example: a short straddle with a 30 % stop per leg (here with a long wing, so its exit is a SELL)
+LEGS = [LegSpec("CE", "SELL", sl_mode="pct", sl_value=30.0), LegSpec("PE", "SELL", sl_mode="pct", sl_value=30.0),
+        LegSpec("CE", "BUY", strike_mode="OTM", offset=2)]
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +109,9 @@ def test_timed_strategy_when_entry_and_exit_times_come_then_entered_once_on_each
                                           ("SELL", "PE", 65 * mult)]), got  # each leg once
         assert wait_for(lambda: webhook.matching("nifty 0920: timed entry 09:20 IST queued run(s)"), 10), \
             webhook.received
+        with sc.db.read() as s:  # the legs' own stops were copied onto the runs, as Execute does
+            stops = {(e.action, e.sl_mode, e.sl_value) for e in s.scalars(select(Execution))}
+        assert stops == {("SELL", "pct", 30.0), ("BUY", "", None)}, stops
     finally:
         assert stop_service(sc.proc) == 0
 
@@ -171,5 +179,40 @@ def test_timed_entry_when_a_holiday_then_nothing_and_when_the_service_is_up_beyo
         assert wait_for(lambda: webhook.matching("holiday straddle: not entered"), 10), webhook.received
         time.sleep(1.0)
         assert not _placed(sim, set(sc.names.values())) and _runs(sc.db, sid) == []
+    finally:
+        assert stop_service(sc.proc) == 0
+
+
+@pytest.mark.timeout(240)
+def test_timed_entry_when_the_service_is_killed_as_it_fires_then_after_the_restart_each_leg_placed_exactly_once(
+        sim, tmp_path):
+    day = clock.today_ist().isoformat()
+    sc = CrashScenario(sim, tmp_path, accounts=2)
+    a1, a2 = list(sc.names)
+    names = set(sc.names.values())
+    _start(sc, _clocks(sim, f"{day} 11:00:00"))
+    try:
+        expiry = sc.wait_ready()
+        sid = save_strategy(sc.db, "killed at 1105", "NIFTY", "NSE_INDEX", expiry, LEGS)
+        save_schedule(sc.db, sid, "11:05", "", [[a1, 1], [a2, 2]])
+    finally:
+        assert stop_service(sc.proc) == 0
+    off = _clocks(sim, f"{day} 11:04:50")
+    _start(sc, off)
+    # SIGKILL the moment the entry's row (and with it the runs and their queued orders) is committed: the
+    # dispatcher may be sending the first orders right then
+    assert wait_for(lambda: TimedKind.ENTRY in _fires(sc.db, sid), 40, 0.005), sc.tail()
+    kill_service(sc.proc)
+    _start(sc, off)  # 11:05:0x: still inside the grace window
+    try:
+        runs = _runs(sc.db, sid)
+        assert len(runs) == 2 and _fires(sc.db, sid)[TimedKind.ENTRY].status == TimedState.ENTERED
+        assert wait_for(lambda: sc.runs_in([r.id for r in runs], ("active",)), 60), sc.tail()
+        time.sleep(2.0)  # 10 more checks after the restart
+        placed = _placed(sim, names)
+        for acct, mult in ((a1, 1), (a2, 2)):
+            got = sorted((o["action"], o["symbol"][-2:], int(o["quantity"])) for o in placed[sc.names[acct]])
+            assert got == sorted([("BUY", "CE", 65 * mult), ("SELL", "CE", 65 * mult), ("SELL", "PE", 65 * mult)]), got
+        assert len(_runs(sc.db, sid)) == 2 and len(_fires(sc.db, sid)) == 1
     finally:
         assert stop_service(sc.proc) == 0

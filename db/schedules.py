@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from config import MarketSettings
 from db import Database
-from db.clock import IST_OFFSET, is_trading_day, now_ist, offset
+from db.clock import IST_OFFSET, entries_cutoff, is_trading_day, now_ist, offset
 from db.commands import MAX_CHECK_ACCOUNTS, CommandError, check_multiplier
 from db.models import Account, Strategy, StrategyRun, StrategySchedule, TimedFire, utcnow
 from db.order_fsm import values
@@ -84,12 +84,18 @@ def _strategy(s, strategy_id) -> Strategy:
     return st
 
 
-def save_schedule(db: Database, strategy_id: int, entry_at, exit_at, accounts, enabled=True) -> dict:
+def save_schedule(db: Database, strategy_id: int, entry_at, exit_at, accounts, enabled=True,
+                  market: MarketSettings | None = None) -> dict:
     """Validate and store the strategy's schedule (replacing its earlier one); returns the clean schedule. Every
-    account must exist and be active. Nothing is written on a CommandError."""
+    account must exist and be active, and the entry time must come before the entry cut-off of the strategy's
+    product under ``market`` (default settings if None). Nothing is written on a CommandError."""
     clean = check_schedule(entry_at, exit_at, accounts, enabled)
     with db.write() as s:
-        _strategy(s, strategy_id)
+        st = _strategy(s, strategy_id)
+        cut = entries_cutoff(market or MarketSettings(), (st.product or "").upper())
+        if clean["entry_at"] and cut is not None and _hhmm(clean["entry_at"]) >= cut:
+            raise CommandError(f"Entry time {clean['entry_at']} is not before the cut-off for new {st.product} "
+                               f"entries ({cut:%H:%M} IST): the entry would be refused")
         for aid, _ in clean["accounts"]:
             acct = s.get(Account, aid)
             if acct is None or not acct.is_active:

@@ -28,11 +28,11 @@ def _load(db, sid: int, account_ids: list[int]) -> None:
     ss[f"{K}_for"] = sid
 
 
-def _save(db, sid: int, chosen: list[int]) -> None:
+def _save(db, sid: int, chosen: list[int], market) -> None:
     accounts = [[a, ss.get(f"{K}_mult.{a}", 1)] for a in chosen]
     try:
         clean = save_schedule(db, sid, ss.get(f"{K}_entry", ""), ss.get(f"{K}_exit", ""), accounts,
-                              bool(ss.get(f"{K}_enabled", True)))
+                              bool(ss.get(f"{K}_enabled", True)), market=market)
         times = " · ".join(f"{w} {t}" for w, t in (("entry", clean["entry_at"]), ("exit", clean["exit_at"])) if t)
         ss[f"{K}_msg"] = ("success", f"Schedule saved: {times} IST on trading days"
                                      + ("" if clean["enabled"] else " (disabled)") + ".")
@@ -49,7 +49,7 @@ def _remove(db, sid: int) -> None:
         ss[f"{K}_msg"] = ("error", str(exc))
 
 
-def schedule_panel(db) -> None:
+def schedule_panel(db, market) -> None:
     """Edit the schedule of the strategy chosen in the saved panel; then today's schedule."""
     sid = ss.get("strategies.manage_id")
     accts = repo.accounts(db)
@@ -73,7 +73,7 @@ def schedule_panel(db) -> None:
                                                  key=f"{K}_mult.{a}")
         b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="bottom")
         b1.checkbox("Enabled", key=f"{K}_enabled")
-        b2.button("Save schedule", key=f"{K}_save", on_click=_save, args=(db, int(sid), chosen))
+        b2.button("Save schedule", key=f"{K}_save", on_click=_save, args=(db, int(sid), chosen, market))
         b3.button("Remove schedule", key=f"{K}_remove", on_click=_remove, args=(db, int(sid)))
         kind, msg = ss.pop(f"{K}_msg", (None, None))
         if kind:

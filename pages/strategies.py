@@ -125,7 +125,7 @@ if b2.button("Save changes" if editing else "Save strategy", key="strategies.sav
 
 st.divider()
 saved_panel(db)
-schedule_panel(db)
+schedule_panel(db, settings.market)
 st.subheader("Execute")
 saved = repo.strategies(db)
 accts = repo.accounts(db)

@@ -13,7 +13,7 @@ from config import MarketSettings
 from db import clock
 from db.accounts import set_trading_state
 from db.commands import CommandError
-from db.models import OrderIntent, StrategyRun, StrategySchedule, TimedFire
+from db.models import Instrument, OrderIntent, StrategyRun, StrategySchedule, TimedFire
 from db.schedules import (begin_exit, check_schedule, day_schedules, enter_once, finish_exit, live_runs_started_on,
                           remove_schedule, save_schedule, schedule_of, today_rows)
 from db.strategies import LegSpec, save_strategy
@@ -54,11 +54,14 @@ def test_check_schedule_when_input_is_good_then_normalised():
     assert check_schedule("09:15", None, [[4, 1]], enabled=False)["enabled"] is False
 
 
-def _strategy(db, name="timed straddle") -> int:
+def schedule_expiry(db) -> str:
     with db.read() as s:
-        from db.models import Instrument
-        expiry = s.scalar(select(Instrument.expiry).where(Instrument.instrumenttype == "CE"))
-    return save_strategy(db, name, "NIFTY", "NSE_INDEX", expiry, [LegSpec("CE", "SELL"), LegSpec("PE", "SELL")])
+        return s.scalar(select(Instrument.expiry).where(Instrument.instrumenttype == "CE"))
+
+
+def _strategy(db, name="timed straddle") -> int:
+    return save_strategy(db, name, "NIFTY", "NSE_INDEX", schedule_expiry(db),
+                         [LegSpec("CE", "SELL"), LegSpec("PE", "SELL")])
 
 
 def _at(ist: str) -> None:
@@ -76,6 +79,15 @@ def test_save_schedule_when_bad_or_unknown_then_nothing_written_and_when_good_th
         save_schedule(db, sid + 9, "09:20", "", [[a, 1]])
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(StrategySchedule)) == 0
+    mis = save_strategy(db, "mis straddle", "NIFTY", "NSE_INDEX", schedule_expiry(db),
+                        [LegSpec("CE", "SELL")], product="MIS")
+    with pytest.raises(CommandError, match=r"Entry time 15:15 is not before the cut-off for new MIS entries \(15:15"):
+        save_schedule(db, mis, "15:15", "15:25", [[a, 1]])
+    with pytest.raises(CommandError, match=r"cut-off for new NRML entries \(14:00"):
+        save_schedule(db, sid, "14:30", "", [[a, 1]], market=MarketSettings(entries_until="14:00"))
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(StrategySchedule)) == 0
+    save_schedule(db, mis, "15:14", "15:25", [[a, 1]])  # before the cut-off; the exit may come after it
     save_schedule(db, sid, "09:20", "15:10", [[a, 2]])
     save_schedule(db, sid, "09:25", "15:10", [[a, 3]])  # replaces it
     assert schedule_of(db, sid) == dict(entry_at="09:25", exit_at="15:10", accounts=[[a, 3]], enabled=True)

@@ -8,7 +8,8 @@
                for the basket's margin and their cash (as Check margin does), then ONE write transaction writes
                the runs and their queued entry intents (db.strategies.execute_in: halted / deactivated accounts,
                the entry cut-off, live prices; an account short of margin gets no run) together with the
-               'entered' latch row, or the refusal with a 'failed' one (alerted);
+               'entered' latch row, or the refusal with a 'failed' one (alerted); past the grace by then (slow
+               brokers, a busy database) it is 'missed' instead, decided in that transaction;
                later than that (the service was not running at the time): a 'missed' row and an alert, nothing
                placed: a late entry is a different trade.
       exit   once its time has come, until today's exit row is 'exited': the row is written 'exiting', every live
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime
 
+from db.clock import now_ist
 from db.commands import CommandError
 from db.errors import DbError
 from db.schedules import DaySchedule, begin_exit, day_schedules, enter_once, finish_exit, live_runs_started_on
@@ -59,7 +61,7 @@ class TimedStrategies:
                 entering = d.strategy_id in self._entering
             if d.entry is None and d.due(d.entry_at, day) and wall >= datetime.combine(day, d.entry_at) \
                     and not entering:
-                late = (wall - datetime.combine(day, d.entry_at)).total_seconds()
+                late = _late_s(d, day)
                 if late > self.ctx.settings.market.timed_entry_grace_s:
                     self.miss(d, day, late)
                 else:
@@ -70,13 +72,17 @@ class TimedStrategies:
                 self.exit(d, day)
 
     # ---- the entry ---------------------------------------------------------------------------------------------
+    def _missed_text(self, d: DaySchedule, late_s: float, what: str = "the service reached") -> str:
+        return (f"not entered: {what} the {d.entry_at:%H:%M} IST entry {late_s:.0f} s late (grace "
+                f"{self.ctx.settings.market.timed_entry_grace_s:g} s); nothing placed")
+
     def miss(self, d: DaySchedule, day: date, late_s: float) -> None:
-        why = (f"not entered: the service reached the {d.entry_at:%H:%M} IST entry {late_s:.0f} s late (grace "
-               f"{self.ctx.settings.market.timed_entry_grace_s:g} s); nothing placed")
         with self.ctx.db.write() as s:
-            *_, written = enter_once(s, d, day.isoformat(), self.ctx.settings.market, missed=why)
+            *_, written = enter_once(s, d, day.isoformat(), self.ctx.settings.market,
+                                     missed=self._missed_text(d, late_s))
         if written:
-            report(self.notifier, log, "timed_entry_missed", f"{d.name}: {why}", _subject(d, day), error=True)
+            report(self.notifier, log, "timed_entry_missed", f"{d.name}: {self._missed_text(d, late_s)}",
+                   _subject(d, day), error=True)
 
     def start_entry(self, d: DaySchedule, day: date) -> bool:
         """The entry on a thread of its own (the brokers' margin answers may take seconds): once per strategy."""
@@ -96,7 +102,12 @@ class TimedStrategies:
             done: list = []
 
             def write(s) -> None:
-                done[:] = enter_once(s, d, day.isoformat(), self.ctx.settings.market, answers)
+                # the brokers' answers (their reads back off) or a busy database may have taken the entry past
+                # its grace: then it is a miss, decided in the transaction that would have written it
+                late = _late_s(d, day)
+                missed = self._missed_text(d, late, "writing") \
+                    if late > self.ctx.settings.market.timed_entry_grace_s else ""
+                done[:] = enter_once(s, d, day.isoformat(), self.ctx.settings.market, answers, missed=missed)
 
             if not write_retrying(self.ctx.db, write, f"timed entry {d.name} {day}", log, 5):
                 report(self.notifier, log, "timed_entry_failed", f"{d.name}: the {d.entry_at:%H:%M} IST entry "
@@ -104,7 +115,9 @@ class TimedStrategies:
                        _subject(d, day), error=True)
                 return
             state, runs, text, now = done
-            if now:
+            if now and state == TimedState.MISSED:
+                report(self.notifier, log, "timed_entry_missed", f"{d.name}: {text}", _subject(d, day), error=True)
+            elif now:
                 self.wake()
                 self._entered(d, day, state, runs, text)
         except Exception:  # noqa: BLE001 - the job tries again on its next check (no row: nothing was written)
@@ -149,6 +162,11 @@ class TimedStrategies:
                    f"{', '.join(map(str, runs))}", _subject(d, day))
         else:
             log.info("%s: timed exit %s IST, no live run of today", d.name, f"{d.exit_at:%H:%M}")
+
+
+def _late_s(d: DaySchedule, day: date) -> float:
+    """How far the market clock is past the schedule's entry time today, in seconds."""
+    return (now_ist().replace(tzinfo=None) - datetime.combine(day, d.entry_at)).total_seconds()
 
 
 def _subject(d: DaySchedule, day: date) -> str:

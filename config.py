@@ -117,8 +117,11 @@ class MarketSettings:
                                               "square-off time, 'off' = none. Exits always pass")
     entries_until: str = _s("off", "No new entries of any product from this IST time (HH:MM); 'off' = none. Exits "
                                    "always pass")
-    square_off_check_s: float = _s(1.0, "How often the service checks the square-off time and the next trading day",
-                                   0.1)
+    square_off_check_s: float = _s(1.0, "How often the service checks the square-off time, the timed strategies' "
+                                        "entry and exit times and the next trading day", 0.1)
+    timed_entry_grace_s: float = _s(60.0, "A strategy's timed entry is placed up to this many seconds after its time "
+                                          "(a service started later records it 'missed' with an alert, nothing "
+                                          "placed); timed exits always fire", 1.0)
     clock_start_ist: str = _s("", "Market clock for tests and the demo: the process's IST clock starts at this instant "
                                   "('YYYY-MM-DD HH:MM[:SS]') and runs on in real time; empty = the real clock")
     clock_offset_s: float = _s(0.0, "Market clock shift in seconds added to the real clock (one value shared by "

@@ -74,7 +74,6 @@ def gate(s, command_id: int, strategy_id: int, plans: dict[int, tuple[int, list]
     margin (those get no run). CommandError (nothing written) when the check does not cover what Execute would
     send. Each refusal is written to the audit log."""
     rows = {r.account_id: r for r in s.scalars(select(MarginCheck).where(MarginCheck.command_id == command_id))}
-    refused: dict[int, str] = {}
     for aid, (multiplier, plan) in plans.items():
         who = f"account '{names.get(aid, aid)}'"
         r = rows.get(aid)
@@ -84,10 +83,19 @@ def gate(s, command_id: int, strategy_id: int, plans: dict[int, tuple[int, list]
             raise CommandError(f"The margin check is older than {max_age_s:.0f} s; check margin again")
         if json.loads(r.plan_json) != plan:
             raise CommandError(f"The strikes moved since the margin check of {who}; check margin again")
+    return refuse_short(s, strategy_id, [CheckResult(r.account_id, r.multiplier, [], r.required, r.available,
+                                                     r.error) for r in rows.values() if r.account_id in plans])
+
+
+def refuse_short(s, strategy_id: int, answers: list[CheckResult], actor: str = "ui") -> dict[int, str]:
+    """{account_id: refusal} for each answer short of margin, each written to the audit log in the caller's
+    transaction. An account its broker could not price is not refused: the broker's own funds check applies."""
+    refused: dict[int, str] = {}
+    for r in answers:
         if not r.error and shortfall(r.required, r.available) > 0:
-            refused[aid] = refusal_text(r.required, r.available)
-            s.add(AuditLog(actor="ui", action="margin_refused",
-                           details=f"strategy {strategy_id} on account {aid}: {refused[aid]}"))
+            refused[r.account_id] = refusal_text(r.required, r.available)
+            s.add(AuditLog(actor=actor, action="margin_refused",
+                           details=f"strategy {strategy_id} on account {r.account_id}: {refused[r.account_id]}"))
     return refused
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import Connection, select
 
 from db.engine import Store
 from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
-                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, SquareOff, WebhookAlert,
-                       WebhookRule)
+                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, SquareOff, StrategySchedule,
+                       TimedFire, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
@@ -181,10 +181,17 @@ def _v14_positions_day(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN positions_day VARCHAR(10) NOT NULL DEFAULT ''")
 
 
+def _v15_timed_strategies(conn: Connection) -> None:
+    """Saved strategies gain a schedule (a timed entry and exit on trading days: ``strategy_schedules``, none for
+    every existing strategy) and the once-per-day latch of each timed action (``timed_fires``)."""
+    StrategySchedule.__table__.create(conn, checkfirst=True)
+    TimedFire.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
               _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies,
-              _v13_time_protection, _v14_positions_day]
+              _v13_time_protection, _v14_positions_day, _v15_timed_strategies]
 LATEST = len(MIGRATIONS)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, StopStatus, TradingState
+from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, StopStatus, TimedState, TradingState
 
 
 def utcnow() -> datetime:
@@ -450,6 +450,38 @@ class SquareOff(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     __table_args__ = (UniqueConstraint("day", "product", name="uq_square_off_day"),)
+
+
+class StrategySchedule(Base):
+    """A saved strategy's timed entry and exit (db/schedules.py, services/timed.py): IST times of day on trading
+    days, the accounts (with their lots multipliers) the entry executes on, and whether it is on."""
+    __tablename__ = "strategy_schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"), unique=True)
+    entry_at: Mapped[str] = mapped_column(String(5), default="")  # HH:MM IST; '' = no timed entry
+    exit_at: Mapped[str] = mapped_column(String(5), default="")  # HH:MM IST; '' = no timed exit
+    accounts_json: Mapped[str] = mapped_column(Text, default="[]")  # [[account_id, multiplier], ...]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # the market clock's IST instant of the last save: a time already past then is due from the next trading day
+    saved_at_ist: Mapped[str] = mapped_column(String(19), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TimedFire(Base):
+    """One timed action of one strategy on one trading day: the once-per-day latch. An entry's row is written in
+    the same transaction as the runs (and their queued intents) it creates, or as the refusal; an exit's before
+    its first exit ('exiting') and finished after ('exited')."""
+    __tablename__ = "timed_fires"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    strategy_id: Mapped[int] = mapped_column(ForeignKey("strategies.id"))
+    day: Mapped[str] = mapped_column(String(10))  # the trading day, ISO (IST)
+    kind: Mapped[str] = mapped_column(String(8))  # db.vocab.TimedKind
+    status: Mapped[str] = mapped_column(String(16), default=TimedState.ENTERED.value)  # db.vocab.TimedState
+    run_ids_json: Mapped[str] = mapped_column(Text, default="[]")
+    error: Mapped[str] = mapped_column(String(512), default="")
+    fired_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("strategy_id", "day", "kind", name="uq_timed_fire"),)
 
 
 class ServiceHeartbeat(Base):

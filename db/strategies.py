@@ -306,12 +306,15 @@ def execute_plan(db: Database, strategy_id: int, account_ids: list[int], execute
 
 def execute_in(s, strategy_id, account_ids: list[int], group_id: str, multipliers: dict[int, int] | None = None,
                margin_check_id: int | None = None, margin_max_age_s: float = 120.0,
-               market: MarketSettings | None = None) -> ExecuteResult:
+               market: MarketSettings | None = None,
+               margin_answers: list[margin.CheckResult] | None = None) -> ExecuteResult:
     """execute_plan inside the caller's write transaction (the local API and webhooks write their own record of
     the call in the same one). The runs an earlier call wrote for ``group_id`` are returned, writing nothing,
     when there are any. Every check comes before the first row is added. The time rules (``market``, default
     settings if None) refuse the entries after their product's cut-off, whichever way the call came in (the UI,
-    the API, a webhook); the dispatcher checks every entry again before sending it."""
+    the API, a webhook); the dispatcher checks every entry again before sending it. ``margin_answers``: the
+    broker's answers the service asked for itself just before (a timed entry, services/timed.py), instead of a
+    margin_check command's: an account short of margin gets no run, as with ``margin_check_id``."""
     ids = _check_ids(strategy_id, account_ids, None)
     mult = _multipliers(ids, multipliers)
     done = list(s.scalars(select(StrategyRun.id).where(StrategyRun.group_id == group_id).order_by(StrategyRun.id)))
@@ -330,9 +333,12 @@ def execute_in(s, strategy_id, account_ids: list[int], group_id: str, multiplier
                                      f"{a.trading_reason or 'by the trader'}" for a in stopped)
                            + " (re-arm it in Accounts to trade)")
     legs = resolve_legs(s, st, underlying_ltp(s, st))
-    refused = {} if margin_check_id is None else margin.gate(
-        s, int(margin_check_id), st.id, {a.id: (mult[a.id], margin.plan_of(legs, mult[a.id])) for a in accounts},
-        {a.id: a.name for a in accounts}, margin_max_age_s)
+    if margin_check_id is not None:
+        refused = margin.gate(
+            s, int(margin_check_id), st.id, {a.id: (mult[a.id], margin.plan_of(legs, mult[a.id])) for a in accounts},
+            {a.id: a.name for a in accounts}, margin_max_age_s)
+    else:
+        refused = margin.refuse_short(s, st.id, [r for r in margin_answers or [] if r.account_id in mult], "service")
     runs = [_write_run(s, st, acct, group_id, legs, mult[acct.id]) for acct in accounts if acct.id not in refused]
     return ExecuteResult(group_id, runs, refused)
 

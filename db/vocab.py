@@ -109,3 +109,33 @@ class ConvertState(StrEnum):
     MODIFYING = "modifying"
     CONVERTED = "converted"
     NOT_CONVERTED = "not_converted"
+
+
+class TimedKind(StrEnum):
+    """What a timed_fires row latches: a saved strategy's timed entry or its timed exit on one trading day."""
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+class TimedState(StrEnum):
+    """A timed strategy's state on one trading day (db/schedules.py). Stored on timed_fires rows:
+
+        entry:  entered   (its runs were written in the row's own transaction)
+                failed    (a guard of Execute refused it: halted account, entry cut-off, no live price, ...;
+                           alerted, nothing placed)
+                missed    (the service was not running within the grace window after the time: alerted, nothing
+                           placed)
+        exit:   exiting ─► exited   (written 'exiting' before the first exit, 'exited' once every live run of
+                                     today was handed to the one exit path)
+
+    and only shown (no row): pending (the time has not come), skipped (an NSE/BSE holiday), next day (saved after
+    today's time), disabled."""
+    PENDING = "pending"
+    ENTERED = "entered"
+    FAILED = "failed"
+    MISSED = "missed"
+    EXITING = "exiting"
+    EXITED = "exited"
+    HOLIDAY = "skipped holiday"
+    NEXT_DAY = "from the next trading day"
+    DISABLED = "disabled"

@@ -1,4 +1,5 @@
-"""Strategies: leg builder, risk limits, payoff (expiry + today), save, execute on accounts, live intents."""
+"""Strategies: leg builder, risk limits, payoff (expiry + today), save, schedule (timed entry / exit), execute on
+accounts, live intents."""
 import pandas as pd
 import streamlit as st
 
@@ -16,6 +17,7 @@ from db.strategy_specs import leg_from_row
 from db.vocab import CommandStatus
 from pages._common import ORDER_COLORS, USER_ERRORS, init_page
 from pages._strategy_admin import keep_edits, legs_data, on_more_columns, saved_panel, stop_editing
+from pages._strategy_schedule import schedule_panel
 from ui import charts
 from ui.black_scholes import implied_vol, years_to_expiry
 from ui.format import table
@@ -123,6 +125,7 @@ if b2.button("Save changes" if editing else "Save strategy", key="strategies.sav
 
 st.divider()
 saved_panel(db)
+schedule_panel(db, settings.market)
 st.subheader("Execute")
 saved = repo.strategies(db)
 accts = repo.accounts(db)

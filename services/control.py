@@ -45,7 +45,6 @@ it passes, so {"run_id": 2.9} fails, never exits run 2, and an unregistered kind
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -64,6 +63,7 @@ from db.stops import cancel_stop_in, stop_status
 from db.vocab import TradingState
 from broker.errors import BrokerError
 from services.cancels import CANCELLABLE, send_cancel
+from services.daily import write_retrying
 
 if TYPE_CHECKING:
     from services.account_sync import AccountSync
@@ -96,15 +96,8 @@ DEFERRED = "deferred"  # a handler's result: the command finishes later (its wor
 def finish_deferred(db, command_id: int, status, summary: str, what: str, attempts: int) -> bool:
     """A deferred command's worker marks its row done / failed. The database may be busy or full for a while after
     the work itself is done, so the write is tried ``attempts`` times a second apart. True once written."""
-    for _ in range(attempts):
-        try:
-            with db.write() as s:
-                finish_control(s, command_id, status, summary)
-            return True
-        except DbError as exc:
-            log.warning("%s %s: result not written yet (%s)", what, command_id, exc)
-            time.sleep(1.0)
-    return False
+    return write_retrying(db, lambda s: finish_control(s, command_id, status, summary), f"{what} {command_id}", log,
+                          attempts)
 
 
 def handles(kind: str, wants_command_id: bool = False) -> Callable:

@@ -55,15 +55,20 @@ class MarginChecker:
     def check(self, command_id: int, payload: dict) -> str:
         """Ask every account, write the answers; returns the command's summary."""
         sid = payload["strategy_id"]
-        product, legs = resolved_strategy(self.ctx.db, sid)
-        accounts = payload["accounts"]
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(accounts))), thread_name_prefix="margin") as pool:
-            results = list(pool.map(lambda am: self.account(am[0], am[1], product, legs), accounts))
+        results = self.answers(sid, payload["accounts"])
         with self.ctx.db.write() as s:
             record_checks(s, command_id, sid, results)
         short = sum(1 for r in results if not r.error and shortfall(r.required, r.available) > 0)
         failed = sum(1 for r in results if r.error)
         return f"{len(results)} account(s) checked: {short} short of margin, {failed} not priced"
+
+    def answers(self, strategy_id: int, accounts: list) -> list[CheckResult]:
+        """Each account's broker asked, in parallel, for the margin of the strategy's basket as it resolves now
+        (at the account's multiplier, ``accounts`` [[account_id, multiplier], ...]) and for its available cash.
+        CommandError when the legs do not resolve (no live price)."""
+        product, legs = resolved_strategy(self.ctx.db, strategy_id)
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(accounts))), thread_name_prefix="margin") as pool:
+            return list(pool.map(lambda am: self.account(am[0], am[1], product, legs), accounts))
 
     def account(self, account_id: int, multiplier: int, product: str, legs) -> CheckResult:
         plan = plan_of(legs, multiplier)

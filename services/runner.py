@@ -2,8 +2,8 @@
 
 Start-up order (design guide §13): instruments (primary account) -> reconciler first pass (orphaned claims
 re-queued, in-flight intents settled) -> market data -> position monitor -> risk manager -> dispatcher ->
-poller / account sync / option-chain sessions / square-off on an APScheduler BackgroundScheduler. SIGTERM /
-SIGINT stop it cleanly: scheduler, threads, broker clients, then the lock.
+poller / account sync / option-chain sessions / square-off / timed strategies on an APScheduler
+BackgroundScheduler. SIGTERM / SIGINT stop it cleanly: scheduler, threads, broker clients, then the lock.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ from services.reconciler import Reconciler
 from services.risk import RiskManager
 from services.square_off import SquareOffs
 from services.stops import StopWatcher
+from services.timed import TimedStrategies
 
 log = logging.getLogger("services.runner")
 
@@ -118,6 +119,8 @@ class ServiceRunner:
                                                  self.flattener.account_lock)
         self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)
         self.square_offs = SquareOffs(self.ctx, self.flattener, self.notifier)
+        self.timed = TimedStrategies(self.ctx, lambda: self.risk, self.margin_checker.answers, self.notifier,
+                                     wake=self.dispatcher.wake)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
         self.instruments_loaded = False
@@ -202,6 +205,8 @@ class ServiceRunner:
                 ("risk_sweep", self.risk.sweep, sv.risk_sweep_s), ("risk_reload", self.risk.reload, 1.0),
                 ("account_limits", self.account_limits.reload, 1.0),
                 ("square_off", self.square_offs.run_once, self.settings.market.square_off_check_s),
+                # saved strategies' timed entries and exits (db/schedules.py)
+                ("timed", self.timed.run_once, self.settings.market.square_off_check_s),
                 ("stops_reload", self.stops.reload, 1.0), ("stops_sweep", self.stops.sweep, sv.risk_sweep_s),
                 ("chain_process", self.chains.process, 1.0),
                 ("chain_cleanup", self.chains.cleanup, sv.chain_cleanup_s),

@@ -25,11 +25,11 @@ import logging
 import threading
 
 from db.accounts import list_accounts, rearm_due, set_trading_state
-from db.clock import REARM_FROM, SQUARED_OFF_PRODUCTS, is_trading_day, now_ist, square_off_time, trading_day
-from db.errors import DbError
+from db.clock import REARM_FROM, SQUARED_OFF_PRODUCTS, square_off_time
 from db.square_offs import begin_square_off, finish_square_off
 from db.vocab import SquareOffStatus, TradingState
 from services.context import ServiceContext
+from services.daily import report, trading_now, write_retrying
 from services.flatten import CloseJob, Flattener
 
 log = logging.getLogger("services.square_off")
@@ -42,10 +42,10 @@ class SquareOffs:
         self._lock = threading.Lock()
 
     def run_once(self) -> None:
-        now = now_ist()
-        today = trading_day(now)
-        if not is_trading_day(today):  # the calendar is loaded here, on the scheduler's thread
+        moment = trading_now()
+        if moment is None:
             return
+        now, today = moment
         if now.time() >= REARM_FROM:
             self.rearm(today.isoformat())
         for product in SQUARED_OFF_PRODUCTS:
@@ -101,16 +101,8 @@ class SquareOffs:
                 self._running.discard((day, product))
 
     def _finish(self, day: str, product: str, status: SquareOffStatus, summary: str) -> None:
-        for _ in range(20):  # the database may be busy or full for a while; the square-off itself is done
-            try:
-                with self.ctx.db.write() as s:
-                    finish_square_off(s, day, product, status, summary)
-                return
-            except DbError as exc:
-                log.warning("square-off %s %s: result not written yet (%s)", day, product, exc)
-                threading.Event().wait(1.0)
+        write_retrying(self.ctx.db, lambda s: finish_square_off(s, day, product, status, summary),
+                       f"square-off {day} {product}", log)
 
     def _alert(self, kind: str, message: str, subject: str) -> None:
-        (log.warning if kind != "square_off_incomplete" else log.error)("%s", message)
-        if self.notifier is not None:
-            self.notifier.alert(kind, message, subject=subject)
+        report(self.notifier, log, kind, message, subject, error=kind == "square_off_incomplete")

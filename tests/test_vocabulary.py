@@ -37,6 +37,7 @@ OTHER_VOCABULARIES = {
     ("db/vocab.py", "ChainStatus"): {"active"},
     ("db/vocab.py", "TradingState"): {"active"},
     ("db/vocab.py", "StopStatus"): {"pending", "exited", "cancelled", "failed"},
+    ("db/vocab.py", "TimedState"): {"pending", "entered", "failed", "exiting", "exited"},
 }
 ALLOWLIST: set[str] = set()  # files exempt from the rule: none
 

@@ -1,18 +1,27 @@
 """``python -m services [--db PATH] [--log-file FILE] [--debug]``: run the AlgoMirror background service."""
 from __future__ import annotations
 
-import argparse
-import logging
-import queue
 import signal
-import sys
-import threading
 
-from config import ConfigError, load_settings
-from db import logmask
-from db.commands import RegistryError
-from db.migrations import MigrationError
-from services.runner import AlreadyRunning, InstanceLock, run, settings_for
+# A SIGTERM while the imports below run (seconds on a busy machine) would kill the process by default, before
+# the handlers of stop_on_signals exist: a launcher stopping a service that is still starting would see -15, not
+# a clean stop. Until then, a stop request is only remembered; main() then starts and stops at once.
+_EARLY_STOP: list[int] = []
+if __name__ == "__main__":
+    for _sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_sig, lambda signum, frame: _EARLY_STOP.append(signum))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import queue  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+from config import ConfigError, load_settings  # noqa: E402
+from db import logmask  # noqa: E402
+from db.commands import RegistryError  # noqa: E402
+from db.migrations import MigrationError  # noqa: E402
+from services.runner import AlreadyRunning, InstanceLock, run, settings_for  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,6 +46,8 @@ def stop_on_signals(stop: threading.Event) -> None:
     threading.Thread(target=relay, name="signals", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: signals.put(signum))
+    if _EARLY_STOP:  # asked to stop while it was still starting
+        signals.put(_EARLY_STOP[0])
 
 
 def main(argv=None) -> int:

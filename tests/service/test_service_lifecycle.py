@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -148,3 +149,33 @@ def test_sigterm_when_handled_while_the_main_thread_enters_its_wait_then_the_ser
     except subprocess.TimeoutExpired:
         raise AssertionError("the SIGTERM handler deadlocked on the stop event's lock") from None
     assert done.returncode == 0 and "stop set" in done.stdout, done.stderr[-3000:]
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The process has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def test_sigterm_when_sent_while_the_service_is_still_importing_then_it_stops_cleanly(tmp_path):
+    """A launcher (the demo's supervisor, a test) that stops a service still starting must see a clean stop (0),
+    not a process killed by the signal's default action (-15) before its handlers exist. The signal is sent as
+    soon as the process catches it, which must be before it got anywhere (its instance lock file not made yet)."""
+    db_path = tmp_path / "s.db"
+    proc = subprocess.Popen([sys.executable, "-m", "services", "--db", str(db_path)], cwd=str(ROOT),
+                            env=service_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: _catches_sigterm(proc.pid) or proc.poll() is not None, 30, 0.002)
+        started = Path(str(db_path) + ".service.lock").exists()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not started, "SIGTERM was only handled once the service had started up"
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]

@@ -40,8 +40,10 @@ COMPONENT = "reconciler"
 
 class Reconciler:
     def __init__(self, ctx: ServiceContext, inflight: Callable[[], set[int]] | None = None,
-                 on_change: Callable[[set[int]], None] | None = None, sent_grace_s: float | None = None):
+                 on_change: Callable[[set[int]], None] | None = None, sent_grace_s: float | None = None,
+                 notifier=None):
         self.ctx = ctx
+        self.notifier = notifier
         self.inflight = inflight or (lambda: set())
         self.on_change = on_change
         b = ctx.settings.broker
@@ -87,6 +89,7 @@ class Reconciler:
 
     def _reconcile_account(self, account_id: int, ids: list[int], book: list[BookOrder], result: dict) -> None:
         messages: list[tuple[str, str]] = []
+        alerts: list[tuple[str, str, str]] = []  # sent after the commit, like the log lines
         outcome = Outcome()
         if not ids:  # nothing to settle: take the write lock only if the book changed something
             with self.ctx.db.read() as s:
@@ -100,10 +103,13 @@ class Reconciler:
                 if intent is None or intent.status not in RECONCILER_OWNED:
                     continue
                 result["checked"] += 1
-                outcome.merge(self._settle(s, intent, book, taken, messages, result))
+                outcome.merge(self._settle(s, intent, book, taken, messages, result, alerts))
             upsert_orders(s, account_id, book)  # link the newly matched orders
         for level, msg in messages:
             service_log(self.ctx.db, COMPONENT, level, msg)
+        for kind, msg, subject in alerts:
+            if self.notifier is not None:
+                self.notifier.alert(kind, msg, subject=subject)
         if outcome.failed_exits:
             service_log(self.ctx.db, COMPONENT, "ERROR", f"exit intent(s) {outcome.failed_exits} never reached "
                                                           f"the broker; executions left '{LegStatus.EXITING}' for a "
@@ -112,7 +118,7 @@ class Reconciler:
             self.on_change(outcome.run_ids)
 
     def _settle(self, s, intent: OrderIntent, book: list[BookOrder], taken: set[str],
-                messages: list, result: dict) -> Outcome:
+                messages: list, result: dict, alerts: list) -> Outcome:
         match = self._find(intent, book, taken, messages)
         if match is not None:
             taken.add(match.orderid)
@@ -124,7 +130,7 @@ class Reconciler:
                 messages.append(("INFO", f"intent {intent.id} ({intent.status}) matched broker order "
                                          f"{match.orderid} ({match.order_status}); not resent"))
             return out
-        return self._count_miss(s, intent, messages, result)
+        return self._count_miss(s, intent, messages, result, alerts)
 
     def _find(self, intent: OrderIntent, book: list[BookOrder], taken: set[str], messages: list) -> BookOrder | None:
         if intent.broker_order_id:
@@ -150,7 +156,7 @@ class Reconciler:
                 and o.quantity == intent.requested_qty and o.product in ("", intent.product)
                 and (o.strategy is None or o.strategy == intent.strategy_tag))
 
-    def _count_miss(self, s, intent: OrderIntent, messages: list, result: dict) -> Outcome:
+    def _count_miss(self, s, intent: OrderIntent, messages: list, result: dict, alerts: list) -> Outcome:
         checks = intent.reconcile_checks + 1
         limit = self.ctx.settings.service.reconcile_max_checks
         if checks < limit:
@@ -160,6 +166,15 @@ class Reconciler:
         if not transition(s, intent.id, intent.status, Status.REJECTED, COMPONENT, reason, reconcile_checks=checks):
             return Outcome()
         result[Status.REJECTED.value] += 1
-        messages.append(("WARNING", f"intent {intent.id} ({intent.action} {intent.requested_qty} {intent.symbol}) "
-                                    f"settled rejected: {reason}"))
+        what = f"intent {intent.id} ({intent.purpose} {intent.action} {intent.requested_qty} {intent.symbol})"
+        messages.append(("WARNING", f"{what} settled rejected: {reason}"))
+        # A lost entry leaves its run without that leg (a short without its hedge); a lost exit leaves the
+        # position open until the retry: either way the trader hears of it, as of a rejection by the broker.
+        if intent.purpose == "exit":
+            alerts.append(("exit_rejected", f"EXIT {what} never reached the broker; the risk manager retries it",
+                           f"intent {intent.id}"))
+        else:
+            left = f"run {intent.run_id} is without this leg" if intent.run_id else "nothing was placed"
+            alerts.append(("order_rejected", f"{what} never reached the broker (the service stopped while sending "
+                                             f"it; never resent): {left}", f"account {intent.account_id}"))
         return apply_intent_outcome(s, intent.id)

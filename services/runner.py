@@ -95,7 +95,8 @@ class ServiceRunner:
         self.broker_health = BrokerHealth(self.ctx, self.calls)
         self.notifier = Notifier(self.ctx.db, settings.alerts)
         self.dispatcher = OrderDispatcher(self.ctx, on_change=self.on_runs_changed, notifier=self.notifier)
-        self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed)
+        self.reconciler = Reconciler(self.ctx, inflight=self.dispatcher.inflight_ids, on_change=self.on_runs_changed,
+                                     notifier=self.notifier)
         self.poller = OrderPoller(self.ctx, on_fill=self.on_runs_changed)
         self.account_sync = AccountSync(self.ctx)
         self.entry_convert = EntryConverter(self.ctx, self.notifier)

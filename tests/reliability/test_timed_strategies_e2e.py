@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from db import clock
-from db.models import Execution, StrategyRun, TimedFire
+from db.models import Execution, OrderIntent, StrategyRun, TimedFire
+from db.order_fsm import LIVE, Status
 from db.schedules import save_schedule, today_rows
 from db.strategies import LegSpec, save_strategy
 from db.vocab import TimedKind, TimedState
@@ -60,6 +61,11 @@ def _placed(sim, names) -> dict[str, list[dict]]:
         if o.get("account") in names and o.get("orderid"):
             out[o["account"]].append(o)
     return out
+
+
+def _unsettled(db) -> list[tuple[int, str]]:
+    with db.read() as s:
+        return [(i.id, i.status) for i in s.scalars(select(OrderIntent).where(OrderIntent.status.in_(LIVE)))]
 
 
 def _fires(db, sid) -> dict[str, TimedFire]:
@@ -208,11 +214,24 @@ def test_timed_entry_when_the_service_is_killed_as_it_fires_then_after_the_resta
         runs = _runs(sc.db, sid)
         assert len(runs) == 2 and _fires(sc.db, sid)[TimedKind.ENTRY].status == TimedState.ENTERED
         assert wait_for(lambda: sc.runs_in([r.id for r in runs], ("active",)), 60), sc.tail()
+        # every intent settled: an order the kill caught between its 'sent' commit and its POST never reached
+        # the broker, and placeorder is never retried blindly, so it is settled 'rejected (never placed)'
+        assert wait_for(lambda: not _unsettled(sc.db), 60), _unsettled(sc.db)
         time.sleep(2.0)  # 10 more checks after the restart
         placed = _placed(sim, names)
+        with sc.db.read() as s:
+            intents = list(s.scalars(select(OrderIntent).where(OrderIntent.run_id.in_([r.id for r in runs]))))
         for acct, mult in ((a1, 1), (a2, 2)):
-            got = sorted((o["action"], o["symbol"][-2:], int(o["quantity"])) for o in placed[sc.names[acct]])
-            assert got == sorted([("BUY", "CE", 65 * mult), ("SELL", "CE", 65 * mult), ("SELL", "PE", 65 * mult)]), got
+            mine = [i for i in intents if i.account_id == acct]
+            assert sorted((i.action, i.symbol[-2:], i.requested_qty) for i in mine) == sorted(
+                [("BUY", "CE", 65 * mult), ("SELL", "CE", 65 * mult), ("SELL", "PE", 65 * mult)])
+            at_broker = sorted((o["action"], o["symbol"], int(o["quantity"])) for o in placed[sc.names[acct]])
+            # each leg at most once at the broker, and exactly the legs whose intents say they reached it
+            assert at_broker == sorted((i.action, i.symbol, i.requested_qty) for i in mine
+                                       if i.status == Status.FILLED), (at_broker, [(i.id, i.status) for i in mine])
+            assert all(i.status == Status.FILLED or "never placed" in i.status_reason for i in mine), \
+                [(i.id, i.status, i.status_reason) for i in mine]
+        assert sum(i.status == Status.FILLED for i in intents) >= 4  # the kill catches at most one POST per account
         assert len(_runs(sc.db, sid)) == 2 and len(_fires(sc.db, sid)) == 1
     finally:
         assert stop_service(sc.proc) == 0

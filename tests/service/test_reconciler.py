@@ -1,6 +1,7 @@
 """Reconciler against the real simulator: crash recovery without ever re-sending."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -9,6 +10,7 @@ from db.accounts import api_key_for
 from db.models import BrokerOrder, ServiceLog, utcnow
 from services.dispatcher import OrderDispatcher
 from services.reconciler import Reconciler
+from tests.harness import wait_for
 from tests.service.fixtures_orders import (  # noqa: F401
     add_intent, events, intent, octx, order_sim, placed_at_sim, sim_account)
 
@@ -61,6 +63,28 @@ def test_sent_when_nothing_at_broker_then_rejected_only_after_n_checks(db, octx,
     assert row.status == "rejected"
     assert row.status_reason == f"not found at broker after {n} checks (never placed)"
     assert placed_at_sim(order_sim, name) == []
+
+
+def test_sent_order_when_never_placed_then_the_trader_is_alerted_not_only_logged(db, octx, order_sim):
+    """An order the service stopped while sending never reached the broker and is never resent: a strategy entry's
+    run goes on without that leg (a short without its hedge), so the trader gets an alert, not only a log line."""
+    from services.alerts import Notifier
+    from tests.reliability.alert_hook import Webhook
+    hook = Webhook()
+    notifier = Notifier(db, replace(octx.settings.alerts, urls=hook.url))
+    notifier.start()
+    try:
+        acct, _ = sim_account(db, order_sim)
+        iid = add_intent(db, acct, status="sent", sent_at=utcnow() - timedelta(seconds=60))
+        rec = Reconciler(octx, notifier=notifier)
+        for _ in range(octx.settings.service.reconcile_max_checks):
+            rec.run_once()
+        assert intent(db, iid).status == "rejected"
+        assert wait_for(lambda: hook.matching(f"intent {iid} ("), 10), hook.received
+        assert "never reached the broker" in hook.matching(f"intent {iid}")[0][1]["message"]
+    finally:
+        notifier.stop()
+        hook.close()
 
 
 def test_young_sent_row_when_dispatcher_may_be_waiting_then_left_alone(db, octx, order_sim):

@@ -22,6 +22,7 @@ def preload() -> float:
     import numpy as np
     import pandas as pd
     import plotly.io as pio
+    from sqlalchemy.orm import configure_mappers
 
     import db.repo  # noqa: F401
     import pages._common  # noqa: F401
@@ -40,6 +41,9 @@ def preload() -> float:
                                               "drawdown": [0.0]}))]
     for fig in figs:
         pio.to_json(fig, validate=False)
+    # SQLAlchemy configures every mapped class at the process's first ORM statement (0.15-0.3 s for our models):
+    # without this, the first page view pays it inside get_db's schema-version check.
+    configure_mappers()
     # Streamlit calls inspect.stack() when a process draws its first element (env_util.is_repl). The first such
     # call maps the file of every loaded module (inspect.getmodule's cache) and reads the sources into linecache.
     inspect.stack()

@@ -121,8 +121,9 @@ class Flattener:
 
     def close_all(self, job: CloseJob, account_ids: list[int]) -> tuple[str, bool, bool]:
         """``close_account`` of every account, in parallel; returns (summary, everything closed, nothing to do)."""
+        prepared = self._prepare_all(job, account_ids) if len(account_ids) > 1 else {}
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(account_ids))), thread_name_prefix="flatten") as pool:
-            results = list(pool.map(lambda a: self._guarded(job, a), account_ids))
+            results = list(pool.map(lambda a: self._guarded(job, a, prepared.get(a)), account_ids))
         return ("; ".join(r for r, _, _ in results) or "no accounts", all(ok for _, ok, _ in results),
                 all(idle for _, _, idle in results))
 
@@ -131,10 +132,34 @@ class Flattener:
         with self._lock:
             return self._account_locks.setdefault(account_id, threading.Lock())
 
-    def _guarded(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
+    def _prepare_all(self, job: CloseJob, account_ids: list[int]) -> dict[int, tuple[int, list[int]]]:
+        """Step 0 of every account in ONE transaction: ten accounts' own transactions, one after another behind
+        the writer lock, started the last account's broker calls ~100 ms after the first's. If it fails, each
+        account does its own (``close_account``), so one bad row cannot stop the others' close."""
+        try:
+            with self.ctx.db.write() as s:
+                return {a: self._prepare(s, job, a) for a in account_ids}
+        except Exception:  # noqa: BLE001 - retried per account, where a failure is reported for that account
+            log.exception("%s: the accounts' first step in one transaction failed; each account tries its own",
+                          job.label)
+            return {}
+
+    def _prepare(self, s, job: CloseJob, account_id: int) -> tuple[int, list[int]]:
+        """In ``s``: halted (a flatten), its queued entries withdrawn and its Quick Order stops cancelled; returns
+        (entries withdrawn, the live runs to exit)."""
+        when = ist_now_str()
+        if job.halt:
+            set_trading_state(s, account_id, TradingState.HALTED, f"{job.label} at {when}", "service")
+        withdrawn = withdraw_queued_entries(s, account_id, job.label, job.product)
+        # the job closes what the Quick Order stops (of its product) protect: they must not exit it a second time
+        cancel_account_stops(s, account_id, f"{job.label} at {when}", job.product)
+        return withdrawn, live_run_ids(s, account_id, job.product)
+
+    def _guarded(self, job: CloseJob, account_id: int, prepared: tuple[int, list[int]] | None = None
+                 ) -> tuple[str, bool, bool]:
         try:
             with self.account_lock(account_id):
-                return self.close_account(job, account_id)
+                return self.close_account(job, account_id, prepared)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others' close
             log.exception("%s: account %s", job.label, account_id)
             return f"account {account_id}: NOT DONE: {type(exc).__name__}: {exc}", False, False
@@ -144,17 +169,15 @@ class Flattener:
         summary, ok, _idle = self.close_account(CloseJob.flatten(command_id), account_id)
         return summary, ok
 
-    def close_account(self, job: CloseJob, account_id: int) -> tuple[str, bool, bool]:
+    def close_account(self, job: CloseJob, account_id: int, prepared: tuple[int, list[int]] | None = None
+                      ) -> tuple[str, bool, bool]:
         """Close what the account holds (of ``job.product``, or everything) at the broker: the steps above.
-        Returns (summary, everything closed, there was nothing to do)."""
-        when = ist_now_str()
-        with self.ctx.db.write() as s:
-            if job.halt:
-                set_trading_state(s, account_id, TradingState.HALTED, f"{job.label} at {when}", "service")
-            withdrawn = withdraw_queued_entries(s, account_id, job.label, job.product)
-            # the job closes what the Quick Order stops (of its product) protect: they must not exit it a second time
-            cancel_account_stops(s, account_id, f"{job.label} at {when}", job.product)
-            runs = live_run_ids(s, account_id, job.product)
+        ``prepared``: step 0's result when ``close_all`` wrote it for every account at once. Returns (summary,
+        everything closed, there was nothing to do)."""
+        if prepared is None:
+            with self.ctx.db.write() as s:
+                prepared = self._prepare(s, job, account_id)
+        withdrawn, runs = prepared
         cancelled, to_cancel, problems = self._cancel_working(account_id, job)
         # Step 1, exits that BUY (closing shorts) first: the free positions' BUYs are queued before the runs' exits
         # are written and their SELLs after (the dispatcher sends an account's queue in priority order).

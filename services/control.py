@@ -45,6 +45,7 @@ it passes, so {"run_id": 2.9} fails, never exits run 2, and an unregistered kind
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -283,3 +284,30 @@ class ControlHandlers:
     def square_off_position(self, p: dict, command_id: int | None = None) -> str:
         self.deps.square_off_position(command_id, p)
         return DEFERRED
+
+
+class DeferredRuns:
+    """The threads of a deferred command kind (a flatten, a margin check, a position's square-off): the work of
+    one command runs on a thread of its own, and never twice at once (the control job sees the command still
+    queued while it runs, and a restart finds it queued again)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start(self, command_id: int, work, *args) -> bool:
+        """``work(command_id, *args)`` on a new thread; False (nothing started) if that command runs already."""
+        with self._lock:
+            if command_id in self._running:
+                return False
+            self._running.add(command_id)
+
+        def run() -> None:
+            try:
+                work(command_id, *args)
+            finally:
+                with self._lock:
+                    self._running.discard(command_id)
+        threading.Thread(target=run, name=f"{self.name}-{command_id}", daemon=True).start()
+        return True

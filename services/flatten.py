@@ -41,7 +41,7 @@ from db.order_fsm import Status
 from db.stops import cancel_account_stops
 from db.vocab import CommandStatus, TradingState
 from services.context import ServiceContext
-from services.control import finish_deferred
+from services.control import DeferredRuns, finish_deferred
 from services.dispatcher import PlainExitWriter, Written
 
 log = logging.getLogger("services.flatten")
@@ -79,7 +79,7 @@ class Flattener:
         self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
         self.poll_now = poll_now
         self.submit = submit or PlainExitWriter(ctx.db, wake).submit_now
-        self._running: set[int] = set()
+        self._runs = DeferredRuns("flatten")
         self._lock = threading.Lock()
         # One close job of an account at a time: two at once (the trader's Flatten all while a daily limit trips,
         # a square-off while a flatten runs) would each read the positionbook before the other's exits are
@@ -88,28 +88,18 @@ class Flattener:
 
     def start(self, command_id: int, account_ids: list[int]) -> bool:
         """Run the flatten of command ``command_id`` on a thread of its own (once: False if it runs already)."""
-        with self._lock:
-            if command_id in self._running:
-                return False
-            self._running.add(command_id)
-        threading.Thread(target=self._run, args=(command_id, account_ids), name=f"flatten-{command_id}",
-                         daemon=True).start()
-        return True
+        return self._runs.start(command_id, self._run, account_ids)
 
     def _run(self, command_id: int, account_ids: list[int]) -> None:
         try:
-            try:
-                summary, ok = self.flatten(command_id, account_ids)
-                status = CommandStatus.DONE
-            except Exception as exc:  # noqa: BLE001 - reported on the command and as an alert
-                log.exception("flatten %s failed", command_id)
-                summary, ok, status = f"flatten failed: {type(exc).__name__}: {exc}", False, CommandStatus.FAILED
-            self._alert("flatten_done" if ok else "flatten_incomplete", f"flatten #{command_id}: {summary}",
-                        f"command {command_id}")
-            self._finish(command_id, status, summary)
-        finally:
-            with self._lock:
-                self._running.discard(command_id)
+            summary, ok = self.flatten(command_id, account_ids)
+            status = CommandStatus.DONE
+        except Exception as exc:  # noqa: BLE001 - reported on the command and as an alert
+            log.exception("flatten %s failed", command_id)
+            summary, ok, status = f"flatten failed: {type(exc).__name__}: {exc}", False, CommandStatus.FAILED
+        self._alert("flatten_done" if ok else "flatten_incomplete", f"flatten #{command_id}: {summary}",
+                    f"command {command_id}")
+        self._finish(command_id, status, summary)
 
     def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
         finish_deferred(self.ctx.db, command_id, status, summary, "flatten", 20)

@@ -8,7 +8,6 @@ minute) must not hold up the control commands queued behind it. The accounts are
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from broker.errors import BrokerError
@@ -16,7 +15,7 @@ from db.margin import CheckResult, plan_of, record_checks, shortfall
 from db.strategies import resolved_strategy
 from db.vocab import CommandStatus
 from services.context import ServiceContext
-from services.control import finish_deferred
+from services.control import DeferredRuns, finish_deferred
 
 log = logging.getLogger("services.margin_check")
 
@@ -24,30 +23,19 @@ log = logging.getLogger("services.margin_check")
 class MarginChecker:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
-        self._running: set[int] = set()
-        self._lock = threading.Lock()
+        self._runs = DeferredRuns("margin")
 
     def start(self, command_id: int, payload: dict) -> bool:
         """Carry out command ``command_id`` (a clean margin_check payload) on a thread (once: False if running)."""
-        with self._lock:
-            if command_id in self._running:
-                return False
-            self._running.add(command_id)
-        threading.Thread(target=self._run, args=(command_id, payload), name=f"margin-{command_id}",
-                         daemon=True).start()
-        return True
+        return self._runs.start(command_id, self._run, payload)
 
     def _run(self, command_id: int, payload: dict) -> None:
         try:
-            try:
-                summary, status = self.check(command_id, payload), CommandStatus.DONE
-            except Exception as exc:  # noqa: BLE001 - the page shows it on the command row
-                log.warning("margin check %s failed: %s", command_id, exc)
-                summary, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
-            self._finish(command_id, status, summary)
-        finally:
-            with self._lock:
-                self._running.discard(command_id)
+            summary, status = self.check(command_id, payload), CommandStatus.DONE
+        except Exception as exc:  # noqa: BLE001 - the page shows it on the command row
+            log.warning("margin check %s failed: %s", command_id, exc)
+            summary, status = f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+        self._finish(command_id, status, summary)
 
     def _finish(self, command_id: int, status: CommandStatus, summary: str) -> None:
         finish_deferred(self.ctx.db, command_id, status, summary, "margin check", 10)

@@ -17,14 +17,13 @@ from the command, so the second time finds them and sends nothing more.
 from __future__ import annotations
 
 import logging
-import threading
 
 from broker.errors import BrokerError
 from db.clock import ist_now_str
 from db.row_actions import square_off_written, write_square_off
 from db.vocab import CommandStatus
 from services.context import ServiceContext
-from services.control import finish_deferred
+from services.control import DeferredRuns, finish_deferred
 from services.dispatcher import Written
 
 log = logging.getLogger("services.position_exit")
@@ -51,31 +50,20 @@ class PositionSquareOffs:
         account's flattens and square-offs hold (services.flatten.Flattener.account_lock). Each of them reads the
         positionbook, then writes exits for what it shows: two at once would close the same units twice."""
         self.ctx, self.exits, self.risk, self.account_lock = ctx, exits, risk, account_lock
-        self._running: set[int] = set()
-        self._lock = threading.Lock()
+        self._runs = DeferredRuns("square-off")
 
     def start(self, command_id: int, payload: dict) -> bool:
         """Carry out command ``command_id`` (a clean payload) on a thread (once: False if it runs already)."""
-        with self._lock:
-            if command_id in self._running:
-                return False
-            self._running.add(command_id)
-        threading.Thread(target=self._run, args=(command_id, payload), name=f"square-off-{command_id}",
-                         daemon=True).start()
-        return True
+        return self._runs.start(command_id, self._run, payload)
 
     def _run(self, command_id: int, payload: dict) -> None:
         try:
-            try:
-                summary, status = self.square_off(command_id, payload), CommandStatus.DONE
-            except Exception as exc:  # noqa: BLE001 - the page shows it as the command's result
-                log.warning("square-off %s failed: %s", command_id, exc)
-                summary, status = f"{exc}" if isinstance(exc, RuntimeError | ValueError) else \
-                    f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
-            finish_deferred(self.ctx.db, command_id, status, summary, "square-off", 10)
-        finally:
-            with self._lock:
-                self._running.discard(command_id)
+            summary, status = self.square_off(command_id, payload), CommandStatus.DONE
+        except Exception as exc:  # noqa: BLE001 - the page shows it as the command's result
+            log.warning("square-off %s failed: %s", command_id, exc)
+            summary, status = f"{exc}" if isinstance(exc, RuntimeError | ValueError) else \
+                f"{type(exc).__name__}: {exc}", CommandStatus.FAILED
+        finish_deferred(self.ctx.db, command_id, status, summary, "square-off", 10)
 
     def square_off(self, command_id: int, p: dict) -> str:
         """Read the positionbook, close what it reports; returns the command's result (raises if nothing was)."""

@@ -51,6 +51,8 @@ class ServiceSettings:
     ws_failover_after: int = _s(3, "Consecutive failed connects before failing over to the next backup account", 1)
     ws_failover_cooldown_s: float = _s(60.0, "An account that failed is not retried as feed for this long", 0.0)
     dispatch_poll_s: float = _s(0.05, "Order dispatcher poll interval for queued intents", 0.005)
+    control_poll_s: float = _s(0.25, "Control commands (flatten, exits, re-arm...) without a wake-up are carried out "
+                                     "within this; the app's and the API's are carried out at once", 0.01)
     poller_interval_s: float = _s(1.0, "Order status poll interval per account (<= 1 request/s/account)", 1.0)
     flush_interval_s: float = _s(1.0, "Price/position batch flush to SQLite (<= 2 s)", 0.05)
     pnl_snapshot_s: float = _s(1.0, "P&L snapshot interval for charts", 0.2)

@@ -124,6 +124,8 @@ class ServiceRunner:
                                      wake=self.dispatcher.wake)
         self.job_errors: dict[str, int] = {}
         self.job_last_ok: dict[str, float] = {}
+        self._control_wake, self._control_stop = threading.Event(), threading.Event()
+        self._control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self.instruments_loaded = False
         self.started_at = time.monotonic()
 
@@ -137,6 +139,7 @@ class ServiceRunner:
         self.dispatcher.start()
         self._schedule_jobs()
         self.scheduler.start()
+        self._control_thread.start()
         self.wake_listener.start()
         heartbeat(self.ctx.db, "runner", "ok", {"pid": os.getpid(), "db": str(self.ctx.db.path)})
         # Latency: move everything allocated at start-up (modules, symbol master, ORM metadata) out of the
@@ -192,7 +195,6 @@ class ServiceRunner:
         jobs = [("poller", self.poller.run_once, sv.poller_interval_s),
                 ("account_sync", self.account_sync.run_once, min(sv.funds_refresh_s, 1.0)),
                 ("reconciler", self.reconciler.run_once, sv.reconcile_interval_s),
-                ("control", self.process_commands, 0.25),
                 # LIMIT strategy entries still working after their 'convert after N s': modifyorder to MARKET
                 ("entry_convert", self.entry_convert.run_once, 1.0),
                 ("heartbeat", self.beat, sv.heartbeat_s),
@@ -239,9 +241,20 @@ class ServiceRunner:
             self.positions.refresh_subscriptions()
 
     def on_wake(self) -> None:
-        """The app or the local API committed work (db/wake.py): send queued orders now, not at the next poll.
-        (Control commands keep their 0.25 s job: pulling that job forward while it runs would only be skipped.)"""
+        """The app or the local API committed work (db/wake.py): send queued orders and carry out control commands
+        now, not at the next poll (a Flatten pressed in the app starts at once instead of up to 0.25 s later)."""
         self.dispatcher.wake()
+        self._control_wake.set()
+
+    def _control_loop(self) -> None:
+        """Control commands on a thread of their own: at once when woken, else every control_poll_s (a command
+        written by something that sends no wake, or whose datagram was lost). A scheduler job could not be
+        pulled forward while it runs (that run would only be skipped); this loop runs again right after."""
+        job, every = self._guard("control", self.process_commands), self.settings.service.control_poll_s
+        while not self._control_stop.is_set():
+            job()
+            self._control_wake.wait(every)
+            self._control_wake.clear()
 
     # ---- control commands --------------------------------------------------------------------------------------
     def process_commands(self) -> int:
@@ -283,6 +296,10 @@ class ServiceRunner:
     def stop(self) -> None:
         log.info("AlgoMirror service stopping")
         self._quietly(self.wake_listener.stop)
+        self._control_stop.set()
+        self._control_wake.set()
+        if self._control_thread.is_alive():
+            self._control_thread.join(30)  # a command being carried out finishes (its result is written)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.dispatcher.stop()

@@ -144,6 +144,18 @@ def live_sidebar(db: Database, settings, health: dict) -> None:
     badge_and_alerts()
 
 
+def live_banner(db: Database, settings, health: dict) -> None:
+    """The service-down banner at the top of every page, re-read every refresh_s: a page the trader only looks
+    at must say the service stopped without waiting for a click (the page's own run draws it only once)."""
+    first = {"health": health}  # the page's own read serves the first draw
+
+    @st.fragment(run_every=settings.ui.refresh_s)
+    def banner():
+        service_banner(first.pop("health", None) or repo.service_state(db, settings.ui.service_stale_s))
+
+    banner()
+
+
 def init_page(title: str, icon: str = ""):
     settings = get_settings()
     # Again here, for a page script run without app.py: until a session has run app.py's st.navigation, Streamlit
@@ -154,7 +166,7 @@ def init_page(title: str, icon: str = ""):
         st.rerun()
     db = get_db(settings)
     health = repo.service_state(db, settings.ui.service_stale_s)
-    service_banner(health)
+    live_banner(db, settings, health)
     with st.sidebar:
         live_sidebar(db, settings, health)
     kill_switch(db)

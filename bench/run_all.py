@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 from _common import machine  # noqa: E402
 
 BENCHES = ["exit_latency", "limit", "account_limit", "ingest", "fanout", "enqueue", "flatten", "webhook", "dashboard",
-           "memory"]
+           "pages_browser", "memory"]
 
 
 def row(r: dict) -> list[tuple[str, str, str, str]]:
@@ -89,6 +89,10 @@ def row(r: dict) -> list[tuple[str, str, str, str]]:
         pts = "; ".join(f"{p['page']} {p['days']} d: worst {p['worst_ms']:.0f} ms" for p in r["points"])
         return [("page script time vs days of history (10 accounts)", pts, "<= 1 s at the largest point",
                  ok(r["worst_ms_last"] <= 1000))]
+    if b == "pages_browser":
+        pts = "; ".join(f"{p['page']} {p['median_ms']:.0f} / {p['max_ms']:.0f}" for p in r["points"])
+        return [(f"sidebar click -> page settled in chromium, median / max ms after the first visit ({r['rounds']} "
+                 "rounds, 10 accts, full day)", pts, "<= 1 s every page", ok(not r["over"]))]
     if b == "memory":
         return [(f"service RSS, {r.get('subs', 100)} subs, {r.get('ticks', 1_000_000):,} ticks",
                  f"{r['rss_start_mb']:.1f} -> {r['rss_100k_mb']:.1f} (100k) -> {r['rss_end_mb']:.1f} MiB",

@@ -21,10 +21,11 @@ if unders.empty:
     st.info("The symbol master has no options yet (the service loads it from OpenAlgo at start).")
     st.stop()
 def new_underlying():
-    """Another underlying opens on ITS nearest expiry, ATM: the previous one's expiry (a BANKNIFTY monthly that
-    NIFTY also lists) and strike must not carry over."""
-    for k in ("chain.expiry", "chain.strike", "chain.pick"):
-        ss.pop(k, None)
+    """Another underlying opens on ITS nearest expiry, ATM: the expiry and strike selects are keyed by underlying
+    (and expiry), so the previous one's expiry (a BANKNIFTY monthly that NIFTY also lists) and strike cannot carry
+    over. One key for every underlying did not hold in the browser: its select kept showing the old expiry and
+    sent it back with the next live refresh of the grid."""
+    ss.pop("chain.pick", None)
 
 
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
@@ -34,7 +35,7 @@ exps = repo.expiries(db, name, u["opt_exchange"], since=today_ist())
 if not exps:
     st.info(f"No option expiries for {name}.")
     st.stop()
-expiry = c2.selectbox("Expiry", exps, key="chain.expiry")  # nearest first
+expiry = c2.selectbox("Expiry", exps, key=f"chain.expiry.{name}")  # nearest first
 each_side = c3.selectbox("Strikes ±", [5, 10, 15, 20], index=1, key="chain.each_side",
                          help="Strikes each side of ATM: the grid fits on screen with ATM in the middle")
 auto = c4.toggle("Live", value=True, key="chain.auto")
@@ -101,10 +102,13 @@ full = repo.chain(db, name, u["opt_exchange"], expiry)
 strikes = sorted(full["strike"].unique().tolist())
 atm = ss.get("chain.atm")
 clicked = ss.pop("chain.pick", None)
+STRIKE_KEY = f"chain.strike.{name}.{expiry}"  # per chain, as the expiry above
 if clicked and clicked[0] in strikes:  # a clicked cell: set before the widgets exist
-    ss["chain.strike"], ss["chain.side"] = clicked
+    ss[STRIKE_KEY], ss["chain.side"] = clicked
+elif strikes and ss.get(STRIKE_KEY) not in strikes:  # a chain opened afresh: ATM
+    ss[STRIKE_KEY] = atm if atm in strikes else strikes[0]
 s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
-strike = s1.selectbox("Strike", strikes, index=strikes.index(atm) if atm in strikes else 0, key="chain.strike",
+strike = s1.selectbox("Strike", strikes, key=STRIKE_KEY,
                       format_func=lambda k: f"{k:,.0f}{'  (ATM)' if k == atm else ''}")
 side = s2.radio("Type", ["CE", "PE"], horizontal=True, key="chain.side")
 pick = full[(full["strike"] == strike) & (full["kind"] == side)]

@@ -35,10 +35,28 @@ if not acct_names:
     st.warning("Add an active account on the Accounts page first.")
     st.stop()
 
+def first_match(query: str) -> tuple[str, int] | None:
+    """The search's first contract and its lot size."""
+    hit = repo.search_instruments(db, query, limit=1)
+    return None if hit.empty else (f"{hit['symbol'].iloc[0]}|{hit['exchange'].iloc[0]}",
+                                   int(hit["lotsize"].iloc[0] or 1))
+
+
 def new_search():
-    """A new search is a new instrument: the contract picked for the previous one must not stay selected (Preview
-    would order it). The option chain's prefill sets the search and the contract together, before this runs."""
-    ss.pop("quick.contract", None)
+    """A new search is a new instrument: the contract picked for the previous one must not stay selected, nor its
+    preview placeable (Place order would send it). The contract is SET to the new search's first match, not just
+    dropped: a dropped value leaves the browser's select showing the old contract. The quantity starts again at
+    one lot of it (65 NIFTY units are not 65 RELIANCE shares). The option chain's prefill sets the search and the
+    contract together, before this runs."""
+    ss.pop("quick.pending", None)
+    if (first := first_match(ss.get("quick.search", ""))) is None:
+        ss.pop("quick.contract", None)
+    else:
+        ss["quick.contract"], ss["quick.qty"] = first
+
+
+def new_contract():
+    ss.pop("quick.pending", None)  # the preview was of the contract picked before
 
 
 query = st.text_input("Search symbol (name or symbol prefix)", key="quick.search", placeholder="NIFTY, RELIANCE…",
@@ -50,13 +68,16 @@ if ss.get("quick.contract") and ss["quick.contract"] not in options:
     # kept only while it still answers the search (a prefilled contract beyond the search's first results)
     if query and sym.upper().startswith(query.strip().upper()) and repo.instrument(db, sym, ex):
         options.insert(0, ss["quick.contract"])
+    elif options:
+        ss["quick.contract"] = options[0]
     else:
         ss.pop("quick.contract", None)
 if not options:
     st.caption("Type a symbol or underlying name to search the symbol master." if not query
                else f"No instrument starts with '{query}'.")
     st.stop()
-choice = st.selectbox("Contract", options, key="quick.contract", format_func=lambda o: o.replace("|", " · "))
+choice = st.selectbox("Contract", options, key="quick.contract", format_func=lambda o: o.replace("|", " · "),
+                      on_change=new_contract)
 symbol, exchange = choice.split("|", 1)
 inst = repo.instrument(db, symbol, exchange) or {}
 lot, tick = int(inst.get("lotsize") or 1), float(inst.get("tick_size") or 0.05)
@@ -112,6 +133,9 @@ if preview:
         st.error(str(exc))
 
 pending = ss.get("quick.pending")
+if pending and (pending["req"]["symbol"], pending["req"]["exchange"]) != (symbol, exchange):
+    ss.pop("quick.pending", None)  # a preview is only ever of the contract on screen
+    pending = None
 if pending:
     f = pending["fields"]
     with st.container(border=True):

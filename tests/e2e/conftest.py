@@ -7,6 +7,7 @@ default, to ``tmp_path/screenshots``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,8 +42,9 @@ SERVICE_ENV = {
 class Stack:
     """The product as a user runs it (scripts/demo.py), minus the demo accounts: the test adds its own."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, **env: str):
         self.tmp = tmp
+        self.extra_env = env  # APP__... overrides of SERVICE_ENV for both processes
         self.db_path = tmp / "algomirror.db"
         self.sim = SimProcess(seed=7, log_path=str(tmp / "sim.log"))
         self.procs: dict[str, subprocess.Popen] = {}
@@ -58,6 +60,7 @@ class Stack:
         env.update(SERVICE_ENV, APP__DB__PATH=str(self.db_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
                    # the market clock of the session (tests/conftest.py), the simulator's too
                    APP__MARKET__CLOCK_OFFSET_S=os.environ.get("APP__MARKET__CLOCK_OFFSET_S", "0"))
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -121,9 +124,9 @@ class Stack:
             f.close()
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path)
+@contextlib.contextmanager
+def running_stack(tmp: Path, **env: str):
+    s = Stack(tmp, **env)
     try:
         s.start()
         yield s
@@ -131,8 +134,9 @@ def stack(tmp_path):
         s.stop()
 
 
-@pytest.fixture
-def browser_page():
+@contextlib.contextmanager
+def chromium_page():
+    """A headless Debian chromium page (the test is skipped without /usr/bin/chromium)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"browser test needs Debian chromium at {CHROMIUM} (apt-get install chromium; CI installs it)")
     from playwright.sync_api import sync_playwright
@@ -146,6 +150,18 @@ def browser_page():
             context.close()
         finally:
             browser.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with running_stack(tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+def browser_page():
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.fixture

@@ -15,92 +15,17 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from db import Database
 from db.models import (Execution, Instrument, LatestPrice, OrderIntent, Position, RiskEvent, ServiceHeartbeat,
                        StrategyRun)
+from tests.e2e.helpers import (choose, failure_artifacts, goto, grid_cells, grid_has, no_app_errors, settle, shoot,
+                               until)
 
 pytestmark = pytest.mark.timeout(240)
-STEP_S = 60.0  # generous per step; the whole flow is bounded by the timeout above
 ACCOUNT = "e2e-trader"
 MAX_LOSS = 500
-
-
-def until(fn, what: str, timeout: float = STEP_S, every: float = 0.4):
-    """Poll fn() until it returns something truthy (and return it); fail with `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - a half-rendered page or a busy DB: try again
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def grid_cells(page) -> list[str]:
-    """Texts of every st.dataframe cell on the page (the glide grid draws on a canvas; its a11y table carries
-    the values). st.dataframe keys do not reach the DOM, so callers look for distinctive texts."""
-    return page.locator('[data-testid="stDataFrame"] [id^="glide-cell"]').all_inner_texts()
-
-
-def grid_has(page, *texts: str) -> bool:
-    cells = grid_cells(page)
-    return all(any(t in c for c in cells) for t in texts)
-
-
-def goto(page, title: str):
-    """Open a page through the sidebar (keeps the Streamlit session) and wait for its title."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=False).click()
-    page.get_by_role("heading", name=title, level=1).wait_for()
-
-
-def choose(page, label: str, option: str):
-    """Pick an option of a st.selectbox / st.multiselect by its label."""
-    for _attempt in range(4):  # a rerun in flight can redraw the widget and close its list: open it again
-        settle(page)
-        page.get_by_label(label, exact=True).click()
-        opt = page.get_by_role("option", name=option, exact=True)
-        try:
-            opt.wait_for(timeout=5_000)
-            opt.click(timeout=5_000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    else:
-        raise AssertionError(f"could not choose {option!r} in {label!r}")
-    settle(page)
-
-
-def settle(page):
-    """Wait until the script run triggered by the last interaction has finished."""
-    page.wait_for_timeout(300)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
-
-
-def shoot(page, shots, name: str):
-    """Screenshot of the whole page. Streamlit scrolls inside its main section, so full_page alone would cut at
-    the viewport: grow the viewport to the content height for the shot, then restore it."""
-    settle(page)
-    viewport = page.viewport_size
-    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
-        '[data-testid="stMain"], [data-testid="stAppViewContainer"], section')].map(e => e.scrollHeight))""")
-    page.set_viewport_size({"width": viewport["width"], "height": min(max(viewport["height"], height), 4000)})
-    page.wait_for_timeout(800)  # relayout + plotly transitions
-    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-    page.set_viewport_size(viewport)
-
-
-def no_app_errors(page):
-    """A Streamlit exception box on the page fails the test with its text."""
-    exc = page.locator('[data-testid="stException"]')
-    assert exc.count() == 0, exc.first.inner_text()
 
 
 def test_browser_when_account_strategy_and_price_spike_then_max_loss_exits_short_legs_first(
@@ -110,18 +35,6 @@ def test_browser_when_account_strategy_and_price_spike_then_max_loss_exits_short
     except BaseException:
         failure_artifacts(browser_page, stack, shots)
         raise
-
-
-def failure_artifacts(page, stack, shots):
-    """What the page showed and what the service logged, without masking the original failure."""
-    print("service log tail:\n" + stack.log_tail("service"))
-    try:
-        page.set_default_timeout(5_000)
-        print("alerts on the page:", page.locator('[data-testid="stAlert"]').all_inner_texts())
-        page.screenshot(path=str(shots / "FAILED.png"), full_page=True)
-        print(f"failure screenshot: {shots / 'FAILED.png'}")
-    except Exception as exc:  # noqa: BLE001
-        print(f"no failure screenshot: {exc}")
 
 
 def flow(page, stack, shots):

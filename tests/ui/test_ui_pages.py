@@ -600,24 +600,24 @@ def test_option_chain_when_underlying_switched_then_its_nearest_expiry_atm_in_vi
                                      tick_size=0.05, freeze_qty=1800))
     at = page("option_chain").run()
     at.selectbox(key="chain.underlying").select("BANKNIFTY").run()
-    assert at.selectbox(key="chain.expiry").value == monthly
+    assert at.selectbox(key="chain.expiry.BANKNIFTY").value == monthly
     at.selectbox(key="chain.underlying").select("NIFTY").run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="chain.expiry").value == near  # not the monthly left over from BANKNIFTY
+    assert at.selectbox(key="chain.expiry.NIFTY").value == near  # not the monthly left over from BANKNIFTY
     grid = at.dataframe[0]
     assert len(grid.value) == 21 and grid.value["Strike"].iloc[10] == 26000.0  # ±10 strikes, ATM in the middle
     assert "rgba(241,196,15,0.16)" in grid.proto.arrow_data.styler.styles  # in-the-money cells shaded
     shown = _display_values(grid)
     assert list(shown.columns[:3]) == ["CE OI", "CE OI chg", "CE Vol"] and "Strike" in shown.columns
     assert shown["Strike"].iloc[10] == "26,000" and "." not in shown["CE OI"].iloc[10]
-    at.selectbox(key="chain.expiry").select(monthly).run()
+    at.selectbox(key="chain.expiry.NIFTY").select(monthly).run()
     untouched = _display_values(at.dataframe[0])
     assert (untouched["CE LTP"] == "—").all() and not untouched.isin(["None", "nan"]).any().any()
-    at.selectbox(key="chain.expiry").select(near).run()
+    at.selectbox(key="chain.expiry.NIFTY").select(near).run()
     at.session_state["chain.grid"] = {"selection": {"rows": [], "columns": [], "cells": [[12, "PE LTP"]]}}
     at.run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="chain.strike").value == 26100.0 and at.radio(key="chain.side").value == "PE"
+    assert at.selectbox(key=f"chain.strike.NIFTY.{near}").value == 26100.0 and at.radio(key="chain.side").value == "PE"
     at.button(key="chain.sell").click().run()
     pre = at.session_state["quick.prefill"]
     assert pre["symbol"] == b.option_symbol("NIFTY", near, 26100, "PE") and pre["action"] == "SELL"

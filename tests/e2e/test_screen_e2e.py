@@ -338,7 +338,7 @@ def test_orders_when_row_cancel_on_working_limit_then_broker_cancels_and_message
                 break
             except Exception:  # noqa: BLE001 - click again
                 continue
-        page.get_by_text(f"Order #{iid} BUY 1 SBIN (placed)").wait_for()
+        page.get_by_text(f"Order #{iid} BUY 1 SBIN (placed)", exact=True).wait_for()
         page.get_by_role("button", name="Cancel order").click()
         message = page.get_by_text(f"Cancel requested for order #{iid} BUY 1 SBIN (placed)")
         message.wait_for()

@@ -299,7 +299,7 @@ class ServiceRunner:
         self._control_stop.set()
         self._control_wake.set()
         if self._control_thread.is_alive():
-            self._control_thread.join(30)  # a command being carried out finishes (its result is written)
+            self._control_thread.join(10)  # a command being carried out finishes (its result is written)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.dispatcher.stop()

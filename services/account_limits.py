@@ -47,6 +47,7 @@ from db.flatten import early_closes, halt_all_and_flatten, halt_and_flatten
 from db.portfolio import portfolio_max_loss
 from db.vocab import TradingState
 from services.context import ServiceContext
+from services.dispatcher import PlainExitWriter, Written
 
 log = logging.getLogger("services.account_limits")
 CONSUMER = "account_limits"
@@ -75,11 +76,13 @@ class AccountBook:
 
 
 class AccountLimits:
-    def __init__(self, ctx: ServiceContext, md, start_flatten, notifier=None, wake=None):
-        """``start_flatten(command_id, [account_id, ...])``: the service's Flattener.start; ``wake``: the
-        dispatcher's (the trip's early closes go out on its commit)."""
+    def __init__(self, ctx: ServiceContext, md, start_flatten, notifier=None, wake=None, exits=None):
+        """``start_flatten(command_id, [account_id, ...])``: the service's Flattener.start; ``exits``: the
+        dispatcher (its ``submit_now``: the trip's first close is claimed in the trip's own transaction and posted
+        on its commit); without one, the trip is written and ``wake`` (the dispatcher's) called."""
         self.ctx, self.md, self.start_flatten, self.notifier = ctx, md, start_flatten, notifier
         self.wake = wake or (lambda: None)
+        self.exits = exits or PlainExitWriter(ctx.db, self.wake)
         self._books: dict[int, AccountBook] = {}
         self._by_key: dict[tuple[str, str], list[AccountBook]] = {}
         self._tripped: set[int] = set()
@@ -206,20 +209,19 @@ class AccountLimits:
         # the halt lasts the trading day: re-armed at the first check of the next one (services/square_off.py)
         reason = f"{what} at {ist_now_str()}; halted for the day, re-armed on the next trading day"
         peak = [(b.account_id, b.peak.day, b.peak.value)] if b.peak is not None and b.peak.value > 0 else []
+        def write(s) -> Written:
+            cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl, until=trading_day().isoformat())
+            early = early_closes(s, cid, b.account_id)
+            save_day_peaks(s, peak)
+            return Written((cid, early), (b.account_id,) if early else ())
         try:
-            with self.ctx.db.write() as s:
-                cid = halt_and_flatten(s, b.account_id, reason, event, threshold, pnl,
-                                       until=trading_day().isoformat())
-                early = early_closes(s, cid, b.account_id)
-                save_day_peaks(s, peak)
+            cid, early = self.exits.submit_now(write)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:
                 self._tripped.discard(b.account_id)
             self._not_written(f"ACCOUNT LIMIT NOT ACTED ON: {b.name} {what} (day P&L ₹{pnl:,.0f}): {exc}; retrying",
                               f"account {b.account_id}")
             return
-        if early:
-            self.wake()
         if peak:
             b.peak.saved = peak[0][2]
         msg = f"{b.name}: {what} (day P&L ₹{pnl:,.2f}): account halted, flatten #{cid} started"
@@ -250,19 +252,19 @@ class AccountLimits:
         what = f"portfolio daily max loss ₹{limit:,.0f}"
         # every account's halt lasts the trading day: each is re-armed on the next one (services/square_off.py)
         reason = f"{what} at {ist_now_str()}; halted for the day, re-armed on the next trading day"
+        def write(s) -> Written:
+            cid, accounts = halt_all_and_flatten(s, reason, "portfolio_max_loss", -limit, total,
+                                                 until=trading_day().isoformat())
+            closing = tuple(a for a in accounts if early_closes(s, cid, a))
+            return Written((cid, accounts), closing)
         try:
-            with self.ctx.db.write() as s:
-                cid, accounts = halt_all_and_flatten(s, reason, "portfolio_max_loss", -limit, total,
-                                                     until=trading_day().isoformat())
-                early = sum(early_closes(s, cid, a) for a in accounts)
+            cid, accounts = self.exits.submit_now(write)
         except Exception as exc:  # noqa: BLE001 - a trip must never go quiet: alarm, and try again
             with self._lock:
                 self._portfolio_trip = None
             self._not_written(f"PORTFOLIO LIMIT NOT ACTED ON: {what} (day P&L of all accounts ₹{total:,.0f}): "
                               f"{exc}; retrying", "portfolio")
             return
-        if early:
-            self.wake()
         with self._lock:
             self._portfolio_trip = time.monotonic()
         msg = (f"{what} (day P&L of all accounts ₹{total:,.2f}): {len(accounts)} account(s) halted, "

@@ -53,12 +53,7 @@ def _amount_or_none(v, what: str) -> float | None:
     """A risk limit in rupees: empty (None / '') = none; anything else must be a positive number."""
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
-    if isinstance(v, bool):
-        raise CommandError(f"{what} must be a number")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise CommandError(f"{what} must be a number") from None
+    f = _float(v, what)
     if math.isnan(f):
         raise CommandError(f"{what} must be a number")
     if not (0 < f < 1e9):
@@ -76,13 +71,18 @@ def _whole(v, what: str, lo: int, hi: int) -> int:
     return v
 
 
-def _number(v, what: str) -> float:
-    if isinstance(v, bool) or v is None:
+def _float(v, what: str, got: bool = False) -> float:
+    """float(v), or CommandError: True / False, None and text are not numbers (``got``: the message quotes v)."""
+    if isinstance(v, bool):
         raise CommandError(f"{what} must be a number")
     try:
-        f = float(v)
+        return float(v)
     except (TypeError, ValueError):
-        raise CommandError(f"{what} must be a number") from None
+        raise CommandError(f"{what} must be a number" + (f" (got '{str(v)[:20]}')" if got else "")) from None
+
+
+def _number(v, what: str) -> float:
+    f = _float(v, what)
     if not math.isfinite(f):
         raise CommandError(f"{what} must be a number")
     return f
@@ -140,12 +140,7 @@ def _leg_number(v, what: str) -> float | None:
     """A positive number, or None for 'not set' (empty, 0)."""
     if v is None or v == "" or (isinstance(v, float) and v != v):
         return None
-    if isinstance(v, bool):
-        raise CommandError(f"{what} must be a number")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise CommandError(f"{what} must be a number (got '{str(v)[:20]}')") from None
+    f = _float(v, what, got=True)
     if f == 0:
         return None
     if not (0 < f < 1e9):

@@ -81,8 +81,7 @@ class AccountLimits:
         dispatcher (its ``submit_now``: the trip's first close is claimed in the trip's own transaction and posted
         on its commit); without one, the trip is written and ``wake`` (the dispatcher's) called."""
         self.ctx, self.md, self.start_flatten, self.notifier = ctx, md, start_flatten, notifier
-        self.wake = wake or (lambda: None)
-        self.exits = exits or PlainExitWriter(ctx.db, self.wake)
+        self.exits = exits or PlainExitWriter(ctx.db, wake or (lambda: None))
         self._books: dict[int, AccountBook] = {}
         self._by_key: dict[tuple[str, str], list[AccountBook]] = {}
         self._tripped: set[int] = set()

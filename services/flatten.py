@@ -76,7 +76,7 @@ class Flattener:
         ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle);
         ``submit``: the dispatcher's ``submit_now`` (the exits are claimed in their own transaction and posted at
         once, not on the dispatcher loop's next pass); without one, the exits are written and the loop woken."""
-        self.ctx, self.risk, self.wake, self.notifier, self.settle_s = ctx, risk, wake, notifier, settle_s
+        self.ctx, self.risk, self.notifier, self.settle_s = ctx, risk, notifier, settle_s
         self.poll_now = poll_now
         self.submit = submit or PlainExitWriter(ctx.db, wake).submit_now
         self._runs = DeferredRuns("flatten")
@@ -176,7 +176,6 @@ class Flattener:
             self._write_exits(job, account_id, {k: v for k, v in free.items() if v < 0}, step=1)
             self._exit_runs(job, runs)
             self._write_exits(job, account_id, {k: v for k, v in free.items() if v > 0}, step=1)
-            self.wake()
         else:  # one transaction: the dispatcher sends an account's queue BUYs first (exit_priority)
             self._write_exits(job, account_id, free, step=1)
         # Step 2, once everything in flight has settled: whatever is still open (what a run's exit did not close,

@@ -183,7 +183,7 @@ class ServiceRunner:
         self.risk.start()
         self.chains = OptionChainSessions(self.ctx, self.md)
         self.account_limits = AccountLimits(self.ctx, self.md, self.flattener.start, self.notifier,
-                                            wake=self.dispatcher.wake, exits=self.dispatcher)
+                                            exits=self.dispatcher)
         # Quick Order stop-loss / target: exits through the dispatcher like the risk manager's
         self.stops = StopWatcher(self.ctx, self.md, self.dispatcher, refresh_account=self.account_sync.refresh,
                                  notifier=self.notifier)

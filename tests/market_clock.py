@@ -43,3 +43,9 @@ def use_market_hours() -> float:
     clock.set_offset(timedelta(seconds=off))
     SimProcess.defaults.update(mis_gate=True, clock_offset_s=off)
     return off
+
+
+def inherit() -> None:
+    """In a child process the test spawned (multiprocessing 'spawn' imports no conftest): take the session's market
+    clock from the environment ``use_market_hours`` set, so the child's dispatcher sees the hours the parent does."""
+    clock.set_offset(timedelta(seconds=float(os.environ.get("APP__MARKET__CLOCK_OFFSET_S", "0"))))

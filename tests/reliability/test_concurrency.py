@@ -73,6 +73,8 @@ def _service_writer(path, key_file, seconds, out):
 def _reporting(fn, name, path, key_file, seconds, out):
     """Run a writer; whatever ends it early (an error outside its loop, at start-up) is reported, not swallowed."""
     try:
+        from tests.market_clock import inherit
+        inherit()  # enqueue_order refuses MIS entries after 15:15 IST on the market clock
         fn(path, key_file, seconds, out)
     except BaseException:  # noqa: BLE001 - the parent must hear of it either way
         out.put(("crashed", name, traceback.format_exc()[-2000:]))

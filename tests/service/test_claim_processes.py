@@ -18,7 +18,9 @@ def _dispatch_process(db_path: str, key_file: str, worker: str, start_at: float,
         from db import Database
         from services.context import ServiceContext
         from services.dispatcher import OrderDispatcher
+        from tests.market_clock import inherit
         from tests.service.fixtures_orders import fast_settings
+        inherit()  # the dispatcher denies MIS entries after 15:15 IST on the market clock
         ctx = ServiceContext(Database(db_path, key_file=key_file),
                              fast_settings(broker__order_rate_per_s=4))  # 2 processes stay under the sim's 10/s
         d = OrderDispatcher(ctx, worker_id=worker)

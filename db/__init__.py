@@ -25,10 +25,11 @@ class Database:
         s = settings or load_settings()
         return cls(s.db.path, s.db.busy_timeout_ms, s.secrets.key_file, s.secrets.fernet_key, s.db.max_pages)
 
-    def write(self, wait_s: float | None = None):
+    def write(self, wait_s: float | None = None, urgent: bool = False):
         """A write transaction; ``wait_s`` bounds the wait for the write lock (default: busy_timeout). Database
-        faults raise the db.errors ladder (DbLocked, DbFull, DbUnavailable)."""
-        return self.store.write(wait_s)
+        faults raise the db.errors ladder (DbLocked, DbFull, DbUnavailable). ``urgent``: an order or exit write,
+        handed the process's writer lock ahead of background writers (db.engine.WriterLock)."""
+        return self.store.write(wait_s, urgent)
 
     def read(self):
         return self.store.read()

@@ -50,8 +50,9 @@ COMPONENT = "dispatcher"
 
 
 def _write(db):
-    # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once.
-    return db.write()
+    # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once; an
+    # order's claim and outcome go ahead of the background writers waiting for it
+    return db.write(urgent=True)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class PlainExitWriter:
         self.db, self.wake = db, wake
 
     def submit_now(self, write_fn: Callable[[object], Written | None], wait_s: float | None = None):
-        with self.db.write(wait_s) as s:
+        with self.db.write(wait_s, urgent=True) as s:
             written = write_fn(s)
         if written is None:
             return None
@@ -131,7 +132,7 @@ class OrderDispatcher:
         reserved and the error propagates (the caller retries). Returns ``Written.value``."""
         claimed: list[IntentView] = []
         try:
-            with self.ctx.db.write(wait_s) as s:
+            with self.ctx.db.write(wait_s, urgent=True) as s:
                 written = write_fn(s)
                 for account_id in written.accounts if written is not None else ():
                     view = self.claim_next_in(s, account_id)

@@ -24,6 +24,7 @@ from typing import Callable
 from broker.errors import BrokerError
 from db.broker_orders import BookOrder, book_changes, parse_book, upsert_orders
 from db.crypto import SecretError
+from db.errors import classify
 from db.executions import Outcome, sweep, sweep_needed
 from db.intents import accounts_with_intents, book_followed_intents, followed_by_book, intents_by_id
 from db.models import utcnow
@@ -34,6 +35,7 @@ from services.health import service_log
 from services.order_reports import apply_book_status, behind_book
 
 log = logging.getLogger("services.poller")
+APPLY_CHUNK = 4  # intents per write transaction in _apply
 COMPONENT = "poller"
 RECENT_S = 30.0
 MIN_GAP_S = 1.0  # <= 1 orderbook request per second per account
@@ -139,17 +141,38 @@ class OrderPoller:
                     if not avg and by_id[oid].order_status == "complete" and not by_id[oid].avg_price]
         avgs = fetch_avg_prices(self.ctx.client(account_id), need_avg) if need_avg else {}
         outcome, warnings = Outcome(), []
-        with self.ctx.db.write() as s:
-            upsert_orders(s, account_id, book)
-            for intent in intents_by_id(s, [r[0] for r in todo]):
-                if intent.broker_order_id not in by_id or not followed_by_book(intent.status, intent.broker_avg_price):
-                    continue  # changed since the snapshot; the next poll looks again
-                before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
-                out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
+        ids = [r[0] for r in todo]
+        # A few intents per transaction, not the whole book's in one: each intent's status, its execution and its
+        # run change together (one intent is the unit that must be atomic), and between the chunks an order's
+        # claim or an exit waiting for the writer lock goes first (db.engine.WriterLock). One transaction for a
+        # busy second's fills held the lock for 25-80 ms (ORM work per intent, ~1 ms each).
+        for k in range(0, max(len(ids), 1), APPLY_CHUNK):
+            try:
+                with self.ctx.db.write() as s:
+                    if k == 0:
+                        upsert_orders(s, account_id, book)
+                    chunk = []
+                    for intent in intents_by_id(s, ids[k:k + APPLY_CHUNK]):
+                        if intent.broker_order_id not in by_id or not followed_by_book(intent.status,
+                                                                                       intent.broker_avg_price):
+                            continue  # changed since the snapshot; the next poll looks again
+                        before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
+                        out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT,
+                                                      avgs.get)
+                        chunk.append((out, warn, (intent.status, intent.broker_filled_qty,
+                                                  intent.broker_avg_price) != before))
+            except Exception as exc:
+                if k == 0:
+                    raise
+                # what the earlier chunks committed is reported below (their runs reloaded, their failed exits
+                # logged); the rest is still behind the book, so the next poll applies it
+                log.warning("poller: account %s: %d of %d book updates applied, the rest next poll: %s",
+                            account_id, k, len(ids), classify(exc) or exc)
+                break
+            for out, warn, updated in chunk:  # only what committed
                 if warn:
                     warnings.append(warn)
-                if (intent.status, intent.broker_filled_qty, intent.broker_avg_price) != before:
-                    result["updated"] += 1
+                result["updated"] += int(updated)
                 outcome.merge(out)
         self.ctx.intents_changed.bump(account_id)
         self._report(warnings, outcome)

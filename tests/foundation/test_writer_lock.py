@@ -1,9 +1,11 @@
 """The process's writer lock hands over to urgent writers (orders, exits) before waiting background writers."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
+import pytest
 from sqlalchemy import text
 
 from db.errors import DbLocked
@@ -18,6 +20,26 @@ def _wait_waiters(db, n: int, timeout: float = 5.0) -> None:
     while _waiters(db) < n:
         assert time.monotonic() < end, f"{_waiters(db)} writers waiting, expected {n}"
         time.sleep(0.001)
+
+
+@contextlib.contextmanager
+def _held_by_another_thread(db):
+    """Another thread holds a write transaction until the block ends."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with db.write():
+            held.set()
+            release.wait(5)
+
+    h = threading.Thread(target=holder)
+    h.start()
+    assert held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        h.join(5)
 
 
 def _writer(db, name: str, order: list, urgent: bool, errors: list):
@@ -54,23 +76,12 @@ def test_urgent_writer_when_background_writers_wait_first_then_it_goes_ahead_of_
 
 def test_urgent_waiter_when_it_gives_up_then_background_writers_go_on(db):
     lock = db.store.state.lock
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with db.write():
-            held.set()
-            release.wait(5)
-
-    h = threading.Thread(target=holder)
-    h.start()
-    held.wait(5)
     got = []
     bg = threading.Thread(target=lambda: got.append(lock.acquire(5.0)) or lock.release())
-    bg.start()
-    _wait_waiters(db, 1)
-    assert lock.acquire(0.05, urgent=True) is False  # times out while the holder holds on
-    release.set()
-    h.join(5)
+    with _held_by_another_thread(db):
+        bg.start()
+        _wait_waiters(db, 1)
+        assert lock.acquire(0.05, urgent=True) is False  # times out while the holder holds on
     bg.join(5)
     assert got == [True]  # the background waiter was not left behind the urgent one that left
 
@@ -92,22 +103,6 @@ def test_writer_lock_when_held_then_reentrant_for_holder_and_timed_for_others(db
 
 
 def test_write_when_urgent_and_lock_kept_then_dblocked_after_wait(db):
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with db.write():
-            held.set()
-            release.wait(5)
-
-    h = threading.Thread(target=holder)
-    h.start()
-    held.wait(5)
-    try:
-        try:
-            with db.write(0.05, urgent=True):
-                raise AssertionError("got the lock while another thread held it")
-        except DbLocked as exc:
-            assert "writer lock" in str(exc)
-    finally:
-        release.set()
-        h.join(5)
+    with _held_by_another_thread(db), pytest.raises(DbLocked, match="writer lock"):
+        with db.write(0.05, urgent=True):
+            raise AssertionError("got the lock while another thread held it")

@@ -193,12 +193,9 @@ class WriterLock:
             if self._owner == me:
                 self._depth += 1
                 return True
-            if self._owner is None and (urgent or not self._urgent):
-                self._owner, self._depth = me, 1
-                return True
             if urgent:
                 self._urgent += 1
-            try:
+            try:  # wait_for tests the predicate before it waits: a free lock is taken at once
                 if not self._cond.wait_for(lambda: self._owner is None and (urgent or not self._urgent), timeout):
                     return False
                 self._owner, self._depth = me, 1

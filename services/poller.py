@@ -145,31 +145,24 @@ class OrderPoller:
         # A few intents per transaction, not the whole book's in one: each intent's status, its execution and its
         # run change together (one intent is the unit that must be atomic), and between the chunks an order's
         # claim or an exit waiting for the writer lock goes first (db.engine.WriterLock). One transaction for a
-        # busy second's fills held the lock for 25-80 ms (ORM work per intent, ~1 ms each).
-        for k in range(0, max(len(ids), 1), APPLY_CHUNK):
+        # busy second's fills held the lock for 25-80 ms (ORM work per intent, ~1 ms each). The first chunk also
+        # brings broker_orders in line with the book (it runs when no intent is behind, too).
+        chunks = [ids[k:k + APPLY_CHUNK] for k in range(0, len(ids), APPLY_CHUNK)] or [[]]
+        for n, chunk in enumerate(chunks):
             try:
                 with self.ctx.db.write() as s:
-                    if k == 0:
+                    if n == 0:
                         upsert_orders(s, account_id, book)
-                    chunk = []
-                    for intent in intents_by_id(s, ids[k:k + APPLY_CHUNK]):
-                        if intent.broker_order_id not in by_id or not followed_by_book(intent.status,
-                                                                                       intent.broker_avg_price):
-                            continue  # changed since the snapshot; the next poll looks again
-                        before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
-                        out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT,
-                                                      avgs.get)
-                        chunk.append((out, warn, (intent.status, intent.broker_filled_qty,
-                                                  intent.broker_avg_price) != before))
+                    applied = self._apply_intents(s, chunk, by_id, avgs)
             except Exception as exc:
-                if k == 0:
+                if n == 0:
                     raise
                 # what the earlier chunks committed is reported below (their runs reloaded, their failed exits
                 # logged); the rest is still behind the book, so the next poll applies it
                 log.warning("poller: account %s: %d of %d book updates applied, the rest next poll: %s",
-                            account_id, k, len(ids), classify(exc) or exc)
+                            account_id, n * APPLY_CHUNK, len(ids), classify(exc) or exc)
                 break
-            for out, warn, updated in chunk:  # only what committed
+            for out, warn, updated in applied:  # only what committed
                 if warn:
                     warnings.append(warn)
                 result["updated"] += int(updated)
@@ -177,6 +170,18 @@ class OrderPoller:
         self.ctx.intents_changed.bump(account_id)
         self._report(warnings, outcome)
         return outcome
+
+    @staticmethod
+    def _apply_intents(s, ids: list[int], by_id: dict[str, BookOrder], avgs: dict[str, float]) -> list[tuple]:
+        """Each intent's book status applied in ``s``: (outcome, warning, whether the intent changed) apiece."""
+        applied = []
+        for intent in intents_by_id(s, ids):
+            if intent.broker_order_id not in by_id or not followed_by_book(intent.status, intent.broker_avg_price):
+                continue  # changed since the snapshot; the next poll looks again
+            before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)
+            out, warn = apply_book_status(s, intent, by_id[intent.broker_order_id], COMPONENT, avgs.get)
+            applied.append((out, warn, (intent.status, intent.broker_filled_qty, intent.broker_avg_price) != before))
+        return applied
 
     def _report(self, warnings: list[str], outcome: Outcome) -> None:
         for w in warnings:

@@ -40,6 +40,26 @@ def grid_has(page, *texts: str) -> bool:
     return all(any(t in c for c in cells) for t in texts)
 
 
+def fill_grid_cell(page, editor, x_frac: float, y: float, value: str) -> bool:
+    """Put ``value`` into a number or text cell of a st.data_editor (a canvas grid): click the cell, open its
+    overlay editor with Enter, fill the editor's input in one go, Enter. Typing on a selected cell instead
+    opens the editor with the first key, and under load the next keys land before the editor has focus
+    ('100000' became '00000' = 0). False when the editor did not open (a rerun redrew the grid): try again."""
+    settle(page)
+    bb = editor.bounding_box()
+    page.mouse.click(bb["x"] + x_frac * bb["width"], bb["y"] + y)
+    page.keyboard.press("Enter")
+    box = page.locator('[id^="gdg-overlay-"] input, [id^="gdg-overlay-"] textarea').first
+    try:
+        box.wait_for(timeout=3_000)
+        box.fill(value, timeout=3_000)
+    except PlaywrightTimeout:
+        page.keyboard.press("Escape")
+        return False
+    page.keyboard.press("Enter")
+    return True
+
+
 def goto(page, title: str):
     """Open a page through the sidebar (keeps the Streamlit session) and wait for its title."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=False).click()

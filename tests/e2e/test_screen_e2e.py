@@ -34,7 +34,8 @@ from db.intents import new_client_order_id
 from db.models import Instrument, LatestPrice, OrderIntent, PnlSnapshot, Position, ServiceHeartbeat, Strategy
 from db import repo
 from tests.e2e.conftest import ROOT, Stack, chromium_page, running_stack
-from tests.e2e.helpers import choose, failure_artifacts, goto, grid_cells, no_app_errors, settle, shoot, until
+from tests.e2e.helpers import (choose, failure_artifacts, fill_grid_cell, goto, grid_cells, no_app_errors, settle,
+                               shoot, until)
 from ui.format import rupees
 from ui.widgets import SERVICE_DOWN
 
@@ -206,12 +207,9 @@ def strategies_named(db: Database, name: str) -> int:
 
 def set_lots_of_leg_1(page, value: str) -> None:
     editor = page.locator(".st-key-strategies-legs")
-    for _attempt in range(4):  # a click that only focuses the grid, or a rerun mid-typing, loses the keys: again
-        settle(page)
-        bb = editor.bounding_box()
-        page.mouse.click(bb["x"] + LOTS_COL_FRAC * bb["width"], bb["y"] + 35 + 17)  # header + half a row
-        page.keyboard.type(value)
-        page.keyboard.press("Enter")
+    for _attempt in range(4):  # a rerun landing mid-edit redraws the grid and drops the editor: again
+        if not fill_grid_cell(page, editor, LOTS_COL_FRAC, 35 + 17, value):  # header + half a row
+            continue
         try:
             until(lambda: legs_cells(page)[5:6] == [value], f"leg 1 lots = {value}", 3, 0.2)
             break

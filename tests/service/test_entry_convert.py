@@ -83,7 +83,7 @@ def test_convert_when_a_previous_process_stopped_mid_modify_then_alarm_and_never
 
 
 def test_convert_when_the_order_filled_before_the_modify_then_noted_without_alarm(db, octx, order_sim):
-    acct, name, iid, oid = _working_limit(db, octx, order_sim, price=1000.0)  # marketable: filled at once
+    acct, name, iid, oid = _working_limit(db, octx, order_sim, price=1050.0)  # marketable: filled at once
     assert octx.client(acct).orderstatus(oid, "t")["order_status"] == "complete"
     alerts = Alerts()
     assert EntryConverter(octx, alerts).run_once() == 1

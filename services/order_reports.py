@@ -74,7 +74,7 @@ def apply_book_status(s, intent: OrderIntent, bo: BookOrder, source: str,
     for frm, to in path:
         if not transition(s, intent.id, frm, to, source, reason, payload=bo.__dict__, **fields):
             return Outcome(), f"intent {intent.id} changed under us ({frm.value} expected); will retry"
-    s.refresh(intent)
+    # no refresh: transition() keeps the loaded intent in line with the row it wrote (db/intents._cas)
     return apply_intent_outcome(s, intent.id), ""
 
 

@@ -25,7 +25,7 @@ from broker.errors import BrokerError
 from db.broker_orders import BookOrder, book_changes, parse_book, upsert_orders
 from db.crypto import SecretError
 from db.errors import classify
-from db.executions import Outcome, sweep, sweep_needed
+from db.executions import Outcome, load_outcome_rows, sweep, sweep_needed
 from db.intents import accounts_with_intents, book_followed_intents, followed_by_book, intents_by_id
 from db.models import utcnow
 from db.order_fsm import OPEN, RECONCILER_OWNED, values
@@ -174,8 +174,9 @@ class OrderPoller:
     @staticmethod
     def _apply_intents(s, ids: list[int], by_id: dict[str, BookOrder], avgs: dict[str, float]) -> list[tuple]:
         """Each intent's book status applied in ``s``: (outcome, warning, whether the intent changed) apiece."""
-        applied = []
-        for intent in intents_by_id(s, ids):
+        applied, intents = [], intents_by_id(s, ids)
+        loaded = load_outcome_rows(s, intents)  # noqa: F841 - referenced while applying (the session's map is weak)
+        for intent in intents:
             if intent.broker_order_id not in by_id or not followed_by_book(intent.status, intent.broker_avg_price):
                 continue  # changed since the snapshot; the next poll looks again
             before = (intent.status, intent.broker_filled_qty, intent.broker_avg_price)

@@ -128,15 +128,18 @@ def _apply_exit(ex: Execution, intent: OrderIntent) -> bool:
     return True
 
 
+# refresh_run's one read, as plain SQL: it runs once per applied intent, under the writer lock (the ORM select
+# was most of the poller's time there)
+RUN_LEGS_SQL = ("SELECT e.status, e.quantity, i.status, i.broker_filled_qty, i.requested_qty FROM executions e "
+                "LEFT JOIN order_intents i ON i.id = e.entry_intent_id WHERE e.run_id = ?")
+
+
 def refresh_run(s, run_id: int) -> bool:
     """Derive the run status from its executions. Returns True if the run changed."""
     run = s.get(StrategyRun, run_id)
     if run is None:
         return False
-    rows = s.execute(select(Execution.status, Execution.quantity, OrderIntent.status, OrderIntent.broker_filled_qty,
-                            OrderIntent.requested_qty)
-                     .outerjoin(OrderIntent, OrderIntent.id == Execution.entry_intent_id)
-                     .where(Execution.run_id == run_id)).all()
+    rows = raw_cursor(s).execute(RUN_LEGS_SQL, (run_id,)).fetchall()  # pending ORM changes flushed first
     statuses = [r[0] for r in rows]
     unsettled = any(leg_unsettled(st, qty, ei, filled_units(ei, filled, req) if ei else 0)
                     for st, qty, ei, filled, req in rows)

@@ -24,6 +24,7 @@ transaction), the flatten's exit intent created_at and its 'sent' stamp. The pri
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 import uuid
@@ -106,7 +107,9 @@ def main() -> int:
                     return order is not None and funds is not None and funds > order
                 if a.wait_sync and not wait_until(synced_since_order, 30, 0.2):
                     raise RuntimeError(f"trial {i}: no account sync after the order was stored")
-                time.sleep(1.5)  # the limits' 1 s reload picks the account up and subscribes SBIN
+                # the limits' 1 s reload picks the account up and subscribes SBIN; then a random moment of the
+                # service's second (the position above is stored by a 1 s job: a fixed pause is a fixed phase)
+                time.sleep(1.5 + random.Random(i).random())
                 back = ltp()
                 t_post = time.time()
                 t0 = sim.price_change(*TARGET, round(avg * 0.9, 1))["applied_at_ms"] / 1000.0

@@ -10,7 +10,8 @@ positions + 3 watchlist indices stream 53 symbols x 20 Hz = about 1,060 ticks/s 
 from the simulator's counters).
 
 Per trial (a fresh run each time): wait until the service's risk manager has evaluated the new run on a live
-tick (its P&L, -1 rupee at entry, is persisted), then POST /_sim/price sets SBIN 10 % lower. The tick time t0 is
+tick (its P&L, -1 rupee at entry, is persisted), waits 0.1-1.1 s (at random, seeded by the trial number), then
+POST /_sim/price sets SBIN 10 % lower. The tick time t0 is
 the reply's `applied_at_ms`: when the simulator applied the price and queued the tick to its subscribers. t1 is
 `received_at_ms` of the first SELL SBIN placeorder of the account in the simulator's order log (the time the
 simulator's handler created the order). Latency = t1 - t0, both taken by the simulator (same clock). Also
@@ -20,6 +21,7 @@ The breakdown uses the exit intent's created_at / sent_at written by the service
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from datetime import timezone
@@ -100,7 +102,10 @@ class ServiceBench:
                 return s.scalar(select(StrategyRun.pnl).where(StrategyRun.id == r)) != 0.0
         if not wait_until(evaluated, 10, 0.05):
             raise RuntimeError(f"trial {i}: the risk manager did not evaluate run {run_id}")
-        time.sleep(0.1)
+        # a random moment of the service's second: the evaluated P&L above is written by one of its 1 s jobs, so a
+        # fixed pause put every breach at the same phase of its job schedule (the quiet gap after a burst, when
+        # the jobs all ran at once)
+        time.sleep(0.1 + random.Random(i).random())
         t_post = time.time()
         t0 = sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"] / 1000.0
 

@@ -350,6 +350,9 @@ def run(settings: Settings, stop_event: threading.Event) -> None:
     runner = ServiceRunner(settings)
     try:
         runner.start()
-        stop_event.wait()
+        # with a timeout: the kernel may hand SIGTERM to any thread, and then the main thread, blocked in a wait
+        # with none, never got to run the Python handler (CI: a service ignored its SIGTERM for 20 s)
+        while not stop_event.wait(0.5):
+            pass
     finally:
         runner.stop()

@@ -1,6 +1,7 @@
 """The service process: single instance, clean SIGTERM, and the whole order path end to end."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from db.commands import enqueue_control
@@ -129,3 +131,25 @@ def test_first_account_when_added_after_start_then_reload_loads_symbol_master_an
         assert command(db, again).result == "broker clients reloaded"  # loaded once, not on every reload
     finally:
         assert stop_service(proc) == 0
+
+
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+@pytest.mark.skipif(os.uname().machine not in SYS_TGKILL, reason="tgkill's syscall number is known for x86_64/arm64")
+def test_service_when_sigterm_lands_on_a_thread_other_than_main_then_it_still_stops_cleanly(db, order_sim, tmp_path):
+    """The kernel hands a process's SIGTERM to any of its threads. Python runs the handler on the main thread,
+    which must therefore wake on its own: blocked in a wait with no timeout, it never ran it (the old code)."""
+    sim_account(db, order_sim)
+    proc = start_service(db.path, tmp_path / "svc.log")
+    try:
+        assert wait_for(lambda: beat(db, "dispatcher") is not None, 20), (tmp_path / "svc.out").read_text()[-2000:]
+        other = next(int(t) for t in sorted(os.listdir(f"/proc/{proc.pid}/task")) if int(t) != proc.pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(SYS_TGKILL[os.uname().machine], proc.pid, other, signal.SIGTERM) == 0
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert beat(db, "runner").status == "stopped"

@@ -9,13 +9,14 @@ from typing import NamedTuple
 from urllib.parse import urlparse
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm.util import identity_key
 
 from db import Database
 from db.clock import ist_now_str
 from db.crypto import decrypt, encrypt
 from db.logmask import register_secret
 from db.models import Account, AuditLog, OrderIntent, Position, RiskEvent, StrategyRun, utcnow
-from db.rawsql import raw_cursor
+from db.rawsql import insert_row, raw_cursor, update_rows
 from db.vocab import TradingState
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
@@ -232,22 +233,31 @@ def set_trading_state(s, account_id: int, state: TradingState | str, reason: str
     new halt is by hand, an existing one keeps its own). A halt given another ``until`` (the trader halting an
     account a daily limit halted) takes the new one, with its reason."""
     state = TradingState(state)
-    acct = s.get(Account, account_id)
-    if acct is None:
+    # plain SQL on the session's connection: an account limit's trip runs this inside the transaction its first
+    # close waits for (each ORM statement here cost ~1 ms of CPU); a loaded Account is expired below, so ORM
+    # callers read the new state
+    cur = raw_cursor(s)
+    row = cur.execute("SELECT name, trading_state, trading_until FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    if row is None:
         raise AccountError(f"Account {account_id} does not exist")
-    same = acct.trading_state == state.value
-    if same and (state != TradingState.HALTED or until is None or until == (acct.trading_until or "")):
+    name, before, held_until = row
+    same = before == state.value
+    if same and (state != TradingState.HALTED or until is None or until == (held_until or "")):
         return False
     until = (until or "") if state == TradingState.HALTED else ""
-    before, now = acct.trading_state, utcnow()
-    acct.trading_state, acct.trading_reason, acct.trading_changed_at = state.value, reason[:256], now
-    acct.trading_until = until
-    s.add(AuditLog(actor=actor[:32], action="trading_state", details=json.dumps(
-        dict(account_id=account_id, account=acct.name, before=before, after=state.value, reason=reason[:256],
-             until=until))))
-    s.add(RiskEvent(account_id=account_id, event_type=f"account_{state.value}"[:32], action=state.value,
-                    ts_utc=now, ts_ist=ist_now_str(),
-                    message=f"{acct.name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")))
+    now = utcnow()
+    update_rows(cur, Account.__table__, dict(trading_state=state.value, trading_reason=reason[:256],
+                                             trading_changed_at=now, trading_until=until), "id = ?", (account_id,))
+    insert_row(cur, AuditLog.__table__, dict(actor=actor[:32], action="trading_state", details=json.dumps(
+        dict(account_id=account_id, account=name, before=before, after=state.value, reason=reason[:256],
+             until=until))), now)
+    insert_row(cur, RiskEvent.__table__, dict(
+        account_id=account_id, event_type=f"account_{state.value}"[:32], action=state.value, ts_utc=now,
+        ts_ist=ist_now_str(), message=f"{name}: {before} -> {state.value}" + (f" ({reason})" if reason else "")),
+        now)
+    loaded = s.identity_map.get(identity_key(Account, account_id))
+    if loaded is not None:
+        s.expire(loaded)
     return True
 
 

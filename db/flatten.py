@@ -10,22 +10,34 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from db.accounts import set_trading_state
 from db.clock import ist_now_str
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
-from db.models import (Account, BrokerOrder, ControlCommand, Execution, Funds, OrderIntent, Position, RiskEvent,
+from db.models import (Account, ControlCommand, Execution, OrderIntent, RiskEvent,
                        StrategyRun, utcnow)
-from db.order_fsm import BROKER_STATUS_MAP, LIVE, OPEN, Status
+from db.order_fsm import BROKER_STATUS_MAP, LIVE, OPEN, Status, values
+from db.rawsql import insert_row, raw_cursor
 from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus
 from db.vocab import TradingState
 
 ENTRY_PURPOSES = ("entry", "manual")  # intents that open or add to a position (everything but exits)
 # the broker's order_status words of an order still working (resting, or waiting for its trigger)
 WORKING_AT_BROKER = frozenset(word for word, st in BROKER_STATUS_MAP.items() if st == Status.PLACED)
+
+# plain SQL for what a limit's trip runs inside its transaction (its first close waits for the commit)
+HELD_BY_RUNS_SQL = (
+    "SELECT e.symbol, e.exchange, e.product, e.action, e.quantity, e.status, i.broker_filled_qty "
+    "FROM executions e LEFT JOIN order_intents i ON i.id = e.exit_intent_id JOIN strategy_runs r ON r.id = e.run_id "
+    f"WHERE e.account_id = ? AND e.status IN ({', '.join('?' * len(ACTIVE_LEG))}) "
+    f"AND r.status IN ({', '.join('?' * len(UNFINISHED_RUN))})")
+LIVE_KEYS_SQL = ("SELECT DISTINCT symbol, exchange, product FROM order_intents "
+                 f"WHERE account_id = ? AND status IN ({', '.join('?' * len(LIVE))})")
+MOVED_SINCE_SQL = ("SELECT DISTINCT symbol, exchange, product FROM broker_orders WHERE account_id = ? AND "
+                   f"(updated_at >= ? OR lower(order_status) IN ({', '.join('?' * len(WORKING_AT_BROKER))}))")
 
 
 def close_coid(key: str, account_id: int, symbol: str, exchange: str, product: str) -> str:
@@ -72,12 +84,7 @@ def held_by_runs(s, account_id: int) -> dict[tuple[str, str, str], int]:
     """Per (symbol, exchange, product): the signed quantity the account's strategy legs hold at the broker (+ long,
     - short): entered legs in full, exiting legs less what their exit filled. The risk manager's run exits close
     these; a flatten closes only the rest."""
-    rows = s.execute(select(Execution.symbol, Execution.exchange, Execution.product, Execution.action,
-                            Execution.quantity, Execution.status, OrderIntent.broker_filled_qty)
-                     .outerjoin(OrderIntent, OrderIntent.id == Execution.exit_intent_id)
-                     .join(StrategyRun, StrategyRun.id == Execution.run_id)
-                     .where(Execution.account_id == account_id, Execution.status.in_(ACTIVE_LEG),
-                            StrategyRun.status.in_(UNFINISHED_RUN)))
+    rows = raw_cursor(s).execute(HELD_BY_RUNS_SQL, (account_id, *values(ACTIVE_LEG), *values(UNFINISHED_RUN)))
     out: dict[tuple[str, str, str], int] = {}
     for symbol, exchange, product, action, qty, status, exit_filled in rows:
         held = qty - ((exit_filled or 0) if status == LegStatus.EXITING else 0)
@@ -104,8 +111,7 @@ def busy_keys(s, account_id: int) -> set[tuple[str, str, str]]:
     (the risk manager's exit closes it), or one of our orders on them may still trade (an exit in flight, an order
     not yet settled). The broker's positionbook can run ahead of our rows for those (a fill the poller has not
     recorded yet), so a close computed from it could trade the same units twice."""
-    live = s.execute(select(OrderIntent.symbol, OrderIntent.exchange, OrderIntent.product).where(
-        OrderIntent.account_id == account_id, OrderIntent.status.in_(LIVE)).distinct())
+    live = raw_cursor(s).execute(LIVE_KEYS_SQL, (account_id, *values(LIVE)))
     return {tuple(r) for r in live} | {k for k, v in held_by_runs(s, account_id).items() if v}
 
 
@@ -122,17 +128,16 @@ def write_close_exit(s, key: str, source: str, account_id: int, symbol: str, exc
                      net_qty: int, n: int, tag: str, step: int = 1) -> tuple[int, bool]:
     """write_flatten_exit for any close job (``key``, ``source``: a flatten, a square-off)."""
     coid = close_coid(key, account_id, symbol, exchange, f"{product}:{step}")
-    existing = s.scalar(select(OrderIntent.id).where(OrderIntent.client_order_id == coid))
+    cur = raw_cursor(s)
+    existing = cur.execute("SELECT id FROM order_intents WHERE client_order_id = ?", (coid,)).fetchone()
     if existing:
-        return existing, False
+        return existing[0], False
     action = "SELL" if net_qty > 0 else "BUY"
-    intent = OrderIntent(client_order_id=coid, account_id=account_id, purpose="exit", source=source[:16],
-                         priority=exit_priority(action, n), strategy_tag=tag[:64], symbol=symbol, exchange=exchange,
-                         action=action, requested_qty=abs(net_qty), pricetype="MARKET", product=product,
-                         created_at=utcnow())
-    s.add(intent)
-    s.flush()
-    return intent.id, True
+    iid = insert_row(cur, OrderIntent.__table__, dict(
+        client_order_id=coid, account_id=account_id, purpose="exit", source=source[:16],
+        priority=exit_priority(action, n), strategy_tag=tag[:64], symbol=symbol, exchange=exchange, action=action,
+        requested_qty=abs(net_qty), pricetype="MARKET", product=product), utcnow())
+    return iid, True
 
 
 def flatten_intents(s, command_id: int, account_id: int) -> list[OrderIntent]:
@@ -156,18 +161,16 @@ def early_closes(s, command_id: int, account_id: int) -> int:
     when a broker order on it was stored after the last account sync began (funds.updated_at): the stored
     quantity may be out of date. The flatten then skips these positions while their exits are live and, once
     everything has settled, closes whatever a fresh positionbook still shows. Returns how many were written."""
-    synced = s.scalar(select(Funds.updated_at).where(Funds.account_id == account_id))
-    if synced is None:
+    cur = raw_cursor(s)
+    synced = cur.execute("SELECT updated_at FROM funds WHERE account_id = ?", (account_id,)).fetchone()
+    if synced is None or synced[0] is None:
         return 0
-    moved = {tuple(r) for r in s.execute(
-        select(BrokerOrder.symbol, BrokerOrder.exchange, BrokerOrder.product).where(
-            BrokerOrder.account_id == account_id,
-            (BrokerOrder.updated_at >= synced) | func.lower(BrokerOrder.order_status).in_(WORKING_AT_BROKER))
-        .distinct())}
+    # the stored DATETIME texts compare in time order (one format for every row: db/rawsql.sql_ts)
+    moved = {tuple(r) for r in cur.execute(MOVED_SINCE_SQL, (account_id, synced[0], *sorted(WORKING_AT_BROKER)))}
     skip = moved | busy_keys(s, account_id)
-    closes = {(sym, ex, prod): int(q) for sym, ex, prod, q in s.execute(
-        select(Position.symbol, Position.exchange, Position.product, Position.quantity).where(
-            Position.account_id == account_id, Position.quantity != 0)) if (sym, ex, prod) not in skip}
+    closes = {(sym, ex, prod): int(q) for sym, ex, prod, q in cur.execute(
+        "SELECT symbol, exchange, product, quantity FROM positions WHERE account_id = ? AND quantity != 0",
+        (account_id,)) if (sym, ex, prod) not in skip}
     for n, (key, net) in enumerate(sorted(closes.items(), key=lambda kv: (kv[1] > 0, kv[0]))):
         write_flatten_exit(s, command_id, account_id, *key, net, n, f"flatten-{command_id}", step=0)
     return len(closes)
@@ -181,12 +184,8 @@ def halt_and_flatten(s, account_id: int, reason: str, event_type: str, threshold
     the first check on a later trading day, services/square_off.py); '' = until re-armed by hand. Returns the
     command id."""
     set_trading_state(s, account_id, TradingState.HALTED, reason, "service", until=until)
-    cmd = ControlCommand(kind="flatten_account", payload_json=json.dumps({"account_id": account_id}))
-    s.add(cmd)
-    s.add(RiskEvent(account_id=account_id, event_type=event_type[:32], threshold=threshold, value=value,
-                    action="flatten", message=reason[:512], ts_ist=ist_now_str()))
-    s.flush()
-    return cmd.id
+    return _flatten_command(s, "flatten_account", json.dumps({"account_id": account_id}), account_id, event_type,
+                            threshold, value, reason)
 
 
 def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, value: float,
@@ -198,9 +197,16 @@ def halt_all_and_flatten(s, reason: str, event_type: str, threshold: float, valu
     account_ids = list(s.scalars(select(Account.id).order_by(Account.id)))
     for account_id in account_ids:
         set_trading_state(s, account_id, TradingState.HALTED, reason, "service", until=until)
-    cmd = ControlCommand(kind="flatten_all", payload_json="{}")
-    s.add(cmd)
-    s.add(RiskEvent(account_id=None, event_type=event_type[:32], threshold=threshold, value=value,
-                    action="flatten", message=reason[:512], ts_ist=ist_now_str()))
-    s.flush()
-    return cmd.id, account_ids
+    return _flatten_command(s, "flatten_all", "{}", None, event_type, threshold, value, reason), account_ids
+
+
+def _flatten_command(s, kind: str, payload: str, account_id: int | None, event_type: str, threshold: float,
+                     value: float, reason: str) -> int:
+    """The queued flatten command and the trip's risk event, in plain SQL (a trip's first close waits for this
+    transaction); returns the command id."""
+    cur, now = raw_cursor(s), utcnow()
+    cid = insert_row(cur, ControlCommand.__table__, dict(kind=kind, payload_json=payload), now)
+    insert_row(cur, RiskEvent.__table__, dict(account_id=account_id, event_type=event_type[:32], threshold=threshold,
+                                              value=value, action="flatten", message=reason[:512],
+                                              ts_ist=ist_now_str()), now)
+    return cid

@@ -82,3 +82,28 @@ def test_halt_until_when_the_trader_halts_a_limit_halted_account_then_it_becomes
         assert s.get(Account, acct).trading_until == ""
         assert set_trading_state(s, acct, TradingState.ACTIVE, "re-armed", "ui")
         assert s.get(Account, acct).trading_until == ""
+
+
+def test_trading_state_when_the_account_is_loaded_in_the_session_then_it_reads_the_new_state_and_audit(db):
+    # set_trading_state writes with plain SQL on the session's connection: an Account the caller already holds
+    # must not keep the old state (and a pending ORM change to it must be written first, not lost)
+    from sqlalchemy import select
+
+    from db.models import AuditLog, RiskEvent
+
+    acct = make_account(db)
+    with db.write() as s:
+        loaded = s.get(Account, acct)
+        loaded.status_message = "pending change"
+        assert loaded.trading_state == TradingState.ACTIVE
+        assert set_trading_state(s, acct, TradingState.HALTED, "daily max loss ₹5,000", "service", until="2026-12-01")
+        assert (loaded.trading_state, loaded.trading_reason, loaded.trading_until) == (
+            "halted", "daily max loss ₹5,000", "2026-12-01")
+        assert loaded.trading_changed_at is not None
+    with db.read() as s:
+        a = s.get(Account, acct)
+        assert (a.trading_state, a.status_message) == ("halted", "pending change")
+        audit = s.scalars(select(AuditLog).where(AuditLog.action == "trading_state")).one()
+        assert '"before": "active"' in audit.details and '"after": "halted"' in audit.details
+        ev = s.scalars(select(RiskEvent).where(RiskEvent.event_type == "account_halted")).one()
+        assert ev.account_id == acct and ev.ts_utc is not None and "active -> halted" in ev.message

@@ -50,11 +50,9 @@ def build_grid(chain: pd.DataFrame, spot: float | None, expiry: str, now_utc: da
                      f"{r.kind}_iv": round(iv * 100, 2) if iv else None,
                      f"{r.kind}_delta": round(g["delta"], 3) if g else None,
                      f"{r.kind}_theta": round(g["theta"], 2) if g else None})
-    grid = pd.DataFrame(list(rows.values()))
-    for c in cols + ["CE_symbol", "PE_symbol"]:
-        if c not in grid.columns:
-            grid[c] = None
-    return grid[cols + ["CE_symbol", "PE_symbol"]], atm
+    # one construction with the columns named (a missing key is None): adding absent columns one by one and
+    # reordering after was most of this function's time
+    return pd.DataFrame(list(rows.values()), columns=cols + ["CE_symbol", "PE_symbol"]), atm
 
 
 LABELS = {"oi": "OI", "oi_chg": "OI chg", "volume": "Vol", "iv": "IV %", "delta": "Δ", "theta": "Θ/day",

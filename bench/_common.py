@@ -108,7 +108,8 @@ def make_run(db: Database, account_id: int, legs: list[dict], *, max_loss=None, 
         for n, leg in enumerate(legs, start=1):
             ex = Execution(run_id=run.id, account_id=account_id, leg_no=n, symbol=leg["symbol"],
                            exchange=leg.get("exchange", "NFO"), action=leg["action"], quantity=leg["qty"],
-                           product=leg.get("product", "NRML"), status="entered", entry_price=leg["entry"])
+                           product=leg.get("product", "NRML"), status="entered", entry_price=leg["entry"],
+                           **{k: leg[k] for k in ("sl_mode", "sl_value") if k in leg})
             s.add(ex)
             s.flush()
             ids.append(ex.id)

@@ -16,12 +16,15 @@ Stamps, in path order (the first of each name counts):
   parsed        json.loads of the frame done (MarketDataManager._apply returned)
   risk_tick     the risk manager's listener entered (positions listener and the price store before it)
   evaluate      RiskManager.evaluate entered for a run holding the symbol
-  decided       the breach is decided (RiskManager._attempt entered)
+  acct_tick     (account limits) AccountLimits' listener entered (after the positions, risk and stops ones)
+  decided       the breach is decided (RiskManager._attempt entered; AccountLimits._trip for an account)
   lock          the process writer lock is held (WriteGate.acquire entered: Store.gated takes the lock first)
   gate          the cross-process write gate is held (WriteGate.acquire returned)
   write_fn      the exit rows' write function entered (services.risk.write_run_exit)
   begun         BEGIN IMMEDIATE executed (SQLAlchemy 'begin' event, after the product's own listener)
-  exit_rows     write_run_exit returned (run -> exiting, exit intents, risk event written)
+  halt_rows     (account limits) halt_and_flatten returned: halt, risk event, flatten command written
+  exit_rows     write_run_exit returned (run -> exiting, exit intents, risk event written); for an account
+                limit, early_closes returned (the first closes written)
   claimed       OrderDispatcher.claim_next_in returned (queued -> claimed -> sent, in the same transaction)
   commit        COMMIT issued (SQLAlchemy 'commit' event)
   committed     OrderDispatcher.send_claimed entered (after COMMIT, writer lock and gate released)
@@ -48,6 +51,7 @@ from sqlalchemy import event  # noqa: E402
 import broker.client as client_mod  # noqa: E402
 import broker.orderconn as orderconn_mod  # noqa: E402
 import db.engine as engine_mod  # noqa: E402
+import services.account_limits as al_mod  # noqa: E402
 import services.dispatcher as dispatcher_mod  # noqa: E402
 import services.market_data as md_mod  # noqa: E402
 import services.risk as risk_mod  # noqa: E402
@@ -111,6 +115,13 @@ RM._on_tick = _before(RM._on_tick, "risk_tick")
 RM.evaluate = _before(RM.evaluate, "evaluate")
 RM._attempt = _before(RM._attempt, "decided")
 risk_mod.write_run_exit = _after(_before(risk_mod.write_run_exit, "write_fn"), "exit_rows")
+# an account's daily limit (bench_account_limit.py --trace): its listener, the trip, and the trip transaction's
+# parts (halt + risk event + flatten command, then the first closes from the stored positionbook)
+AL = al_mod.AccountLimits
+AL._on_tick = _before(AL._on_tick, "acct_tick")
+AL._trip = _before(AL._trip, "decided")
+al_mod.halt_and_flatten = _after(_before(al_mod.halt_and_flatten, "write_fn"), "halt_rows")
+al_mod.early_closes = _after(al_mod.early_closes, "exit_rows")
 
 _gate_acquire = engine_mod.WriteGate.acquire
 

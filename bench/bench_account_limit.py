@@ -57,9 +57,13 @@ def main() -> int:
     ap.add_argument("--no-wait-sync", dest="wait_sync", action="store_false",
                     help="trip as soon as the position is stored (an order moments before its limit: the trip "
                          "cannot close it from the stored positionbook, the flatten's broker reads come first)")
+    ap.add_argument("--trace", action="store_true", help="run the service traced (bench/_traced_service.py)")
     a = ap.parse_args()
     db = temp_db("acctlimit")
-    lat, lat_post, tripped, created, sent = [], [], [], [], []
+    trace_file = db.path.with_name("trace.jsonl")
+    cmd = [sys.executable, str(Path(__file__).with_name("_traced_service.py"))] if a.trace else None
+    env = {"BENCH_TRACE_SYMBOL": TARGET[0], "BENCH_TRACE_FILE": str(trace_file)} if a.trace else None
+    lat, lat_post, tripped, created, sent, t0s = [], [], [], [], [], []
     with SimProcess(seed=5, tick_hz=a.tick_hz) as sim:
         bg, _ = sim_account(db, sim, prefix="bg", is_primary=True)
         probe = sim.create_account("probe")
@@ -74,7 +78,7 @@ def main() -> int:
         def ticks_sent() -> int:
             return sim.stats()["ticks_sent"]
 
-        with service_process(db):
+        with service_process(db, cmd=cmd, extra_env=env):
             if not wait_until(lambda: ticks_sent() > 0, 30, 0.2):
                 raise RuntimeError("the service never subscribed to the feed")
             time.sleep(2.0)
@@ -131,6 +135,7 @@ def main() -> int:
                     raise RuntimeError("the simulator's order log has no received_at_ms for the exit order")
                 t1 = min(o["received_at_ms"] for o in got)
                 lat.append(t1 - t0 * 1000.0)
+                t0s.append(t0)
                 lat_post.append(t1 - t_post * 1000.0)
                 tripped.append((utc(event.ts_utc) - t0) * 1000.0)
                 created.append((utc(row.created_at) - t0) * 1000.0)
@@ -149,6 +154,9 @@ def main() -> int:
     print(f"  exit intent claimed 'sent' (stamped before its commit) : {fmt_stats(sent)}")
     hop = [t1 - t for t1, t in zip(lat, sent, strict=True)]
     print(f"  'sent' stamp -> received by the sim (commit + POST)    : {fmt_stats(hop)}")
+    if a.trace:
+        from bench_limit import trace_report
+        trace_report(trace_file, t0s, lat)
     print(f"target p99 <= 20 ms: {'met' if st['p99'] <= 20 else 'MISSED'}")
     result("account_limit", median_ms=st["median"], p90_ms=pct(lat, 90), p99_ms=st["p99"], max_ms=st["max"],
            trials=st["n"], ticks_per_s=ticks_s, tripped_p50=stats(tripped)["median"],

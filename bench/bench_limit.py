@@ -210,8 +210,8 @@ def line(label: str, xs: list[float]) -> str:
             f"max {q['max']:.2f} ms")
 
 
-TRACE_ORDER = ["recv", "parsed", "risk_tick", "evaluate", "decided", "lock", "gate", "write_fn", "begun",
-               "exit_rows", "claimed", "commit", "committed", "pool", "post", "http", "answered"]
+TRACE_ORDER = ["recv", "parsed", "risk_tick", "evaluate", "acct_tick", "decided", "lock", "gate", "write_fn",
+               "begun", "halt_rows", "exit_rows", "claimed", "commit", "committed", "pool", "post", "http", "answered"]
 
 
 def trace_report(path: Path, t0s: list[float], lat: list[float]) -> dict:

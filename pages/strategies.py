@@ -164,6 +164,12 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
             cid = enqueue_control(db, "margin_check",
                                   {"strategy_id": sid, "accounts": [[a, m] for a, m in mult.items()]})
             ss["strategies.margin"] = (plan, cid)
+            # one margin check, one fan-out: the Execute key is minted with the check, not renewed after Execute.
+            # Renewed there, a second click landing after the first one's execute_plan (two clicks 0.5 s apart in
+            # tests/e2e/test_strategy_day_e2e.py) carried a new key and sent every leg on every account again, past
+            # a check that had priced one basket against the funds before the first. Now it returns the runs the
+            # first wrote; executing again takes a new check.
+            ss["strategies.exec_key"] = new_client_order_id()
         except USER_ERRORS as exc:
             st.error(str(exc))
     state, result = command_state(db, cid) if cid else ("", "")
@@ -182,8 +188,8 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
                 st.error(f"{r.account} will be refused: {refusal_text(r.required, r.available)}")
     else:
         st.caption("Check margin to see what each account needs before Execute.")
-    # minted when the form renders, like Quick Order's client_order_id: a double click or a resubmitted form
-    # carries the same key, and execute_plan fans out once for it
+    # minted with the margin check (above), like Quick Order's client_order_id with its preview: a double click
+    # or a resubmitted form carries the same key, and execute_plan fans out once for it
     exec_key = ss.setdefault("strategies.exec_key", new_client_order_id())
     ready = health["orders_ok"] and state == CommandStatus.DONE
     if st.button("Execute", key="strategies.execute", type="primary", disabled=not ready):
@@ -191,11 +197,16 @@ def margin_and_execute(sid: int, mult: dict[int, int], names: dict[int, str]):
             res = execute_plan(db, sid, list(mult), execute_key=exec_key, multipliers=mult, margin_check_id=cid,
                                margin_max_age_s=settings.ui.margin_check_max_age_s, market=settings.market)
             ss["strategies.last_runs"] = res.run_ids
-            ss["strategies.exec_key"] = new_client_order_id()  # the next Execute is a new fan-out
+            if ss.get("strategies.executed_key") == exec_key:  # this check's fan-out was done: nothing written
+                done = (f"Already executed on this margin check (group {res.group_id[:8]}): nothing sent again. "
+                        "Check margin again to execute again.")
+                refused = ss.get("strategies.last_result", ("", []))[1]
+            else:
+                done = f"Queued {len(res.run_ids)} run(s) (group {res.group_id[:8]})."
+                refused = [f"Refused {names[a]}: {why}. No order was sent for it." for a, why in res.refused.items()]
+            ss["strategies.executed_key"] = exec_key
             # kept for the fragment's later runs: a refusal must stay on screen, not flash for one refresh
-            ss["strategies.last_result"] = (f"Queued {len(res.run_ids)} run(s) (group {res.group_id[:8]}).",
-                                            [f"Refused {names[a]}: {why}. No order was sent for it."
-                                             for a, why in res.refused.items()])
+            ss["strategies.last_result"] = (done, refused)
         except USER_ERRORS as exc:
             st.error(str(exc))
     done, refusals = ss.get("strategies.last_result", (None, []))

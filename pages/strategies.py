@@ -84,14 +84,17 @@ def payoff_panel(specs: list[LegSpec]):
             leg["premium"] = spot if leg["kind"] == "FUT" else leg_value(leg, spot, t)
     grid = spot_grid(spot, legs)
     at_expiry, today = payoff(legs, grid), payoff(legs, grid, t)
-    st.plotly_chart(charts.payoff_chart(grid, at_expiry, today, spot, breakevens(grid, at_expiry)),
+    net = sum(float(leg["premium"]) * int(leg["quantity"]) * (1 if leg["action"] == "SELL" else -1) for leg in legs)
+    st.plotly_chart(charts.payoff_chart(grid, at_expiry, today, spot, breakevens(grid, at_expiry), max_loss=max_loss,
+                                        max_profit=max_profit, net_premium=net),
                     key="strategies.payoff", width="stretch")
     show = pd.DataFrame(legs)[["action", "symbol", "quantity", "premium", "iv", "pricetype", "limit_price"]]
     show["iv"] = (show["iv"] * 100).round(2)
     show["limit_price"] = show["limit_price"].where(show["pricetype"] == "LIMIT")
     table(show, key="strategies.resolved")
     st.caption(f"Max P&L in range ₹{at_expiry.max():,.0f} · min ₹{at_expiry.min():,.0f} at expiry "
-               f"({legs[0]['expiry']})")
+               f"({legs[0]['expiry']}) · net {'credit' if net >= 0 else 'debit'} ₹{abs(net):,.0f} · margin: "
+               "Check margin below (the broker's figure per account)")
 
 
 b1, b2 = st.columns(2)

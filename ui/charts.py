@@ -194,8 +194,20 @@ def bucket_for_run(started, ended, now, max_points: int = 300) -> int:
 
 
 def payoff_chart(spots: np.ndarray, expiry_pnl: np.ndarray, today_pnl: np.ndarray | None, spot: float,
-                 breakevens: list[float] = ()) -> go.Figure:
-    fig = _fig("Payoff (₹)", xaxis_title="Underlying", yaxis_title="₹", hovermode="x unified")
+                 breakevens: list[float] = (), max_loss: float | None = None, max_profit: float | None = None,
+                 net_premium: float | None = None) -> go.Figure:
+    """The payoff at expiry and today, with the run's max-loss / max-profit levels (where the risk manager would
+    exit) and the basket's net credit (> 0: premium received) or debit in the title."""
+    title = "Payoff (₹)"
+    if net_premium is not None:
+        title += f" · net {'credit' if net_premium >= 0 else 'debit'} ₹{abs(net_premium):,.0f}"
+    fig = _fig(title, xaxis_title="Underlying", yaxis_title="₹", hovermode="x unified")
+    if max_loss:
+        fig.add_hline(y=-abs(max_loss), line=dict(color=RED, width=1, dash="dash"),
+                      annotation_text=f"max loss ₹{abs(max_loss):,.0f}")
+    if max_profit:
+        fig.add_hline(y=abs(max_profit), line=dict(color=GREEN, width=1, dash="dash"),
+                      annotation_text=f"max profit ₹{abs(max_profit):,.0f}")
     fig.add_trace(go.Scatter(x=spots, y=expiry_pnl, name="At expiry", line=dict(color=AMBER, width=2)))
     if today_pnl is not None:
         fig.add_trace(go.Scatter(x=spots, y=today_pnl, name="Today", line=dict(color=BLUE, dash="dash")))

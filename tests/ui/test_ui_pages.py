@@ -670,3 +670,19 @@ def test_quick_order_when_a_new_search_is_typed_then_the_old_contract_is_not_kep
     at.text_input(key="quick.search").input("ZZZNOTHING").run()
     assert not any(s.key == "quick.contract" for s in at.selectbox)
     assert any("No instrument starts with 'ZZZNOTHING'" in c.value for c in at.caption)
+
+
+def test_strategies_when_max_loss_and_profit_set_then_payoff_marks_both_and_names_the_net_credit(seeded):
+    at = page("strategies").run()
+    at.number_input(key="strategies.max_loss").set_value(4000.0).run()
+    at.number_input(key="strategies.max_profit").set_value(2500.0).run()
+    assert not at.exception and not errors(at), errors(at)
+    [chart] = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+               if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Payoff")]
+    levels = sorted(sh["y0"] for sh in chart["layout"]["shapes"] if sh.get("y0") == sh.get("y1") and sh["y0"])
+    assert levels == [-4000.0, 2500.0]
+    texts = [a["text"] for a in chart["layout"]["annotations"]]
+    assert "max loss ₹4,000" in texts and "max profit ₹2,500" in texts
+    # the default basket is a short straddle: premium received, a credit, named in the title and the caption
+    assert "net credit ₹" in chart["layout"]["title"]["text"]
+    assert any("net credit ₹" in c.value for c in at.caption)

@@ -17,8 +17,7 @@ from db.clock import ist_now_str
 from db.executions import apply_intent_outcome
 from db.exits import exit_priority
 from db.intents import transition
-from db.models import (Account, ControlCommand, Execution, OrderIntent, RiskEvent,
-                       StrategyRun, utcnow)
+from db.models import Account, ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun, utcnow
 from db.order_fsm import BROKER_STATUS_MAP, LIVE, OPEN, Status, values
 from db.rawsql import insert_row, raw_cursor
 from db.run_fsm import ACTIVE_LEG, LIVE_RUN, UNFINISHED_RUN, LegStatus

@@ -21,7 +21,7 @@ from pages._strategy_schedule import schedule_panel
 from ui import charts
 from ui.black_scholes import implied_vol, years_to_expiry
 from ui.format import table
-from ui.payoff import DEFAULT_IV, breakevens, leg_value, payoff, spot_grid
+from ui.payoff import DEFAULT_IV, breakevens, leg_value, net_premium, net_premium_text, payoff, spot_grid
 from ui.strategy_form import (RELATIVE_EXPIRIES, column_order, expiry_dates, expiry_label, frame_rows,
                               leg_columns)
 from ui.widgets import status_chip
@@ -84,7 +84,7 @@ def payoff_panel(specs: list[LegSpec]):
             leg["premium"] = spot if leg["kind"] == "FUT" else leg_value(leg, spot, t)
     grid = spot_grid(spot, legs)
     at_expiry, today = payoff(legs, grid), payoff(legs, grid, t)
-    net = sum(float(leg["premium"]) * int(leg["quantity"]) * (1 if leg["action"] == "SELL" else -1) for leg in legs)
+    net = net_premium(legs)
     st.plotly_chart(charts.payoff_chart(grid, at_expiry, today, spot, breakevens(grid, at_expiry), max_loss=max_loss,
                                         max_profit=max_profit, net_premium=net),
                     key="strategies.payoff", width="stretch")
@@ -93,7 +93,7 @@ def payoff_panel(specs: list[LegSpec]):
     show["limit_price"] = show["limit_price"].where(show["pricetype"] == "LIMIT")
     table(show, key="strategies.resolved")
     st.caption(f"Max P&L in range ₹{at_expiry.max():,.0f} · min ₹{at_expiry.min():,.0f} at expiry "
-               f"({legs[0]['expiry']}) · net {'credit' if net >= 0 else 'debit'} ₹{abs(net):,.0f} · margin: "
+               f"({legs[0]['expiry']}) · {net_premium_text(net)} · margin: "
                "Check margin below (the broker's figure per account)")
 
 

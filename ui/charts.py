@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ui.format import to_ist
+from ui.payoff import net_premium_text
 
 # The dark template is plotly's process default (set here) rather than a template= argument: plotly applies its
 # default without re-validating the whole template, which halves the cost of every figure (33 -> 18 ms).
@@ -200,7 +201,7 @@ def payoff_chart(spots: np.ndarray, expiry_pnl: np.ndarray, today_pnl: np.ndarra
     exit) and the basket's net credit (> 0: premium received) or debit in the title."""
     title = "Payoff (₹)"
     if net_premium is not None:
-        title += f" · net {'credit' if net_premium >= 0 else 'debit'} ₹{abs(net_premium):,.0f}"
+        title += f" · {net_premium_text(net_premium)}"
     fig = _fig(title, xaxis_title="Underlying", yaxis_title="₹", hovermode="x unified")
     if max_loss:
         fig.add_hline(y=-abs(max_loss), line=dict(color=RED, width=1, dash="dash"),

@@ -16,6 +16,15 @@ def _sign(action: str) -> int:
     return 1 if action.upper() == "BUY" else -1
 
 
+def net_premium(legs: list[dict]) -> float:
+    """Premium received (> 0: a net credit) or paid (< 0: a debit) for the basket at the legs' premiums."""
+    return -sum(_sign(leg["action"]) * float(leg["premium"]) * int(leg["quantity"]) for leg in legs)
+
+
+def net_premium_text(net: float) -> str:
+    return f"net {'credit' if net >= 0 else 'debit'} ₹{abs(net):,.0f}"
+
+
 def leg_value(leg: dict, spot: float, t_years: float = 0.0, r: float = RISK_FREE) -> float:
     """Value per unit of the leg's instrument at ``spot`` with ``t_years`` left (0 = expiry)."""
     if leg["kind"] == "FUT":

@@ -48,6 +48,12 @@ def fill_grid_cell(page, editor, x_frac: float, y: float, value: str) -> bool:
     settle(page)
     bb = editor.bounding_box()
     page.mouse.click(bb["x"] + x_frac * bb["width"], bb["y"] + y)
+    return fill_selected_cell(page, value)
+
+
+def fill_selected_cell(page, value: str) -> bool:
+    """The selected grid cell: open its overlay editor with Enter, fill it in one go, Enter (a number is
+    committed; a select takes its one matching option). False (editor closed again) when it did not open."""
     page.keyboard.press("Enter")
     box = page.locator('[id^="gdg-overlay-"] input, [id^="gdg-overlay-"] textarea').first
     try:

@@ -30,7 +30,7 @@ from db.accounts import add_account
 from db.commands import enqueue_control
 from db.models import (Execution, Funds, Instrument, LatestPrice, MarginCheck, OrderIntent, ServiceHeartbeat,
                        Strategy, StrategyRun)
-from tests.e2e.helpers import choose, failure_artifacts, goto, no_app_errors, settle, shoot, until
+from tests.e2e.helpers import choose, failure_artifacts, fill_selected_cell, goto, no_app_errors, settle, shoot, until
 from ui.strategy_form import column_order
 
 pytestmark = pytest.mark.timeout(240)
@@ -287,15 +287,8 @@ def set_leg_cell(page, editor, row: int, col: int, value: str) -> None:
             page.keyboard.press("Escape")
         for _ in range(abs(col - at)):
             page.keyboard.press("ArrowRight" if col > at else "ArrowLeft")
-        page.keyboard.press("Enter")
-        box = page.locator('[id^="gdg-overlay-"] input, [id^="gdg-overlay-"] textarea').first
-        try:
-            box.wait_for(timeout=3_000)
-            box.fill(value, timeout=3_000)
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
+        if not fill_selected_cell(page, value):
             continue
-        page.keyboard.press("Enter")  # a number is committed; a select takes its one matching option
         try:
             until(lambda: cell_text(editor, col, row) == value, f"leg {row + 1} column {col} = {value}", 5, 0.2)
             settle(page)

@@ -75,15 +75,23 @@ class Control:
         return (ex, sym)
 
     async def price(self, request):
+        """Force a price: ``{"symbol", "exchange", "ltp"}``. An option or future keeps that price (it is not
+        re-priced from its underlying) until released with ``{"symbol", "exchange", "release": true}`` or forced
+        again; a spot moves on with the random walk from there."""
         d = await body_of(request)
         key = self._key(d)
-        try:
-            ltp = float(d["ltp"])
-        except (KeyError, TypeError, ValueError):
-            return bad("ltp (number) is required")
+        if d.get("release") is True:
+            if "ltp" in d:
+                return bad("give ltp or release, not both")
+            self.sim.release(key)
+            return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp, held=False)
+        ltp = d.get("ltp")
+        if isinstance(ltp, bool) or not isinstance(ltp, (int, float)) or not math.isfinite(ltp) or ltp <= 0:
+            return bad("ltp (a positive number) is required, or release: true")
         applied_at_ms = time.time() * 1000.0  # the tick is queued to subscribers right after (same clock as
-        self.sim.set_price(key, ltp)           # the order log's received_at_ms)
-        return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp, applied_at_ms=applied_at_ms)
+        self.sim.set_price(key, float(ltp))    # the order log's received_at_ms)
+        return ok(symbol=key[1], exchange=key[0], ltp=self.sim.market.state(key).ltp, applied_at_ms=applied_at_ms,
+                  held=key in self.sim.market.held)
 
     async def path(self, request):
         d = await body_of(request)
@@ -169,7 +177,7 @@ class Control:
 
     async def reset(self, request):
         self.sim.reset()
-        return ok(message="orders, positions and trades cleared")
+        return ok(message="orders, positions and trades cleared, held prices released")
 
 
 def clock_delta(d: dict) -> dt.timedelta:

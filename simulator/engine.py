@@ -53,6 +53,12 @@ class Sim:
     def set_price(self, key: tuple[str, str], ltp: float) -> None:
         self.prices_changed(self.market.set_price(key, ltp))
 
+    def release(self, key: tuple[str, str]) -> None:
+        old = self.paths.pop(key, None)  # a path still running would hold it again on its next step
+        if old:
+            old.cancel()
+        self.prices_changed(self.market.release(key))
+
     def freeze(self, frozen: bool) -> None:
         """Stop (or restart) the random walk. On freezing, every subscribed instrument ticks once more: a derivative
         re-prices when its underlying moves but ticks only in its own slice of the period, so without this a
@@ -134,5 +140,6 @@ class Sim:
         for t in self.paths.values():
             t.cancel()
         self.paths.clear()
+        self.prices_changed(self.market.release_all())
         self.broker.reset()
         self.limiter.reset()

@@ -83,6 +83,10 @@ class Market:
         self.walk: dict[tuple[str, str], float] = {}  # unrounded spot of walking instruments
         self.rngs: dict[tuple[str, str], random.Random] = {}
         self.versions: dict[tuple[str, str], int] = {}
+        # Derivatives whose price was forced (/_sim/price, /_sim/path): they keep that price, and are not re-priced
+        # from their underlying, until released or forced again, so a test can push one option leg through its
+        # stop while the spot (and every other leg) keeps walking.
+        self.held: set[tuple[str, str]] = set()
         self.aux = random.Random(f"aux:{seed}")
         self.oi_walk = random.Random(f"oi-walk:{seed}")  # its own stream: the other draws stay as they were
         for inst in self.master.items.values():
@@ -124,7 +128,7 @@ class Market:
             oi = int(random.Random(f"oi:{self.seed}:{key}").uniform(1e4, 5e6)) // inst.lotsize * inst.lotsize
             st = self.states[key] = State(self.fair_price(inst), oi)
             st.ver = base_ver
-        elif st.ver != base_ver:
+        elif st.ver != base_ver and key not in self.held:
             st.set(self.fair_price(inst), inst.lotsize * self.aux.randint(1, 20))
             st.oi = max(0, st.oi + inst.lotsize * self.oi_walk.randint(-10, 12))  # open interest builds and unwinds
             st.ver = base_ver
@@ -171,7 +175,21 @@ class Market:
             return [key] + self.master.derived.get(key, [])
         st = self.state(key)
         st.set(ltp, inst.lotsize)
+        self.held.add(key)
         return [key]
+
+    def release(self, key: tuple[str, str]) -> list[tuple[str, str]]:
+        """Let a held derivative follow its underlying again; it re-prices at once. Returns the keys whose price
+        changed (none for an instrument that was not held)."""
+        if key not in self.held:
+            return []
+        self.held.discard(key)
+        self.states[key].ver = -1  # stale: the next read re-prices from the current spot
+        self.state(key)
+        return [key]
+
+    def release_all(self) -> list[tuple[str, str]]:
+        return [k for key in list(self.held) for k in self.release(key)]
 
     def affected(self, spots: list[tuple[str, str]]) -> list[tuple[str, str]]:
         out = list(spots)

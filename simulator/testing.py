@@ -159,12 +159,17 @@ class SimProcess:
         return self._get("/_sim/accounts")["accounts"]
 
     def set_price(self, symbol: str, exchange: str, ltp: float) -> float:
+        """Force a price; an option or future holds it until ``release_price`` or the next ``set_price``."""
         return self.price_change(symbol, exchange, ltp)["ltp"]
 
     def price_change(self, symbol: str, exchange: str, ltp: float) -> dict:
         """Set a price; the reply has the new ltp and ``applied_at_ms`` (epoch ms when the simulator applied it
         and queued the tick to subscribers)."""
         return self._post("/_sim/price", {"symbol": symbol, "exchange": exchange, "ltp": ltp})
+
+    def release_price(self, symbol: str, exchange: str) -> float:
+        """Let an option or future held by ``set_price`` follow its underlying again; returns its new ltp."""
+        return self._post("/_sim/price", {"symbol": symbol, "exchange": exchange, "release": True})["ltp"]
 
     def drive_path(self, symbol: str, exchange: str, prices: list[float], interval_ms: float = 250) -> dict:
         return self._post("/_sim/path", {"symbol": symbol, "exchange": exchange, "prices": prices,

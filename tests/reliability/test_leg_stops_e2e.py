@@ -181,3 +181,36 @@ def test_leg_actions_when_commanded_then_roll_buys_first_close_leaves_the_rest_a
             assert s.get(OrderIntent, iid).limit_price == 725.5
     finally:
         stop_service(sc.proc)
+
+
+@pytest.mark.timeout(120)
+def test_walking_market_when_one_leg_is_pushed_through_its_stop_then_it_exits_at_that_price_and_the_rest_walks_on(
+        tmp_path):
+    """The same stop with the random walk running (the spot and the untouched leg move): the price forced on the
+    CE leg holds against the moving spot, so the stop trips on it and the exit fills there."""
+    with SimProcess(seed=72, tick_hz=8) as live:
+        sc = CrashScenario(live, tmp_path, accounts=1)
+        [name] = sc.names.values()
+        sc.start()
+        try:
+            expiry = sc.wait_ready()
+            run_id, ce, pe = _straddle(sc, live, expiry, "walking straddle",
+                                       LegSpec("CE", "SELL", sl_mode="pct", sl_value=30), LegSpec("PE", "SELL"))
+            ce_entry = _execs(sc.db, run_id)[0].entry_price
+            pushed = live.set_price(ce, "NFO", round(ce_entry * 1.35, 1))
+            assert wait_for(lambda: _execs(sc.db, run_id)[0].status == "exited", 30, 0.1), sc.tail()
+            ce_leg, pe_leg = _execs(sc.db, run_id)
+            assert ce_leg.exit_price == pytest.approx(pushed + 0.05, abs=1e-6)  # the BUY filled at the held ask
+            assert _sent(live, name) == [("SELL", ce, 65), ("SELL", pe, 65), ("BUY", ce, 65)]
+            [ev] = _events(sc.db, run_id, "leg_sl")
+            assert "leg 1" in ev.message and ce in ev.message
+            key = api_key_for(sc.db, list(sc.names)[0])
+
+            def ltp(sym, ex="NFO"):
+                return live.api("quotes", {"apikey": key, "symbol": sym, "exchange": ex}).json()["data"]["ltp"]
+            spot0, pe0 = ltp("NIFTY", "NSE_INDEX"), ltp(pe)
+            assert wait_for(lambda: ltp("NIFTY", "NSE_INDEX") != spot0 and ltp(pe) != pe0, 10, 0.1)
+            assert ltp(ce) == pushed  # still held while the spot and the PE leg walk
+            assert pe_leg.status == "entered" and _run(sc.db, run_id).status == "active"
+        finally:
+            stop_service(sc.proc)

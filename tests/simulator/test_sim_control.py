@@ -168,3 +168,40 @@ def test_price_change_when_applied_then_reply_has_the_time_it_took_effect(fsim, 
     assert reply["ltp"] == 815.05  # rounded to the tick size
     assert before <= reply["applied_at_ms"] <= after  # same clock as the order log's received_at_ms
     assert fsim.api("quotes", {"apikey": key, "symbol": "SBIN", "exchange": "NSE"}).json()["data"]["ltp"] == 815.05
+
+
+def _atm_option(s, key, otype):
+    exp = s.api("expiry", {"apikey": key, "symbol": "NIFTY", "exchange": "NFO",
+                           "instrumenttype": "options"}).json()["data"][0].replace("-", "")
+    return s.api("optionsymbol", {"apikey": key, "underlying": "NIFTY", "exchange": "NSE_INDEX",
+                                  "expiry_date": exp, "offset": "ATM", "option_type": otype}).json()["symbol"]
+
+
+def test_price_on_an_option_when_the_market_walks_then_it_holds_and_fills_there_until_released(sim, live_key):
+    ce, pe = _atm_option(sim, live_key, "CE"), _atm_option(sim, live_key, "PE")
+
+    def ltp(sym, ex="NFO"):
+        return sim.api("quotes", {"apikey": live_key, "symbol": sym, "exchange": ex}).json()["data"]["ltp"]
+
+    spot0, pe0 = ltp("NIFTY", "NSE_INDEX"), ltp(pe)
+    held = sim.price_change(ce, "NFO", 321.0)
+    assert held["ltp"] == 321.0 and held["held"] is True
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (ltp("NIFTY", "NSE_INDEX") == spot0 or ltp(pe) == pe0):
+        time.sleep(0.1)
+    assert ltp("NIFTY", "NSE_INDEX") != spot0 and ltp(pe) != pe0  # the walk (10 Hz) moved the spot and the PE
+    assert ltp(ce) == 321.0
+    r = sim.api("placeorder", {"apikey": live_key, "strategy": "t", "symbol": ce, "exchange": "NFO",
+                               "action": "BUY", "quantity": 65, "product": "NRML"}).json()
+    [fill] = [t for t in sim.api("tradebook", {"apikey": live_key}).json()["data"] if t["orderid"] == r["orderid"]]
+    assert fill["average_price"] == 321.05  # a MARKET BUY fills at the held ask
+    bad = httpx.post(f"{sim.rest_url}/_sim/price", json={"symbol": ce, "exchange": "NFO", "ltp": "nan"})
+    assert bad.status_code == 400 and "positive number" in bad.json()["message"]
+    both = httpx.post(f"{sim.rest_url}/_sim/price", json={"symbol": ce, "exchange": "NFO", "ltp": 5, "release": True})
+    assert both.status_code == 400 and ltp(ce) == 321.0  # refused, and nothing changed
+    released = sim.release_price(ce, "NFO")
+    assert released != 321.0 and ltp(ce) == released
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and ltp(ce) == released:
+        time.sleep(0.1)
+    assert ltp(ce) != released  # follows the walking spot again

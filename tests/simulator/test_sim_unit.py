@@ -91,6 +91,33 @@ def test_options_reprice_with_underlying_and_smile():
     assert q["bid"] < q["ltp"] < q["ask"] and q["oi"] > 0
 
 
+def test_forced_option_price_when_the_spot_moves_then_it_holds_until_released_or_forced_again():
+    m = Market(seed=1)
+    exp = m.master.expiries[("NIFTY", "OPT")][0]
+    atm = m.master.strikes("NIFTY", exp)[60]
+    ce = ("NFO", option_symbol("NIFTY", exp, atm, "CE"))
+    pe = ("NFO", option_symbol("NIFTY", exp, atm, "PE"))
+    spot = ("NSE_INDEX", "NIFTY")
+    p0 = m.state(pe).ltp
+    assert m.set_price(ce, 123.42) == [ce]
+    for _ in range(5):
+        m.set_price(spot, m.state(spot).ltp + 100)
+        m.step()
+    assert m.state(ce).ltp == 123.4  # held, on its tick size, while the spot walked 500+ points up
+    assert m.state(pe).ltp < p0      # the other leg, never forced, still follows the spot
+    m.set_price(ce, 150)
+    m.set_price(spot, m.state(spot).ltp + 100)
+    assert m.state(ce).ltp == 150.0  # forced again: holds the new price
+    assert m.release(ce) == [ce] and m.release(ce) == []
+    assert m.state(ce).ltp == m.fair_price(m.master.items[ce]) > 150  # back on the model at once
+    m.set_price(spot, m.state(spot).ltp + 100)
+    assert m.state(ce).ltp == m.fair_price(m.master.items[ce])  # and follows the spot again
+    m.set_price(spot, 20000.0)
+    assert m.held == set()  # forcing a spot holds nothing: it walks on from there
+    m.set_price(ce, 99.0), m.set_price(pe, 98.0)
+    assert sorted(m.release_all()) == sorted([ce, pe]) and m.held == set()
+
+
 @pytest.mark.parametrize("pt,action,price,trig,ltp,expect", [
     ("MARKET", "BUY", 0, 0, 100, ("complete", 100.05)),
     ("MARKET", "SELL", 0, 0, 100, ("complete", 99.95)),

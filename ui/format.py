@@ -10,7 +10,7 @@ IST_OFFSET = timedelta(hours=5, minutes=30)
 MONEY_COLS = {"ltp", "bid", "ask", "price", "trigger_price", "limit_price", "avg_price", "average_price",
               "broker_avg_price", "trade_value", "available_cash", "used_margin", "max_loss", "max_profit",
               "trailing_sl", "threshold", "value", "entry_price", "exit_price", "strike", "sl_level", "tp_level",
-              "valued_at"}
+              "valued_at", "required", "available", "shortfall"}
 PNL_COLS = {"pnl", "realized", "unrealized", "total", "realized_pnl", "unrealized_pnl", "tsl_peak", "tsl_stop",
             "leg_pnl"}
 QTY_COLS = {"quantity", "requested_qty", "filled_qty", "broker_filled_qty", "lotsize", "oi", "volume", "n", "trades",

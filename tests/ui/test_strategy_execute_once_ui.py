@@ -68,3 +68,18 @@ def test_execute_when_clicked_twice_on_one_margin_check_then_one_run_and_a_new_c
     at.button(key="strategies.execute").click().run()
     assert (count(db, StrategyRun), count(db, OrderIntent)) == (2, 4)
     assert any("Queued 1 run(s)" in m.value for m in at.success), [m.value for m in at.success]
+
+
+def test_margin_table_when_checked_then_required_available_and_shortfall_are_rupees(world):
+    import json
+    at = AppTest.from_file(str(ROOT / "pages" / "strategies.py"), default_timeout=30).run()
+    at.text_input(key="strategies.name").input("Short straddle")
+    at.button(key="strategies.save").click().run()
+    at.multiselect(key="strategies.exec_accounts").set_value([world["account"]]).run()
+    check_margin(world["db"], at)
+
+    grid = next(d for d in at.dataframe if "shortfall" in d.value.columns)
+    formats = {c: json.loads(grid.proto.columns).get(c, {}).get("type_config", {}).get("format")
+               for c in ("required", "available", "shortfall")}
+    assert formats == dict.fromkeys(formats, "₹ %.2f"), formats  # money, like every other money column
+    assert grid.value[["required", "available", "shortfall"]].iloc[0].tolist() == [150_000.0, 1_000_000.0, 0.0]

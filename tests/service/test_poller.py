@@ -10,7 +10,7 @@ from db.models import BrokerOrder, Execution, OrderIntent, ServiceLog, StrategyR
 from services.dispatcher import OrderDispatcher
 from services.poller import OrderPoller
 from tests.service.fixtures_orders import (  # noqa: F401
-    add_intent, intent, make_strategy_run, octx, order_sim, placed_at_sim, sim_account)
+    add_intent, events, intent, make_strategy_run, octx, order_sim, placed_at_sim, sim_account)
 
 
 def run_and_execs(db, run_id: int):
@@ -226,3 +226,37 @@ def test_poll_now_when_cycle_just_polled_then_reads_again_within_the_flatten_gap
     assert FLATTEN_GAP_S < MIN_GAP_S
     poller.poll_now(acct)
     assert intent(db, iid).status == "filled" and run_and_execs(db, run_id)[0].status == "active"
+
+
+def test_apply_when_a_later_chunk_fails_then_earlier_chunks_stay_and_the_rest_lands_next_poll(
+        db, octx, order_sim, caplog):
+    """A busy book is applied a few intents per transaction (services.poller.APPLY_CHUNK). A fault in a later
+    chunk (here a trigger refusing one intent's update, as a full disk or a bad row would) must keep what the
+    earlier chunks committed and leave the rest behind the book for the next poll, not lose it or raise."""
+    from services.poller import APPLY_CHUNK
+    acct, _ = sim_account(db, order_sim)
+    ids = [add_intent(db, acct, pricetype="LIMIT", price=1.0 + k) for k in range(APPLY_CHUNK + 2)]  # rest open
+    OrderDispatcher(octx).run_once()
+    poller = OrderPoller(octx)
+    poller.run_once()
+    assert {intent(db, i).status for i in ids} == {"placed"}
+    for i in ids:  # every order changes at the broker at once
+        octx.client(acct).cancelorder(intent(db, i).broker_order_id)
+    bad = ids[-1]  # in the second chunk
+    raw = sqlite3.connect(db.path)
+    raw.execute(f"CREATE TRIGGER refuse_one BEFORE UPDATE ON order_intents WHEN NEW.id = {bad} "
+                "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    raw.commit()
+    poller._last_poll.clear()
+    with caplog.at_level("WARNING", logger="services.poller"):
+        poller.run_once()
+    assert [intent(db, i).status for i in ids] == ["cancelled"] * APPLY_CHUNK + ["placed"] * 2
+    assert f"{APPLY_CHUNK} of {len(ids)} book updates applied, the rest next poll" in caplog.text
+
+    raw.execute("DROP TRIGGER refuse_one")
+    raw.commit()
+    raw.close()
+    poller._last_poll.clear()
+    poller.run_once()
+    assert [intent(db, i).status for i in ids] == ["cancelled"] * len(ids)
+    assert [[e[1] for e in events(db, i)].count("cancelled") for i in ids] == [1] * len(ids)  # each applied once

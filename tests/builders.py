@@ -45,3 +45,9 @@ def seed_instruments(db, spot: float = 24000.0, name: str = "NIFTY", step: int =
 
 def make_account(db, name: str = "acct1", key: str = KEY_A, **kw) -> int:
     return add_account(db, name, "http://127.0.0.1:5000", "ws://127.0.0.1:8765", key, **kw)
+
+
+def fresh_row(db, model, pk):
+    """One row as it is in the file now (a fresh read: the service process writes it)."""
+    with db.read() as s:
+        return s.get(model, pk)

@@ -12,7 +12,7 @@ from db.accounts import add_account, update_account
 from db.models import Account, ControlCommand, Position, RiskEvent
 from db.vocab import CommandStatus, TradingState
 from simulator.testing import SimProcess
-from tests.builders import seed_instruments
+from tests.builders import fresh_row, seed_instruments
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 
 
@@ -21,10 +21,6 @@ def sim():
     with SimProcess(seed=59, args=["--frozen"]) as s:
         yield s
 
-
-def _account(db, acct) -> Account:
-    with db.read() as s:
-        return s.get(Account, acct)
 
 
 def _qty(db, acct) -> int | None:
@@ -51,14 +47,14 @@ def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_h
         avg = float(sim.api("positionbook", {"apikey": key}).json()["data"][0]["average_price"])
         sim.set_price("SBIN", "NSE", avg - 5)  # day P&L -50: inside the limit
         time.sleep(3.0)
-        assert _account(db, acct).trading_state == TradingState.ACTIVE
+        assert fresh_row(db, Account, acct).trading_state == TradingState.ACTIVE
         sim.set_price("SBIN", "NSE", avg - 15)  # day P&L -150 <= -100
-        assert wait_for(lambda: _account(db, acct).trading_state == TradingState.HALTED, 10)
-        assert _account(db, acct).trading_reason.startswith("daily max loss ₹100 at ")
+        assert wait_for(lambda: fresh_row(db, Account, acct).trading_state == TradingState.HALTED, 10)
+        assert fresh_row(db, Account, acct).trading_reason.startswith("daily max loss ₹100 at ")
         with db.read() as s:
             [cmd] = list(s.scalars(select(ControlCommand).where(ControlCommand.kind == "flatten_account")))
-        assert wait_for(lambda: _command(db, cmd.id).status == CommandStatus.DONE, 60), _command(db, cmd.id).result
-        assert "closed 1/1" in _command(db, cmd.id).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
+        assert "closed 1/1" in fresh_row(db, ControlCommand, cmd.id).result
         rows = sim.api("positionbook", {"apikey": key}).json()["data"]
         assert all(int(float(p["quantity"])) == 0 for p in rows), rows
         sells = [o for o in sim.orders() if o.get("account") == "limits" and o["action"] == "SELL" and o.get("orderid")]
@@ -71,6 +67,3 @@ def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_h
         assert stop_service(proc) == 0
 
 
-def _command(db, cid) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)

@@ -17,6 +17,7 @@ from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, Strateg
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from simulator.testing import SimProcess
 from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
+from tests.builders import fresh_row
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,6 @@ def _sent(sim, name) -> list[tuple[str, str, int]]:
 def _entered(db, run_id, n) -> bool:
     return sum(e.status == "entered" for e in _execs(db, run_id)) == n
 
-
-def _command(db, cid) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)
 
 
 def _straddle(sc, sim, expiry, name, ce: LegSpec, pe: LegSpec, **limits) -> tuple[int, str, str]:
@@ -136,8 +133,8 @@ def test_leg_actions_when_commanded_then_roll_buys_first_close_leaves_the_rest_a
             sim.set_price(e.symbol, "NFO", e.entry_price)
         n0 = len(_sent(sim, name))
         cid = enqueue_control(sc.db, "roll_leg", {"run_id": run_id, "leg_no": 1, "offset": 1})
-        assert wait_for(lambda: _command(sc.db, cid).status != "queued", 30, 0.1), sc.tail()
-        assert _command(sc.db, cid).status == "done", _command(sc.db, cid).result
+        assert wait_for(lambda: fresh_row(sc.db, ControlCommand, cid).status != "queued", 30, 0.1), sc.tail()
+        assert fresh_row(sc.db, ControlCommand, cid).status == "done", fresh_row(sc.db, ControlCommand, cid).result
         assert wait_for(lambda: len(_sent(sim, name)) >= n0 + 2, 30, 0.1)
         rolled = _sent(sim, name)[n0:]
         new_ce = rolled[1][1]
@@ -146,7 +143,7 @@ def test_leg_actions_when_commanded_then_roll_buys_first_close_leaves_the_rest_a
         assert "rolled to" in _events(sc.db, run_id, "roll_leg")[0].message
 
         cid = enqueue_control(sc.db, "close_leg", {"run_id": run_id, "leg_no": 2})
-        assert wait_for(lambda: _command(sc.db, cid).status == "done", 30, 0.1), sc.tail()
+        assert wait_for(lambda: fresh_row(sc.db, ControlCommand, cid).status == "done", 30, 0.1), sc.tail()
         assert wait_for(lambda: ("BUY", pe, 65) in _sent(sim, name), 20, 0.1)
         assert wait_for(lambda: _entered(sc.db, run_id, 1), 20, 0.1)
         assert _run(sc.db, run_id).status == "active"
@@ -171,9 +168,9 @@ def test_leg_actions_when_commanded_then_roll_buys_first_close_leaves_the_rest_a
         assert oid, sc.tail()
         bad = enqueue_control(sc.db, "modify_order", {"intent_id": iid, "price": 123.456})
         cid = enqueue_control(sc.db, "modify_order", {"intent_id": iid, "price": 725.5})
-        assert wait_for(lambda: _command(sc.db, cid).status != "queued", 30, 0.1), sc.tail()
-        assert _command(sc.db, cid).status == "done", _command(sc.db, cid).result
-        assert _command(sc.db, bad).status == "failed" and "tick size" in _command(sc.db, bad).result
+        assert wait_for(lambda: fresh_row(sc.db, ControlCommand, cid).status != "queued", 30, 0.1), sc.tail()
+        assert fresh_row(sc.db, ControlCommand, cid).status == "done", fresh_row(sc.db, ControlCommand, cid).result
+        assert fresh_row(sc.db, ControlCommand, bad).status == "failed" and "tick size" in fresh_row(sc.db, ControlCommand, bad).result
         key = api_key_for(sc.db, list(sc.names)[0])
         at_broker = sim.api("orderstatus", {"apikey": key, "strategy": "AlgoMirror", "orderid": oid}).json()
         assert at_broker["data"]["price"] == 725.5 and at_broker["data"]["order_status"] == "open", at_broker

@@ -13,7 +13,7 @@ from db.models import Account, ControlCommand, Position, RiskEvent
 from db.portfolio import set_portfolio_max_loss
 from db.vocab import CommandStatus, TradingState
 from simulator.testing import SimProcess
-from tests.builders import seed_instruments
+from tests.builders import fresh_row, seed_instruments
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 
 
@@ -23,20 +23,12 @@ def sim():
         yield s
 
 
-def _account(db, acct) -> Account:
-    with db.read() as s:
-        return s.get(Account, acct)
-
 
 def _qty(db, acct) -> int | None:
     with db.read() as s:
         p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
         return None if p is None else p.quantity
 
-
-def _command(db, cid) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)
 
 
 def _commands(db, kind) -> list[ControlCommand]:
@@ -92,13 +84,13 @@ def test_portfolio_max_loss_when_three_accounts_lose_together_through_it_then_al
         avg = max(_avg(sim, k) for k in keys)
         sim.set_price("SBIN", "NSE", avg - 5)  # 3 x about -50: inside the portfolio limit
         time.sleep(3.0)
-        assert all(_account(db, a).trading_state == TradingState.ACTIVE for a in accts)
+        assert all(fresh_row(db, Account, a).trading_state == TradingState.ACTIVE for a in accts)
         sim.set_price("SBIN", "NSE", avg - 10)  # 3 x about -100 = -300 <= -250
-        assert wait_for(lambda: all(_account(db, a).trading_state == TradingState.HALTED for a in accts), 10)
-        assert all(_account(db, a).trading_reason.startswith("portfolio daily max loss ₹250 at ") for a in accts)
+        assert wait_for(lambda: all(fresh_row(db, Account, a).trading_state == TradingState.HALTED for a in accts), 10)
+        assert all(fresh_row(db, Account, a).trading_reason.startswith("portfolio daily max loss ₹250 at ") for a in accts)
         [cmd] = _commands(db, "flatten_all")
-        assert wait_for(lambda: _command(db, cmd.id).status == CommandStatus.DONE, 60), _command(db, cmd.id).result
-        assert _command(db, cmd.id).result.count("closed 1/1") == 3, _command(db, cmd.id).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
+        assert fresh_row(db, ControlCommand, cmd.id).result.count("closed 1/1") == 3, fresh_row(db, ControlCommand, cmd.id).result
         assert all(_flat_at_broker(sim, k) for k in keys)
         time.sleep(3.0)  # ticks and reloads go on: nothing more happens
         assert [_sells(sim, n) for n in names] == [[10], [10], [10]]  # each closed once
@@ -124,10 +116,10 @@ def test_trailing_when_day_pnl_peaks_then_the_service_restarts_and_it_falls_thro
         assert wait_for(lambda: _qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
         avg = _avg(sim, key)
         sim.set_price("SBIN", "NSE", avg + 20)  # day P&L +200: the peak
-        assert wait_for(lambda: (_account(db, acct).day_peak or 0) >= 199, 10)
+        assert wait_for(lambda: (fresh_row(db, Account, acct).day_peak or 0) >= 199, 10)
         sim.set_price("SBIN", "NSE", avg + 15)  # +150: above the floor (100)
         time.sleep(2.5)
-        assert _account(db, acct).trading_state == TradingState.ACTIVE
+        assert fresh_row(db, Account, acct).trading_state == TradingState.ACTIVE
     finally:
         assert stop_service(proc) == 0
     # Restarted at +150: a service that forgot the peak would start its floor at 50; the stored one keeps 100.
@@ -136,14 +128,14 @@ def test_trailing_when_day_pnl_peaks_then_the_service_restarts_and_it_falls_thro
         # the new process starts (seconds on a loaded machine), loads the account, subscribes, sees ticks at +150
         assert wait_for(lambda: "service started" in (tmp_path / "svc2.out").read_text(), 60)
         time.sleep(2.5)
-        assert _account(db, acct).trading_state == TradingState.ACTIVE
+        assert fresh_row(db, Account, acct).trading_state == TradingState.ACTIVE
         sim.set_price("SBIN", "NSE", avg + 8)  # +80 <= 100
-        assert wait_for(lambda: _account(db, acct).trading_state == TradingState.HALTED, 10)
-        reason = _account(db, acct).trading_reason
+        assert wait_for(lambda: fresh_row(db, Account, acct).trading_state == TradingState.HALTED, 10)
+        reason = fresh_row(db, Account, acct).trading_reason
         assert reason.startswith("daily trailing stop ₹100: day P&L peak ₹200.00, floor ₹100.00 at "), reason
         [cmd] = _commands(db, "flatten_account")
-        assert wait_for(lambda: _command(db, cmd.id).status == CommandStatus.DONE, 60), _command(db, cmd.id).result
-        assert "closed 1/1" in _command(db, cmd.id).result and _flat_at_broker(sim, key)
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
+        assert "closed 1/1" in fresh_row(db, ControlCommand, cmd.id).result and _flat_at_broker(sim, key)
         time.sleep(2.0)
         assert _sells(sim, "trail") == [10]
         [event] = _events(db, "account_trailing_stop")

@@ -19,7 +19,7 @@ from db.models import Account, ControlCommand, OrderIntent, QuickStop, RiskEvent
 from db.stop_levels import StopSpec
 from db.vocab import CommandStatus, StopStatus
 from simulator.testing import SimProcess
-from tests.builders import seed_instruments
+from tests.builders import fresh_row, seed_instruments
 from tests.reliability.crash_harness import kill_service, service_env, start_service, stop_service, wait_for
 
 
@@ -159,8 +159,8 @@ def test_quick_stop_when_a_flatten_closed_the_position_before_the_hit_then_cance
         _enter(db, acct, "BUY", StopSpec(sl_mode="points", sl_value=10, tp_mode="points", tp_value=20))
         st = _armed(db, acct, tail)
         cmd = enqueue_control(db, "flatten_account", {"account_id": acct})
-        assert wait_for(lambda: _command(db, cmd).status == CommandStatus.DONE, 60), tail()
-        assert "closed 1/1" in _command(db, cmd).result, _command(db, cmd).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd).status == CommandStatus.DONE, 60), tail()
+        assert "closed 1/1" in fresh_row(db, ControlCommand, cmd).result, fresh_row(db, ControlCommand, cmd).result
         assert _stop(db).status == StopStatus.CANCELLED and "flatten" in _stop(db).status_reason
         sim.set_price("SBIN", "NSE", round(st.sl_level - 5, 1))
         time.sleep(3.0)
@@ -223,7 +223,7 @@ def test_quick_stop_when_the_account_is_halted_then_its_exit_is_still_sent_once(
         _enter(db, acct, "BUY", StopSpec(sl_mode="points", sl_value=10))
         st = _armed(db, acct, tail)
         cmd = enqueue_control(db, "halt_account", {"account_id": acct})
-        assert wait_for(lambda: _command(db, cmd).status == CommandStatus.DONE, 20), tail()
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd).status == CommandStatus.DONE, 20), tail()
         sim.set_price("SBIN", "NSE", round(st.sl_level - 1, 1))
         assert wait_for(lambda: _stop(db).status == StopStatus.EXITED, 20, 0.1), tail()
         time.sleep(1.0)
@@ -237,6 +237,3 @@ def _intent_status(db, intent_id) -> str:
         return s.get(OrderIntent, intent_id).status
 
 
-def _command(db, cid) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)

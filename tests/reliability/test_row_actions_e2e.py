@@ -18,6 +18,7 @@ from db.strategies import LegSpec, execute_strategy, save_strategy
 from db.vocab import TradingState
 from simulator.testing import SimProcess
 from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
+from tests.builders import fresh_row
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,10 @@ def sim():
         yield s
 
 
-def _command(db, cid) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)
-
 
 def _done(sc, cid, timeout: float = 30.0) -> ControlCommand:
-    assert wait_for(lambda: _command(sc.db, cid).status != "queued", timeout, 0.1), sc.tail()
-    return _command(sc.db, cid)
+    assert wait_for(lambda: fresh_row(sc.db, ControlCommand, cid).status != "queued", timeout, 0.1), sc.tail()
+    return fresh_row(sc.db, ControlCommand, cid)
 
 
 def _sent(sim, name) -> list[tuple[str, str, int]]:

@@ -24,7 +24,7 @@ from db.intents import new_client_order_id
 from db.models import Account, AuditLog, Instrument, OrderIntent, RiskEvent, SquareOff, StrategyRun
 from db.vocab import SquareOffStatus, TradingState
 from simulator.testing import SimProcess
-from tests.builders import seed_instruments
+from tests.builders import fresh_row, seed_instruments
 from tests.harness import queue_runs
 from tests.market_clock import offset_to
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
@@ -76,10 +76,6 @@ def _future(sim, key) -> str:
     return next(i["symbol"] for i in found if i["instrumenttype"] == "FUT" and i["name"] == "NIFTY")
 
 
-def _account(db, acct) -> Account:
-    with db.read() as s:
-        return s.get(Account, acct)
-
 
 @pytest.mark.timeout(240)
 def test_mis_square_off_when_the_clock_reaches_15_15_on_a_trading_day_then_mis_closed_buy_first_nrml_kept_once(
@@ -126,8 +122,8 @@ def test_mis_square_off_when_the_clock_reaches_15_15_on_a_trading_day_then_mis_c
         assert all(o["timestamp"] >= f"{day} 15:15:00" for o in exits_a), exits_a  # not before the time
         assert [(o["action"], o["symbol"]) for o in _placed(sim, "sq-b")[before["sq-b"]:]] == [("SELL", "INFY")]
         assert _run(db, run).status == "exited" and _run(db, run).exit_reason == "square_off"
-        assert _account(db, a).trading_state == TradingState.ACTIVE  # a square-off does not halt
-        assert _account(db, b).trading_state == TradingState.HALTED
+        assert fresh_row(db, Account, a).trading_state == TradingState.ACTIVE  # a square-off does not halt
+        assert fresh_row(db, Account, b).trading_state == TradingState.HALTED
         with db.read() as s:
             events = {e.account_id for e in s.scalars(select(RiskEvent).where(RiskEvent.event_type == "square_off"))}
         assert events == {a, b}
@@ -212,24 +208,24 @@ def test_daily_limit_halt_when_the_next_trading_day_comes_then_re_armed_and_the_
         assert wait_for(lambda: _account_synced(db, lim), 20)
         enqueue_control(db, "halt_account", {"account_id": man})
         sim.set_price("SBIN", "NSE", 780.0)  # day P&L about -200: through the 100 limit
-        assert wait_for(lambda: _account(db, lim).trading_state == TradingState.HALTED, 15)
-        assert _account(db, lim).trading_until == day.isoformat()
+        assert wait_for(lambda: fresh_row(db, Account, lim).trading_state == TradingState.HALTED, 15)
+        assert fresh_row(db, Account, lim).trading_until == day.isoformat()
         assert wait_for(lambda: _positions(sim, kl).get(("SBIN", "MIS")) == 0, 30)  # the flatten closed it
-        assert wait_for(lambda: _account(db, man).trading_state == TradingState.HALTED, 10)
+        assert wait_for(lambda: fresh_row(db, Account, man).trading_state == TradingState.HALTED, 10)
         time.sleep(1.0)
-        assert _account(db, lim).trading_state == TradingState.HALTED  # the same day: stays halted
+        assert fresh_row(db, Account, lim).trading_state == TradingState.HALTED  # the same day: stays halted
     finally:
         assert stop_service(proc) == 0
 
     off = _clocks(sim, f"{nxt} 09:20:00")  # the simulator's new session: the positionbook starts afresh
     proc = _service(db, tmp_path, off)
     try:
-        assert wait_for(lambda: _account(db, lim).trading_state == TradingState.ACTIVE, 20), \
+        assert wait_for(lambda: fresh_row(db, Account, lim).trading_state == TradingState.ACTIVE, 20), \
             (tmp_path / "svc.log").read_text()[-3000:]
-        assert f"re-armed on the next trading day {nxt}" in _account(db, lim).trading_reason
+        assert f"re-armed on the next trading day {nxt}" in fresh_row(db, Account, lim).trading_reason
         time.sleep(2.5)  # account sync and the limit's reload ran: the new day's P&L is 0, no new halt
-        assert _account(db, lim).trading_state == TradingState.ACTIVE
-        assert _account(db, man).trading_state == TradingState.HALTED
+        assert fresh_row(db, Account, lim).trading_state == TradingState.ACTIVE
+        assert fresh_row(db, Account, man).trading_state == TradingState.HALTED
         with db.read() as s:
             audits = [a.details for a in s.scalars(select(AuditLog).where(AuditLog.action == "trading_state"))]
             rearmed = list(s.scalars(select(RiskEvent).where(RiskEvent.event_type == "account_active",

@@ -17,6 +17,7 @@ from db.commands import COMMANDS, CommandError, CommandSpec, RegistryError, chec
 from db.models import ControlCommand
 from services.control import ControlHandlers, handles
 from services.runner import ServiceRunner
+from tests.builders import fresh_row
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,10 +68,6 @@ def test_service_process_when_a_registered_command_has_no_handler_then_exits_wit
     assert out.returncode == 5, out.stderr[-2000:]
     assert "AlgoMirror service not started" in out.stderr and "no handler for: rotate_keys" in out.stderr
 
-
-def _command(db, cid: int) -> ControlCommand:
-    with db.read() as s:
-        return s.get(ControlCommand, cid)
 
 
 def test_unregistered_kind_when_enqueued_or_written_by_hand_then_refused_by_both_sides_and_nothing_done(db):

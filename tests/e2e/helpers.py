@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 STEP_S = 60.0  # generous per step; each test file bounds its whole flow with its own timeout
@@ -74,15 +75,19 @@ def goto(page, title: str):
 
 def choose(page, label: str, option: str):
     """Pick an option of a st.selectbox / st.multiselect by its label."""
+    # Only a live widget: while a rerun redraws the page Streamlit keeps the old element beside the new one,
+    # marked data-stale, and both carry the label (a strict-mode failure of the click, seen in CI under load).
+    widget = page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])').get_by_label(
+        label, exact=True)
     for _attempt in range(4):  # a rerun in flight can redraw the widget and close its list: open it again
         settle(page)
-        page.get_by_label(label, exact=True).click()
-        opt = page.get_by_role("option", name=option, exact=True)
         try:
+            widget.click(timeout=10_000)
+            opt = page.get_by_role("option", name=option, exact=True)
             opt.wait_for(timeout=5_000)
             opt.click(timeout=5_000)
             break
-        except PlaywrightTimeout:
+        except PlaywrightError:  # a timeout, or the old and the new widget both still live mid-redraw
             page.keyboard.press("Escape")
     else:
         raise AssertionError(f"could not choose {option!r} in {label!r}")

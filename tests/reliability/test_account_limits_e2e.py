@@ -22,7 +22,6 @@ def sim():
         yield s
 
 
-
 def _qty(db, acct) -> int | None:
     with db.read() as s:
         p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
@@ -53,7 +52,8 @@ def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_h
         assert fresh_row(db, Account, acct).trading_reason.startswith("daily max loss ₹100 at ")
         with db.read() as s:
             [cmd] = list(s.scalars(select(ControlCommand).where(ControlCommand.kind == "flatten_account")))
-        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), \
+            fresh_row(db, ControlCommand, cmd.id).result
         assert "closed 1/1" in fresh_row(db, ControlCommand, cmd.id).result
         rows = sim.api("positionbook", {"apikey": key}).json()["data"]
         assert all(int(float(p["quantity"])) == 0 for p in rows), rows
@@ -65,5 +65,3 @@ def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_h
         assert wait_for(lambda: [m for _, m in webhook.received if "daily max loss" in m.get("message", "")], 10)
     finally:
         assert stop_service(proc) == 0
-
-

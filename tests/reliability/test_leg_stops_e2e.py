@@ -16,8 +16,8 @@ from db.intents import new_client_order_id
 from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, StrategyRun
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from simulator.testing import SimProcess
-from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
 from tests.builders import fresh_row
+from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,6 @@ def _sent(sim, name) -> list[tuple[str, str, int]]:
 
 def _entered(db, run_id, n) -> bool:
     return sum(e.status == "entered" for e in _execs(db, run_id)) == n
-
 
 
 def _straddle(sc, sim, expiry, name, ce: LegSpec, pe: LegSpec, **limits) -> tuple[int, str, str]:
@@ -170,7 +169,8 @@ def test_leg_actions_when_commanded_then_roll_buys_first_close_leaves_the_rest_a
         cid = enqueue_control(sc.db, "modify_order", {"intent_id": iid, "price": 725.5})
         assert wait_for(lambda: fresh_row(sc.db, ControlCommand, cid).status != "queued", 30, 0.1), sc.tail()
         assert fresh_row(sc.db, ControlCommand, cid).status == "done", fresh_row(sc.db, ControlCommand, cid).result
-        assert fresh_row(sc.db, ControlCommand, bad).status == "failed" and "tick size" in fresh_row(sc.db, ControlCommand, bad).result
+        refused = fresh_row(sc.db, ControlCommand, bad)
+        assert refused.status == "failed" and "tick size" in refused.result
         key = api_key_for(sc.db, list(sc.names)[0])
         at_broker = sim.api("orderstatus", {"apikey": key, "strategy": "AlgoMirror", "orderid": oid}).json()
         assert at_broker["data"]["price"] == 725.5 and at_broker["data"]["order_status"] == "open", at_broker

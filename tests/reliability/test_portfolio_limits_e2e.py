@@ -23,12 +23,10 @@ def sim():
         yield s
 
 
-
 def _qty(db, acct) -> int | None:
     with db.read() as s:
         p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
         return None if p is None else p.quantity
-
 
 
 def _commands(db, kind) -> list[ControlCommand]:
@@ -87,10 +85,13 @@ def test_portfolio_max_loss_when_three_accounts_lose_together_through_it_then_al
         assert all(fresh_row(db, Account, a).trading_state == TradingState.ACTIVE for a in accts)
         sim.set_price("SBIN", "NSE", avg - 10)  # 3 x about -100 = -300 <= -250
         assert wait_for(lambda: all(fresh_row(db, Account, a).trading_state == TradingState.HALTED for a in accts), 10)
-        assert all(fresh_row(db, Account, a).trading_reason.startswith("portfolio daily max loss ₹250 at ") for a in accts)
+        assert all(fresh_row(db, Account, a).trading_reason.startswith("portfolio daily max loss ₹250 at ")
+                   for a in accts)
         [cmd] = _commands(db, "flatten_all")
-        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
-        assert fresh_row(db, ControlCommand, cmd.id).result.count("closed 1/1") == 3, fresh_row(db, ControlCommand, cmd.id).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), \
+            fresh_row(db, ControlCommand, cmd.id).result
+        result = fresh_row(db, ControlCommand, cmd.id).result
+        assert result.count("closed 1/1") == 3, result
         assert all(_flat_at_broker(sim, k) for k in keys)
         time.sleep(3.0)  # ticks and reloads go on: nothing more happens
         assert [_sells(sim, n) for n in names] == [[10], [10], [10]]  # each closed once
@@ -134,7 +135,8 @@ def test_trailing_when_day_pnl_peaks_then_the_service_restarts_and_it_falls_thro
         reason = fresh_row(db, Account, acct).trading_reason
         assert reason.startswith("daily trailing stop ₹100: day P&L peak ₹200.00, floor ₹100.00 at "), reason
         [cmd] = _commands(db, "flatten_account")
-        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), fresh_row(db, ControlCommand, cmd.id).result
+        assert wait_for(lambda: fresh_row(db, ControlCommand, cmd.id).status == CommandStatus.DONE, 60), \
+            fresh_row(db, ControlCommand, cmd.id).result
         assert "closed 1/1" in fresh_row(db, ControlCommand, cmd.id).result and _flat_at_broker(sim, key)
         time.sleep(2.0)
         assert _sells(sim, "trail") == [10]

@@ -235,5 +235,3 @@ def test_quick_stop_when_the_account_is_halted_then_its_exit_is_still_sent_once(
 def _intent_status(db, intent_id) -> str:
     with db.read() as s:
         return s.get(OrderIntent, intent_id).status
-
-

@@ -17,15 +17,14 @@ from db.models import ControlCommand, Execution, OrderIntent, RiskEvent, Strateg
 from db.strategies import LegSpec, execute_strategy, save_strategy
 from db.vocab import TradingState
 from simulator.testing import SimProcess
-from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
 from tests.builders import fresh_row
+from tests.reliability.crash_harness import CrashScenario, stop_service, wait_for
 
 
 @pytest.fixture(scope="module")
 def sim():
     with SimProcess(seed=83, args=["--frozen"]) as s:
         yield s
-
 
 
 def _done(sc, cid, timeout: float = 30.0) -> ControlCommand:

@@ -76,7 +76,6 @@ def _future(sim, key) -> str:
     return next(i["symbol"] for i in found if i["instrumenttype"] == "FUT" and i["name"] == "NIFTY")
 
 
-
 @pytest.mark.timeout(240)
 def test_mis_square_off_when_the_clock_reaches_15_15_on_a_trading_day_then_mis_closed_buy_first_nrml_kept_once(
         db, sim, webhook, tmp_path):

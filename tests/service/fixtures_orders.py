@@ -16,6 +16,7 @@ from db.accounts import add_account
 from db.models import Execution, OrderEvent, OrderIntent, Strategy, StrategyRun
 from services.context import ServiceContext
 from simulator.testing import SimProcess
+from tests.builders import fresh_row
 from tests.harness import queue_runs, wait_for  # noqa: F401 (re-exported)
 
 FAST = {
@@ -75,8 +76,7 @@ def make_strategy_run(db, account_id: int, legs: list[dict], name: str | None = 
 
 
 def intent(db, intent_id: int) -> OrderIntent:
-    with db.read() as s:
-        return s.get(OrderIntent, intent_id)
+    return fresh_row(db, OrderIntent, intent_id)
 
 
 def events(db, intent_id: int) -> list[tuple[str, str, str]]:

@@ -69,7 +69,6 @@ def test_service_process_when_a_registered_command_has_no_handler_then_exits_wit
     assert "AlgoMirror service not started" in out.stderr and "no handler for: rotate_keys" in out.stderr
 
 
-
 def test_unregistered_kind_when_enqueued_or_written_by_hand_then_refused_by_both_sides_and_nothing_done(db):
     with pytest.raises(CommandError, match="Unknown control command 'drop_all'"):
         enqueue_control(db, "drop_all", {})

@@ -4,6 +4,7 @@ a new margin check (issue #15: found by tests/e2e/test_strategy_day_e2e.py, wher
 leg on every account twice)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,6 @@ def test_execute_when_clicked_twice_on_one_margin_check_then_one_run_and_a_new_c
 
 
 def test_margin_table_when_checked_then_required_available_and_shortfall_are_rupees(world):
-    import json
     at = AppTest.from_file(str(ROOT / "pages" / "strategies.py"), default_timeout=30).run()
     at.text_input(key="strategies.name").input("Short straddle")
     at.button(key="strategies.save").click().run()

@@ -44,6 +44,9 @@ def watchlist_metrics(prices: pd.DataFrame) -> None:
                        delta_arrow="off")
 
 
+PNL_TILES = "pnl_tiles"
+
+
 def pnl_metrics(latest: pd.DataFrame) -> None:
     """Total and per-account P&L tiles from the latest per-account snapshot."""
     if latest.empty:
@@ -53,12 +56,16 @@ def pnl_metrics(latest: pd.DataFrame) -> None:
     tiles = [("Total P&L", rupees(total, signed=True), f"realized {rupees(latest['realized'].sum())}")]
     tiles += [(str(r.account), rupees(r.total, signed=True), f"U {rupees(r.unrealized)} / R {rupees(r.realized)}")
               for r in latest.itertuples(index=False)]
-    per_row = 6
-    for start in range(0, len(tiles), per_row):  # every account gets a tile, six to a row
-        cols = st.columns(per_row)
-        for col, (label, value, detail) in zip(cols, tiles[start:start + per_row], strict=False):
-            # the detail is a breakdown, not a change: no arrow (Streamlit would draw an up arrow on "U -₹50")
-            col.metric(label, value, detail, delta_color="off", delta_arrow="off")
+    # five to a row at a smaller figure than Streamlit's metric: at six, and at its 2.25 rem, an account's
+    # "+₹12,345.70" was cut to "+₹12,3…" on a 1400 px screen. Style-only st.html takes no space on the page.
+    st.html(f"<style>.st-key-{PNL_TILES} [data-testid='stMetricValue'] {{ font-size: 1.75rem; }}</style>")
+    per_row = 5
+    with st.container(key=PNL_TILES):
+        for start in range(0, len(tiles), per_row):  # every account gets a tile
+            cols = st.columns(per_row)
+            for col, (label, value, detail) in zip(cols, tiles[start:start + per_row], strict=False):
+                # the detail is a breakdown, not a change: no arrow (Streamlit would draw an up arrow on "U -₹50")
+                col.metric(label, value, detail, delta_color="off", delta_arrow="off")
 
 
 def account_picker(names: dict[int, str], key: str, label: str = "Account", all_label: str = "All accounts",

@@ -150,6 +150,12 @@ TILES_AND_CHART = """() => {
 }"""
 
 
+# the text of every metric figure the browser draws clipped (wider than its box: shown with an ellipsis)
+CLIPPED_TILES = """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+    .filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(v => v.innerText.trim())"""
+
+
 def test_dashboard_when_pnl_moves_then_tiles_equal_the_charts_last_points_and_the_db(screen):
     page, sim, db = screen.page, screen.stack.sim, screen.db
     with artifacts(screen):
@@ -159,8 +165,9 @@ def test_dashboard_when_pnl_moves_then_tiles_equal_the_charts_last_points_and_th
         until(lambda: position_qty(db, screen.account_id, "SBIN") == 10, "the SBIN position synced")
         with db.read() as s:
             avg = float(s.scalars(select(Position).where(Position.symbol == "SBIN")).one().average_price)
-        sim.set_price("SBIN", "NSE", round(avg + 12.35, 2))  # a P&L of about +123.50 on 10 shares
-        expected = until(lambda: latest_total(db, screen.account_id, lambda v: abs(v - 123.5) < 1.0),
+        # a P&L of about +12,345.70 on 10 shares: a figure as wide as a busy day's (it must not be cut to "+₹12,3…")
+        sim.set_price("SBIN", "NSE", round(avg + 1234.57, 2))
+        expected = until(lambda: latest_total(db, screen.account_id, lambda v: abs(v - 12345.7) < 1.0),
                          "a P&L snapshot of the new price", 30)
 
         goto(page, "Dashboard")
@@ -178,6 +185,7 @@ def test_dashboard_when_pnl_moves_then_tiles_equal_the_charts_last_points_and_th
         assert tiles["Total P&L"] == total_text and tiles[ACCOUNT] == total_text, tiles
         assert traces["Total"][-1] == pytest.approx(expected, abs=0.005), (traces["Total"][-3:], expected)
         assert traces[ACCOUNT][-1] == pytest.approx(rupee_value(tiles[ACCOUNT]), abs=0.005)
+        assert page.evaluate(CLIPPED_TILES) == [], "a P&L tile's figure is cut off (ellipsis)"
         no_app_errors(page)
         shoot(page, screen.shots, "dashboard_tiles_chart")
 

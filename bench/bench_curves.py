@@ -24,7 +24,7 @@ pages: AppTest.run() of pages/dashboard.py and pages/orders.py (Positions & Orde
   day summaries and P&L snapshots every --past-snapshot-s seconds (default 60, not the service's 1 s: 250 full days
   would be 56 M rows, hours to seed here; the queries are bounded by time and LIMIT, and the 1-s figure can be run
   with --past-snapshot-s 1 at 30 days). Each point in a fresh process after scripts.serve.preload(): first run,
-  warm runs, and a run after st.cache_data.clear().
+  warm runs, and a run after clearing st.cache_data and st.cache_resource.
 rss: bench_memory.py with 1,000 subscriptions (NIFTY options of four expiries + BANKNIFTY): service RSS while N
   ticks go through the feed's on_message, sampled every 10 % of N.
 """

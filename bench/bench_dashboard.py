@@ -7,8 +7,9 @@ trading day of 1-s P&L snapshots: 22,500 rows per account with run_id NULL (09:1
 per strategy run. The page runs under streamlit.testing.v1.AppTest with APP__DB__PATH pointing at that DB. The
 wall clock the page's queries use (db.repo.utcnow) is set to 15:30 IST today, so "today" holds the whole seeded
 day whatever time the bench runs. Timed: AppTest.run() of pages/dashboard.py, the first run (cold: new
-process caches, SQLite page cache cold) and the following runs (warm: st.cache_data may serve the chart).
-A "cold-cache" run clears st.cache_data first, so the 225,000-row chart query runs again.
+process caches, SQLite page cache cold) and the following runs (warm: the kept P&L history serves the chart and
+only its tail is read). A "cold-cache" run clears st.cache_data and st.cache_resource first, so the 225,000-row
+chart query runs again.
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def seed(db, now_utc: datetime, accts: list[int] | None = None) -> dict:
 
 def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime, page: str = "dashboard.py") -> dict:
     """In THIS (fresh) process: optionally scripts.serve.preload() (what `python -m scripts.serve` does before the
-    server starts), then time AppTest.run() of the Dashboard ``runs`` times and once after st.cache_data.clear()."""
+    server starts), then time AppTest.run() of the Dashboard ``runs`` times and once after clearing st.cache_data and
+    st.cache_resource."""
     os.environ["APP__DB__PATH"] = db_path
     os.environ["APP__SECRETS__KEY_FILE"] = str(Path(db_path).with_name("algomirror.key"))
     os.chdir(ROOT)
@@ -115,6 +117,7 @@ def measure(db_path: str, runs: int, preloaded: bool, fake_now: datetime, page: 
         if at.exception:
             errors.append("; ".join(str(e.message)[:300] for e in at.exception))
     st.cache_data.clear()
+    st.cache_resource.clear()  # the Dashboard keeps its P&L history there
     t = time.perf_counter()
     at.run()
     cold_cache = time.perf_counter() - t

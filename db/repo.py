@@ -7,7 +7,8 @@ Heavy series (P&L snapshots) are downsampled in SQL: last row per (account/run, 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from db.order_fsm import sql_in
 from db.run_fsm import ACTIVE_LEG, HOLDING_RUN, UNFINISHED_RUN
 from db.strategies import OPTION_EXCHANGE, LegSpec, parse_expiry, resolve_legs
 
+EPOCH = datetime(1970, 1, 1)
 TS_FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite: comparable as text
 UNDERLYING_EXCHANGES = ("NSE_INDEX", "BSE_INDEX", "NSE", "BSE")
 # Epoch seconds // bucket width, via julianday (faster than strftime('%s')); +0.5 ms absorbs float error.
@@ -230,17 +232,63 @@ def funds(db: Database, account_id: int | None = None) -> pd.DataFrame:
 
 
 # ---- P&L series -----------------------------------------------------------------------------------------------
-def pnl_accounts(db: Database, since: datetime, bucket_s: int) -> pd.DataFrame:
-    """Per-account P&L (run_id NULL rows) since ``since`` (naive UTC): the last snapshot of each bucket."""
+def pnl_accounts(db: Database, since: datetime, bucket_s: int, until: datetime | None = None) -> pd.DataFrame:
+    """Per-account P&L (run_id NULL rows) since ``since`` (and before ``until``; naive UTC): the last snapshot of
+    each bucket."""
     sql = ("SELECT p.account_id, a.name AS account, p.ts_utc, p.realized, p.unrealized, p.total FROM pnl_snapshots p "
            # account_id IN (...) lets SQLite seek the (account, run, ts) index per account instead of scanning
            # every snapshot ever written (bench_curves 'pages': 372-489 -> 225-280 ms at 250 days)
            "JOIN (SELECT MAX(id) AS id FROM pnl_snapshots WHERE account_id IN (SELECT id FROM accounts) "
-           "AND run_id IS NULL AND ts_utc >= :since "
-           f"GROUP BY account_id, {BUCKET}) m ON m.id = p.id "
+           "AND run_id IS NULL AND ts_utc >= :since" + (" AND ts_utc < :until" if until is not None else "")
+           + f" GROUP BY account_id, {BUCKET}) m ON m.id = p.id "
            "JOIN accounts a ON a.id = p.account_id ORDER BY p.ts_utc")
-    return _df(db, sql, {"since": _ts(since), "b": max(1, int(bucket_s))},
-               ["account_id", "account", "ts_utc", "realized", "unrealized", "total"])
+    params = {"since": _ts(since), "b": max(1, int(bucket_s))}
+    if until is not None:
+        params["until"] = _ts(until)
+    return _df(db, sql, params, ["account_id", "account", "ts_utc", "realized", "unrealized", "total"])
+
+
+class PnlHistory:
+    """``pnl_accounts(db, since, bucket_s)`` kept in memory and extended on each read by the snapshots written since
+    the last one, instead of grouping the whole day again (~130 ms for a full day of 10 accounts, each time the
+    Dashboard's cache expired: the slow visits of bench_pages_browser).
+
+    Buckets that ended more than ``SETTLE_S`` before now are final: the service writes each snapshot with the time
+    it writes it, so nothing lands in them any more. Each read queries only the unsettled tail. The cut between the
+    kept part and the tail is on a bucket boundary of the epoch, as the SQL's buckets are, so no bucket is split
+    and the result equals the full query. Account names (and deletions) come from the accounts table at each read.
+    One instance serves every Streamlit session (thread-safe)."""
+
+    SETTLE_S = 120
+
+    def __init__(self, since: datetime, bucket_s: int):
+        self.since, self.bucket_s = since, max(1, int(bucket_s))
+        self._lock = threading.Lock()
+        self._kept: pd.DataFrame | None = None  # the settled buckets: rows before _upto
+        self._upto = since
+
+    def _cut(self) -> datetime:
+        settled = utcnow() - timedelta(seconds=self.SETTLE_S)
+        epoch = (settled - EPOCH).total_seconds()
+        return EPOCH + timedelta(seconds=int(epoch // self.bucket_s) * self.bucket_s)
+
+    def read(self, db: Database) -> pd.DataFrame:
+        with self._lock:
+            cut = self._cut()
+            if cut > self._upto:
+                more = pnl_accounts(db, self._upto, self.bucket_s, until=cut)
+                if self._kept is None or self._kept.empty:
+                    self._kept = more
+                elif not more.empty:
+                    self._kept = pd.concat([self._kept, more], ignore_index=True)
+                self._upto = cut
+            kept, upto = self._kept, self._upto
+        tail = pnl_accounts(db, upto, self.bucket_s)
+        if kept is None or kept.empty:
+            return tail
+        names = _df(db, "SELECT id, name FROM accounts").set_index("id")["name"]
+        kept = kept[kept["account_id"].isin(names.index)].assign(account=lambda d: d["account_id"].map(names))
+        return pd.concat([kept, tail], ignore_index=True) if not tail.empty else kept.reset_index(drop=True)
 
 
 def pnl_latest(db: Database) -> pd.DataFrame:
@@ -267,10 +315,16 @@ def pnl_first(db: Database, since: datetime) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
+BUCKET_STEPS = (10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
+
+
 def bucket_for(since: datetime, max_points: int = 720) -> int:
-    """Bucket width (s) so that a series since ``since`` has at most ``max_points`` points (min 10 s)."""
+    """Bucket width (s) so that a series since ``since`` has at most ``max_points`` points (min 10 s), from a short
+    ladder of round widths: the width (and with it what PnlHistory keeps) changes a few times a day, not every
+    ``max_points`` seconds."""
     span = max(1.0, (utcnow() - since).total_seconds())
-    return max(10, int(-(-span // max_points)))
+    need = -(-span // max_points)
+    return next((s for s in BUCKET_STEPS if s >= need), int(need))
 
 
 # ---- strategies, runs, risk -----------------------------------------------------------------------------------

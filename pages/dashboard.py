@@ -5,7 +5,7 @@ import streamlit as st
 from db import repo
 from db.order_fsm import values
 from db.run_fsm import UNFINISHED_RUN
-from pages._common import get_db, init_page
+from pages._common import init_page
 from ui import charts
 from config import parse_watchlist
 from ui.widgets import pnl_metrics, watchlist_metrics
@@ -17,9 +17,10 @@ DB_PATH = str(db.path)
 RISK_ROWS = 20
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def pnl_series(path: str, since: str, bucket: int) -> pd.DataFrame:
-    return repo.pnl_accounts(get_db(), pd.Timestamp(since).to_pydatetime(), bucket)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def pnl_history(path: str, since: str, bucket: int) -> repo.PnlHistory:
+    """One in-memory history per (DB, day, bucket width), shared by every session and extended on each read."""
+    return repo.PnlHistory(pd.Timestamp(since).to_pydatetime(), bucket)
 
 
 WATCH = parse_watchlist(settings.service.watchlist)
@@ -36,8 +37,8 @@ def pnl_today():
     # buckets sized to the span of today's data, not to the hours since midnight: a session that began a few
     # minutes ago is drawn in 10 s buckets
     bucket = repo.bucket_for(repo.pnl_first(db, since) or since)
-    # the history is cached per bucket; the latest snapshot of each account is appended, so the line ends at now
-    df = charts.with_latest(pnl_series(DB_PATH, since.isoformat(), bucket), latest)
+    # the history is kept per bucket width; the latest snapshot of each account is appended, so the line ends at now
+    df = charts.with_latest(pnl_history(DB_PATH, since.isoformat(), bucket).read(db), latest)
     st.plotly_chart(charts.pnl_lines(df), key="dashboard.pnl_chart", width="stretch")
     st.caption(f"{len(df):,} points · {bucket}s buckets (last snapshot of each bucket, then the latest)")
     runs = repo.runs(db)

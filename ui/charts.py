@@ -27,12 +27,14 @@ def _fig(title: str, **layout) -> go.Figure:
 
 def pnl_lines(df: pd.DataFrame, title: str = "P&L today (₹)") -> go.Figure:
     """df: account, ts_utc, total (bucketed). One line per account plus the summed total (forward-filled)."""
-    fig = _fig(title, yaxis_title="₹", hovermode="x unified")
+    # x as IST milliseconds on a date axis: plotly sends a float array as base64 bytes, where datetimes go as one
+    # ISO string per point per line (3/4 of a full day's figure, parsed again by the browser at every refresh)
+    fig = _fig(title, yaxis_title="₹", hovermode="x unified", xaxis_type="date")
     if df.empty:
         fig.add_annotation(text="No P&L snapshots yet", showarrow=False)
         return fig
     wide = df.pivot_table(index="ts_utc", columns="account", values="total", aggfunc="last").sort_index().ffill()
-    x = to_ist(pd.Series(wide.index))
+    x = (to_ist(pd.Series(wide.index)) - pd.Timestamp(0)).dt.total_seconds().to_numpy() * 1000.0
     for acct in wide.columns:
         fig.add_trace(go.Scatter(x=x, y=wide[acct].values, name=str(acct), mode="lines", line=dict(width=1)))
     fig.add_trace(go.Scatter(x=x, y=wide.fillna(0).sum(axis=1).values, name="Total", mode="lines",

@@ -121,9 +121,36 @@ def test_pnl_accounts_when_1s_snapshots_then_downsampled_to_last_of_bucket(db):
     assert df["ts_utc"].is_monotonic_increasing
 
 
+def test_pnl_history_when_read_as_the_day_goes_on_then_equals_the_full_query_and_keeps_settled_buckets(db, monkeypatch):
+    from sqlalchemy import delete, update
+
+    from db.models import Account, PnlSnapshot
+    ids = [b.seed_account(db, n) for n in ("alpha", "beta")]
+    base = datetime(2026, 12, 3, 4, 0, 7)  # not on a bucket boundary: the first bucket is a partial one
+    clock = [base + timedelta(seconds=900)]
+    monkeypatch.setattr(repo, "utcnow", lambda: clock[0])
+    b.seed_pnl(db, ids, 900, start=base)
+    hist = repo.PnlHistory(base, 30)
+    first = hist.read(db)
+    pd.testing.assert_frame_equal(first, repo.pnl_accounts(db, base, 30))
+    assert len(first) == 2 * 31  # 900 s from :07 in 30 s buckets (epoch-aligned): 31 per account
+    b.seed_pnl(db, ids, 300, start=base + timedelta(seconds=900))  # the next five minutes, then read again
+    clock[0] = base + timedelta(seconds=1200)
+    pd.testing.assert_frame_equal(hist.read(db), full := repo.pnl_accounts(db, base, 30))
+    # what settled (ended > SETTLE_S ago) is served from memory: old rows deleted from the DB are still drawn
+    with db.write() as s:
+        s.execute(delete(PnlSnapshot).where(PnlSnapshot.ts_utc < base + timedelta(seconds=600)))
+    pd.testing.assert_frame_equal(hist.read(db), full)
+    # ... but names come from the accounts table at each read
+    with db.write() as s:
+        s.execute(update(Account).where(Account.id == ids[1]).values(name="beta2"))
+    assert set(hist.read(db)["account"]) == {"alpha", "beta2"}
+
+
 def test_bucket_for_when_long_span_then_at_most_720_points():
     since = utcnow() - timedelta(hours=7)
     assert 7 * 3600 / repo.bucket_for(since) <= 720
+    assert repo.bucket_for(since) == 60  # a round width from the ladder (35 s needed)
     assert repo.bucket_for(utcnow() - timedelta(seconds=30)) == 10
 
 

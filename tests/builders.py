@@ -51,3 +51,13 @@ def fresh_row(db, model, pk):
     """One row as it is in the file now (a fresh read: the service process writes it)."""
     with db.read() as s:
         return s.get(model, pk)
+
+
+def stored_qty(db, account_id: int, symbol: str = "SBIN") -> int | None:
+    """The quantity account sync stored for the account's position in ``symbol`` (None: no row)."""
+    from sqlalchemy import select
+
+    from db.models import Position
+    with db.read() as s:
+        p = s.scalar(select(Position).where(Position.account_id == account_id, Position.symbol == symbol))
+        return None if p is None else p.quantity

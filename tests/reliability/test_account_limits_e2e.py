@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from db.accounts import add_account, update_account
-from db.models import Account, ControlCommand, Position, RiskEvent
+from db.models import Account, ControlCommand, RiskEvent
 from db.vocab import CommandStatus, TradingState
 from simulator.testing import SimProcess
-from tests.builders import fresh_row, seed_instruments
+from tests.builders import fresh_row, seed_instruments, stored_qty
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 
 
@@ -20,12 +20,6 @@ from tests.reliability.crash_harness import service_env, start_service, stop_ser
 def sim():
     with SimProcess(seed=59, args=["--frozen"]) as s:
         yield s
-
-
-def _qty(db, acct) -> int | None:
-    with db.read() as s:
-        p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
-        return None if p is None else p.quantity
 
 
 @pytest.mark.timeout(120)
@@ -42,7 +36,7 @@ def test_daily_max_loss_when_an_outside_position_loses_through_it_then_account_h
     proc = start_service(db.path, tmp_path / "svc.log", service_env(
         APP__SERVICE__FUNDS_REFRESH_S="1", APP__ALERTS__URLS=webhook.url, APP__ALERTS__THROTTLE_S="0"))
     try:
-        assert wait_for(lambda: _qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
+        assert wait_for(lambda: stored_qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
         avg = float(sim.api("positionbook", {"apikey": key}).json()["data"][0]["average_price"])
         sim.set_price("SBIN", "NSE", avg - 5)  # day P&L -50: inside the limit
         time.sleep(3.0)

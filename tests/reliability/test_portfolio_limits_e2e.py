@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from db.accounts import add_account, update_account
-from db.models import Account, ControlCommand, Position, RiskEvent
+from db.models import Account, ControlCommand, RiskEvent
 from db.portfolio import set_portfolio_max_loss
 from db.vocab import CommandStatus, TradingState
 from simulator.testing import SimProcess
-from tests.builders import fresh_row, seed_instruments
+from tests.builders import fresh_row, seed_instruments, stored_qty
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 
 
@@ -21,12 +21,6 @@ from tests.reliability.crash_harness import service_env, start_service, stop_ser
 def sim():
     with SimProcess(seed=61, args=["--frozen"]) as s:
         yield s
-
-
-def _qty(db, acct) -> int | None:
-    with db.read() as s:
-        p = s.scalar(select(Position).where(Position.account_id == acct, Position.symbol == "SBIN"))
-        return None if p is None else p.quantity
 
 
 def _commands(db, kind) -> list[ControlCommand]:
@@ -78,7 +72,7 @@ def test_portfolio_max_loss_when_three_accounts_lose_together_through_it_then_al
         _buy_outside(sim, k)
     proc = start_service(db.path, tmp_path / "svc.log", _env(webhook))
     try:
-        assert wait_for(lambda: all(_qty(db, a) == 10 for a in accts), 30), (tmp_path / "svc.out").read_text()[-3000:]
+        assert wait_for(lambda: all(stored_qty(db, a) == 10 for a in accts), 30), (tmp_path / "svc.out").read_text()[-3000:]
         avg = max(_avg(sim, k) for k in keys)
         sim.set_price("SBIN", "NSE", avg - 5)  # 3 x about -50: inside the portfolio limit
         time.sleep(3.0)
@@ -114,7 +108,7 @@ def test_trailing_when_day_pnl_peaks_then_the_service_restarts_and_it_falls_thro
     _buy_outside(sim, key)
     proc = start_service(db.path, tmp_path / "svc.log", _env(webhook))
     try:
-        assert wait_for(lambda: _qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
+        assert wait_for(lambda: stored_qty(db, acct) == 10, 30), (tmp_path / "svc.out").read_text()[-3000:]
         avg = _avg(sim, key)
         sim.set_price("SBIN", "NSE", avg + 20)  # day P&L +200: the peak
         assert wait_for(lambda: (fresh_row(db, Account, acct).day_peak or 0) >= 199, 10)

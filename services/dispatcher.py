@@ -204,6 +204,19 @@ class OrderDispatcher:
         with self._lock:
             return set(self._busy)
 
+    def wait_idle(self, account_ids, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until none of these accounts is being drained: the exits already claimed
+        for them (a limit trip's first closes) are posted and their outcomes recorded. True when idle. Polled in
+        1 ms sleeps, which leave the GIL to the thread doing the POST."""
+        ids, deadline = set(account_ids), time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if not ids & self._busy.keys():
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+
     def inflight_ids(self) -> set[int]:
         """Intents this process is sending right now (the reconciler leaves them alone)."""
         with self._lock:

@@ -45,6 +45,7 @@ from services.control import DeferredRuns, finish_deferred
 from services.dispatcher import PlainExitWriter, Written
 
 log = logging.getLogger("services.flatten")
+FIRST_EXITS_S = 0.05  # how long a flatten lets the exits already claimed for its accounts go out first
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,15 @@ class CloseJob:
 
 class Flattener:
     def __init__(self, ctx: ServiceContext, risk, wake, notifier=None, settle_s: float = 20.0, poll_now=None,
-                 submit=None):
+                 submit=None, wait_idle=None):
         """``risk``: a getter for the risk manager (exits of strategy runs); ``wake``: the dispatcher's wake;
         ``poll_now(account_id)``: the poller's read of one account's orderbook (fills seen without waiting a cycle);
         ``submit``: the dispatcher's ``submit_now`` (the exits are claimed in their own transaction and posted at
-        once, not on the dispatcher loop's next pass); without one, the exits are written and the loop woken."""
+        once, not on the dispatcher loop's next pass); without one, the exits are written and the loop woken.
+        ``wait_idle(account_ids, timeout_s)``: the dispatcher's (the flatten lets exits already claimed go out
+        first)."""
         self.ctx, self.risk, self.notifier, self.settle_s = ctx, risk, notifier, settle_s
+        self.wait_idle = wait_idle
         self.poll_now = poll_now
         self.submit = submit or PlainExitWriter(ctx.db, wake).submit_now
         self._runs = DeferredRuns("flatten")
@@ -92,6 +96,13 @@ class Flattener:
 
     def _run(self, command_id: int, account_ids: list[int]) -> None:
         try:
+            if self.wait_idle is not None:
+                # A limit trip claimed its first closes in its own transaction and a dispatcher thread is POSTing
+                # them now: this thread's reads and broker calls would take the GIL (and the broker's attention)
+                # from that POST: most of bench_account_limit's tick -> first exit tail came from here (commit ->
+                # received p99 12-13 ms -> 6.9 ms, bench/README.md). Bounded: a slow broker delays the flatten by
+                # at most this.
+                self.wait_idle(account_ids, FIRST_EXITS_S)
             summary, ok = self.flatten(command_id, account_ids)
             status = CommandStatus.DONE
         except Exception as exc:  # noqa: BLE001 - reported on the command and as an alert

@@ -116,7 +116,8 @@ class ServiceRunner:
         self.margin_checker = MarginChecker(self.ctx)
         self.day_summaries = DaySummaries(self.ctx)
         self.flattener = Flattener(self.ctx, lambda: self.risk, self.dispatcher.wake, self.notifier,
-                                   poll_now=self.poller.poll_now, submit=self.dispatcher.submit_now)
+                                   poll_now=self.poller.poll_now, submit=self.dispatcher.submit_now,
+                                   wait_idle=self.dispatcher.wait_idle)
         self.position_exits = PositionSquareOffs(self.ctx, self.dispatcher, lambda: self.risk,
                                                  self.flattener.account_lock)
         self.wake_listener = WakeListener(self.ctx.db.path, self.on_wake)

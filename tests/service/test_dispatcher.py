@@ -208,6 +208,29 @@ def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_a
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 
+def test_wait_idle_when_a_claimed_exit_is_being_posted_then_waits_for_its_outcome_and_no_longer(db, order_sim):
+    """What a flatten started by a limit trip waits for: the trip's claimed first close POSTed and recorded."""
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    other, _ = sim_account(db, order_sim, prefix="idle")
+    order_sim.fault("latency", endpoints=["placeorder"], account=name, ms=400)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        view = _exit_like_intents(db, d, acct)
+        d.send_claimed(view)
+        t0 = time.monotonic()
+        assert d.wait_idle([acct], 0.05) is False and time.monotonic() - t0 < 0.3  # bounded: the POST is slow
+        assert d.wait_idle([other], 0.05) is True  # an account with nothing in flight does not wait at all
+        assert d.wait_idle([other, acct], 10) is True
+        # idle means both exits were posted and their outcomes recorded, not merely sent
+        assert [intent(db, i).status for i in (view.id, view.id - 1)] == ["placed", "placed"]
+        assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
+    finally:
+        d.stop()
+        ctx.close()
+
+
 def test_claim_next_in_when_account_paused_or_being_drained_then_nothing_claimed(db, order_sim):
     ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)

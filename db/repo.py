@@ -266,6 +266,7 @@ class PnlHistory:
         self._lock = threading.Lock()
         self._kept: pd.DataFrame | None = None  # the settled buckets: rows before _upto
         self._upto = since
+        self._top = 0  # the highest snapshot id when _kept was extended
 
     def _cut(self) -> datetime:
         settled = utcnow() - timedelta(seconds=self.SETTLE_S)
@@ -274,6 +275,10 @@ class PnlHistory:
 
     def read(self, db: Database) -> pd.DataFrame:
         with self._lock:
+            top = _scalar(db, "SELECT MAX(id) FROM pnl_snapshots") or 0
+            if top < self._top:  # the table was emptied or the file replaced under the app: start again
+                self._kept, self._upto = None, self.since
+            self._top = top
             cut = self._cut()
             if cut > self._upto:
                 more = pnl_accounts(db, self._upto, self.bucket_s, until=cut)
@@ -288,6 +293,8 @@ class PnlHistory:
             return tail
         names = _df(db, "SELECT id, name FROM accounts").set_index("id")["name"]
         kept = kept[kept["account_id"].isin(names.index)].assign(account=lambda d: d["account_id"].map(names))
+        if kept.empty:  # every account it held was deleted
+            return tail
         return pd.concat([kept, tail], ignore_index=True) if not tail.empty else kept.reset_index(drop=True)
 
 

@@ -145,6 +145,12 @@ def test_pnl_history_when_read_as_the_day_goes_on_then_equals_the_full_query_and
     with db.write() as s:
         s.execute(update(Account).where(Account.id == ids[1]).values(name="beta2"))
     assert set(hist.read(db)["account"]) == {"alpha", "beta2"}
+    # a table emptied under the app (a restored or reset file) is read again, not drawn from memory
+    with db.write() as s:
+        s.execute(delete(PnlSnapshot))
+    b.seed_pnl(db, ids[:1], 60, start=base + timedelta(seconds=1140))
+    pd.testing.assert_frame_equal(hist.read(db), again := repo.pnl_accounts(db, base, 30))
+    assert len(again) == 3  # 04:19:07-04:20:06: three 30 s buckets, nothing of the old rows
 
 
 def test_bucket_for_when_long_span_then_at_most_720_points():

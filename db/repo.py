@@ -264,9 +264,9 @@ class PnlHistory:
     def __init__(self, since: datetime, bucket_s: int):
         self.since, self.bucket_s = since, max(1, int(bucket_s))
         self._lock = threading.Lock()
-        self._kept: pd.DataFrame | None = None  # the settled buckets: rows before _upto
+        self._kept: pd.DataFrame | None = None  # the settled buckets (rows before _upto); None: none yet
         self._upto = since
-        self._top = 0  # the highest snapshot id when _kept was extended
+        self._top = 0  # the highest snapshot id at the last read
 
     def _cut(self) -> datetime:
         settled = utcnow() - timedelta(seconds=self.SETTLE_S)
@@ -282,14 +282,12 @@ class PnlHistory:
             cut = self._cut()
             if cut > self._upto:
                 more = pnl_accounts(db, self._upto, self.bucket_s, until=cut)
-                if self._kept is None or self._kept.empty:
-                    self._kept = more
-                elif not more.empty:
-                    self._kept = pd.concat([self._kept, more], ignore_index=True)
+                if not more.empty:  # an empty frame's object columns would turn the kept numbers into objects
+                    self._kept = more if self._kept is None else pd.concat([self._kept, more], ignore_index=True)
                 self._upto = cut
             kept, upto = self._kept, self._upto
         tail = pnl_accounts(db, upto, self.bucket_s)
-        if kept is None or kept.empty:
+        if kept is None:
             return tail
         names = _df(db, "SELECT id, name FROM accounts").set_index("id")["name"]
         kept = kept[kept["account_id"].isin(names.index)].assign(account=lambda d: d["account_id"].map(names))

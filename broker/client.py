@@ -67,6 +67,40 @@ def _message(body) -> str:
     return str(body)[:300]
 
 
+class OrderCall:
+    """A placeorder whose request is written (over httpx: about to be, in ``result``)."""
+
+    __slots__ = ("_finish",)
+
+    def __init__(self, finish):
+        self._finish = finish
+
+    def result(self) -> str:
+        """The broker's order id; the same exceptions as ``OpenAlgoClient.placeorder``. Call it once."""
+        try:
+            body = self._finish()
+        except NotSent as exc:  # never connected: nothing was sent
+            raise TemporaryBrokerError(f"placeorder: cannot connect ({exc})") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never connected: nothing was sent
+            raise TemporaryBrokerError(f"placeorder: cannot connect ({type(exc).__name__})") from None
+        except MaybeSent as exc:
+            raise OrderOutcomeUnknown(f"placeorder: no answer ({exc}); outcome unknown") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise OrderOutcomeUnknown(f"placeorder: no answer ({type(exc).__name__}); outcome unknown") from None
+        except RateLimited:
+            raise
+        except TemporaryBrokerError as exc:
+            raise OrderOutcomeUnknown(f"placeorder: {exc.message}; outcome unknown", exc.status_code) from None
+        except OrderNotFound as exc:
+            # no such path on the gateway (or its broker module is missing): the request was not processed
+            detail = exc.message if exc.message.startswith("HTTP") else f"HTTP 404: {exc.message}".rstrip(": ")
+            raise OrderRejected(f"the gateway has no placeorder here ({detail}); {HOST_HINT}", 404) from None
+        orderid = body.get("orderid")
+        if not orderid:
+            raise OrderRejected(_message(body) or "no orderid in response")
+        return str(orderid)
+
+
 class OpenAlgoClient:
     def __init__(self, host_url: str, api_key: str, *, connect_timeout: float = 3.0, read_timeout: float = 10.0,
                  order_rate: float = 8.0, read_rate: float = 20.0, retries: int = 4, backoff_base: float = 2.0,
@@ -102,19 +136,41 @@ class OpenAlgoClient:
     # ---- transport -------------------------------------------------------------------------------------------
     def _post_once(self, endpoint: str, payload: dict, lean: bool = False) -> dict:
         """One POST. ``lean``: through ``self.orders`` (raises NotSent / MaybeSent), else httpx (its errors)."""
-        self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
+        return self._start_post(endpoint, payload, lean)()
+
+    def _start_post(self, endpoint: str, payload: dict, lean: bool, wait: bool = True):
+        """Take the rate token and, ``lean``, write the request now; returns the function that reads and parses the
+        answer (raising what ``_post_once`` raises, a failed write included). ``wait=False`` never waits: None,
+        with nothing sent and no token taken, unless the request can go at once (lean, a kept-alive connection
+        idle, a token free)."""
         bucket = self.order_bucket if endpoint in ORDER_ENDPOINTS else self.read_bucket
-        bucket.acquire()
+        sent = None
+        if wait:
+            bucket.acquire()
+        elif not lean:
+            return None
+        t0 = time.perf_counter()
+        if lean:
+            body = json.dumps({"apikey": self._key, **payload}).encode()
+            try:
+                sent = self.orders.send(endpoint, body, connect=wait, admit=None if wait else bucket.try_acquire)
+            except Exception as exc:  # noqa: BLE001 - raised by the answer, where every caller handles it
+                sent = exc
+            if sent is None:
+                return None
+        self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
+        return lambda: self._answer(endpoint, payload, bucket, t0, sent)
+
+    def _answer(self, endpoint: str, payload: dict, bucket, t0: float, sent) -> dict:
         if self.observer is None:
-            return self._post_raw(endpoint, payload, bucket, lean)
-        t0, code = time.perf_counter(), None
+            return self._answer_raw(endpoint, payload, bucket, sent)
         try:
-            body = self._post_raw(endpoint, payload, bucket, lean)
+            body = self._answer_raw(endpoint, payload, bucket, sent)
         except BrokerError as exc:
             self._observe(endpoint, exc.status_code, t0, _outcome_of(exc), exc.message)
             raise
         except Exception as exc:
-            self._observe(endpoint, code, t0, "network", type(exc).__name__)
+            self._observe(endpoint, None, t0, "network", type(exc).__name__)
             raise
         self._observe(endpoint, 200, t0, "ok", "")
         return body
@@ -125,9 +181,11 @@ class OpenAlgoClient:
         except Exception:  # noqa: BLE001 - recording a call must never fail the call
             log.exception("broker call observer failed")
 
-    def _post_raw(self, endpoint: str, payload: dict, bucket, lean: bool) -> dict:
-        if lean:
-            code, raw = self.orders.post(endpoint, json.dumps({"apikey": self._key, **payload}).encode())
+    def _answer_raw(self, endpoint: str, payload: dict, bucket, sent) -> dict:
+        if isinstance(sent, BaseException):
+            raise sent
+        if sent is not None:
+            code, raw = sent.answer()
         else:
             resp = self.http.post(self.base + endpoint, json={"apikey": self._key, **payload})
             code, raw = resp.status_code, resp.content
@@ -169,31 +227,22 @@ class OpenAlgoClient:
     def placeorder(self, *, strategy: str, symbol: str, exchange: str, action: str, quantity: int,
                    pricetype: str = "MARKET", product: str = "MIS", price: float = 0.0, trigger_price: float = 0.0,
                    disclosed_quantity: int = 0) -> str:
+        return self.start_placeorder(strategy=strategy, symbol=symbol, exchange=exchange, action=action,
+                                     quantity=quantity, pricetype=pricetype, product=product, price=price,
+                                     trigger_price=trigger_price, disclosed_quantity=disclosed_quantity).result()
+
+    def start_placeorder(self, *, strategy: str, symbol: str, exchange: str, action: str, quantity: int,
+                         pricetype: str = "MARKET", product: str = "MIS", price: float = 0.0,
+                         trigger_price: float = 0.0, disclosed_quantity: int = 0, wait: bool = True):
+        """placeorder in two halves: the request is written now, ``.result()`` of the returned ``OrderCall`` reads
+        the answer (on any thread) and returns the order id or raises as placeorder does. ``wait=False``: only
+        if it can be written at once (see ``_start_post``), else None and nothing was sent: a thread that must
+        not wait (the market-data thread posting a risk exit) writes it itself and leaves the answer to another."""
         payload = dict(strategy=strategy, symbol=symbol, exchange=exchange, action=action, quantity=quantity,
                        pricetype=pricetype, product=product, price=price, trigger_price=trigger_price,
                        disclosed_quantity=disclosed_quantity)
-        try:
-            body = self._post_once("placeorder", payload, lean=self.orders is not None)
-        except NotSent as exc:  # never connected: nothing was sent
-            raise TemporaryBrokerError(f"placeorder: cannot connect ({exc})") from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never connected: nothing was sent
-            raise TemporaryBrokerError(f"placeorder: cannot connect ({type(exc).__name__})") from None
-        except MaybeSent as exc:
-            raise OrderOutcomeUnknown(f"placeorder: no answer ({exc}); outcome unknown") from None
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise OrderOutcomeUnknown(f"placeorder: no answer ({type(exc).__name__}); outcome unknown") from None
-        except RateLimited:
-            raise
-        except TemporaryBrokerError as exc:
-            raise OrderOutcomeUnknown(f"placeorder: {exc.message}; outcome unknown", exc.status_code) from None
-        except OrderNotFound as exc:
-            # no such path on the gateway (or its broker module is missing): the request was not processed
-            detail = exc.message if exc.message.startswith("HTTP") else f"HTTP 404: {exc.message}".rstrip(": ")
-            raise OrderRejected(f"the gateway has no placeorder here ({detail}); {HOST_HINT}", 404) from None
-        orderid = body.get("orderid")
-        if not orderid:
-            raise OrderRejected(_message(body) or "no orderid in response")
-        return str(orderid)
+        finish = self._start_post("placeorder", payload, lean=self.orders is not None, wait=wait)
+        return None if finish is None else OrderCall(finish)
 
     def modifyorder(self, orderid: str, *, strategy: str, symbol: str, exchange: str, action: str, product: str,
                     pricetype: str, quantity: int, price: float = 0.0, trigger_price: float = 0.0,

@@ -49,9 +49,69 @@ class OrderConnections:
 
     def post(self, endpoint: str, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` (JSON) to ``<prefix><endpoint>``; returns (HTTP status, response bytes)."""
-        conn = self._take()
+        return self.send(endpoint, body).answer()
+
+    def send(self, endpoint: str, body: bytes, connect: bool = True, admit=None) -> Sent | None:
+        """Write the request now; ``answer()`` on the result reads the response (on any thread, once).
+        ``connect=False``: only over a kept-alive connection that is idle now, else None and nothing is sent (a
+        caller that must not wait for a TCP connect, e.g. the market-data thread posting a risk exit).
+        ``admit()``, once a connection is in hand: False sends nothing and returns None (no rate token now)."""
+        conn, since = self._take(connect)
+        if conn is None:
+            return None
+        if admit is not None and not admit():
+            self._give_back(conn, since)
+            return None
         try:
             conn.request("POST", self.prefix + endpoint, body, HEADERS)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise MaybeSent(type(exc).__name__) from None
+        except BaseException:
+            conn.close()
+            raise
+        return Sent(self, conn)
+
+    def _give_back(self, conn: http.client.HTTPConnection, since: float | None = None) -> None:
+        with self._lock:
+            self._idle.append((conn, time.monotonic() if since is None else since))
+
+    def _take(self, connect: bool = True) -> tuple[http.client.HTTPConnection | None, float | None]:
+        """A connection to write on and when it went idle (None: new); (None, None) when ``connect`` is False
+        and none is idle."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, since = self._idle.pop()
+            if now - since < self.max_idle_s and not _peer_gone(conn):
+                return conn, since
+            conn.close()
+        if not connect:
+            return None, None
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        try:
+            conn.connect()
+        except OSError as exc:  # refused, unreachable, DNS, connect timeout: nothing was sent
+            conn.close()
+            raise NotSent(type(exc).__name__) from None
+        conn.sock.settimeout(self.read_timeout)
+        self.opened += 1
+        return conn, None
+
+
+class Sent:
+    """A request written on a kept-alive connection, its response not read yet."""
+
+    def __init__(self, owner: OrderConnections, conn: http.client.HTTPConnection):
+        self._owner, self._conn = owner, conn
+
+    def answer(self) -> tuple[int, bytes]:
+        """(HTTP status, response bytes); MaybeSent if the response cannot be read. The connection goes back to
+        the idle ones when the server keeps it open."""
+        conn = self._conn
+        try:
             resp = conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -63,29 +123,8 @@ class OrderConnections:
         if resp.will_close:
             conn.close()
         else:
-            with self._lock:
-                self._idle.append((conn, time.monotonic()))
+            self._owner._give_back(conn)
         return resp.status, data
-
-    def _take(self) -> http.client.HTTPConnection:
-        now = time.monotonic()
-        while True:
-            with self._lock:
-                if not self._idle:
-                    break
-                conn, since = self._idle.pop()
-            if now - since < self.max_idle_s and not _peer_gone(conn):
-                return conn
-            conn.close()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-        try:
-            conn.connect()
-        except OSError as exc:  # refused, unreachable, DNS, connect timeout: nothing was sent
-            conn.close()
-            raise NotSent(type(exc).__name__) from None
-        conn.sock.settimeout(self.read_timeout)
-        self.opened += 1
-        return conn
 
 
 def _peer_gone(conn: http.client.HTTPConnection) -> bool:

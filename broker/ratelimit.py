@@ -36,6 +36,23 @@ class TokenBucket:
                 self.sleep(delay)
                 waited += delay
 
+    def try_acquire(self, tokens: float = 1.0) -> bool:
+        """A token now, or False at once: never waits, not even for the lock (whoever holds it is waiting for a
+        token itself)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            now = self.clock()
+            if now < self.blocked_until:
+                return False
+            self._refill(now)
+            if self.tokens < tokens:
+                return False
+            self.tokens -= tokens
+            return True
+        finally:
+            self._lock.release()
+
     def block_for(self, seconds: float) -> None:
         """After a 429: nobody gets a token for this long."""
         # No lock: acquire() may be sleeping while holding it; a float store is atomic under the GIL.

@@ -49,6 +49,12 @@ log = logging.getLogger("services.dispatcher")
 COMPONENT = "dispatcher"
 
 
+def _order_fields(iv: IntentView) -> dict:
+    return dict(strategy=iv.strategy_tag, symbol=iv.symbol, exchange=iv.exchange, action=iv.action,
+                quantity=iv.requested_qty, pricetype=iv.pricetype, product=iv.product, price=iv.limit_price,
+                trigger_price=iv.trigger_price)
+
+
 def _write(db):
     # db.write() holds the process-wide writer lock (db/engine.py), so dispatch threads hand over at once; an
     # order's claim and outcome go ahead of the background writers waiting for it
@@ -127,9 +133,10 @@ class OrderDispatcher:
         """Write exits now and send them at once. In ONE write transaction (waiting at most ``wait_s`` for the
         write lock): ``write_fn(s)`` writes the exit intents the caller decided, then each account it names is
         reserved and its most urgent queued intent claimed (queued -> claimed -> sent, the drain's own CAS). After
-        the commit a pool thread POSTs each claimed intent and goes on with that account's queue; an account being
-        drained or backing off keeps its exits in the queue for its worker. If the transaction fails nothing is
-        reserved and the error propagates (the caller retries). Returns ``Written.value``."""
+        the commit each claimed intent's POST goes out (``send_claimed``) and a pool thread records its outcome and
+        goes on with that account's queue; an account being drained or backing off keeps its exits in the queue
+        for its worker. If the transaction fails nothing is reserved and the error propagates (the caller
+        retries). Returns ``Written.value``."""
         claimed: list[IntentView] = []
         try:
             with self.ctx.db.write(wait_s, urgent=True) as s:
@@ -150,7 +157,7 @@ class OrderDispatcher:
             self.wake()
         return written.value
 
-    # ---- the exit hand-off: claim in the exit's transaction, POST on a pool thread ----------------------------
+    # ---- the exit hand-off: claim in the exit's transaction, POST at once, the answer on a pool thread ---------
     def claim_next_in(self, s, account_id: int) -> IntentView | None:
         """Inside the CALLER's write transaction (the one that wrote exit intents): reserve the account for this
         process and claim its most urgent queued intent (queued -> claimed -> sent, same CAS and events as the
@@ -187,15 +194,31 @@ class OrderDispatcher:
         self._wake.set()
 
     def send_claimed(self, view: IntentView) -> None:
-        """After ``claim_next_in`` committed: a pool thread POSTs that intent at once (placeorder exactly once,
-        outcomes as in the drain), then sends the rest of the account's queue in order. Not on the caller's
-        thread: the caller is the market-data thread, and one slow broker must not hold up other runs' exits."""
+        """After ``claim_next_in`` committed: the placeorder request is written at once on THIS thread when it can
+        go without waiting (a kept-alive connection idle, a rate token free: ``start_placeorder(wait=False)``),
+        and a pool thread reads its answer and records the outcome as in the drain, then sends the rest of the
+        account's queue in order. Otherwise the pool thread POSTs it. The caller is often the market-data thread:
+        it never waits for a connect, a token or the broker's answer (one slow broker must not hold up other
+        runs' exits), and handing the request itself to another thread cost the GIL hand-over first."""
+        with self._lock:
+            stopping = self._stop.is_set()
+        call = None if stopping else self._start_post(view)
         with self._lock:
             if not self._stop.is_set():
-                self._busy[view.account_id] = self._pool.submit(self._drain_account, view.account_id, None, view)
+                self._busy[view.account_id] = self._pool.submit(self._drain_account, view.account_id, None, view,
+                                                                call)
                 return
-        # stopping: the intent stays 'sent' with nothing posted; the reconciler settles it, never resends it
+        if call is not None:  # stopped between the POST and its hand-off: nobody reads the answer
+            log.warning("intent %s: placeorder sent while the dispatcher stopped; the reconciler settles it", view.id)
+        # stopping: the intent stays 'sent' with nothing recorded; the reconciler settles it, never resends it
         self.release_claim(view.account_id, view)
+
+    def _start_post(self, view: IntentView):
+        """Write ``view``'s placeorder request now if it can go without waiting; None (nothing sent) otherwise."""
+        try:
+            return self.ctx.client(view.account_id).start_placeorder(**_order_fields(view), wait=False)
+        except Exception:  # noqa: BLE001 - e.g. no client for the account: the pool thread's POST reports it
+            return None
 
     def is_alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
@@ -259,13 +282,14 @@ class OrderDispatcher:
         return started
 
     def _drain_account(self, account_id: int, placed: tuple[IntentView, str] | None = None,
-                       first: IntentView | None = None) -> None:
+                       first: IntentView | None = None, call=None) -> None:
         """Send this account's queued intents one after another. The 'placed' outcome of a POST is committed in
         the SAME transaction that claims the account's next intent and marks it 'sent' (one write transaction
         per order instead of two), so it is always committed before that next POST. ``first``: an intent
-        already claimed and committed 'sent' by ``claim_next_in`` (and marked in flight): POST it first."""
+        already claimed and committed 'sent' by ``claim_next_in`` (and marked in flight): POST it first, or,
+        with ``call`` (its request already written by ``send_claimed``), read its answer."""
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() or call is not None:
                 if first is not None:
                     iv, first = first, None
                 else:
@@ -274,7 +298,8 @@ class OrderDispatcher:
                     break
                 with self._lock:
                     self._inflight.add(iv.id)
-                go_on, placed = self._send(iv)
+                go_on, placed = self._send(iv, call)
+                call = None
                 if placed is None:
                     with self._lock:
                         self._inflight.discard(iv.id)
@@ -426,14 +451,13 @@ class OrderDispatcher:
             return f"account '{name}' cannot be used: {type(exc).__name__}"
         return ""
 
-    def _send(self, iv: IntentView) -> tuple[bool, tuple[IntentView, str] | None]:
-        """POST placeorder once. Returns (keep draining?, (intent, order id) when the broker answered with an
-        order id: the caller commits 'placed' together with the next claim). Other outcomes are recorded here."""
-        client = self.ctx.client(iv.account_id)
+    def _send(self, iv: IntentView, call=None) -> tuple[bool, tuple[IntentView, str] | None]:
+        """POST placeorder once (``call``: its request is written already; read the answer). Returns (keep
+        draining?, (intent, order id) when the broker answered with an order id: the caller commits 'placed'
+        together with the next claim). Other outcomes are recorded here."""
+        client = self.ctx.client(iv.account_id) if call is None else None  # outside the try: nothing sent yet
         try:
-            oid = client.placeorder(strategy=iv.strategy_tag, symbol=iv.symbol, exchange=iv.exchange,
-                                    action=iv.action, quantity=iv.requested_qty, pricetype=iv.pricetype,
-                                    product=iv.product, price=iv.limit_price, trigger_price=iv.trigger_price)
+            oid = call.result() if call is not None else client.placeorder(**_order_fields(iv))
         except OrderOutcomeUnknown as exc:
             self._record(iv, Status.UNKNOWN, exc.message)
         except RateLimited as exc:

@@ -107,3 +107,35 @@ def test_placeorder_when_nothing_listens_then_not_sent_error_and_key_not_in_mess
 
 def test_https_gateway_when_client_built_then_orders_go_through_httpx():
     assert OpenAlgoClient("https://example.invalid", "k" * 32).orders is None
+
+
+def test_start_placeorder_without_waiting_when_it_cannot_go_at_once_then_nothing_is_sent(gateway):
+    """``wait=False`` (the market-data thread posting an exit) never connects and never waits for a rate token:
+    None, nothing sent, no token spent, the kept-alive connection left for the next order."""
+    g, client = gateway(["answer", "answer", "answer"])
+    assert client.start_placeorder(**ORDER, wait=False) is None and client.orders.opened == 0  # no connection yet
+    assert client.placeorder(**ORDER) == "OID1"
+    client.order_bucket.block_for(3600)  # what a 429 does: no token for an hour
+    assert client.start_placeorder(**ORDER, wait=False) is None and len(g.requests) == 1  # no rate token
+    client.order_bucket.blocked_until, client.order_bucket.tokens = 0.0, 1.0
+    call = client.start_placeorder(**ORDER, wait=False)
+    assert call is not None and call.result() == "OID2" and client.orders.opened == 1
+    assert len(g.requests) == 2 and client.calls["placeorder"] == 2  # the refused attempts were never calls
+
+
+def test_start_placeorder_when_written_then_the_answer_is_read_on_another_thread(gateway):
+    g, client = gateway(["answer", "close"])
+    assert client.placeorder(**ORDER) == "OID1"
+    call = client.start_placeorder(**ORDER, wait=False)  # written now, over the kept-alive connection
+    assert call is not None
+    got: list = []
+
+    def read():
+        try:
+            call.result()
+        except OrderOutcomeUnknown as exc:  # the gateway read it and closed: it may have been placed
+            got.append(exc)
+    t = threading.Thread(target=read)
+    t.start()
+    t.join(5)
+    assert len(got) == 1 and len(g.requests) == 2  # reached the server once, outcome unknown, never resent

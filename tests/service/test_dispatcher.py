@@ -208,6 +208,53 @@ def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_a
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 
+def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_the_caller_thread(db, order_sim):
+    """After the exit's commit its placeorder request is written by the committing thread (the market-data thread
+    on a breach), not handed to a pool thread first: with the only pool thread busy reading another account's
+    slow answer, the simulator still receives the exit at once; the pool thread records its outcome later."""
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    slow, slow_name = sim_account(db, order_sim, prefix="slow")
+    order_sim.fault("latency", endpoints=["placeorder"], account=slow_name, ms=700)
+    d = OrderDispatcher(ctx, max_workers=1)
+    d.start()
+    try:
+        ctx.client(acct).placeorder(strategy="warm", symbol="SBIN", exchange="NSE", action="SELL", quantity=1)
+        slow_view = _exit_like_intents(db, d, slow)
+        d.send_claimed(slow_view)  # the one pool thread waits 0.7 s for this answer, then as long for the next
+        view = _exit_like_intents(db, d, acct)
+        t0 = time.monotonic()
+        d.send_claimed(view)
+        assert wait_for(lambda: len(placed_at_sim(order_sim, name)) == 2, 0.5)  # the warm-up and the exit's BUY
+        assert time.monotonic() - t0 < 0.5 and intent(db, view.id).status == "sent"  # its answer is not read yet
+        ids = (view.id, view.id - 1, slow_view.id, slow_view.id - 1)
+        ok = wait_for(lambda: all(intent(db, i).status == "placed" for i in ids), 10)
+        assert ok, [(i, intent(db, i).status, intent(db, i).status_reason) for i in ids]
+    finally:
+        d.stop()
+        ctx.close()
+    assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["SELL", "BUY", "SELL"]
+    assert [o["action"] for o in placed_at_sim(order_sim, slow_name)] == ["BUY", "SELL"]
+
+
+def test_send_claimed_when_no_connection_is_open_then_a_pool_thread_posts_it_once(db, order_sim):
+    """The calling thread never waits for a TCP connect (nor a rate token): with no kept-alive connection yet, the
+    pool thread POSTs, exactly once, as before."""
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    acct, name = sim_account(db, order_sim)
+    d = OrderDispatcher(ctx)
+    d.start()
+    try:
+        view = _exit_like_intents(db, d, acct)
+        assert ctx.client(acct).orders.opened == 0
+        d.send_claimed(view)
+        assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
+    finally:
+        d.stop()
+        ctx.close()
+    assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
+
+
 def test_wait_idle_when_a_claimed_exit_is_being_posted_then_waits_for_its_outcome_and_no_longer(db, order_sim):
     """What a flatten started by a limit trip waits for: the trip's claimed first close POSTed and recorded."""
     ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))

@@ -28,15 +28,19 @@ Stamps, in path order (the first of each name counts):
   claimed       OrderDispatcher.claim_next_in returned (queued -> claimed -> sent, in the same transaction)
   commit        COMMIT issued (SQLAlchemy 'commit' event)
   committed     OrderDispatcher.send_claimed entered (after COMMIT, writer lock and gate released)
+  post          OpenAlgoClient.start_placeorder entered (on the committing thread when send_claimed writes the
+                request itself, else on the pool thread)
+  http          OrderConnections.send entered (JSON encoding done; the rate token is taken after it)
+  written       start_placeorder returned with the request written
   pool          the pool thread's _drain_account entered with the claimed intent
-  post          OpenAlgoClient.placeorder entered
-  http          OrderConnections.post entered (token bucket and JSON encoding done)
-  answered      placeorder returned (the simulator's answer read)
+  answered      OrderCall.result returned (the simulator's answer read)
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -79,15 +83,53 @@ def _wrap_feed(orig, backlog: bool):
     def wrapped(self, arg):
         hit = any(_has(f) for f in arg) if backlog else _has(arg)
         if not hit:
+            tl.sys = None
             return orig(self, arg)
         if backlog:
             arg = list(arg)
-        tr = tl.tr = {"wall": time.time(), "s": {"recv": pc()}, "backlog": len(arg) if backlog else 0}
+        now = pc()
+        tr = tl.tr = {"wall": time.time(), "s": {"recv": now}, "backlog": len(arg) if backlog else 0}
+        sys_call = getattr(tl, "sys", None)
+        if sys_call is not None:  # the feed thread's first socket read after its previous frame: when it waited
+            tr["sys"] = [round((x - now) * 1000.0, 4) for x in sys_call]
         try:
             return orig(self, arg)
         finally:
-            tl.tr = None
+            tl.tr = tl.sys = None
             del tr  # kept alive by by_intent if a breach was decided on it
+    return wrapped
+
+
+SO_TIMESTAMPNS = 35  # Linux: the kernel's receive time of each packet, as ancillary data of recvmsg
+
+
+def _wrap_sock_recv(orig):
+    """The feed socket's reads that reach the kernel: the first one after a frame was handled is kept as
+    (entered, returned, the kernel's receive time of the bytes it returned), so a trace says whether the feed
+    thread was already waiting when the tick was sent, and how long after the bytes arrived it ran. The kernel
+    read is the product's (ReadAheadSocket.recv) with recvmsg in place of recv, for the timestamp."""
+    def wrapped(self, n):
+        if self._pos < len(self._buf) or getattr(tl, "sys", None) is not None:
+            return orig(self, n)
+        sock = self._sock
+        if not self.__dict__.get("_bench_ts"):  # (not getattr: ReadAheadSocket forwards it to the socket)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self._bench_ts = True
+        t_in = pc()
+        want = max(n, md_mod.READ_AHEAD)
+        data, anc, _flags, _addr = sock.recvmsg(want, 64)
+        t_out, w_out = pc(), time.time()
+        kernel = None
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+                sec, nsec = struct.unpack("qq", raw[:16])
+                kernel = t_out - (w_out - (sec + nsec / 1e9))  # on perf_counter's scale
+        tl.sys = (t_in, t_out) if kernel is None else (t_in, t_out, kernel)
+        self._full = len(data) == want
+        if len(data) <= n:
+            return data
+        self._buf, self._pos = data, n
+        return data[:n]
     return wrapped
 
 
@@ -110,6 +152,7 @@ MDM = md_mod.MarketDataManager
 MDM.on_message = _wrap_feed(MDM.on_message, False)
 MDM.on_backlog = _wrap_feed(MDM.on_backlog, True)
 MDM._apply = _after(MDM._apply, "parsed")
+md_mod.ReadAheadSocket.recv = _wrap_sock_recv(md_mod.ReadAheadSocket.recv)
 RM = risk_mod.RiskManager
 RM._on_tick = _before(RM._on_tick, "risk_tick")
 RM.evaluate = _before(RM.evaluate, "evaluate")
@@ -162,41 +205,56 @@ OD.send_claimed = _before(OD.send_claimed, "committed")
 _drain = OD._drain_account
 
 
-def drain_account(self, account_id, placed=None, first=None):
+def drain_account(self, account_id, placed=None, first=None, call=None):
     tr = by_intent.pop(first.id, None) if first is not None else None
     if tr is None:
-        return _drain(self, account_id, placed, first)
+        return _drain(self, account_id, placed, first, call)
     stamp("pool", tr)
     tl.tr = tr
     try:
-        return _drain(self, account_id, placed, first)
+        return _drain(self, account_id, placed, first, call)
     finally:
         tl.tr = None
 
 
 OD._drain_account = drain_account
-_placeorder = client_mod.OpenAlgoClient.placeorder
+_start_placeorder = client_mod.OpenAlgoClient.start_placeorder
+by_call: dict[int, dict] = {}  # id(OrderCall) -> the trace it belongs to (OrderCall has __slots__)
 
 
-def placeorder(self, **kw):
+def start_placeorder(self, **kw):
     tr = getattr(tl, "tr", None)
-    if tr is None or "post" in tr["s"]:
-        return _placeorder(self, **kw)
+    if tr is None or "post" in tr["s"] or "decided" not in tr["s"]:
+        return _start_placeorder(self, **kw)
     stamp("post", tr)
+    call = _start_placeorder(self, **kw)
+    if call is not None:
+        stamp("written", tr)
+        by_call[id(call)] = tr
+    return call
+
+
+_result = client_mod.OrderCall.result
+
+
+def result(self):
+    tr = by_call.pop(id(self), None)
+    if tr is None:
+        return _result(self)
     try:
-        return _placeorder(self, **kw)
+        return _result(self)
     finally:
         stamp("answered", tr)
-        tl.tr = None
         t0 = tr["s"]["recv"]
-        line = json.dumps({"wall": tr["wall"], "backlog": tr["backlog"], "symbol": kw.get("symbol"),
+        line = json.dumps({"wall": tr["wall"], "backlog": tr["backlog"], "sys": tr.get("sys"),
                            "stamps": {k: round((v - t0) * 1000.0, 4) for k, v in tr["s"].items()}})
         with out_lock:
             OUT.write(line + "\n")
 
 
-client_mod.OpenAlgoClient.placeorder = placeorder
-orderconn_mod.OrderConnections.post = _before(orderconn_mod.OrderConnections.post, "http")
+client_mod.OpenAlgoClient.start_placeorder = start_placeorder
+client_mod.OrderCall.result = result
+orderconn_mod.OrderConnections.send = _before(orderconn_mod.OrderConnections.send, "http")
 
 if __name__ == "__main__":
     from services.__main__ import main

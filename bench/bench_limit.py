@@ -19,7 +19,12 @@ present. t0 = the simulator's ``applied_at_ms`` of the breaching price; t1 = ``r
 placeorder of that side's account in the simulator's order log. Same clock, same procedure.
 
 ``--trace`` runs the service through bench/_traced_service.py (perf_counter stamps on the tick -> exit path; the
-product code is unchanged) and prints where its first milliseconds go.
+product code is unchanged) and prints where its first milliseconds go, including the kernel's receive time of the
+breaching frame (SO_TIMESTAMPNS): simulator + loopback before it, wake-up + GIL after it.
+
+Also printed, to tell the simulator's delivery from either client's work: when the reflex client's ``recv`` returned
+its own trials' breaching frames, and when it returned the SAME frame in the service's trials (both clients are
+subscribed to the target throughout, so a service trial's tick reaches the reflex client too).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import argparse
 import http.client
 import json
 import queue
+import random
 import subprocess
 import sys
 import threading
@@ -44,7 +50,8 @@ WATCHLIST = [("NIFTY", "NSE_INDEX"), ("BANKNIFTY", "NSE_INDEX"), ("SENSEX", "BSE
 # ---- the reflex client (child process) -------------------------------------------------------------------------
 def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str]]) -> int:
     """stdin commands: ``hold ID SYMBOL EXCHANGE ENTRY QTY MAX_LOSS`` / ``drop ID`` / ``quit``.
-    stdout: ``ready``, ``seen ID`` (first evaluation of a held position on a tick), ``sent ID HTTP-STATUS``."""
+    stdout: ``ready``, ``seen ID`` (first evaluation of a held position on a tick), ``sent ID HTTP-STATUS MS``
+    (MS: time.time() in ms when ws.recv returned the breaching frame)."""
     import websocket
 
     def connect():
@@ -66,6 +73,7 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
     by_key: dict[tuple[str, str], dict[str, list]] = {}  # key -> {id: [entry, qty, max_loss, seen]}
     lock = threading.Lock()
     out_lock = threading.Lock()
+    target_frames: list[float] = []  # time.time() of every frame of the target symbol
 
     def say(line: str) -> None:
         with out_lock:
@@ -78,6 +86,7 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
         while not done.is_set():
             try:
                 raw = ws.recv()
+                seen_at = time.time()
                 msg = loads(raw)
             except websocket.WebSocketTimeoutException:
                 continue
@@ -94,6 +103,8 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
                 continue
             if msg.get("type") != "market_data":
                 continue
+            if msg["symbol"] == TARGET[0] and len(target_frames) < 100_000:
+                target_frames.append(seen_at)  # the service's trials' ticks reach this client too
             held = by_key.get((msg["symbol"], msg["exchange"]))
             if not held:
                 continue
@@ -114,7 +125,7 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
                 conn.request("POST", "/api/v1/placeorder", body, headers)
                 resp = conn.getresponse()
                 resp.read()
-                say(f"sent {pid} {resp.status}")
+                say(f"sent {pid} {resp.status} {seen_at * 1000.0:.3f}")
 
     threading.Thread(target=feed, name="reflex-feed", daemon=True).start()
     say("ready")
@@ -124,6 +135,7 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
             continue
         if parts[0] == "quit":
             done.set()
+            say("frames " + json.dumps(target_frames))
             break
         with lock:
             if parts[0] == "hold":
@@ -149,6 +161,8 @@ class Reflex:
         self.expect("ready", 30)
         self.lat: list[float] = []
         self.lat_post: list[float] = []
+        self.lat_frame: list[float] = []  # sim tick -> the breaching frame returned by ws.recv
+        self.target_frames: list[float] = []
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -176,16 +190,19 @@ class Reflex:
         entry = round(ltp + 1.0, 2)
         self.send(f"hold {pid} {TARGET[0]} {TARGET[1]} {entry} 1 {0.05 * entry}")
         self.expect(f"seen {pid}", 10)
-        time.sleep(0.1)
+        # the same random moment as the service's trials (bench_exit_latency.ServiceBench.trial): a fixed pause
+        # after the 'seen' tick put every breach at one phase of the simulator's tick slices
+        time.sleep(0.1 + random.Random(10_000 + i).random())
         t_post = time.time()
         t0 = self.sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"]
-        self.expect(f"sent {pid}", 10)
+        seen_at = float(self.expect(f"sent {pid}", 10).split()[3])
         got = [o for o in self.sim.orders() if o.get("account") == self.name and o.get("symbol") == TARGET[0]
                and o.get("action") == "SELL" and o.get("received_at_ms", 0) >= t_post * 1000.0]
         if not got:
             raise RuntimeError("the simulator's order log has no received_at_ms for the reflex order")
         t1 = min(o["received_at_ms"] for o in got)
         self.lat.append(t1 - t0)
+        self.lat_frame.append(seen_at - t0)
         self.lat_post.append(t1 - t_post * 1000.0)
         self.sim.set_price(*TARGET, entry)
         time.sleep(0.05)
@@ -194,6 +211,7 @@ class Reflex:
     def close(self) -> None:
         try:
             self.send("quit")
+            self.target_frames = json.loads(self.expect("frames ", 10)[len("frames "):])
             self.proc.wait(5)
         except Exception:  # noqa: BLE001
             self.proc.kill()
@@ -211,7 +229,8 @@ def line(label: str, xs: list[float]) -> str:
 
 
 TRACE_ORDER = ["recv", "parsed", "risk_tick", "evaluate", "acct_tick", "decided", "lock", "gate", "write_fn",
-               "begun", "halt_rows", "exit_rows", "claimed", "commit", "committed", "pool", "post", "http", "answered"]
+               "begun", "halt_rows", "exit_rows", "claimed", "commit", "committed", "post", "http", "written", "pool",
+               "answered"]
 
 
 def trace_report(path: Path, t0s: list[float], lat: list[float]) -> dict:
@@ -246,6 +265,23 @@ def trace_report(path: Path, t0s: list[float], lat: list[float]) -> dict:
         q = four(steps[k])
         out[k] = q
         print(f"  {k:<66} {q['median']:7.3f} / {q['p90']:7.3f} / {q['max']:7.3f}  (n={q['n']})")
+    waited = [(t0, r) for t0, _, r in matched if r.get("sys")]
+    if waited:
+        # the feed thread's first kernel read after its previous frame: entered before the tick = it was idle,
+        # waiting for this frame; its return is when the kernel handed the bytes over (then the GIL, then parsing)
+        idle = [(t0, r) for t0, r in waited if r["wall"] * 1000 + r["sys"][0] <= t0 * 1000]
+        print(f"  feed thread already waiting in recv when the tick was applied: {len(idle)} of {len(waited)}")
+        if idle:
+            print(line("    those: sim tick -> kernel recv returned",
+                       [r["wall"] * 1000 + r["sys"][1] - t0 * 1000 for t0, r in idle]))
+            print(line("    those: kernel recv returned -> frame handled (GIL, websocket-client)",
+                       [-r["sys"][1] for _, r in idle]))
+            stamped = [(t0, r) for t0, r in idle if len(r["sys"]) > 2]
+            if stamped:
+                print(line("    those: sim tick -> the kernel received the bytes (sim send, loopback)",
+                           [r["wall"] * 1000 + r["sys"][2] - t0 * 1000 for t0, r in stamped]))
+                print(line("    those: the kernel received the bytes -> recv returned (wake-up, GIL)",
+                           [r["sys"][1] - r["sys"][2] for _, r in stamped]))
     backlog = sum(1 for _, _, r in matched if r.get("backlog"))
     print(f"  breaching frames read as part of a backlog: {backlog} of {len(matched)}")
     first = [(r["wall"] * 1000 - t0 * 1000) + r["stamps"].get("committed", 0) for t0, _, r in matched]
@@ -301,6 +337,7 @@ def main() -> int:
     lim = four(reflex.lat)
     print(line("limit   (reflex client: frame -> decide -> POST)", reflex.lat))
     print(line("  limit from before the bench's control POST", reflex.lat_post))
+    print(line("  limit: sim tick -> frame returned by its recv", reflex.lat_frame))
     res.update({f"limit_{k}": v for k, v in lim.items() if k != "n"})
     if not a.limit_only:
         svc = four(b.lat)
@@ -314,6 +351,10 @@ def main() -> int:
         b.report()
         res.update({f"service_{k}": v for k, v in svc.items() if k != "n"})
         res.update({f"ratio_{k}": v for k, v in ratio.items()})
+        same = [next((f * 1000.0 - t0 * 1000.0 for f in reflex.target_frames if f >= t0), None) for t0 in b.t0s]
+        same = [x for x in same if x is not None]
+        if same:  # the fan-out order of one tick: both clients are subscribed to the target throughout
+            print(line("  the service's trial ticks, sim tick -> the reflex client's recv of the same frame", same))
         if a.trace:
             tr = trace_report(trace_file, b.t0s, b.lat)
             res["trace_medians"] = {k: round(v["median"], 3) for k, v in tr.items()}

@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    fmt_stats, main_guard, make_run, pct, result, service_process, sim_account, stats, temp_db, wait_until)
+    HANDS_OFF_S, fmt_stats, main_guard, make_run, pct, result, service_process, sim_account, stats, temp_db,
+    wait_until)
 from bench_exit_latency import option_symbols  # noqa: E402
 
 from sqlalchemy import func, select  # noqa: E402
@@ -117,6 +118,7 @@ def main() -> int:
                 back = ltp()
                 t_post = time.time()
                 t0 = sim.price_change(*TARGET, round(avg * 0.9, 1))["applied_at_ms"] / 1000.0
+                time.sleep(HANDS_OFF_S)  # see _common: the tick goes out before the bench reads
 
                 def exit_done(acct=acct):
                     with db.read() as s:

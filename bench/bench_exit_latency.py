@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    fmt_stats, main_guard, make_run, result, service_process, sim_account, stats, temp_db, wait_until)
+    HANDS_OFF_S, fmt_stats, main_guard, make_run, result, service_process, sim_account, stats, temp_db, wait_until)
 
 from sqlalchemy import select  # noqa: E402
 
@@ -113,6 +113,7 @@ class ServiceBench:
         time.sleep(0.1 + random.Random(i).random())
         t_post = time.time()
         t0 = sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"] / 1000.0
+        time.sleep(HANDS_OFF_S)  # see _common: the tick goes out before the bench reads
 
         def exit_done(run_id=run_id):
             with db.read() as s:

@@ -13,6 +13,7 @@ closed it (the socket is not readable), so a server's idle timeout does not turn
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
 import threading
@@ -62,14 +63,8 @@ class OrderConnections:
         if admit is not None and not admit():
             self._give_back(conn, since)
             return None
-        try:
+        with _maybe_sent(conn):
             conn.request("POST", self.prefix + endpoint, body, HEADERS)
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise MaybeSent(type(exc).__name__) from None
-        except BaseException:
-            conn.close()
-            raise
         return Sent(self, conn)
 
     def _give_back(self, conn: http.client.HTTPConnection, since: float | None = None) -> None:
@@ -111,20 +106,28 @@ class Sent:
         """(HTTP status, response bytes); MaybeSent if the response cannot be read. The connection goes back to
         the idle ones when the server keeps it open."""
         conn = self._conn
-        try:
+        with _maybe_sent(conn):
             resp = conn.getresponse()
             data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise MaybeSent(type(exc).__name__) from None
-        except BaseException:
-            conn.close()
-            raise
         if resp.will_close:
             conn.close()
         else:
             self._owner._give_back(conn)
         return resp.status, data
+
+
+@contextlib.contextmanager
+def _maybe_sent(conn: http.client.HTTPConnection):
+    """Around anything done on a connection that is made: on failure the connection is dropped, and an I/O error
+    means the request may have reached the server (MaybeSent)."""
+    try:
+        yield
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise MaybeSent(type(exc).__name__) from None
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _peer_gone(conn: http.client.HTTPConnection) -> bool:

@@ -226,11 +226,15 @@ def start_placeorder(self, **kw):
     tr = getattr(tl, "tr", None)
     if tr is None or "post" in tr["s"] or "decided" not in tr["s"]:
         return _start_placeorder(self, **kw)
+    before = set(tr["s"])
     stamp("post", tr)
     call = _start_placeorder(self, **kw)
-    if call is not None:
-        stamp("written", tr)
-        by_call[id(call)] = tr
+    if call is None:  # not written (no idle connection, no token): the pool thread's POST is the one to trace
+        for name in set(tr["s"]) - before:
+            del tr["s"][name]
+        return None
+    stamp("written", tr)
+    by_call[id(call)] = tr
     return call
 
 

@@ -200,9 +200,7 @@ class OrderDispatcher:
         account's queue in order. Otherwise the pool thread POSTs it. The caller is often the market-data thread:
         it never waits for a connect, a token or the broker's answer (one slow broker must not hold up other
         runs' exits), and handing the request itself to another thread cost the GIL hand-over first."""
-        with self._lock:
-            stopping = self._stop.is_set()
-        call = None if stopping else self._start_post(view)
+        call = None if self._stop.is_set() else self._start_post(view)
         with self._lock:
             if not self._stop.is_set():
                 self._busy[view.account_id] = self._pool.submit(self._drain_account, view.account_id, None, view,

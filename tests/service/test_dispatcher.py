@@ -1,6 +1,7 @@
 """Dispatcher against the real simulator: exactly-once placement, error ladder, latency, fan-out."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -175,6 +176,19 @@ def test_fan_out_when_4_legs_on_4_accounts_then_parallel_across_accounts_in_orde
 
 
 
+@contextlib.contextmanager
+def _hand_off_only(db, max_workers: int = 16):
+    """A running dispatcher whose loop polls every 1,000 s: only the exit hand-off (send_claimed) sends anything."""
+    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
+    d = OrderDispatcher(ctx, max_workers=max_workers)
+    d.start()
+    try:
+        yield ctx, d
+    finally:
+        d.stop()
+        ctx.close()
+
+
 def _exit_like_intents(db, d, acct):
     """What the risk manager does: write intents and claim the most urgent one in the same transaction."""
     with db.write() as s:
@@ -189,11 +203,8 @@ def _exit_like_intents(db, d, acct):
 def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_and_all_sent_in_order(db, order_sim):
     """The risk manager's hand-off: the first exit is claimed in the transaction that writes it, a pool thread
     POSTs it and drains the rest. The loop polls every 1,000 s here, so only the hand-off can send anything."""
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         view = _exit_like_intents(db, d, acct)
         assert view is not None and view.action == "BUY" and view.status == "sent"
         row = intent(db, view.id)
@@ -202,9 +213,6 @@ def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_a
         d.send_claimed(view)
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
         assert wait_for(lambda: acct not in d.busy_accounts() and not d.inflight_ids(), 5)
-    finally:
-        d.stop()
-        ctx.close()
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 
@@ -212,13 +220,10 @@ def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_
     """After the exit's commit its placeorder request is written by the committing thread (the market-data thread
     on a breach), not handed to a pool thread first: with the only pool thread busy reading another account's
     slow answer, the simulator still receives the exit at once; the pool thread records its outcome later."""
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
     slow, slow_name = sim_account(db, order_sim, prefix="slow")
     order_sim.fault("latency", endpoints=["placeorder"], account=slow_name, ms=700)
-    d = OrderDispatcher(ctx, max_workers=1)
-    d.start()
-    try:
+    with _hand_off_only(db, max_workers=1) as (ctx, d):
         ctx.client(acct).placeorder(strategy="warm", symbol="SBIN", exchange="NSE", action="SELL", quantity=1)
         slow_view = _exit_like_intents(db, d, slow)
         d.send_claimed(slow_view)  # the one pool thread waits 0.7 s for this answer, then as long for the next
@@ -230,9 +235,6 @@ def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_
         ids = (view.id, view.id - 1, slow_view.id, slow_view.id - 1)
         ok = wait_for(lambda: all(intent(db, i).status == "placed" for i in ids), 10)
         assert ok, [(i, intent(db, i).status, intent(db, i).status_reason) for i in ids]
-    finally:
-        d.stop()
-        ctx.close()
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["SELL", "BUY", "SELL"]
     assert [o["action"] for o in placed_at_sim(order_sim, slow_name)] == ["BUY", "SELL"]
 
@@ -240,30 +242,21 @@ def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_
 def test_send_claimed_when_no_connection_is_open_then_a_pool_thread_posts_it_once(db, order_sim):
     """The calling thread never waits for a TCP connect (nor a rate token): with no kept-alive connection yet, the
     pool thread POSTs, exactly once, as before."""
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         view = _exit_like_intents(db, d, acct)
         assert ctx.client(acct).orders.opened == 0
         d.send_claimed(view)
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
-    finally:
-        d.stop()
-        ctx.close()
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 
 def test_wait_idle_when_a_claimed_exit_is_being_posted_then_waits_for_its_outcome_and_no_longer(db, order_sim):
     """What a flatten started by a limit trip waits for: the trip's claimed first close POSTed and recorded."""
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
     other, _ = sim_account(db, order_sim, prefix="idle")
     order_sim.fault("latency", endpoints=["placeorder"], account=name, ms=400)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         view = _exit_like_intents(db, d, acct)
         d.send_claimed(view)
         t0 = time.monotonic()
@@ -273,38 +266,26 @@ def test_wait_idle_when_a_claimed_exit_is_being_posted_then_waits_for_its_outcom
         # idle means both exits were posted and their outcomes recorded, not merely sent
         assert [intent(db, i).status for i in (view.id, view.id - 1)] == ["placed", "placed"]
         assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
-    finally:
-        d.stop()
-        ctx.close()
 
 
 def test_claim_next_in_when_account_paused_or_being_drained_then_nothing_claimed(db, order_sim):
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         d._set_backoff(acct)  # as after a 429: the account is paused
         assert _exit_like_intents(db, d, acct) is None
         d._backoff.clear()
         d._busy[acct] = None  # a drain (or another hand-off) owns the account
         assert _exit_like_intents(db, d, acct) is None
         d._busy.clear()
-    finally:
-        d.stop()
-        ctx.close()
     with db.read() as s:
         assert {r.status for r in s.scalars(select(OrderIntent).where(OrderIntent.account_id == acct))} == {"queued"}
     assert placed_at_sim(order_sim, name) == []
 
 
 def test_claim_next_in_when_transaction_rolls_back_then_released_to_the_loop_and_sent_once(db, order_sim):
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))
     acct, name = sim_account(db, order_sim)
     iid = add_intent(db, acct)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         view = None
         try:
             with db.write() as s:
@@ -314,9 +295,6 @@ def test_claim_next_in_when_transaction_rolls_back_then_released_to_the_loop_and
         except RuntimeError:
             d.release_claim(acct, view)  # wakes the loop: the intent is still queued, so it sends it
         assert wait_for(lambda: intent(db, iid).status == "placed", 10)
-    finally:
-        d.stop()
-        ctx.close()
     assert [e[1] for e in events(db, iid)] == ["claimed", "sent", "placed"]  # the rolled-back claim left nothing
     assert len(placed_at_sim(order_sim, name)) == 1
 
@@ -416,11 +394,8 @@ def test_poison_row_when_account_id_is_not_an_id_then_denied_and_the_scheduling_
 
 def test_claim_next_in_when_a_poison_row_sorts_first_then_denied_in_that_transaction_and_the_exit_claimed(
         db, order_sim):
-    ctx = ServiceContext(db, fast_settings(service__dispatch_poll_s=1000.0))  # only the hand-off sends
     acct, name = sim_account(db, order_sim)
-    d = OrderDispatcher(ctx)
-    d.start()
-    try:
+    with _hand_off_only(db) as (ctx, d):
         poison = add_intent(db, acct, priority=-1)
         _spoil(db, poison, created_at="garbage")
         view = _exit_like_intents(db, d, acct)
@@ -428,9 +403,6 @@ def test_claim_next_in_when_a_poison_row_sorts_first_then_denied_in_that_transac
         assert intent(db, poison).status == "denied"
         d.send_claimed(view)
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
-    finally:
-        d.stop()
-        ctx.close()
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
     assert len(_log_rows(db, f"intent {poison} denied: unreadable intent row")) == 1
 

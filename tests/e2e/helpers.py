@@ -77,8 +77,8 @@ def choose(page, label: str, option: str):
     """Pick an option of a st.selectbox / st.multiselect by its label."""
     # Only a live widget: while a rerun redraws the page Streamlit keeps the old element beside the new one,
     # marked data-stale, and both carry the label (a strict-mode failure of the click, seen in CI under load).
-    widget = page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])').get_by_label(
-        label, exact=True)
+    live = page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
+    widget = live.get_by_label(label, exact=True)
     for _attempt in range(4):  # a rerun in flight can redraw the widget and close its list: open it again
         settle(page)
         try:
@@ -86,12 +86,24 @@ def choose(page, label: str, option: str):
             opt = page.get_by_role("option", name=option, exact=True)
             opt.wait_for(timeout=5_000)
             opt.click(timeout=5_000)
-            break
+            settle(page)
+            # a click on the option can land while a rerun redraws the widget and be lost without an error
+            # (a multiselect left empty in CI, so the Execute panel never appeared): check the widget shows it
+            if shows(live.filter(has=page.get_by_label(label, exact=True)).first, label, option):
+                return
         except PlaywrightError:  # a timeout, or the old and the new widget both still live mid-redraw
             page.keyboard.press("Escape")
-    else:
-        raise AssertionError(f"could not choose {option!r} in {label!r}")
-    settle(page)
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
+
+
+def shows(container, label: str, option: str) -> bool:
+    """Whether a selectbox (its input's value) or a multiselect (its tags) in ``container`` shows ``option``."""
+    try:
+        box = container.get_by_label(label, exact=True)
+        texts = [box.input_value(timeout=5_000), *container.inner_text(timeout=5_000).splitlines()]
+    except PlaywrightError:
+        return False
+    return option in [t.strip() for t in texts]
 
 
 def settle(page):

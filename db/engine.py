@@ -93,8 +93,11 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 
     def _on_begin(conn):
         # pysqlite's own transaction handling is off (isolation_level=None); we emit BEGIN ourselves.
         # Writers take the write lock up front; read-only sessions use a deferred BEGIN (WAL snapshot).
+        # On the driver's connection: through exec_driver_sql the BEGIN cost more Python than the statements of
+        # a hot-path transaction (cursor wrapping, execute events, result setup; ~15 % of a one-statement write).
+        # A failure (database locked past busy_timeout) raises sqlite3's error, which db.errors classifies.
         readonly = conn.get_execution_options().get("algomirror_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 

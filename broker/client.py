@@ -140,9 +140,9 @@ class OpenAlgoClient:
 
     def _start_post(self, endpoint: str, payload: dict, lean: bool, wait: bool = True):
         """Take the rate token and, ``lean``, write the request now; returns the function that reads and parses the
-        answer (raising what ``_post_once`` raises, a failed write included). ``wait=False`` never waits: None,
-        with nothing sent and no token taken, unless the request can go at once (lean, a kept-alive connection
-        idle, a token free)."""
+        answer (raising what ``_post_once`` raises, a failed write included). ``wait=False`` does not wait: None,
+        with nothing sent and no token taken, unless the request can go at once (lean, a token free, a kept-alive
+        connection idle or a new one made within a few ms: OrderConnections' quick connect)."""
         bucket = self.order_bucket if endpoint in ORDER_ENDPOINTS else self.read_bucket
         sent = None
         if wait:
@@ -153,7 +153,8 @@ class OpenAlgoClient:
         if lean:
             body = json.dumps({"apikey": self._key, **payload}).encode()
             try:
-                sent = self.orders.send(endpoint, body, connect=wait, admit=None if wait else bucket.try_acquire)
+                sent = self.orders.send(endpoint, body, connect=True if wait else "quick",
+                                        admit=None if wait else bucket.try_acquire)
             except Exception as exc:  # noqa: BLE001 - raised by the answer, where every caller handles it
                 sent = exc
             if sent is None:

@@ -10,17 +10,29 @@ Exactly what can be known about a failed order POST is kept, as the exception ra
     response). The broker may have placed the order; the caller must treat the outcome as unknown.
 A kept-alive connection is reused only while it has been idle for less than ``max_idle_s`` and the peer has not
 closed it (the socket is not readable), so a server's idle timeout does not turn a normal order into an unknown.
+
+A caller that must not wait (the market-data thread writing a risk exit) asks for a *quick* connection: an idle
+one, or a new one only if the connect completes within ``quick_connect_s`` (a gateway on this machine or the LAN
+answers a SYN in well under a millisecond). One that does not (a slow or unreachable host) costs that wait once,
+then quick connects are off for ``QUICK_OFF_S``; nothing is sent either way, and the caller posts the normal way.
+Why: the gateway closes idle keep-alive connections (gunicorn's default keep-alive is 2 s), so a breach minutes
+after the account's last order found no idle connection and its exit went to a pool thread to connect and POST
+(about 1 ms later at the median, bench/README.md).
 """
 from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import select
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "AlgoMirror"}
+QUICK_CONNECT_S = 0.003  # the longest a quick connect may take (see the module docstring)
+QUICK_OFF_S = 5.0  # after a quick connect that failed: none for this long
 
 
 class NotSent(Exception):
@@ -32,12 +44,16 @@ class MaybeSent(Exception):
 
 
 class OrderConnections:
-    def __init__(self, base_url: str, connect_timeout: float, read_timeout: float, max_idle_s: float = 30.0):
+    def __init__(self, base_url: str, connect_timeout: float, read_timeout: float, max_idle_s: float = 30.0,
+                 quick_connect_s: float = QUICK_CONNECT_S):
         u = urlsplit(base_url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError("OrderConnections serves http:// URLs only")
         self.host, self.port, self.prefix = u.hostname, u.port or 80, u.path.rstrip("/") + "/"
         self.connect_timeout, self.read_timeout, self.max_idle_s = connect_timeout, read_timeout, max_idle_s
+        self.quick_connect_s = quick_connect_s
+        self._quick_off_until = 0.0  # monotonic: no quick connect before this (the last one failed)
+        self._addr = (self.host, self.port) if _is_ip(self.host) else None  # learnt from the first connection
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
         self.opened = 0  # connections made (for tests)
@@ -52,10 +68,11 @@ class OrderConnections:
         """POST ``body`` (JSON) to ``<prefix><endpoint>``; returns (HTTP status, response bytes)."""
         return self.send(endpoint, body).answer()
 
-    def send(self, endpoint: str, body: bytes, connect: bool = True, admit=None) -> Sent | None:
+    def send(self, endpoint: str, body: bytes, connect: bool | str = True, admit=None) -> Sent | None:
         """Write the request now; ``answer()`` on the result reads the response (on any thread, once).
-        ``connect=False``: only over a kept-alive connection that is idle now, else None and nothing is sent (a
-        caller that must not wait for a TCP connect, e.g. the market-data thread posting a risk exit).
+        ``connect=False``: only over a kept-alive connection that is idle now; ``connect="quick"``: that, or a new
+        connection made within ``quick_connect_s`` (a caller that must not wait for a slow connect, e.g. the
+        market-data thread posting a risk exit). Otherwise None, and nothing is sent.
         ``admit()``, once a connection is in hand: False sends nothing and returns None (no rate token now)."""
         conn, since = self._take(connect)
         if conn is None:
@@ -71,9 +88,9 @@ class OrderConnections:
         with self._lock:
             self._idle.append((conn, time.monotonic() if since is None else since))
 
-    def _take(self, connect: bool = True) -> tuple[http.client.HTTPConnection | None, float | None]:
-        """A connection to write on and when it went idle (None: new); (None, None) when ``connect`` is False
-        and none is idle."""
+    def _take(self, connect: bool | str = True) -> tuple[http.client.HTTPConnection | None, float | None]:
+        """A connection to write on and when it went idle (None: new); (None, None) when none is idle and
+        ``connect`` is False, or "quick" and no connection could be made quickly."""
         now = time.monotonic()
         while True:
             with self._lock:
@@ -85,6 +102,8 @@ class OrderConnections:
             conn.close()
         if not connect:
             return None, None
+        if connect == "quick":
+            return self._quick_connect(now), None
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
         try:
             conn.connect()
@@ -92,8 +111,28 @@ class OrderConnections:
             conn.close()
             raise NotSent(type(exc).__name__) from None
         conn.sock.settimeout(self.read_timeout)
+        self._addr = conn.sock.getpeername()[:2]  # what quick connects use from now on
         self.opened += 1
         return conn, None
+
+    def _quick_connect(self, now: float) -> http.client.HTTPConnection | None:
+        """A new connection to the gateway's address if the connect completes within ``quick_connect_s``. Only to
+        an address known without a lookup (an IP literal in the URL, or the peer of an earlier connection): a DNS
+        lookup is not bounded by the connect timeout."""
+        addr = self._addr
+        if addr is None or now < self._quick_off_until:
+            return None
+        try:
+            sock = socket.create_connection(addr, timeout=self.quick_connect_s)
+        except OSError:  # too slow, refused, unreachable: nothing was sent; the caller posts the normal way
+            self._quick_off_until = time.monotonic() + QUICK_OFF_S
+            return None
+        sock.settimeout(self.read_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect does
+        conn = http.client.HTTPConnection(self.host, self.port)  # the Host header stays the URL's host
+        conn.sock = sock
+        self.opened += 1
+        return conn
 
 
 class Sent:
@@ -128,6 +167,14 @@ def _maybe_sent(conn: http.client.HTTPConnection):
     except BaseException:
         conn.close()
         raise
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _peer_gone(conn: http.client.HTTPConnection) -> bool:

@@ -195,11 +195,12 @@ class OrderDispatcher:
 
     def send_claimed(self, view: IntentView) -> None:
         """After ``claim_next_in`` committed: the placeorder request is written at once on THIS thread when it can
-        go without waiting (a kept-alive connection idle, a rate token free: ``start_placeorder(wait=False)``),
-        and a pool thread reads its answer and records the outcome as in the drain, then sends the rest of the
-        account's queue in order. Otherwise the pool thread POSTs it. The caller is often the market-data thread:
-        it never waits for a connect, a token or the broker's answer (one slow broker must not hold up other
-        runs' exits), and handing the request itself to another thread cost the GIL hand-over first."""
+        go without waiting (a rate token free, a kept-alive connection idle or a new one made within 3 ms:
+        ``start_placeorder(wait=False)``), and a pool thread reads its answer and records the outcome as in the
+        drain, then sends the rest of the account's queue in order. Otherwise the pool thread POSTs it. The caller
+        is often the market-data thread: it never waits for a slow connect, a token or the broker's answer (one
+        slow broker must not hold up other runs' exits), and handing the request itself to another thread cost
+        the GIL hand-over first."""
         call = None if self._stop.is_set() else self._start_post(view)
         with self._lock:
             if not self._stop.is_set():

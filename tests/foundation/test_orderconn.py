@@ -20,9 +20,9 @@ class ScriptedGateway:
     """Accepts connections; for each request, does what ``script`` says next: 'answer' (keep-alive reply),
     'answer_then_close' (reply, then close the idle connection) or 'close' (read the request, never answer)."""
 
-    def __init__(self, script: list[str]):
-        self.script, self.requests = list(script), []
-        self.srv = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, script: list[str], port: int = 0):
+        self.script, self.requests, self.hosts = list(script), [], []
+        self.srv = socket.create_server(("127.0.0.1", port))
         self.port = self.srv.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -49,6 +49,8 @@ class ScriptedGateway:
                 while len(rest) < length:
                     rest += conn.recv(65536)
                 self.requests.append(json.loads(rest[:length]))
+                self.hosts += [ln.split(b":", 1)[1].strip().decode() for ln in head.split(b"\r\n")
+                               if ln.lower().startswith(b"host:")]
                 buf = rest[length:]
                 step = self.script.pop(0)
                 if step == "close":
@@ -110,17 +112,69 @@ def test_https_gateway_when_client_built_then_orders_go_through_httpx():
 
 
 def test_start_placeorder_without_waiting_when_it_cannot_go_at_once_then_nothing_is_sent(gateway):
-    """``wait=False`` (the market-data thread posting an exit) never connects and never waits for a rate token:
-    None, nothing sent, no token spent, the kept-alive connection left for the next order."""
+    """``wait=False`` (the market-data thread posting an exit) never waits for a rate token: None, nothing sent,
+    no token spent, the kept-alive connection left for the next order. With no connection idle, one made at once
+    (a gateway on loopback) carries it."""
     g, client = gateway(["answer", "answer", "answer"])
-    assert client.start_placeorder(**ORDER, wait=False) is None and client.orders.opened == 0  # no connection yet
-    assert client.placeorder(**ORDER) == "OID1"
+    call = client.start_placeorder(**ORDER, wait=False)  # no connection yet: a quick connect
+    assert call is not None and call.result() == "OID1" and client.orders.opened == 1
     client.order_bucket.block_for(3600)  # what a 429 does: no token for an hour
     assert client.start_placeorder(**ORDER, wait=False) is None and len(g.requests) == 1  # no rate token
     client.order_bucket.blocked_until, client.order_bucket.tokens = 0.0, 1.0
     call = client.start_placeorder(**ORDER, wait=False)
-    assert call is not None and call.result() == "OID2" and client.orders.opened == 1
-    assert len(g.requests) == 2 and client.calls["placeorder"] == 2  # the refused attempts were never calls
+    assert call is not None and call.result() == "OID2" and client.orders.opened == 1  # the kept-alive one
+    assert len(g.requests) == 2 and client.calls["placeorder"] == 2  # the refused attempt was never a call
+
+
+def test_start_placeorder_without_waiting_when_the_gateway_accepts_no_connection_in_time_then_nothing_sent():
+    """A gateway that does not complete the TCP handshake within the quick connect's few ms (here: a listener
+    whose accept queue is full, so the SYN is dropped): None and nothing sent; the normal POST that follows
+    cannot connect either and says so (not sent, never 'unknown')."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    filler = socket.create_connection(srv.getsockname(), timeout=1.0)  # takes the one place in the queue
+    try:
+        client = OpenAlgoClient(f"http://127.0.0.1:{srv.getsockname()[1]}", "k" * 32, connect_timeout=0.3)
+        assert client.start_placeorder(**ORDER, wait=False) is None and client.orders.opened == 0
+        assert "placeorder" not in client.calls
+        with pytest.raises(TemporaryBrokerError, match="cannot connect"):
+            client.placeorder(**ORDER)
+    finally:
+        filler.close()
+        srv.close()
+
+
+def test_start_placeorder_without_waiting_when_the_url_names_a_host_then_no_lookup_until_a_connection_made_one():
+    """A host name would need a DNS lookup, which no connect timeout bounds: with no address known yet nothing is
+    sent without waiting; once a normal POST has connected, its peer's address serves the quick connects, and
+    the request still names the URL's host."""
+    g = ScriptedGateway(["answer_then_close", "answer"])
+    try:
+        client = OpenAlgoClient(f"http://localhost:{g.port}", "k" * 32, read_timeout=2.0, connect_timeout=1.0)
+        assert client.start_placeorder(**ORDER, wait=False) is None and g.requests == []
+        assert client.placeorder(**ORDER) == "OID1"
+        threading.Event().wait(0.05)  # the server's FIN arrives on the idle connection
+        call = client.start_placeorder(**ORDER, wait=False)  # the idle one is dead: a quick connect to its peer
+        assert call is not None and call.result() == "OID2" and client.orders.opened == 2
+        assert g.hosts == [f"localhost:{g.port}"] * 2
+    finally:
+        g.close()
+
+
+def test_start_placeorder_without_waiting_after_a_failed_quick_connect_then_none_tried_for_a_while():
+    """After a quick connect failed (here refused: no gateway listening), the next exits do not try again for
+    QUICK_OFF_S, even when the gateway is back: the market-data thread pays a slow connect at most once in that
+    time. The normal POST connects as usual."""
+    port = free_port()
+    client = OpenAlgoClient(f"http://127.0.0.1:{port}", "k" * 32, read_timeout=2.0, connect_timeout=1.0)
+    assert client.start_placeorder(**ORDER, wait=False) is None
+    g = ScriptedGateway(["answer", "answer"], port=port)
+    try:
+        assert client.start_placeorder(**ORDER, wait=False) is None and g.requests == []
+        assert client.placeorder(**ORDER) == "OID1" and len(g.requests) == 1
+    finally:
+        g.close()
 
 
 def test_start_placeorder_when_written_then_the_answer_is_read_on_another_thread(gateway):

@@ -239,15 +239,38 @@ def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_
     assert [o["action"] for o in placed_at_sim(order_sim, slow_name)] == ["BUY", "SELL"]
 
 
-def test_send_claimed_when_no_connection_is_open_then_a_pool_thread_posts_it_once(db, order_sim):
-    """The calling thread never waits for a TCP connect (nor a rate token): with no kept-alive connection yet, the
-    pool thread POSTs, exactly once, as before."""
+def test_send_claimed_when_no_connection_is_open_then_the_caller_connects_at_once_and_sends(db, order_sim):
+    """A breach long after the account's last order finds no kept-alive connection (the gateway closed it): the
+    committing thread makes one (a quick connect: the simulator is on loopback) and writes the exit itself, so
+    with the only pool thread busy on another account's slow answer the exit still reaches the simulator at once.
+    Fails on the build before the quick connect: the exit waited 0.7 s for the pool thread."""
     acct, name = sim_account(db, order_sim)
-    with _hand_off_only(db) as (ctx, d):
+    slow, slow_name = sim_account(db, order_sim, prefix="slow")
+    order_sim.fault("latency", endpoints=["placeorder"], account=slow_name, ms=700)
+    with _hand_off_only(db, max_workers=1) as (ctx, d):
+        slow_view = _exit_like_intents(db, d, slow)
+        d.send_claimed(slow_view)  # the one pool thread waits 0.7 s for this answer, then as long for the next
         view = _exit_like_intents(db, d, acct)
         assert ctx.client(acct).orders.opened == 0
         d.send_claimed(view)
+        assert wait_for(lambda: len(placed_at_sim(order_sim, name)) == 1, 0.5)  # the BUY, before 0.7 s
+        assert ctx.client(acct).orders.opened == 1
+        ids = (view.id, view.id - 1, slow_view.id, slow_view.id - 1)
+        ok = wait_for(lambda: all(intent(db, i).status == "placed" for i in ids), 10)
+        assert ok, [(i, intent(db, i).status, intent(db, i).status_reason) for i in ids]
+    assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
+
+
+def test_send_claimed_when_no_connection_can_be_made_quickly_then_a_pool_thread_posts_it_once(db, order_sim):
+    """The calling thread never waits for a slow TCP connect (nor a rate token): when the quick connect cannot
+    complete in time (here its bound is 0: never), the pool thread connects and POSTs, exactly once."""
+    acct, name = sim_account(db, order_sim)
+    with _hand_off_only(db) as (ctx, d):
+        view = _exit_like_intents(db, d, acct)
+        ctx.client(acct).orders.quick_connect_s = 0.0
+        d.send_claimed(view)
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
+        assert ctx.client(acct).orders.opened == 1  # the pool thread's connection, used for both
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
 
 

@@ -13,8 +13,10 @@ closed it (the socket is not readable), so a server's idle timeout does not turn
 
 A caller that must not wait (the market-data thread writing a risk exit) asks for a *quick* connection: an idle
 one, or a new one only if the connect completes within ``quick_connect_s`` (a gateway on this machine or the LAN
-answers a SYN in well under a millisecond). One that does not (a slow or unreachable host) costs that wait once,
-then quick connects are off for ``QUICK_OFF_S``; nothing is sent either way, and the caller posts the normal way.
+answers a SYN in well under a millisecond). Quick connects are tried only where the gateway is known to answer
+that fast: a loopback or private IP address in the URL, or a normal connect that took under half the bound. One
+that fails (slow, refused, unreachable) sends nothing, the caller posts the normal way, and there are no more
+quick connects until a normal connect is fast again: a remote gateway never costs an exit the wait twice.
 Why: the gateway closes idle keep-alive connections (gunicorn's default keep-alive is 2 s), so a breach minutes
 after the account's last order found no idle connection and its exit went to a pool thread to connect and POST
 (about 1 ms later at the median, bench/README.md).
@@ -32,7 +34,6 @@ from urllib.parse import urlsplit
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "AlgoMirror"}
 QUICK_CONNECT_S = 0.003  # the longest a quick connect may take (see the module docstring)
-QUICK_OFF_S = 5.0  # after a quick connect that failed: none for this long
 
 
 class NotSent(Exception):
@@ -52,8 +53,10 @@ class OrderConnections:
         self.host, self.port, self.prefix = u.hostname, u.port or 80, u.path.rstrip("/") + "/"
         self.connect_timeout, self.read_timeout, self.max_idle_s = connect_timeout, read_timeout, max_idle_s
         self.quick_connect_s = quick_connect_s
-        self._quick_off_until = 0.0  # monotonic: no quick connect before this (the last one failed)
-        self._addr = (self.host, self.port) if _is_ip(self.host) else None  # learnt from the first connection
+        # where quick connects go (an IP literal, else learnt from a connection: no DNS lookup on the caller's
+        # thread) and whether they are worth trying (see the module docstring)
+        self._addr = (self.host, self.port) if _ip(self.host) else None
+        self._quick = self._addr is not None and (_ip(self.host).is_loopback or _ip(self.host).is_private)
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
         self.opened = 0  # connections made (for tests)
@@ -103,29 +106,31 @@ class OrderConnections:
         if not connect:
             return None, None
         if connect == "quick":
-            return self._quick_connect(now), None
+            return self._quick_connect(), None
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        t0 = time.perf_counter()
         try:
             conn.connect()
         except OSError as exc:  # refused, unreachable, DNS, connect timeout: nothing was sent
             conn.close()
             raise NotSent(type(exc).__name__) from None
+        took = time.perf_counter() - t0  # with a DNS lookup, if the host is a name: then it is slower, not faster
         conn.sock.settimeout(self.read_timeout)
-        self._addr = conn.sock.getpeername()[:2]  # what quick connects use from now on
+        self._addr, self._quick = conn.sock.getpeername()[:2], took < self.quick_connect_s / 2
         self.opened += 1
         return conn, None
 
-    def _quick_connect(self, now: float) -> http.client.HTTPConnection | None:
+    def _quick_connect(self) -> http.client.HTTPConnection | None:
         """A new connection to the gateway's address if the connect completes within ``quick_connect_s``. Only to
         an address known without a lookup (an IP literal in the URL, or the peer of an earlier connection): a DNS
         lookup is not bounded by the connect timeout."""
         addr = self._addr
-        if addr is None or now < self._quick_off_until:
+        if addr is None or not self._quick:
             return None
         try:
             sock = socket.create_connection(addr, timeout=self.quick_connect_s)
         except OSError:  # too slow, refused, unreachable: nothing was sent; the caller posts the normal way
-            self._quick_off_until = time.monotonic() + QUICK_OFF_S
+            self._quick = False
             return None
         sock.settimeout(self.read_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect does
@@ -169,12 +174,11 @@ def _maybe_sent(conn: http.client.HTTPConnection):
         raise
 
 
-def _is_ip(host: str) -> bool:
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _peer_gone(conn: http.client.HTTPConnection) -> bool:

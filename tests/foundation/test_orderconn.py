@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from broker.client import OpenAlgoClient
+from broker.orderconn import OrderConnections
 from broker.errors import OrderOutcomeUnknown, TemporaryBrokerError
 from simulator.testing import free_port
 
@@ -116,6 +117,7 @@ def test_start_placeorder_without_waiting_when_it_cannot_go_at_once_then_nothing
     no token spent, the kept-alive connection left for the next order. With no connection idle, one made at once
     (a gateway on loopback) carries it."""
     g, client = gateway(["answer", "answer", "answer"])
+    client.orders.quick_connect_s = 1.0  # the bound is not what this test is about (a loaded CI machine)
     call = client.start_placeorder(**ORDER, wait=False)  # no connection yet: a quick connect
     assert call is not None and call.result() == "OID1" and client.orders.opened == 1
     client.order_bucket.block_for(3600)  # what a 429 does: no token for an hour
@@ -152,6 +154,7 @@ def test_start_placeorder_without_waiting_when_the_url_names_a_host_then_no_look
     g = ScriptedGateway(["answer_then_close", "answer"])
     try:
         client = OpenAlgoClient(f"http://localhost:{g.port}", "k" * 32, read_timeout=2.0, connect_timeout=1.0)
+        client.orders.quick_connect_s = 1.0  # a normal connect under half of it turns quick connects on
         assert client.start_placeorder(**ORDER, wait=False) is None and g.requests == []
         assert client.placeorder(**ORDER) == "OID1"
         threading.Event().wait(0.05)  # the server's FIN arrives on the idle connection
@@ -162,19 +165,40 @@ def test_start_placeorder_without_waiting_when_the_url_names_a_host_then_no_look
         g.close()
 
 
-def test_start_placeorder_without_waiting_after_a_failed_quick_connect_then_none_tried_for_a_while():
-    """After a quick connect failed (here refused: no gateway listening), the next exits do not try again for
-    QUICK_OFF_S, even when the gateway is back: the market-data thread pays a slow connect at most once in that
-    time. The normal POST connects as usual."""
+def test_start_placeorder_without_waiting_after_a_failed_quick_connect_then_none_until_a_normal_one_is_fast():
+    """After a quick connect failed (here refused: no gateway listening), the next exits do not try again, even
+    when the gateway is back: a slow or remote gateway costs the market-data thread the wait once. A normal POST
+    that connects fast turns them back on."""
     port = free_port()
     client = OpenAlgoClient(f"http://127.0.0.1:{port}", "k" * 32, read_timeout=2.0, connect_timeout=1.0)
+    client.orders.quick_connect_s = 1.0  # the bound is not what this test is about (a loaded CI machine)
     assert client.start_placeorder(**ORDER, wait=False) is None
-    g = ScriptedGateway(["answer", "answer"], port=port)
+    g = ScriptedGateway(["answer_then_close", "answer"], port=port)
     try:
         assert client.start_placeorder(**ORDER, wait=False) is None and g.requests == []
         assert client.placeorder(**ORDER) == "OID1" and len(g.requests) == 1
+        threading.Event().wait(0.05)  # the server's FIN arrives on the idle connection
+        call = client.start_placeorder(**ORDER, wait=False)
+        assert call is not None and call.result() == "OID2" and client.orders.opened == 2
     finally:
         g.close()
+
+
+def test_start_placeorder_without_waiting_when_the_url_is_a_public_address_then_no_quick_connect_before_a_fast_one(
+        monkeypatch):
+    """A gateway at a public address may be far away: no quick connect is tried on the caller's thread until a
+    normal connect has shown it answers fast. A loopback or private address is tried at once. (The socket
+    library's connect is recorded, not made: nothing leaves this machine.)"""
+    tried = []
+
+    def record(addr, timeout=None, *a, **k):
+        tried.append(addr)
+        raise ConnectionRefusedError("recorded, not connected")
+    monkeypatch.setattr(socket, "create_connection", record)
+    for host in ("8.8.8.8", "127.0.0.1", "192.168.1.20", "[::1]"):
+        orders = OrderConnections(f"http://{host}:5000/api/v1/", connect_timeout=1.0, read_timeout=1.0)
+        assert orders.send("placeorder", b"{}", connect="quick") is None and orders.opened == 0
+    assert tried == [("127.0.0.1", 5000), ("192.168.1.20", 5000), ("::1", 5000)]
 
 
 def test_start_placeorder_when_written_then_the_answer_is_read_on_another_thread(gateway):

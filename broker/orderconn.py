@@ -55,8 +55,9 @@ class OrderConnections:
         self.quick_connect_s = quick_connect_s
         # where quick connects go (an IP literal, else learnt from a connection: no DNS lookup on the caller's
         # thread) and whether they are worth trying (see the module docstring)
-        self._addr = (self.host, self.port) if _ip(self.host) else None
-        self._quick = self._addr is not None and (_ip(self.host).is_loopback or _ip(self.host).is_private)
+        ip = _ip(self.host)
+        self._addr = (self.host, self.port) if ip is not None else None
+        self._quick = ip is not None and (ip.is_loopback or ip.is_private)
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
         self.opened = 0  # connections made (for tests)
@@ -107,34 +108,37 @@ class OrderConnections:
             return None, None
         if connect == "quick":
             return self._quick_connect(), None
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
         t0 = time.perf_counter()
         try:
-            conn.connect()
+            conn = self._open((self.host, self.port), self.connect_timeout)
         except OSError as exc:  # refused, unreachable, DNS, connect timeout: nothing was sent
-            conn.close()
             raise NotSent(type(exc).__name__) from None
-        took = time.perf_counter() - t0  # with a DNS lookup, if the host is a name: then it is slower, not faster
-        conn.sock.settimeout(self.read_timeout)
-        self._addr, self._quick = conn.sock.getpeername()[:2], took < self.quick_connect_s / 2
-        self.opened += 1
+        # a normal connect this fast (a DNS lookup included, for a host name) says quick connects will work
+        self._addr, self._quick = conn.sock.getpeername()[:2], time.perf_counter() - t0 < self.quick_connect_s / 2
         return conn, None
 
     def _quick_connect(self) -> http.client.HTTPConnection | None:
         """A new connection to the gateway's address if the connect completes within ``quick_connect_s``. Only to
         an address known without a lookup (an IP literal in the URL, or the peer of an earlier connection): a DNS
         lookup is not bounded by the connect timeout."""
-        addr = self._addr
-        if addr is None or not self._quick:
+        if self._addr is None or not self._quick:
             return None
         try:
-            sock = socket.create_connection(addr, timeout=self.quick_connect_s)
+            return self._open(self._addr, self.quick_connect_s)
         except OSError:  # too slow, refused, unreachable: nothing was sent; the caller posts the normal way
             self._quick = False
             return None
-        sock.settimeout(self.read_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect does
-        conn = http.client.HTTPConnection(self.host, self.port)  # the Host header stays the URL's host
+
+    def _open(self, addr: tuple, timeout: float) -> http.client.HTTPConnection:
+        """A connection to ``addr`` made within ``timeout``, ready for requests; the Host header stays the URL's."""
+        sock = socket.create_connection(addr, timeout=timeout)
+        try:
+            sock.settimeout(self.read_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect does
+        except OSError:
+            sock.close()
+            raise
+        conn = http.client.HTTPConnection(self.host, self.port)
         conn.sock = sock
         self.opened += 1
         return conn

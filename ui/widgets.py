@@ -44,9 +44,6 @@ def watchlist_metrics(prices: pd.DataFrame) -> None:
                        delta_arrow="off")
 
 
-PNL_TILES = "pnl_tiles"
-
-
 def pnl_metrics(latest: pd.DataFrame) -> None:
     """Total and per-account P&L tiles from the latest per-account snapshot."""
     if latest.empty:
@@ -60,12 +57,11 @@ def pnl_metrics(latest: pd.DataFrame) -> None:
     # 1400 px screen, and five fitted only with a smaller font from a style-only st.html, which a rerun redraws
     # after the tiles (a clipped figure for a moment, caught by the browser test in CI)
     per_row = 4
-    with st.container(key=PNL_TILES):
-        for start in range(0, len(tiles), per_row):  # every account gets a tile
-            cols = st.columns(per_row)
-            for col, (label, value, detail) in zip(cols, tiles[start:start + per_row], strict=False):
-                # the detail is a breakdown, not a change: no arrow (Streamlit would draw an up arrow on "U -₹50")
-                col.metric(label, value, detail, delta_color="off", delta_arrow="off")
+    for start in range(0, len(tiles), per_row):  # every account gets a tile
+        cols = st.columns(per_row)
+        for col, (label, value, detail) in zip(cols, tiles[start:start + per_row], strict=False):
+            # the detail is a breakdown, not a change: no arrow (Streamlit would draw an up arrow on "U -₹50")
+            col.metric(label, value, detail, delta_color="off", delta_arrow="off")
 
 
 def account_picker(names: dict[int, str], key: str, label: str = "Account", all_label: str = "All accounts",

@@ -79,6 +79,7 @@ def choose(page, label: str, option: str):
     # marked data-stale, and both carry the label (a strict-mode failure of the click, seen in CI under load).
     live = page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
     widget = live.get_by_label(label, exact=True)
+    container = live.filter(has=page.get_by_label(label, exact=True)).first
     for _attempt in range(4):  # a rerun in flight can redraw the widget and close its list: open it again
         settle(page)
         try:
@@ -89,7 +90,7 @@ def choose(page, label: str, option: str):
             settle(page)
             # a click on the option can land while a rerun redraws the widget and be lost without an error
             # (a multiselect left empty in CI, so the Execute panel never appeared): check the widget shows it
-            if shows(live.filter(has=page.get_by_label(label, exact=True)).first, label, option):
+            if shows(container, label, option):
                 return
         except PlaywrightError:  # a timeout, or the old and the new widget both still live mid-redraw
             page.keyboard.press("Escape")

@@ -50,8 +50,8 @@ WATCHLIST = [("NIFTY", "NSE_INDEX"), ("BANKNIFTY", "NSE_INDEX"), ("SENSEX", "BSE
 # ---- the reflex client (child process) -------------------------------------------------------------------------
 def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str]]) -> int:
     """stdin commands: ``hold ID SYMBOL EXCHANGE ENTRY QTY MAX_LOSS`` / ``drop ID`` / ``quit``.
-    stdout: ``ready``, ``seen ID`` (first evaluation of a held position on a tick), ``sent ID HTTP-STATUS MS``
-    (MS: time.time() in ms when ws.recv returned the breaching frame)."""
+    stdout: ``ready``, ``seen ID`` (first evaluation of a held position on a tick), ``sent ID HTTP-STATUS MS WMS``
+    (MS: time.time() in ms when ws.recv returned the breaching frame, WMS: when the request was written)."""
     import websocket
 
     def connect():
@@ -123,9 +123,10 @@ def reflex_child(ws_url: str, rest_url: str, apikey: str, symbols: list[list[str
                                    "exchange": msg["exchange"], "action": "SELL", "quantity": 1,
                                    "pricetype": "MARKET", "product": "MIS"})
                 conn.request("POST", "/api/v1/placeorder", body, headers)
+                written_at = time.time()
                 resp = conn.getresponse()
                 resp.read()
-                say(f"sent {pid} {resp.status} {seen_at * 1000.0:.3f}")
+                say(f"sent {pid} {resp.status} {seen_at * 1000.0:.3f} {written_at * 1000.0:.3f}")
 
     threading.Thread(target=feed, name="reflex-feed", daemon=True).start()
     say("ready")
@@ -162,6 +163,7 @@ class Reflex:
         self.lat: list[float] = []
         self.lat_post: list[float] = []
         self.lat_frame: list[float] = []  # sim tick -> the breaching frame returned by ws.recv
+        self.lat_wire: list[float] = []  # the request written -> the simulator's received_at
         self.target_frames: list[float] = []
 
     def _read(self) -> None:
@@ -195,7 +197,7 @@ class Reflex:
         time.sleep(0.1 + random.Random(10_000 + i).random())
         t_post = time.time()
         t0 = self.sim.price_change(*TARGET, round(entry * 0.9, 1))["applied_at_ms"]
-        seen_at = float(self.expect(f"sent {pid}", 10).split()[3])
+        seen_at, written_at = map(float, self.expect(f"sent {pid}", 10).split()[3:5])
         got = [o for o in self.sim.orders() if o.get("account") == self.name and o.get("symbol") == TARGET[0]
                and o.get("action") == "SELL" and o.get("received_at_ms", 0) >= t_post * 1000.0]
         if not got:
@@ -203,6 +205,7 @@ class Reflex:
         t1 = min(o["received_at_ms"] for o in got)
         self.lat.append(t1 - t0)
         self.lat_frame.append(seen_at - t0)
+        self.lat_wire.append(t1 - written_at)
         self.lat_post.append(t1 - t_post * 1000.0)
         self.sim.set_price(*TARGET, entry)
         time.sleep(0.05)
@@ -257,11 +260,14 @@ def trace_report(path: Path, t0s: list[float], lat: list[float]) -> dict:
     tail = "post -> sim received_at (HTTP request, sim parse + validation)"
     steps[tail] = [t0 * 1000 + ms - (r["wall"] * 1000 + r["stamps"]["post"]) for t0, ms, r in matched
                    if "post" in r["stamps"]]
+    wire = "written -> sim received_at (loopback, sim read + parse + validation)"
+    steps[wire] = [t0 * 1000 + ms - (r["wall"] * 1000 + r["stamps"]["written"]) for t0, ms, r in matched
+                   if "written" in r["stamps"]]
     rank = {f"{x} -> {y}": TRACE_ORDER.index(y) for x in TRACE_ORDER for y in TRACE_ORDER}
     print(f"where the service's time goes ({len(matched)} of {len(lat)} trials traced; ms per step, "
           "median / p90 / max):")
     out = {}
-    for k in sorted(steps, key=lambda k: -1 if k == first_step else 99 if k == tail else rank[k]):
+    for k in sorted(steps, key=lambda k: -1 if k == first_step else 99 if k == tail else 100 if k == wire else rank[k]):
         q = four(steps[k])
         out[k] = q
         print(f"  {k:<66} {q['median']:7.3f} / {q['p90']:7.3f} / {q['max']:7.3f}  (n={q['n']})")
@@ -338,6 +344,7 @@ def main() -> int:
     print(line("limit   (reflex client: frame -> decide -> POST)", reflex.lat))
     print(line("  limit from before the bench's control POST", reflex.lat_post))
     print(line("  limit: sim tick -> frame returned by its recv", reflex.lat_frame))
+    print(line("  limit: request written -> sim received_at", reflex.lat_wire))
     res.update({f"limit_{k}": v for k, v in lim.items() if k != "n"})
     if not a.limit_only:
         svc = four(b.lat)

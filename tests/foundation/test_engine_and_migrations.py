@@ -1,4 +1,5 @@
 import os
+import sqlite3
 import threading
 
 import pytest
@@ -194,3 +195,68 @@ def test_own_checkpoints_when_the_service_takes_them_over_then_commits_stop_chec
     assert after == before  # taken over: the commit left the pages in the WAL
     busy, frames, done = db.checkpoint()
     assert busy == 0 and frames > 1000 and done == frames and db.path.stat().st_size > after
+
+
+def _driver(s):
+    return s.connection().connection.driver_connection
+
+
+def test_writes_of_a_store_run_on_one_connection_while_reads_hold_others(tmp_path):
+    # SQLite drops a connection's page cache when another connection wrote since its last transaction: writes
+    # taking the pool's connections in turn found every cache stale (a risk exit re-read each page it touched)
+    st = Store(tmp_path / "x.db")
+    with st.write() as s:
+        s.execute(text("CREATE TABLE t(a)"))
+        first = _driver(s)
+    with st.read() as r:  # a reader holds a connection meanwhile (the pool would hand the next write another)
+        r.execute(text("SELECT * FROM t")).all()
+        with st.write() as s:
+            s.execute(text("INSERT INTO t VALUES (1)"))
+            assert _driver(s) is first
+            assert _driver(r) is not first
+    with st.read() as r:
+        assert r.execute(text("SELECT a FROM t")).scalars().all() == [1]
+
+
+def test_a_failed_write_rolls_back_and_the_next_write_starts_on_a_fresh_connection(tmp_path):
+    st = Store(tmp_path / "x.db")
+    with st.write() as s:
+        s.execute(text("CREATE TABLE t(a)"))
+        first = _driver(s)
+    with pytest.raises(ZeroDivisionError), st.write() as s:
+        s.execute(text("INSERT INTO t VALUES (1)"))
+        _ = 1 / 0
+    with st.write() as s:
+        assert _driver(s) is not first
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):  # the failed one is not reused
+            first.execute("SELECT 1")
+        s.execute(text("INSERT INTO t VALUES (2)"))
+    with st.read() as r:
+        assert r.execute(text("SELECT a FROM t")).scalars().all() == [2]
+
+
+def test_a_write_inside_a_write_on_the_same_thread_does_not_share_its_connection(tmp_path):
+    st = Store(tmp_path / "x.db")
+    with st.write() as s:
+        s.execute(text("CREATE TABLE t(a)"))
+    with st.write() as outer:
+        outer.execute(text("INSERT INTO t VALUES (1)"))
+        # the inner one is on a pool connection: it waits for the outer's lock (a bounded wait) instead of
+        # joining and committing the outer's transaction
+        with pytest.raises(Exception, match="locked"), st.write(wait_s=0.2) as inner:
+            inner.execute(text("INSERT INTO t VALUES (2)"))
+    with st.read() as r:
+        assert r.execute(text("SELECT a FROM t")).scalars().all() == [1]
+
+
+def test_own_checkpoints_reaches_the_write_connection_made_before_it(tmp_path):
+    from db.models import ServiceLog
+    db = Database(tmp_path / "svc.db")
+    with db.write() as s:  # the writer connection exists from here on
+        s.add(ServiceLog(component="t", level="INFO", message="first"))
+    db.own_checkpoints()
+    before = db.path.stat().st_size
+    with db.write() as s:
+        assert s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        s.add_all(ServiceLog(component="t", level="INFO", message="x" * 500) for _ in range(8000))
+    assert db.path.stat().st_size == before  # that commit left its pages in the WAL

@@ -65,7 +65,10 @@ def make_engine(path: str | Path, busy_timeout_ms: int = 5000, max_pages: int = 
     state = write_state(path)
     engine = create_engine(
         f"sqlite:///{path}",
-        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000, "isolation_level": None},
+        # cached_statements: sqlite3 keeps 128 prepared statements per connection by default; the one connection
+        # every write runs on (Store.write) sees all of this process's write SQL, the flushes' and the poller's too
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000, "isolation_level": None,
+                      "cached_statements": 512},
         pool_size=8,
         max_overflow=8,
     )

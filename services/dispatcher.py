@@ -151,8 +151,7 @@ class OrderDispatcher:
             raise
         if written is None:
             return None
-        for view in claimed:
-            self.send_claimed(view)
+        self.send_claimed(claimed)
         if len(claimed) < len(written.accounts):
             self.wake()
         return written.value
@@ -193,15 +192,28 @@ class OrderDispatcher:
                 self._inflight.discard(view.id)
         self._wake.set()
 
-    def send_claimed(self, view: IntentView) -> None:
-        """After ``claim_next_in`` committed: the placeorder request is written at once on THIS thread when it can
+    def send_claimed(self, views: list[IntentView]) -> None:
+        """After ``claim_next_in`` committed: each placeorder request is written at once on THIS thread when it can
         go without waiting (a rate token free, a kept-alive connection idle or a new one made within 3 ms:
         ``start_placeorder(wait=False)``), and a pool thread reads its answer and records the outcome as in the
         drain, then sends the rest of the account's queue in order. Otherwise the pool thread POSTs it. The caller
         is often the market-data thread: it never waits for a slow connect, a token or the broker's answer (one
         slow broker must not hold up other runs' exits), and handing the request itself to another thread cost
-        the GIL hand-over first."""
-        call = None if self._stop.is_set() else self._start_post(view)
+        the GIL hand-over first.
+
+        Once the requests are written this thread yields its CPU once (``sched_yield``): a gateway on this machine
+        was just woken by them, and Linux often queues the woken task on the waker's CPU expecting the waker to
+        block, as a client waiting for its answer does; this thread goes on working instead (its log line, the
+        next ticks) and the gateway's read of the exit waited behind it (written -> received 0.36-0.51 ms at the
+        median here, against 0.21-0.30 for a client that blocks). With nobody queued the yield returns at once.
+        The pool hand-offs come after it, so their wake-ups do not land in front of the gateway either."""
+        calls = [(view, None if self._stop.is_set() else self._start_post(view)) for view in views]
+        if any(call is not None for _, call in calls):
+            os.sched_yield()
+        for view, call in calls:
+            self._hand_off(view, call)
+
+    def _hand_off(self, view: IntentView, call) -> None:
         with self._lock:
             if not self._stop.is_set():
                 self._busy[view.account_id] = self._pool.submit(self._drain_account, view.account_id, None, view,

@@ -210,7 +210,7 @@ def test_claim_next_in_when_exits_written_then_buy_claimed_in_that_transaction_a
         row = intent(db, view.id)
         assert row.status == "sent" and [e[1] for e in events(db, view.id)] == ["claimed", "sent"]
         assert acct in d.busy_accounts() and view.id in d.inflight_ids()  # reconciler and loop keep off
-        d.send_claimed(view)
+        d.send_claimed([view])
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
         assert wait_for(lambda: acct not in d.busy_accounts() and not d.inflight_ids(), 5)
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
@@ -226,10 +226,10 @@ def test_send_claimed_when_a_connection_is_kept_alive_then_the_exit_goes_out_on_
     with _hand_off_only(db, max_workers=1) as (ctx, d):
         ctx.client(acct).placeorder(strategy="warm", symbol="SBIN", exchange="NSE", action="SELL", quantity=1)
         slow_view = _exit_like_intents(db, d, slow)
-        d.send_claimed(slow_view)  # the one pool thread waits 0.7 s for this answer, then as long for the next
+        d.send_claimed([slow_view])  # the one pool thread waits 0.7 s for this answer, then as long for the next
         view = _exit_like_intents(db, d, acct)
         t0 = time.monotonic()
-        d.send_claimed(view)
+        d.send_claimed([view])
         assert wait_for(lambda: len(placed_at_sim(order_sim, name)) == 2, 0.5)  # the warm-up and the exit's BUY
         assert time.monotonic() - t0 < 0.5 and intent(db, view.id).status == "sent"  # its answer is not read yet
         ids = (view.id, view.id - 1, slow_view.id, slow_view.id - 1)
@@ -249,11 +249,11 @@ def test_send_claimed_when_no_connection_is_open_then_the_caller_connects_at_onc
     order_sim.fault("latency", endpoints=["placeorder"], account=slow_name, ms=700)
     with _hand_off_only(db, max_workers=1) as (ctx, d):
         slow_view = _exit_like_intents(db, d, slow)
-        d.send_claimed(slow_view)  # the one pool thread waits 0.7 s for this answer, then as long for the next
+        d.send_claimed([slow_view])  # the one pool thread waits 0.7 s for this answer, then as long for the next
         view = _exit_like_intents(db, d, acct)
         assert ctx.client(acct).orders.opened == 0
         ctx.client(acct).orders.quick_connect_s = 1.0  # the 3 ms bound is not what this is about (loaded CI)
-        d.send_claimed(view)
+        d.send_claimed([view])
         assert wait_for(lambda: len(placed_at_sim(order_sim, name)) == 1, 0.5)  # the BUY, before 0.7 s
         assert ctx.client(acct).orders.opened == 1
         ids = (view.id, view.id - 1, slow_view.id, slow_view.id - 1)
@@ -269,7 +269,7 @@ def test_send_claimed_when_no_connection_can_be_made_quickly_then_a_pool_thread_
     with _hand_off_only(db) as (ctx, d):
         view = _exit_like_intents(db, d, acct)
         ctx.client(acct).orders.quick_connect_s = 0.0
-        d.send_claimed(view)
+        d.send_claimed([view])
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
         assert ctx.client(acct).orders.opened == 1  # the pool thread's connection, used for both
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
@@ -282,7 +282,7 @@ def test_wait_idle_when_a_claimed_exit_is_being_posted_then_waits_for_its_outcom
     order_sim.fault("latency", endpoints=["placeorder"], account=name, ms=400)
     with _hand_off_only(db) as (ctx, d):
         view = _exit_like_intents(db, d, acct)
-        d.send_claimed(view)
+        d.send_claimed([view])
         t0 = time.monotonic()
         assert d.wait_idle([acct], 0.05) is False and time.monotonic() - t0 < 0.3  # bounded: the POST is slow
         assert d.wait_idle([other], 0.05) is True  # an account with nothing in flight does not wait at all
@@ -425,7 +425,7 @@ def test_claim_next_in_when_a_poison_row_sorts_first_then_denied_in_that_transac
         view = _exit_like_intents(db, d, acct)
         assert view is not None and view.action == "BUY" and intent(db, view.id).status == "sent"
         assert intent(db, poison).status == "denied"
-        d.send_claimed(view)
+        d.send_claimed([view])
         assert wait_for(lambda: all(intent(db, i).status == "placed" for i in (view.id, view.id - 1)), 10)
     assert [o["action"] for o in placed_at_sim(order_sim, name)] == ["BUY", "SELL"]
     assert len(_log_rows(db, f"intent {poison} denied: unreadable intent row")) == 1

@@ -193,38 +193,49 @@ class WriterLock:
     still alternate with each other first-come as before; urgent ones are rare and short, so nothing starves."""
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        # One mutex, a condition per kind of waiter: a release wakes ONE waiter, an urgent one if any waits. With one
+        # condition and notify_all, every release woke every waiter (ten dispatch threads writing at once: nine
+        # woke, took the GIL, found the lock taken and slept again, per transaction).
+        mutex = threading.Lock()
+        self._urgent_cv, self._background_cv = threading.Condition(mutex), threading.Condition(mutex)
         self._owner: int | None = None
         self._depth = 0
         self._urgent = 0  # urgent writers waiting
 
     def acquire(self, timeout: float, urgent: bool = False) -> bool:
         me = threading.get_ident()
-        with self._cond:
+        with self._urgent_cv:
             if self._owner == me:
                 self._depth += 1
                 return True
             if urgent:
                 self._urgent += 1
+            cv = self._urgent_cv if urgent else self._background_cv
+            got = False
             try:  # wait_for tests the predicate before it waits: a free lock is taken at once
-                if not self._cond.wait_for(lambda: self._owner is None and (urgent or not self._urgent), timeout):
-                    return False
-                self._owner, self._depth = me, 1
-                return True
+                got = cv.wait_for(lambda: self._owner is None and (urgent or not self._urgent), timeout)
+                if got:
+                    self._owner, self._depth = me, 1
+                return got
             finally:
                 if urgent:
                     self._urgent -= 1
-                    if not self._urgent and self._owner is None:
-                        self._cond.notify_all()  # an urgent waiter gave up: the background ones may go
+                if not got:  # gave up, maybe after a release chose it: pass that wake-up on
+                    self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Under the mutex: wake the waiter next in line if the lock is free (an urgent one first)."""
+        if self._owner is None:
+            (self._urgent_cv if self._urgent else self._background_cv).notify()
 
     def release(self) -> None:
-        with self._cond:
+        with self._urgent_cv:
             if self._owner != threading.get_ident():
                 raise RuntimeError("the writer lock is released by a thread that does not hold it")
             self._depth -= 1
             if not self._depth:
                 self._owner = None
-                self._cond.notify_all()
+                self._wake_next()
 
 
 class WriteState:

@@ -138,10 +138,25 @@ class OrderConnections:
         except OSError:
             sock.close()
             raise
-        conn = http.client.HTTPConnection(self.host, self.port)
+        conn = OneWriteConnection(self.host, self.port)
         conn.sock = sock
         self.opened += 1
         return conn
+
+
+class OneWriteConnection(http.client.HTTPConnection):
+    """``http.client`` writes a request's headers and its body with two ``send`` calls: with TCP_NODELAY two
+    segments, so the gateway woke for the headers and again for the body before it could read the order. Here a
+    bytes body goes out in the same write as the headers; anything else (no body, a file, chunks) as before."""
+
+    def _send_output(self, message_body=None, encode_chunked=False):
+        if not isinstance(message_body, bytes) or encode_chunked:
+            return super()._send_output(message_body, encode_chunked)
+        self._buffer.extend((b"", b""))
+        msg = b"\r\n".join(self._buffer)
+        del self._buffer[:]
+        self.send(msg + message_body)
+        return None
 
 
 class Sent:

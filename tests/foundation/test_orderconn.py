@@ -86,6 +86,35 @@ def test_placeorder_when_connections_kept_alive_then_one_connection_serves_sever
     assert g.requests[0]["apikey"] == "k" * 32 and g.requests[0]["symbol"] == "SBIN"
 
 
+class CountingSocket:
+    """A connection's socket, with every write it is given kept."""
+
+    def __init__(self, sock, writes: list):
+        self._sock, self._writes = sock, writes
+
+    def sendall(self, data):
+        self._writes.append(bytes(data))
+        return self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_placeorder_when_written_then_headers_and_body_leave_in_one_write(gateway):
+    """With TCP_NODELAY each write is a segment: headers and body written apart woke the gateway twice before it
+    could read the order (http.client's own request())."""
+    g, client = gateway(["answer", "answer"])
+    assert client.placeorder(**ORDER) == "OID1"
+    conn = client.orders._idle[0][0]
+    writes = []
+    conn.sock = CountingSocket(conn.sock, writes)
+    assert client.placeorder(**ORDER) == "OID2"
+    assert len(writes) == 1, writes
+    head, _, body = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /api/v1/placeorder HTTP/1.1") and json.loads(body) == g.requests[1]
+    assert g.requests[1]["symbol"] == "SBIN" and client.orders.opened == 1
+
+
 def test_placeorder_when_server_closed_the_idle_connection_then_reconnects_and_places_once(gateway):
     g, client = gateway(["answer_then_close", "answer"])
     assert client.placeorder(**ORDER) == "OID1"

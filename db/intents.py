@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from db.commands import ACTIONS, EXCHANGES, PRICETYPES, PRODUCTS
-from db.models import OrderIntent, utcnow
+from db.models import QUEUED_WHERE, OrderIntent, utcnow
 from db.order_fsm import OPEN, RECONCILER_OWNED, Status, apply, values
 from db.rawsql import raw_cursor, sql_ts, update_rows
 
@@ -67,8 +67,8 @@ VIEW_FIELDS = tuple(IntentView.__dataclass_fields__)
 _DATETIME_VIEW_FIELDS = ("created_at", "sent_at")
 INSERT_EVENT_SQL = ("INSERT INTO order_events (intent_id, from_status, to_status, source, reason, payload, ts_utc) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)")
-NEXT_QUEUED_SQL = (f"SELECT {', '.join(VIEW_FIELDS)} FROM order_intents WHERE account_id = ? "
-                   f"AND status = '{Status.QUEUED.value}' "
+# The same condition as the queue index's (db.models QUEUE_INDEX), which serves it in this order
+NEXT_QUEUED_SQL = (f"SELECT {', '.join(VIEW_FIELDS)} FROM order_intents WHERE account_id = ? AND {QUEUED_WHERE} "
                    "ORDER BY priority, created_at, id LIMIT 1")
 
 

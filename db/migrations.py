@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import (LIVE_EXIT_WHERE, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
+from db.models import (LIVE_EXIT_WHERE, QUEUE_INDEX, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
                        OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, SquareOff, StrategySchedule,
                        TimedFire, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
@@ -188,10 +188,16 @@ def _v15_timed_strategies(conn: Connection) -> None:
     TimedFire.__table__.create(conn, checkfirst=True)
 
 
+def _v16_queue_index(conn: Connection) -> None:
+    """The per-account queue index (db.models QUEUE_INDEX): claiming an account's next order no longer reads every
+    intent the account ever had."""
+    next(i for i in OrderIntent.__table__.indexes if i.name == QUEUE_INDEX).create(conn, checkfirst=True)
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
               _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies,
-              _v13_time_protection, _v14_positions_day, _v15_timed_strategies]
+              _v13_time_protection, _v14_positions_day, _v15_timed_strategies, _v16_queue_index]
 LATEST = len(MIGRATIONS)
 
 

@@ -181,6 +181,11 @@ class Execution(Base):
 
 # The WHERE of the one-exit-per-leg index, from the FSM (sql_in keeps enum order, so the SQL text is stable).
 LIVE_EXIT_WHERE = f"purpose='exit' AND status IN {sql_in(LIVE)}"
+# The queue of orders not sent yet, per account in sending order (db/intents.py NEXT_QUEUED_SQL: every claim of the
+# dispatcher and of a risk exit). Partial: only queued rows, so it stays a few entries while an account's intents
+# grow by thousands a month; the plain account index made that claim visit every intent the account ever had.
+QUEUED_WHERE = f"status = '{Status.QUEUED.value}'"
+QUEUE_INDEX = "ix_order_intents_queue"
 
 
 class OrderIntent(Base):
@@ -224,6 +229,7 @@ class OrderIntent(Base):
         # One live exit per strategy leg: a second exit for the same position cannot be written while the first
         # may still fill (partially_filled included: its remainder is still working at the broker).
         Index("uq_one_inflight_exit", "execution_id", unique=True, sqlite_where=text(LIVE_EXIT_WHERE)),
+        Index(QUEUE_INDEX, "account_id", "priority", "created_at", "id", sqlite_where=text(QUEUED_WHERE)),
     )
 
 

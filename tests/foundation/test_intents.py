@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select
 
 from db.commands import OrderRequest, enqueue_order
-from db.intents import (IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
+from db.intents import (NEXT_QUEUED_SQL, IntentView, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
                         next_queued_view, transition)
 from db.models import OrderEvent, OrderIntent
 from db.order_fsm import InvalidTransition, Status
@@ -122,3 +122,47 @@ def test_intent_problem_when_intent_sane_then_empty(over):
 def test_intent_problem_when_intent_is_nonsense_then_reason(over, fragment):
     reason = intent_problem(_view(**over))
     assert reason.startswith("invalid intent: ") and fragment in reason
+
+
+def _settled_history(db, acct: int, like: int, n: int) -> None:
+    """``n`` filled intents of the account, copies of intent ``like`` (a month or two of an active account)."""
+    with db.write() as s:
+        cur = raw_cursor(s)
+        cols = [r[1] for r in cur.execute("PRAGMA table_info(order_intents)") if r[1] != "id"]
+        row = dict(zip(cols, cur.execute(f"SELECT {', '.join(cols)} FROM order_intents WHERE id = ?",
+                                         (like,)).fetchone(), strict=True))
+        cur.executemany(f"INSERT INTO order_intents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [[{**row, "client_order_id": f"h{i}", "status": Status.FILLED.value,
+                           "broker_order_id": f"B{i}"}[c] for c in cols] for i in range(n)])
+
+
+def _next_queued_steps(db, acct: int):
+    """(next queued intent, SQLite VM instructions / 10 spent finding it)."""
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+    with db.read() as s:
+        con = raw_cursor(s).connection
+        con.set_progress_handler(count, 10)
+        try:
+            view = next_queued_view(s, acct)
+        finally:
+            con.set_progress_handler(None, 10)
+    return view, steps[0]
+
+
+def test_next_queued_when_the_account_has_a_long_history_then_finding_it_costs_no_more(two_intents):
+    """Every order's claim (the dispatcher's and a risk exit's) asks for the account's next queued intent: it read
+    every intent the account ever had (3.98 ms of a 20,000-intent account's exit transaction, against 0.36 ms
+    with the queue index)."""
+    db, acct, a, b = two_intents
+    view, fresh = _next_queued_steps(db, acct)
+    assert view.id == b
+    _settled_history(db, acct, a, 3000)
+    view, grown = _next_queued_steps(db, acct)
+    assert view.id == b and grown <= fresh + 5, (fresh, grown)
+    with db.read() as s:
+        plan = " ".join(r[3] for r in raw_cursor(s).execute(f"EXPLAIN QUERY PLAN {NEXT_QUEUED_SQL}", (acct,)))
+    assert "ix_order_intents_queue" in plan and "TEMP B-TREE" not in plan, plan

@@ -6,6 +6,7 @@ table and a last ``RESULT`` line.
     .venv/bin/python bench/bench_curves.py chains [--trials 25]
     .venv/bin/python bench/bench_curves.py pages  [--points 1,30,250] [--runs 3] [--past-snapshot-s 60]
     .venv/bin/python bench/bench_curves.py rss    [--ticks 300000] [--subs 1000]
+    .venv/bin/python bench/bench_curves.py history [--trials 25] [--points 0,2000,20000]
 
 legs: tick -> first exit order (bench_exit_latency.py's procedure and figures: t0 = the simulator's applied_at_ms,
   t1 = its received_at_ms) with N open legs across 10 accounts: N - 1 background legs in 2-leg runs, round-robin
@@ -25,6 +26,10 @@ pages: AppTest.run() of pages/dashboard.py and pages/orders.py (Positions & Orde
   would be 56 M rows, hours to seed here; the queries are bounded by time and LIMIT, and the 1-s figure can be run
   with --past-snapshot-s 1 at 30 days). Each point in a fresh process after scripts.serve.preload(): first run,
   warm runs, and a run after clearing st.cache_data and st.cache_resource.
+history: tick -> exit as in legs (50 positions, one account, ~1,000 ticks/s) with the target account holding N settled
+  (filled) order intents from before today: 2,000 is a month of a busy account (~100 orders a day), 20,000 about
+  250 trading days of one. Every exit is claimed in its own transaction, and every order by the dispatcher: the
+  question is whether either reads the account's past.
 rss: bench_memory.py with 1,000 subscriptions (NIFTY options of four expiries + BANKNIFTY): service RSS while N
   ticks go through the feed's on_message, sampled every 10 % of N.
 """
@@ -78,13 +83,15 @@ def feed_counters(db) -> dict:
 
 
 def latency_point(tick_hz: float, legs: int, trials: int, accounts: int, distinct: int, label: str,
-                  chains_after: int | None = None) -> dict:
+                  chains_after: int | None = None, history: int = 0) -> dict:
     db = temp_db("curve")
     with SimProcess(seed=3, tick_hz=tick_hz) as sim:
         probe = sim.create_account("curveprobe")
         syms = nifty_options(sim, probe, distinct) if distinct else []
         b = ServiceBench(sim, db, legs, option_syms=syms, accounts=accounts, legs_per_run=2 if legs > 2 else 1)
-        out = dict(point=label, legs=legs, tick_hz=tick_hz)
+        if history:
+            settled_intents(db, b.acct, history)
+        out = dict(point=label, legs=legs, tick_hz=tick_hz, history=history)
         with b.service():
             out["ticks_per_s"] = b.wait_flowing()
             f0, t0 = feed_counters(db), time.monotonic()
@@ -104,6 +111,33 @@ def latency_point(tick_hz: float, legs: int, trials: int, accounts: int, distinc
         out["coalesced_per_s"] = (f1.get("coalesced", 0) - f0.get("coalesced", 0)) / dt if f1 and f0 else float("nan")
         out.update(q4(b.lat))
     return out
+
+
+def settled_intents(db, account_id: int, n: int) -> None:
+    """``n`` filled orders of the account from before today, oldest first (ids below every order of the trials)."""
+    from db.models import OrderIntent
+    from db.order_fsm import Status
+    start = datetime.utcnow() - timedelta(days=n // 80 + 2)
+    with db.write() as s:
+        for k in range(0, n, 5000):
+            s.execute(insert(OrderIntent), [
+                dict(client_order_id=uuid.uuid4().hex, account_id=account_id, purpose="manual", source="ui",
+                     symbol="SBIN", exchange="NSE", action="BUY" if i % 2 else "SELL", requested_qty=1,
+                     pricetype="MARKET", product="MIS", status=Status.FILLED.value, broker_order_id=f"H{i}",
+                     broker_filled_qty=1, broker_avg_price=800.0, created_at=start + timedelta(minutes=3 * i),
+                     updated_at=start + timedelta(minutes=3 * i)) for i in range(k, min(n, k + 5000))])
+
+
+def cmd_history(a) -> int:
+    rows = []
+    for n in [int(x) for x in a.points.split(",")]:
+        hz = round(1000.0 / (49 + 1 + WATCH), 2)
+        rows.append(latency_point(hz, 50, a.trials, 1, 49, f"{n:,} settled orders", history=n))
+        print(json.dumps(rows[-1]), flush=True)
+    print_curve("tick -> exit against the account's order history (50 positions, ~1,000 ticks/s)", rows,
+                "settled orders")
+    result("curve_history", points=rows, growth=rows[-1]["p99"] / rows[0]["p99"])
+    return 0
 
 
 def open_chains(sim, db, key: str) -> int:
@@ -311,11 +345,15 @@ def main() -> int:
     p.add_argument("--points", default="1,30,250")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--past-snapshot-s", type=int, default=60)
+    p = sub.add_parser("history")
+    p.add_argument("--trials", type=int, default=25)
+    p.add_argument("--points", default="0,2000,20000")
     p = sub.add_parser("rss")
     p.add_argument("--ticks", type=int, default=300_000)
     p.add_argument("--subs", type=int, default=1000)
     a = ap.parse_args()
-    return {"legs": cmd_legs, "rate": cmd_rate, "chains": cmd_chains, "pages": cmd_pages, "rss": cmd_rss}[a.cmd](a)
+    return {"legs": cmd_legs, "rate": cmd_rate, "chains": cmd_chains, "pages": cmd_pages, "rss": cmd_rss,
+            "history": cmd_history}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from db.models import Account, OrderEvent, OrderIntent, StrategyRun, utcnow
+from db.models import MODIFYING_WHERE, Account, OrderEvent, OrderIntent, StrategyRun, utcnow
 from db.order_fsm import OPEN, values
+from db.rawsql import raw_cursor
 from db.run_fsm import LIVE_RUN
 from db.vocab import ENTRIES_DENIED, ConvertState
 
@@ -68,12 +69,14 @@ def finish_conversion(s, intent_id: int, converted: bool, reason: str) -> None:
     _event(s, intent_id, reason)
 
 
+LEFT_MODIFYING_SQL = f"SELECT id, account_id, symbol, broker_order_id FROM order_intents WHERE {MODIFYING_WHERE}"
+
+
 def left_modifying(s) -> list[tuple[int, int, str, str]]:
     """(intent id, account id, symbol, broker order id) of conversions marked modifying: at a pass's start, a row
     this process is not converting was left by one that stopped between the claim and the answer."""
-    return [tuple(r) for r in s.execute(select(
-        OrderIntent.id, OrderIntent.account_id, OrderIntent.symbol, OrderIntent.broker_order_id).where(
-        OrderIntent.convert_state == ConvertState.MODIFYING.value)).all()]
+    # the condition as SQL text, the partial index's own (db.models MODIFYING_INDEX): a bound value could not use it
+    return [tuple(r) for r in raw_cursor(s).execute(LEFT_MODIFYING_SQL).fetchall()]
 
 
 def _event(s, intent_id: int, reason: str) -> None:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, or_, select, update
+from sqlalchemy import DateTime, select, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -263,9 +263,10 @@ def book_followed_intents(s: Session, account_id: int) -> list[tuple]:
 
 def accounts_with_intents(s: Session, statuses: tuple[str, ...], updated_since: datetime) -> set[int]:
     """Ids of the accounts with an intent in one of ``statuses``, or with any intent updated at or after
-    ``updated_since``."""
-    return set(s.scalars(select(OrderIntent.account_id).where(or_(
-        OrderIntent.status.in_(statuses), OrderIntent.updated_at >= updated_since)).distinct()))
+    ``updated_since``. A UNION, each half on its own index: with the two conditions OR'ed, SQLite read every intent
+    of every account (8.2 ms a call, every second, with 20,000 of them)."""
+    return set(s.scalars(union(select(OrderIntent.account_id).where(OrderIntent.status.in_(statuses)),
+                               select(OrderIntent.account_id).where(OrderIntent.updated_at >= updated_since))))
 
 
 def intents_by_id(s: Session, ids: list[int]) -> list[OrderIntent]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from db.engine import Store
-from db.models import (LIVE_EXIT_WHERE, QUEUE_INDEX, ApiKey, ApiRequest, Base, BrokerCall, DaySummary, MarginCheck,
-                       OrderIntent, PortfolioSettings, QuickStop, SchemaVersion, SquareOff, StrategySchedule,
-                       TimedFire, WebhookAlert, WebhookRule)
+from db.models import (ACCOUNT_STATUS_INDEX, LIVE_EXIT_WHERE, MODIFYING_INDEX, QUEUE_INDEX, ApiKey, ApiRequest,
+                       Base, BrokerCall, DaySummary, MarginCheck, OrderIntent, PortfolioSettings, QuickStop,
+                       SchemaVersion, SquareOff, StrategySchedule, TimedFire, WebhookAlert, WebhookRule)
 from db.vocab import TradingState
 
 ONE_EXIT_INDEX = "uq_one_inflight_exit"
+UPDATED_INDEX = "ix_order_intents_updated_at"
 
 
 class MigrationError(RuntimeError):
@@ -194,10 +195,20 @@ def _v16_queue_index(conn: Connection) -> None:
     next(i for i in OrderIntent.__table__.indexes if i.name == QUEUE_INDEX).create(conn, checkfirst=True)
 
 
+def _v17_intent_indexes(conn: Connection) -> None:
+    """order_intents gains the indexes of reads made every second that read the whole table or an account's whole
+    history: on updated_at (the poller's accounts with recently updated intents), on (account_id, status) (an
+    account's in-flight intents), and on the conversions left 'modifying'."""
+    for index in OrderIntent.__table__.indexes:
+        if index.name in (UPDATED_INDEX, ACCOUNT_STATUS_INDEX, MODIFYING_INDEX):
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,
               _v6_trailing_and_portfolio_limits, _v7_quick_stops, _v8_local_api,
               _v9_run_multiplier_and_margin_checks, _v10_history, _v11_leg_stops, _v12_reusable_strategies,
-              _v13_time_protection, _v14_positions_day, _v15_timed_strategies, _v16_queue_index]
+              _v13_time_protection, _v14_positions_day, _v15_timed_strategies, _v16_queue_index,
+              _v17_intent_indexes]
 LATEST = len(MIGRATIONS)
 
 

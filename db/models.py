@@ -15,7 +15,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.order_fsm import LIVE, Status, sql_in
 from db.run_fsm import LegStatus, RunStatus
-from db.vocab import ChainStatus, CommandStatus, SquareOffStatus, StopStatus, TimedState, TradingState
+from db.vocab import (ChainStatus, CommandStatus, ConvertState, SquareOffStatus, StopStatus, TimedState,
+                      TradingState)
 
 
 def utcnow() -> datetime:
@@ -186,6 +187,12 @@ LIVE_EXIT_WHERE = f"purpose='exit' AND status IN {sql_in(LIVE)}"
 # grow by thousands a month; the plain account index made that claim visit every intent the account ever had.
 QUEUED_WHERE = f"status = '{Status.QUEUED.value}'"
 QUEUE_INDEX = "ix_order_intents_queue"
+# Reads asked every second (or per orderbook) that SQLite otherwise answered by reading every intent of the account
+# (or of the table): the account's intents in given statuses (db/broker_orders.py INFLIGHT_SQL), and conversions left
+# 'modifying' (db/conversions.py left_modifying).
+ACCOUNT_STATUS_INDEX = "ix_order_intents_account_status"
+MODIFYING_INDEX = "ix_order_intents_modifying"
+MODIFYING_WHERE = f"convert_state = '{ConvertState.MODIFYING.value}'"
 
 
 class OrderIntent(Base):
@@ -219,7 +226,9 @@ class OrderIntent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # indexed: the poller asks every second for the accounts with an intent updated in the last minute (db/intents.py
+    # accounts_with_intents), which otherwise read the whole table
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     # A LIMIT entry still working this many seconds after it was sent is modified to MARKET, once
     # (services/entry_convert.py); convert_state (db/vocab.ConvertState) records that one attempt.
     convert_after_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -230,6 +239,8 @@ class OrderIntent(Base):
         # may still fill (partially_filled included: its remainder is still working at the broker).
         Index("uq_one_inflight_exit", "execution_id", unique=True, sqlite_where=text(LIVE_EXIT_WHERE)),
         Index(QUEUE_INDEX, "account_id", "priority", "created_at", "id", sqlite_where=text(QUEUED_WHERE)),
+        Index(ACCOUNT_STATUS_INDEX, "account_id", "status"),
+        Index(MODIFYING_INDEX, "id", sqlite_where=text(MODIFYING_WHERE)),
     )
 
 

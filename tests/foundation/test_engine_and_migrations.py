@@ -262,7 +262,7 @@ def test_own_checkpoints_reaches_the_write_connection_made_before_it(tmp_path):
     assert db.path.stat().st_size == before  # that commit left its pages in the WAL
 
 
-def test_migrate_when_the_database_is_at_version_15_then_it_gains_the_queue_index_over_its_queued_rows(tmp_path):
+def test_migrate_when_the_database_is_at_version_15_then_it_gains_the_order_intents_indexes(tmp_path):
     from db.commands import OrderRequest, enqueue_order
     from db.intents import next_queued_view
     from tests.builders import make_account, seed_instruments
@@ -272,12 +272,19 @@ def test_migrate_when_the_database_is_at_version_15_then_it_gains_the_queue_inde
     iid, _ = enqueue_order(d, OrderRequest(acct, "SBIN", "NSE", "BUY", 1), "before-upgrade")
     with d.engine.begin() as c:  # as version 15 left it
         c.exec_driver_sql("DROP INDEX ix_order_intents_queue")
+        for index in ("ix_order_intents_updated_at", "ix_order_intents_account_status", "ix_order_intents_modifying"):
+            c.exec_driver_sql(f"DROP INDEX {index}")
         c.exec_driver_sql("DELETE FROM schema_version WHERE version > 15")
     d.engine.dispose()
     d = Database(tmp_path / "m.db", key_file=tmp_path / "k")
     with d.engine.connect() as c:
         assert current_version(c) == LATEST
         sql = c.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'ix_order_intents_queue'").scalar()
+        made = dict(c.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE name IN ('ix_order_intents_updated_at', "
+                                      "'ix_order_intents_account_status', 'ix_order_intents_modifying')").all())
     assert "account_id, priority, created_at, id" in sql and "status = 'queued'" in sql
+    assert "(updated_at)" in made["ix_order_intents_updated_at"]
+    assert "(account_id, status)" in made["ix_order_intents_account_status"]
+    assert "convert_state = 'modifying'" in made["ix_order_intents_modifying"]
     with d.read() as s:
         assert next_queued_view(s, acct).id == iid  # the rows queued before the upgrade are in it

@@ -287,6 +287,9 @@ def test_migration_when_a_v11_database_is_upgraded_then_saved_strategies_stay_fi
     path = tmp_path / "old.db"
     Database(path, key_file=tmp_path / "k")  # created at the latest version, then taken back to version 11
     con = sqlite3.connect(path)
+    for index in ("ix_order_intents_queue", "ix_order_intents_updated_at", "ix_order_intents_account_status",
+                  "ix_order_intents_modifying"):  # versions 16 and 17
+        con.execute(f"DROP INDEX {index}")
     for table, cols in (("strategies", ("expiry_mode", "deleted_at")),
                         ("strategy_legs", ("target", "entry_type", "entry_offset", "entry_offset_pct",
                                            "convert_after_s")),

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from db.clock import now_ist
+from datetime import datetime, timedelta
+
+from db.clock import IST
 from db.commands import enqueue_control
 from db.history import day_summaries, order_timeline, run_risk_events, trading_day_of
 from db.models import ControlCommand, OrderIntent, StrategyRun
@@ -15,6 +17,7 @@ from db.vocab import CommandStatus
 from simulator.testing import SimProcess
 from tests.builders import seed_instruments
 from tests.harness import queue_runs
+from tests.market_clock import offset_to
 from tests.reliability.crash_harness import service_env, start_service, stop_service, wait_for
 from tests.service.fixtures_orders import sim_account
 
@@ -33,12 +36,16 @@ def _cmd(db, cid) -> ControlCommand:
 
 @pytest.mark.timeout(120)
 def test_run_exited_by_max_loss_when_summarised_then_day_rows_and_its_timeline_with_the_decision(db, tmp_path):
-    with SimProcess(seed=44, args=["--frozen"]) as sim:
+    # The session's market clock is 10:30 IST of the latest trading day, which after IST midnight or on a weekend is
+    # not the date the database's own stamps (real UTC) fall on: the summary of the clock's day then finds no run.
+    # Here every clock is 10:30 IST of the real date (a weekend's then goes the "not a trading day" way).
+    off = offset_to(f"{datetime.now(IST):%Y-%m-%d} 10:30:00")
+    with SimProcess(seed=44, args=["--frozen"], clock_offset_s=off) as sim:
         sim.set_price(SYMBOL, "NSE", 1000.0)
         seed_instruments(db)
         acct, name = sim_account(db, sim, "hist", is_primary=True)
         [(run_id, _)] = queue_runs(db, [acct], [dict(symbol=SYMBOL, action="BUY", qty=QTY)], "hist-buy")
-        proc = start_service(db.path, tmp_path / "svc.log", service_env())
+        proc = start_service(db.path, tmp_path / "svc.log", service_env(APP__MARKET__CLOCK_OFFSET_S=repr(off)))
         try:
             assert wait_for(lambda: _run(db, run_id).status == "active", 30), (tmp_path / "svc.log").read_text()[-3000:]
             with db.write() as s:
@@ -55,7 +62,7 @@ def test_run_exited_by_max_loss_when_summarised_then_day_rows_and_its_timeline_w
             assert stop_service(proc) == 0
 
     assert cmd.status == CommandStatus.DONE, cmd.result
-    day = trading_day_of(now_ist())
+    day = trading_day_of(datetime.now(IST) + timedelta(seconds=off))
     rows = day_summaries(db)
     if day is None:  # run on a weekend: the command says so and writes nothing
         assert "is not a trading day" in cmd.result and rows.empty

@@ -30,7 +30,8 @@ def test_market_buy_fills_at_ask_and_updates_books(fsim, key):
     r = place(fsim, key, quantity="10")
     j = r.json()
     assert r.status_code == 200 and j["status"] == "success" and j["mode"] == "analyze"
-    assert re.fullmatch(r"\d{14}", j["orderid"]) and j["orderid"][:6] == time.strftime("%y%m%d", time.gmtime(time.time() + 19800))
+    sim_day = time.gmtime(time.time() + 19800 + (fsim.clock_offset_s or 0))  # the date on the sim's IST clock
+    assert re.fullmatch(r"\d{14}", j["orderid"]) and j["orderid"][:6] == time.strftime("%y%m%d", sim_day)
     st = status(fsim, key, j["orderid"])["data"]
     assert st["order_status"] == "complete" and st["average_price"] == 800.05 and st["price_type"] == "MARKET"
     assert st["price"] == 800.0 and IST_TS.match(st["timestamp"])

@@ -196,15 +196,15 @@ class WriterLock:
         # One mutex, a condition per kind of waiter: a release wakes ONE waiter, an urgent one if any waits. With one
         # condition and notify_all, every release woke every waiter (ten dispatch threads writing at once: nine
         # woke, took the GIL, found the lock taken and slept again, per transaction).
-        mutex = threading.Lock()
-        self._urgent_cv, self._background_cv = threading.Condition(mutex), threading.Condition(mutex)
+        self._mutex = threading.Lock()
+        self._urgent_cv, self._background_cv = threading.Condition(self._mutex), threading.Condition(self._mutex)
         self._owner: int | None = None
         self._depth = 0
         self._urgent = 0  # urgent writers waiting
 
     def acquire(self, timeout: float, urgent: bool = False) -> bool:
         me = threading.get_ident()
-        with self._urgent_cv:
+        with self._mutex:
             if self._owner == me:
                 self._depth += 1
                 return True
@@ -229,7 +229,7 @@ class WriterLock:
             (self._urgent_cv if self._urgent else self._background_cv).notify()
 
     def release(self) -> None:
-        with self._urgent_cv:
+        with self._mutex:
             if self._owner != threading.get_ident():
                 raise RuntimeError("the writer lock is released by a thread that does not hold it")
             self._depth -= 1

@@ -189,19 +189,24 @@ def _v15_timed_strategies(conn: Connection) -> None:
     TimedFire.__table__.create(conn, checkfirst=True)
 
 
+def _create_intent_indexes(conn: Connection, *names: str) -> None:
+    """These indexes of order_intents as db/models.py defines them, where missing."""
+    for index in OrderIntent.__table__.indexes:
+        if index.name in names:
+            index.create(conn, checkfirst=True)
+
+
 def _v16_queue_index(conn: Connection) -> None:
     """The per-account queue index (db.models QUEUE_INDEX): claiming an account's next order no longer reads every
     intent the account ever had."""
-    next(i for i in OrderIntent.__table__.indexes if i.name == QUEUE_INDEX).create(conn, checkfirst=True)
+    _create_intent_indexes(conn, QUEUE_INDEX)
 
 
 def _v17_intent_indexes(conn: Connection) -> None:
     """order_intents gains the indexes of reads made every second that read the whole table or an account's whole
     history: on updated_at (the poller's accounts with recently updated intents), on (account_id, status) (an
     account's in-flight intents), and on the conversions left 'modifying'."""
-    for index in OrderIntent.__table__.indexes:
-        if index.name in (UPDATED_INDEX, ACCOUNT_STATUS_INDEX, MODIFYING_INDEX):
-            index.create(conn, checkfirst=True)
+    _create_intent_indexes(conn, UPDATED_INDEX, ACCOUNT_STATUS_INDEX, MODIFYING_INDEX)
 
 
 MIGRATIONS = [_v1, _v2_one_live_exit_per_leg, _v3_account_trading_state, _v4_account_day_limits, _v5_broker_calls,

@@ -5,12 +5,12 @@ import pytest
 from sqlalchemy import select
 
 from db.commands import OrderRequest, enqueue_order
-from db.intents import (NEXT_QUEUED_SQL, IntentView, accounts_with_intents, UnreadableIntent, claim_path, deny_unsendable, intent_problem,
-                        next_queued_view, transition)
+from db.intents import (NEXT_QUEUED_SQL, IntentView, UnreadableIntent, accounts_with_intents, claim_path,
+                        deny_unsendable, intent_problem, next_queued_view, transition)
 from db.models import OrderEvent, OrderIntent, utcnow
 from db.order_fsm import InvalidTransition, Status
-from db.vocab import ConvertState
 from db.rawsql import raw_cursor, sql_ts
+from db.vocab import ConvertState
 from tests.builders import make_account
 
 Q, C, SENT, D = Status.QUEUED, Status.CLAIMED, Status.SENT, Status.DENIED
@@ -155,19 +155,15 @@ def _vm_steps(db, read):
     return got, steps[0]
 
 
-def _next_queued_steps(db, acct: int):
-    return _vm_steps(db, lambda s: next_queued_view(s, acct))
-
-
 def test_next_queued_when_the_account_has_a_long_history_then_finding_it_costs_no_more(two_intents):
     """Every order's claim (the dispatcher's and a risk exit's) asks for the account's next queued intent: it read
     every intent the account ever had (3.98 ms of a 20,000-intent account's exit transaction, against 0.36 ms
     with the queue index)."""
     db, acct, a, b = two_intents
-    view, fresh = _next_queued_steps(db, acct)
+    view, fresh = _vm_steps(db, lambda s: next_queued_view(s, acct))
     assert view.id == b
     _settled_history(db, acct, a, 3000)
-    view, grown = _next_queued_steps(db, acct)
+    view, grown = _vm_steps(db, lambda s: next_queued_view(s, acct))
     assert view.id == b and grown <= fresh + 5, (fresh, grown)
     with db.read() as s:
         plan = " ".join(r[3] for r in raw_cursor(s).execute(f"EXPLAIN QUERY PLAN {NEXT_QUEUED_SQL}", (acct,)))
